@@ -1,0 +1,46 @@
+/**
+ * Subcommand dispatch and the one place where errors become messages and exit
+ * codes. Nothing below lib/cli prints to stderr or exits.
+ *
+ * @module
+ */
+import type { Command } from "./command.ts";
+import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
+
+const commands: Command[] = [];
+
+/** Registers subcommands (called once by main.ts). */
+export function register(...cmds: Command[]): void {
+  commands.push(...cmds);
+}
+
+function usage(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    "usage: dirtybit COMMAND [options]   (dirtybit COMMAND --help for details)",
+    "",
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+  ].join("\n");
+}
+
+/** Runs the command line and returns the process exit code. */
+export async function runCli(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  try {
+    const cmd = commands.find((c) => c.name === name);
+    if (!cmd) throw new UsageError(`unknown command '${name}': run 'dirtybit --help' for the list`);
+    return await cmd.run(rest);
+  } catch (err) {
+    if (err instanceof DirtybitError) {
+      console.error(`dirtybit: ${describeError(err)}`);
+      return err.exitCode;
+    }
+    console.error(`dirtybit: internal error: ${describeError(err)} (please report it)`);
+    if (Deno.env.get("DIRTYBIT_DEBUG")) console.error(err);
+    return 70;
+  }
+}

@@ -1,0 +1,14 @@
+/**
+ * dirtybit: block-level incremental backup, DR replication and cross-restore
+ * for CloudStack KVM clouds. Entry point: registers the subcommands and exits
+ * with their code.
+ *
+ * @module
+ */
+import { register, runCli } from "./lib/cli/main.ts";
+
+register();
+
+if (import.meta.main) {
+  Deno.exit(await runCli(Deno.args));
+}
