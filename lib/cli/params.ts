@@ -1,0 +1,399 @@
+/**
+ * The one parameter table (DESIGN 1.2 plus the local-source and backend
+ * parameters), used for Bacula plugin `key=value` lists and for command-line
+ * `--key value` flags alike (`--secretkey-file` is `secretkey_file`).
+ * Unknown, invalid and conflicting parameters are a UsageError naming the
+ * parameter; secret values never appear in any message.
+ *
+ * @module
+ */
+import { UsageError } from "../core/errors.ts";
+
+/** How a parameter's text is checked and converted. */
+export type ParamKind = "string" | "secret" | "path" | "int" | "bool" | "enum" | "list" | "rate";
+
+/** One row of the table. */
+export interface ParamSpec {
+  readonly kind: ParamKind;
+  readonly help: string;
+  /** Default as text, parsed like a given value. */
+  readonly default?: string;
+  readonly min?: number;
+  readonly max?: number;
+  readonly values?: readonly string[];
+  /** Extra check on the text; returns the problem or null. */
+  readonly check?: (text: string) => string | null;
+}
+
+/** Operating modes (DESIGN 1.1); unset means a normal backup or restore. */
+export const MODES = [
+  "seed",
+  "bitmap_push",
+  "daemon",
+  "receiver",
+  "replication_status",
+  "failover_pre",
+  "failover_exec",
+  "failback_pre",
+  "failback_exec",
+  "reprotect",
+] as const;
+
+function checkUrl(text: string): string | null {
+  return /^https?:\/\/[^\s/]+/.test(text) ? null : "must be an http:// or https:// URL";
+}
+
+function checkCompression(text: string): string | null {
+  const m = /^(none|zstd)(?::(\d+))?$/.exec(text);
+  if (!m || (m[1] === "none" && m[2] !== undefined)) return "must be none, zstd or zstd:LEVEL";
+  if (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 19)) {
+    return "zstd level must be 1..19";
+  }
+  return null;
+}
+
+function checkPsk(text: string): string | null {
+  return text.length >= 32 ? null : "must be at least 32 characters";
+}
+
+/** The parameter table. Keys are the plugin spelling (`snake_case`). */
+export const PARAMS = {
+  url: { kind: "string", help: "CloudStack API endpoint", check: checkUrl },
+  apikey: { kind: "string", help: "CloudStack API key" },
+  secretkey: { kind: "secret", help: "CloudStack secret key (prefer secretkey_file)" },
+  secretkey_file: { kind: "path", help: "file holding the CloudStack secret key" },
+  vm: { kind: "string", help: "VM to protect: UUID, name or instance name" },
+  disks: { kind: "list", help: "subset of the VM's volumes (comma separated)" },
+  nbd_access_mode: {
+    kind: "enum",
+    help: "how disks are read",
+    default: "ssh_tunnel",
+    values: ["ssh_tunnel", "direct", "api_only"],
+  },
+  ssh_user: { kind: "string", help: "user on the KVM host", default: "root" },
+  ssh_key: { kind: "path", help: "private key for the KVM host" },
+  ssh_port: { kind: "int", help: "SSH port of the KVM host", default: "22", min: 1, max: 65535 },
+  known_hosts: { kind: "path", help: "known_hosts file (default: the system's)" },
+  quiesce: {
+    kind: "bool",
+    help: "freeze guest file systems around the point in time",
+    default: "true",
+  },
+  verify_ssl: { kind: "bool", help: "verify the CloudStack API certificate", default: "true" },
+  ca_file: { kind: "path", help: "CA certificate for the CloudStack API" },
+  compress: {
+    kind: "string",
+    help: "stream compression: none, zstd or zstd:LEVEL",
+    default: "zstd:3",
+    check: checkCompression,
+  },
+  mode: { kind: "enum", help: "operating mode (unset: backup or restore)", values: MODES },
+  dr_host: { kind: "string", help: "replication receiver host" },
+  dr_port: { kind: "int", help: "replication receiver port", default: "10900", min: 1, max: 65535 },
+  psk: { kind: "secret", help: "replication pre-shared key (prefer psk_file)", check: checkPsk },
+  psk_file: { kind: "path", help: "file holding the replication pre-shared key" },
+  cycle_interval: {
+    kind: "int",
+    help: "seconds between replication cycles",
+    default: "300",
+    min: 1,
+    max: 86400,
+  },
+  retry_count: {
+    kind: "int",
+    help: "retries on transport failures",
+    default: "3",
+    min: 0,
+    max: 100,
+  },
+  retry_delay_ms: {
+    kind: "int",
+    help: "first retry delay (doubles each time)",
+    default: "5000",
+    min: 0,
+    max: 3600000,
+  },
+  retry_jitter_ms: {
+    kind: "int",
+    help: "random extra delay per retry",
+    default: "1000",
+    min: 0,
+    max: 3600000,
+  },
+  bandwidth_limit: {
+    kind: "rate",
+    help: "replication cap: N[K|M|G] or N[K|M|G]bit = bits/s, N[K|M|G]B = bytes/s",
+  },
+  cross_restore: {
+    kind: "enum",
+    help: "restore into another hypervisor",
+    values: ["proxmox", "hyperv", "vmware"],
+  },
+  qmp: { kind: "path", help: "QMP socket of a local QEMU (instead of vm)" },
+  node: { kind: "list", help: "block node(s) to back up with qmp (repeatable or comma separated)" },
+  level: {
+    kind: "enum",
+    help: "backup level",
+    default: "auto",
+    values: ["full", "incremental", "differential", "auto"],
+  },
+  state_dir: { kind: "path", help: "where hash databases and chain state are kept" },
+  log_file: {
+    kind: "path",
+    help: "backend log file (default: dirtybit-backend.log in the working directory)",
+  },
+  format: { kind: "enum", help: "restore target format", default: "raw", values: ["raw", "qcow2"] },
+  abort_on_error: { kind: "bool", help: "Bacula: make every backend error fatal" },
+  listing: { kind: "string", help: "Bacula: path of a listing session" },
+  query: { kind: "string", help: "Bacula: name of a query session" },
+  accurate: { kind: "bool", help: "Bacula: the job runs in accurate mode" },
+} as const satisfies Record<string, ParamSpec>;
+
+/** A parameter name. */
+export type ParamName = keyof typeof PARAMS;
+
+type ValueOf<K extends ParamKind> = K extends "int" | "rate" ? number
+  : K extends "bool" ? boolean
+  : K extends "list" ? string[]
+  : string;
+
+/** Parsed parameters: present when given or defaulted. Rates are bytes per second. */
+export type Params = { -readonly [N in ParamName]?: ValueOf<(typeof PARAMS)[N]["kind"]> };
+
+const SECRET_NOTE = "(value not shown)";
+
+function isParamName(name: string): name is ParamName {
+  return Object.hasOwn(PARAMS, name);
+}
+
+function parseBool(text: string): boolean | null {
+  const t = text.toLowerCase();
+  if (["1", "true", "yes", "on"].includes(t)) return true;
+  if (["0", "false", "no", "off"].includes(t)) return false;
+  return null;
+}
+
+const RATE_UNITS: Record<string, number> = { "": 1, K: 1e3, M: 1e6, G: 1e9 };
+
+function parseRate(text: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)(B|bit|b)?$/.exec(text);
+  if (!m) return null;
+  const n = Number(m[1]) * RATE_UNITS[m[2]];
+  // A bare number is bytes; a bare multiplier (100M) means bits, as network caps usually are.
+  const bits = m[3] === "bit" || m[3] === "b" || (m[3] === undefined && m[2] !== "");
+  const bytesPerSecond = bits ? n / 8 : n;
+  return bytesPerSecond >= 1 ? Math.floor(bytesPerSecond) : null;
+}
+
+function invalid(name: string, spec: ParamSpec, text: string, why: string): UsageError {
+  const shown = spec.kind === "secret" ? SECRET_NOTE : `'${text}'`;
+  return new UsageError(`parameter ${name}=${shown}: ${why}`);
+}
+
+/** Converts one value by its table row; throws UsageError naming the parameter. */
+function convert(name: ParamName, text: string): string | number | boolean | string[] {
+  const spec: ParamSpec = PARAMS[name];
+  if (text === "" && spec.kind !== "bool") throw invalid(name, spec, text, "empty value");
+  const problem = spec.check?.(text);
+  if (problem) throw invalid(name, spec, text, problem);
+  switch (spec.kind) {
+    case "int": {
+      if (!/^-?\d+$/.test(text)) throw invalid(name, spec, text, "must be a whole number");
+      const n = Number(text);
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        throw invalid(name, spec, text, `must be ${spec.min ?? "-∞"}..${spec.max ?? "∞"}`);
+      }
+      return n;
+    }
+    case "bool": {
+      const b = text === "" ? true : parseBool(text);
+      if (b === null) throw invalid(name, spec, text, "must be true or false");
+      return b;
+    }
+    case "enum":
+      if (!spec.values?.includes(text)) {
+        throw invalid(name, spec, text, `must be one of ${spec.values?.join(", ")}`);
+      }
+      return text;
+    case "list": {
+      const items = text.split(",").map((s) => s.trim());
+      if (items.some((s) => s === "")) throw invalid(name, spec, text, "empty list item");
+      return items;
+    }
+    case "rate": {
+      const r = parseRate(text);
+      if (r === null) {
+        throw invalid(name, spec, text, "must look like 100M (bits/s) or 12MB (bytes/s)");
+      }
+      return r;
+    }
+    default:
+      return text;
+  }
+}
+
+/** Cross-parameter rules. */
+function checkConflicts(p: Params): void {
+  const both = (a: ParamName, b: ParamName) => {
+    if (p[a] !== undefined && p[b] !== undefined) {
+      throw new UsageError(`parameters ${a} and ${b} conflict: give only one of them`);
+    }
+  };
+  both("secretkey", "secretkey_file");
+  both("psk", "psk_file");
+  both("listing", "query");
+  if (p.node && !p.qmp) throw new UsageError("parameter node needs qmp (the QMP socket path)");
+  if (p.verify_ssl === false && p.ca_file !== undefined) {
+    throw new UsageError("parameters verify_ssl=false and ca_file conflict: give only one of them");
+  }
+}
+
+/**
+ * Parses `key=value` entries in order. Repeated list parameters accumulate;
+ * any other repeat is an error. Keys match case-insensitively (Bacula keeps
+ * the case the user typed). Defaults fill what is not given.
+ */
+export function parseParamEntries(entries: Iterable<readonly [string, string]>): Params {
+  const out: Record<string, unknown> = {};
+  for (const [rawKey, text] of entries) {
+    const key = rawKey.toLowerCase();
+    if (!isParamName(key)) {
+      throw new UsageError(
+        `unknown parameter '${rawKey}': see 'dirtybit backend --help' for the list`,
+      );
+    }
+    const value = convert(key, text);
+    if (out[key] !== undefined) {
+      if (PARAMS[key].kind !== "list") throw new UsageError(`parameter ${key} given twice`);
+      out[key] = [...(out[key] as string[]), ...(value as string[])];
+    } else {
+      out[key] = value;
+    }
+  }
+  for (const [name, spec] of Object.entries(PARAMS) as [ParamName, ParamSpec][]) {
+    if (out[name] === undefined && spec.default !== undefined) {
+      out[name] = convert(name, spec.default);
+    }
+  }
+  const params = out as Params;
+  checkConflicts(params);
+  return params;
+}
+
+/** Parses a `key=value` record (see parseParamEntries). */
+export function parseParams(kv: Record<string, string>): Params {
+  return parseParamEntries(Object.entries(kv));
+}
+
+/** `key=value` text of parsed parameters for logs, with secrets masked. */
+export function describeParams(p: Params): string {
+  return (Object.entries(p) as [ParamName, unknown][])
+    .map(([k, v]) => {
+      const shown = PARAMS[k].kind === "secret"
+        ? "***"
+        : Array.isArray(v)
+        ? v.join(",")
+        : String(v);
+      return `${k}=${shown}`;
+    })
+    .join(" ");
+}
+
+/** `--secretkey-file` -> `secretkey_file`. */
+export function flagToParam(flag: string): string {
+  return flag.replace(/^--/, "").replaceAll("-", "_");
+}
+
+/** `secretkey_file` -> `--secretkey-file`. */
+export function paramToFlag(name: string): string {
+  return `--${name.replaceAll("_", "-")}`;
+}
+
+/** Command-specific flags that are not in the parameter table. */
+export type ExtraFlags = Record<string, "string" | "bool">;
+
+/** Result of parseParamFlags. */
+export interface ParsedFlags {
+  params: Params;
+  /** Values of the command's own flags, keyed by flag name without dashes (`out`, `json`). */
+  extra: Record<string, string | boolean>;
+  /** Arguments that are not flags (`-` counts as one: stdin). */
+  positionals: string[];
+}
+
+/**
+ * Parses `--key value`, `--key=value`, `--flag`/`--no-flag` (booleans) from a
+ * command line against the table, restricted to `only` when given, plus the
+ * command's `extra` flags. `--` ends flag parsing.
+ */
+export function parseParamFlags(
+  args: string[],
+  options: { only?: readonly ParamName[]; extra?: ExtraFlags } = {},
+): ParsedFlags {
+  const entries: [string, string][] = [];
+  const extra: Record<string, string | boolean> = {};
+  const positionals: string[] = [];
+  const extraKinds = options.extra ?? {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith("--")) {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    let flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+    let inline: string | undefined = eq < 0 ? undefined : arg.slice(eq + 1);
+    if (flag.startsWith("no-") && inline === undefined) {
+      const positive = flag.slice(3);
+      if (
+        extraKinds[positive] === "bool" ||
+        PARAMS[flagToParam(positive) as ParamName]?.kind === "bool"
+      ) {
+        flag = positive;
+        inline = "false";
+      }
+    }
+    const name = flagToParam(flag);
+    const own = extraKinds[flag];
+    const spec: ParamSpec | undefined = isParamName(name) ? PARAMS[name] : undefined;
+    const allowed = spec && (!options.only || options.only.includes(name as ParamName));
+    if (!own && !allowed) throw new UsageError(`unknown option --${flag}: see --help`);
+    const isBool = own ? own === "bool" : spec?.kind === "bool";
+    let value = inline;
+    if (value === undefined) {
+      if (isBool) {
+        const next = args[i + 1];
+        value = next !== undefined && parseBool(next) !== null ? args[++i] : "true";
+      } else {
+        if (i + 1 >= args.length) throw new UsageError(`option --${flag} needs a value`);
+        value = args[++i];
+      }
+    }
+    if (own) {
+      if (extra[flag] !== undefined) throw new UsageError(`option --${flag} given twice`);
+      if (own === "bool") {
+        const b = parseBool(value);
+        if (b === null) throw new UsageError(`option --${flag}: must be true or false`);
+        extra[flag] = b;
+      } else {
+        extra[flag] = value;
+      }
+    } else {
+      entries.push([name, value]);
+    }
+  }
+  return { params: parseParamEntries(entries), extra, positionals };
+}
+
+/** Help lines for the given parameters, as flags. */
+export function flagHelp(names: readonly ParamName[]): string {
+  return names.map((n) => {
+    const spec: ParamSpec = PARAMS[n];
+    const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
+    return `  ${paramToFlag(n).padEnd(20)} ${spec.help}${def}`;
+  }).join("\n");
+}

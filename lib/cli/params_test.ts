@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { UsageError } from "../core/errors.ts";
+import {
+  describeParams,
+  flagToParam,
+  paramToFlag,
+  parseParamEntries,
+  parseParamFlags,
+  parseParams,
+} from "./params.ts";
+
+function usageError(text: string) {
+  return (e: unknown) => e instanceof UsageError && e.message.includes(text);
+}
+
+const PSK = "0123456789abcdef0123456789abcdef";
+
+Deno.test("defaults fill what is not given, values are typed", () => {
+  const p = parseParams({ vm: "web01", ssh_port: "2222", quiesce: "false", disks: "a, b" });
+  assert.equal(p.vm, "web01");
+  assert.equal(p.ssh_port, 2222);
+  assert.equal(p.quiesce, false);
+  assert.deepEqual(p.disks, ["a", "b"]);
+  assert.equal(p.nbd_access_mode, "ssh_tunnel");
+  assert.equal(p.compress, "zstd:3");
+  assert.equal(p.dr_port, 10900);
+  assert.equal(p.retry_delay_ms, 5000);
+  assert.equal(p.verify_ssl, true);
+  assert.equal(p.mode, undefined);
+});
+
+Deno.test("unknown, invalid and out-of-range parameters name the parameter", () => {
+  const cases: [Record<string, string>, string][] = [
+    [{ vmm: "x" }, "unknown parameter 'vmm'"],
+    [{ ssh_port: "0" }, "ssh_port='0': must be 1..65535"],
+    [{ ssh_port: "22x" }, "ssh_port='22x': must be a whole number"],
+    [{ quiesce: "maybe" }, "quiesce='maybe': must be true or false"],
+    [{ nbd_access_mode: "nfs" }, "nbd_access_mode='nfs': must be one of"],
+    [{ mode: "push" }, "mode='push'"],
+    [{ compress: "gzip" }, "compress='gzip'"],
+    [{ compress: "zstd:42" }, "zstd level"],
+    [{ url: "cs.example" }, "url='cs.example'"],
+    [{ vm: "" }, "vm='': empty value"],
+    [{ disks: "a,,b" }, "empty list item"],
+    [{ bandwidth_limit: "fast" }, "bandwidth_limit='fast'"],
+    [{ cross_restore: "xen" }, "cross_restore='xen'"],
+  ];
+  for (const [kv, msg] of cases) assert.throws(() => parseParams(kv), usageError(msg), msg);
+});
+
+Deno.test("unknown parameters never echo their value (it may be a mistyped secret)", () => {
+  assert.throws(
+    () => parseParams({ secretkye: "TOPSECRET" }),
+    (e: unknown) => e instanceof UsageError && !e.message.includes("TOPSECRET"),
+  );
+});
+
+Deno.test("secrets are never echoed", () => {
+  assert.throws(
+    () => parseParams({ psk: "short-secret" }),
+    (e: unknown) =>
+      e instanceof UsageError && e.message.includes("psk") && !e.message.includes("short-secret"),
+  );
+  const p = parseParams({ secretkey: "S3CR3T", psk: PSK, vm: "v" });
+  const text = describeParams(p);
+  assert.ok(!text.includes("S3CR3T") && !text.includes(PSK), text);
+  assert.ok(text.includes("secretkey=***") && text.includes("vm=v"), text);
+});
+
+Deno.test("conflicting parameters are rejected", () => {
+  const cases: [Record<string, string>, string][] = [
+    [{ secretkey: "x", secretkey_file: "/k" }, "secretkey and secretkey_file conflict"],
+    [{ psk: PSK, psk_file: "/k" }, "psk and psk_file conflict"],
+    [{ node: "n0" }, "node needs qmp"],
+    [{ listing: "/", query: "disks" }, "listing and query conflict"],
+    [{ verify_ssl: "false", ca_file: "/ca" }, "verify_ssl=false and ca_file conflict"],
+  ];
+  for (const [kv, msg] of cases) assert.throws(() => parseParams(kv), usageError(msg), msg);
+});
+
+Deno.test("plugin entries: case-insensitive keys, repeated lists accumulate, repeats refused", () => {
+  const p = parseParamEntries([["QMP", "/s"], ["node", "a"], ["node", "b,c"], ["Accurate", "1"]]);
+  assert.deepEqual(p.node, ["a", "b", "c"]);
+  assert.equal(p.qmp, "/s");
+  assert.equal(p.accurate, true);
+  assert.throws(() => parseParamEntries([["vm", "a"], ["vm", "b"]]), usageError("vm given twice"));
+});
+
+Deno.test("bandwidth_limit says bits or bytes", () => {
+  assert.equal(parseParams({ bandwidth_limit: "100M" }).bandwidth_limit, 12_500_000);
+  assert.equal(parseParams({ bandwidth_limit: "100Mbit" }).bandwidth_limit, 12_500_000);
+  assert.equal(parseParams({ bandwidth_limit: "12MB" }).bandwidth_limit, 12_000_000);
+  assert.equal(parseParams({ bandwidth_limit: "4096" }).bandwidth_limit, 4096);
+});
+
+Deno.test("flags map to the same table", () => {
+  assert.equal(flagToParam("--secretkey-file"), "secretkey_file");
+  assert.equal(paramToFlag("secretkey_file"), "--secretkey-file");
+  const r = parseParamFlags(
+    ["--qmp", "/q.sock", "--node=n0", "--no-quiesce", "--verify-ssl", "false", "--out", "-", "x"],
+    { extra: { out: "string", json: "bool" } },
+  );
+  assert.equal(r.params.qmp, "/q.sock");
+  assert.deepEqual(r.params.node, ["n0"]);
+  assert.equal(r.params.quiesce, false);
+  assert.equal(r.params.verify_ssl, false);
+  assert.deepEqual(r.extra, { out: "-" });
+  assert.deepEqual(r.positionals, ["x"]);
+  const b = parseParamFlags(["--json", "--quiesce", "-"], { extra: { json: "bool" } });
+  assert.equal(b.extra.json, true);
+  assert.equal(b.params.quiesce, true);
+  assert.deepEqual(b.positionals, ["-"]);
+});
+
+Deno.test("flags: unknown, restricted, missing value", () => {
+  assert.throws(() => parseParamFlags(["--bogus", "1"]), usageError("unknown option --bogus"));
+  assert.throws(
+    () => parseParamFlags(["--vm", "x"], { only: ["qmp", "node"] }),
+    usageError("unknown option --vm"),
+  );
+  assert.throws(() => parseParamFlags(["--qmp"]), usageError("--qmp needs a value"));
+  assert.throws(
+    () => parseParamFlags(["--ssh-port", "99999"]),
+    usageError("ssh_port='99999'"),
+  );
+});
