@@ -1,0 +1,307 @@
+/**
+ * The replication channel over TCP: the handshake of handshake.ts, then one
+ * sealed frame (frames.ts) per message (messages.ts). The sender connects,
+ * the receiver accepts. A frame that fails to open, or a connection that
+ * ends inside a frame, ends the channel with an InputError.
+ *
+ * @module
+ */
+import { InputError, TargetError } from "../core/errors.ts";
+import {
+  checkFrameLength,
+  type DirectionKeys,
+  FRAME_HEADER_BYTES,
+  openFrame,
+  sealFrame,
+} from "./frames.ts";
+import {
+  decodeHello,
+  deriveSessionKeys,
+  HELLO_BYTES,
+  newHello,
+  proofMatches,
+  type Role,
+} from "./handshake.ts";
+import { decodeMessage, encodeMessage, type Message } from "./messages.ts";
+import { TokenBucket } from "./bandwidth.ts";
+
+/** The transport failed (refused, reset, closed, timed out): worth retrying later. */
+export class TransportError extends TargetError {}
+
+/** Options common to both ends. */
+export interface ChannelOptions {
+  /** Pre-shared key, already validated (see validatePsk). */
+  psk: string;
+  /** Limit on the whole handshake, in ms (default 10000). */
+  handshakeTimeoutMs?: number;
+  /** A receive waiting longer than this fails, in ms (default 300000). */
+  idleTimeoutMs?: number;
+  /** Cap on what this end sends, in bytes per second. */
+  bandwidthBytesPerSecond?: number;
+}
+
+const AUTH_FAILED =
+  "replication handshake failed: the peers' pre-shared keys differ (or the peer is not dirtybit)";
+
+/** An authenticated, encrypted message channel. */
+export class SecureChannel {
+  readonly #conn: Deno.Conn;
+  readonly #reader: ConnReader;
+  readonly #out: DirectionKeys;
+  readonly #in: DirectionKeys;
+  readonly #idleTimeoutMs: number;
+  readonly #bucket: TokenBucket | undefined;
+  #sendSeq = 0n;
+  #recvSeq = 0n;
+  #sendQueue: Promise<void> = Promise.resolve();
+  #closed = false;
+  /** Bytes written to the socket, frame headers and tags included. */
+  bytesSent = 0;
+  /** Bytes read from the socket. */
+  get bytesReceived(): number {
+    return this.#reader.bytesRead;
+  }
+
+  private constructor(
+    conn: Deno.Conn,
+    reader: ConnReader,
+    out: DirectionKeys,
+    inbound: DirectionKeys,
+    options: ChannelOptions,
+  ) {
+    this.#conn = conn;
+    this.#reader = reader;
+    this.#out = out;
+    this.#in = inbound;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
+    const rate = options.bandwidthBytesPerSecond;
+    // A small burst (50 ms of traffic, at least one 64 KiB write) keeps the
+    // measured rate close to the limit even over short transfers.
+    if (rate) this.#bucket = new TokenBucket(rate, Math.max(65536, rate / 20), performance.now());
+  }
+
+  /** Connects to a receiver and runs the sender's side of the handshake. */
+  static async connect(
+    host: string,
+    port: number,
+    options: ChannelOptions,
+  ): Promise<SecureChannel> {
+    let conn: Deno.Conn;
+    try {
+      conn = await withTimeout(
+        Deno.connect({ hostname: host, port, transport: "tcp" }),
+        options.handshakeTimeoutMs ?? 10_000,
+        () => {},
+      );
+    } catch (err) {
+      throw new TransportError(
+        `cannot reach the replication receiver at ${host}:${port}: ${oneLine(err)}`,
+      );
+    }
+    try {
+      return await withTimeout(
+        SecureChannel.#handshake(conn, "sender", options),
+        options.handshakeTimeoutMs ?? 10_000,
+        () => conn.close(),
+      );
+    } catch (err) {
+      tryClose(conn);
+      throw err;
+    }
+  }
+
+  /** Runs the receiver's side of the handshake on an accepted connection. */
+  static async accept(conn: Deno.Conn, options: ChannelOptions): Promise<SecureChannel> {
+    try {
+      return await withTimeout(
+        SecureChannel.#handshake(conn, "receiver", options),
+        options.handshakeTimeoutMs ?? 10_000,
+        () => tryClose(conn),
+      );
+    } catch (err) {
+      tryClose(conn);
+      throw err;
+    }
+  }
+
+  static async #handshake(conn: Deno.Conn, role: Role, options: ChannelOptions) {
+    const reader = new ConnReader(conn);
+    const mine = newHello(role);
+    const peerRole: Role = role === "sender" ? "receiver" : "sender";
+    await writeAll(conn, mine);
+    const theirs = await reader.readExact(HELLO_BYTES, "the handshake");
+    decodeHello(theirs, peerRole);
+    const keys = role === "sender"
+      ? await deriveSessionKeys(options.psk, mine, theirs)
+      : await deriveSessionKeys(options.psk, theirs, mine);
+    const out = role === "sender" ? keys.senderToReceiver : keys.receiverToSender;
+    const inbound = role === "sender" ? keys.receiverToSender : keys.senderToReceiver;
+    const channel = new SecureChannel(conn, reader, out, inbound, options);
+    const proveMine = () =>
+      channel.send({
+        type: "auth",
+        proof: role === "sender" ? keys.senderProof : keys.receiverProof,
+      });
+    const checkTheirs = async () => {
+      let msg: Message;
+      try {
+        msg = await channel.receive();
+      } catch (err) {
+        // A wrong key shows as a frame that does not open, or as the peer
+        // hanging up after ours did not: both mean the same to the operator.
+        if (err instanceof InputError || err instanceof TransportError) {
+          throw new InputError(AUTH_FAILED);
+        }
+        throw err;
+      }
+      const expected = role === "sender" ? keys.receiverProof : keys.senderProof;
+      if (msg.type !== "auth" || !proofMatches(msg.proof, expected)) {
+        throw new InputError(AUTH_FAILED);
+      }
+    };
+    if (role === "sender") {
+      await proveMine();
+      await checkTheirs();
+    } else {
+      await checkTheirs();
+      await proveMine();
+    }
+    return channel;
+  }
+
+  /** Sends one message (sends are serialised in call order). */
+  send(msg: Message): Promise<void> {
+    const plaintext = encodeMessage(msg);
+    const seq = this.#sendSeq++;
+    const run = this.#sendQueue.then(async () => {
+      if (this.#closed) throw new TransportError("the replication channel is closed");
+      const frame = await sealFrame(this.#out, seq, plaintext);
+      if (this.#bucket) {
+        const wait = this.#bucket.take(frame.length, performance.now());
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
+      try {
+        await writeAll(this.#conn, frame);
+      } catch (err) {
+        throw new TransportError(`replication channel write failed: ${oneLine(err)}`);
+      }
+      this.bytesSent += frame.length;
+    });
+    this.#sendQueue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Receives the next message. A clean end of the connection between frames
+   * is a TransportError; one inside a frame, or a frame that does not open,
+   * is an InputError and closes the channel.
+   */
+  async receive(): Promise<Message> {
+    try {
+      return await withTimeout(this.#receiveFrame(), this.#idleTimeoutMs, () => this.close());
+    } catch (err) {
+      if (err instanceof InputError) this.close();
+      throw err;
+    }
+  }
+
+  async #receiveFrame(): Promise<Message> {
+    const header = await this.#reader.readExact(FRAME_HEADER_BYTES, null);
+    const length = checkFrameLength(new DataView(header.buffer, header.byteOffset).getUint32(0));
+    const body = await this.#reader.readExact(length, "a frame");
+    const seq = this.#recvSeq++;
+    return decodeMessage(await openFrame(this.#in, seq, body));
+  }
+
+  /** Waits for the next message and checks its type; an `error` message becomes a TargetError. */
+  async expect<T extends Message["type"]>(type: T): Promise<Extract<Message, { type: T }>> {
+    const msg = await this.receive();
+    if (msg.type === type) return msg as Extract<Message, { type: T }>;
+    if (msg.type === "error") throw new TargetError(`the peer refused: ${msg.message}`);
+    this.close();
+    throw new InputError(`replication protocol error: expected ${type}, got ${msg.type}`);
+  }
+
+  /** Closes the connection. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    tryClose(this.#conn);
+  }
+}
+
+/** Exact reads from a connection, with one read-ahead buffer. */
+class ConnReader {
+  #buf = new Uint8Array(65536);
+  #start = 0;
+  #end = 0;
+  bytesRead = 0;
+
+  constructor(readonly conn: Deno.Conn) {}
+
+  /**
+   * Reads exactly `n` bytes. `inside` names what is being read: EOF inside
+   * it is an InputError (truncation); null means EOF before it is a clean end.
+   */
+  async readExact(n: number, inside: string | null): Promise<Uint8Array> {
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      if (this.#start === this.#end) {
+        let got: number | null;
+        try {
+          got = await this.conn.read(this.#buf);
+        } catch (err) {
+          if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
+            throw new TransportError("the replication channel was closed");
+          }
+          throw new TransportError(`replication channel read failed: ${oneLine(err)}`);
+        }
+        if (got === null) {
+          if (filled === 0 && inside === null) {
+            throw new TransportError("the peer closed the replication channel");
+          }
+          throw new InputError(
+            `the replication channel ended inside ${inside ?? "a frame"}: the frame was truncated`,
+          );
+        }
+        this.#start = 0;
+        this.#end = got;
+        this.bytesRead += got;
+      }
+      const take = Math.min(n - filled, this.#end - this.#start);
+      out.set(this.#buf.subarray(this.#start, this.#start + take), filled);
+      this.#start += take;
+      filled += take;
+      if (filled > 0) inside ??= "a frame";
+    }
+    return out;
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: number | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new TransportError(`the replication peer did not answer within ${ms} ms`));
+    }, ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function tryClose(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
+}

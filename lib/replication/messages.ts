@@ -1,0 +1,305 @@
+/**
+ * The messages carried inside replication frames (one message per frame):
+ * a type byte, then either a binary body (data and zero records, proofs) or
+ * a UTF-8 JSON object (control messages). Decoding checks every field, so a
+ * well-authenticated but malformed message is still an InputError. No I/O.
+ *
+ * @module
+ */
+import { InputError } from "../core/errors.ts";
+
+/** Codec of a data record's payload. */
+export type Codec = "raw" | "zstd";
+
+/** The sender's proof, or the receiver's (first frame each way). */
+export interface AuthMessage {
+  type: "auth";
+  proof: Uint8Array;
+}
+/** Sender: which replica the following messages are about. */
+export interface OpenMessage {
+  type: "open";
+  name: string;
+  size: number;
+}
+/** Receiver: what it holds for the opened replica. */
+export interface StateMessage {
+  type: "state";
+  name: string;
+  /** Absent when the receiver has no replica of that name yet. */
+  seedId?: string;
+  size?: number;
+  /** Last cycle durably applied (0 = the seed). */
+  cycle?: number;
+  /** Present while a seed is incomplete: the offset up to which it is durable. */
+  seedOffset?: number;
+}
+/** Sender: a batch of records follows (a seed range or a cycle). */
+export interface BeginMessage {
+  type: "begin";
+  kind: "seed" | "cycle";
+  seedId: string;
+  size: number;
+  /** Cycle number this batch creates (seed batches: 0). */
+  cycle: number;
+  /** The confirmed cycle whose changes since it this batch contains (seed: 0). */
+  base: number;
+  /** Seed batches: the range they complete, so the receiver can record progress. */
+  seedEnd?: number;
+}
+/** Sender: bytes at an offset. */
+export interface DataMessage {
+  type: "data";
+  offset: number;
+  /** Length once decoded. */
+  length: number;
+  codec: Codec;
+  payload: Uint8Array;
+}
+/** Sender: a range that reads as zeros. */
+export interface ZeroMessage {
+  type: "zero";
+  offset: number;
+  length: number;
+}
+/** Sender: end of the batch; counts let the receiver detect a cut-off batch. */
+export interface EndMessage {
+  type: "end";
+  records: number;
+  bytes: number;
+}
+/** Receiver: the batch is durable. */
+export interface ConfirmMessage {
+  type: "confirm";
+  seedId: string;
+  cycle: number;
+  seedOffset?: number;
+}
+/** Either side: a refusal with a one-line reason; the connection ends after it. */
+export interface ErrorMessage {
+  type: "error";
+  message: string;
+}
+/** Sender: asks for the receiver's status of all replicas. */
+export interface StatusRequestMessage {
+  type: "status-request";
+}
+/** Receiver: status of all replicas. */
+export interface StatusMessage {
+  type: "status";
+  replicas: StateMessage[];
+}
+/** Either side: orderly end of the conversation. */
+export interface CloseMessage {
+  type: "close";
+}
+
+/** Every message of the protocol. */
+export type Message =
+  | AuthMessage
+  | OpenMessage
+  | StateMessage
+  | BeginMessage
+  | DataMessage
+  | ZeroMessage
+  | EndMessage
+  | ConfirmMessage
+  | ErrorMessage
+  | StatusRequestMessage
+  | StatusMessage
+  | CloseMessage;
+
+const TYPE_CODES = {
+  auth: 0x01,
+  close: 0x02,
+  error: 0x03,
+  open: 0x10,
+  state: 0x11,
+  begin: 0x12,
+  data: 0x13,
+  zero: 0x14,
+  end: 0x15,
+  confirm: 0x16,
+  "status-request": 0x20,
+  status: 0x21,
+} as const satisfies Record<Message["type"], number>;
+
+const TYPE_NAMES = new Map<number, Message["type"]>(
+  Object.entries(TYPE_CODES).map(([name, code]) => [code, name as Message["type"]]),
+);
+
+/** Bytes before a data record's payload: type, offset u64, length u32, codec u8. */
+export const DATA_HEADER_BYTES = 14;
+
+/** Encodes a message as a frame plaintext. */
+export function encodeMessage(msg: Message): Uint8Array {
+  const code = TYPE_CODES[msg.type];
+  switch (msg.type) {
+    case "auth":
+      return withType(code, msg.proof);
+    case "data": {
+      const out = new Uint8Array(DATA_HEADER_BYTES + msg.payload.length);
+      const view = new DataView(out.buffer);
+      out[0] = code;
+      view.setBigUint64(1, BigInt(msg.offset));
+      view.setUint32(9, msg.length);
+      out[13] = msg.codec === "zstd" ? 1 : 0;
+      out.set(msg.payload, DATA_HEADER_BYTES);
+      return out;
+    }
+    case "zero": {
+      const out = new Uint8Array(17);
+      const view = new DataView(out.buffer);
+      out[0] = code;
+      view.setBigUint64(1, BigInt(msg.offset));
+      view.setBigUint64(9, BigInt(msg.length));
+      return out;
+    }
+    default: {
+      const { type: _type, ...fields } = msg;
+      return withType(code, new TextEncoder().encode(JSON.stringify(fields)));
+    }
+  }
+}
+
+/** Decodes a frame plaintext; anything malformed is an InputError naming the message. */
+export function decodeMessage(bytes: Uint8Array): Message {
+  const type = TYPE_NAMES.get(bytes[0]);
+  if (!type) throw bad(`unknown message type 0x${(bytes[0] ?? 0).toString(16)}`);
+  const body = bytes.subarray(1);
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  switch (type) {
+    case "auth":
+      if (body.length !== 32) throw bad("auth proof is not 32 bytes");
+      return { type, proof: body.slice() };
+    case "data": {
+      if (body.length < DATA_HEADER_BYTES - 1) throw bad("data record is too short");
+      const codecByte = body[12];
+      if (codecByte > 1) throw bad(`data record has unknown codec ${codecByte}`);
+      const msg: DataMessage = {
+        type,
+        offset: safeInt(view.getBigUint64(0), "data offset"),
+        length: view.getUint32(8),
+        codec: codecByte === 1 ? "zstd" : "raw",
+        payload: body.subarray(DATA_HEADER_BYTES - 1),
+      };
+      if (msg.length === 0) throw bad("data record is empty");
+      if (msg.codec === "raw" && msg.payload.length !== msg.length) {
+        throw bad("raw data record length does not match its payload");
+      }
+      return msg;
+    }
+    case "zero":
+      if (body.length !== 16) throw bad("zero record is not 16 bytes");
+      return {
+        type,
+        offset: safeInt(view.getBigUint64(0), "zero offset"),
+        length: positive(safeInt(view.getBigUint64(8), "zero length"), "zero length"),
+      };
+    default:
+      return decodeControl(type, body);
+  }
+}
+
+function decodeControl(type: Message["type"], body: Uint8Array): Message {
+  let f: Record<string, unknown>;
+  try {
+    f = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch {
+    throw bad(`${type} message is not JSON`);
+  }
+  if (typeof f !== "object" || f === null || Array.isArray(f)) {
+    throw bad(`${type} is not an object`);
+  }
+  switch (type) {
+    case "open":
+      return { type, name: name(f.name), size: count(f.size, "size") };
+    case "state":
+      return stateOf(f);
+    case "begin": {
+      const kind = f.kind;
+      if (kind !== "seed" && kind !== "cycle") throw bad("begin kind must be seed or cycle");
+      return {
+        type,
+        kind,
+        seedId: str(f.seedId, "seedId"),
+        size: count(f.size, "size"),
+        cycle: count(f.cycle, "cycle"),
+        base: count(f.base, "base"),
+        ...(f.seedEnd === undefined ? {} : { seedEnd: count(f.seedEnd, "seedEnd") }),
+      };
+    }
+    case "end":
+      return { type, records: count(f.records, "records"), bytes: count(f.bytes, "bytes") };
+    case "confirm":
+      return {
+        type,
+        seedId: str(f.seedId, "seedId"),
+        cycle: count(f.cycle, "cycle"),
+        ...(f.seedOffset === undefined ? {} : { seedOffset: count(f.seedOffset, "seedOffset") }),
+      };
+    case "error":
+      return { type, message: str(f.message, "message").split("\n")[0].slice(0, 500) };
+    case "status":
+      if (!Array.isArray(f.replicas)) throw bad("status replicas is not a list");
+      return { type, replicas: f.replicas.map((r) => stateOf(r as Record<string, unknown>)) };
+    case "status-request":
+    case "close":
+      return { type };
+    default:
+      throw bad(`${type} cannot be a control message`);
+  }
+}
+
+function stateOf(f: Record<string, unknown>): StateMessage {
+  if (typeof f !== "object" || f === null) throw bad("state is not an object");
+  const out: StateMessage = { type: "state", name: name(f.name) };
+  if (f.seedId !== undefined) out.seedId = str(f.seedId, "seedId");
+  if (f.size !== undefined) out.size = count(f.size, "size");
+  if (f.cycle !== undefined) out.cycle = count(f.cycle, "cycle");
+  if (f.seedOffset !== undefined) out.seedOffset = count(f.seedOffset, "seedOffset");
+  return out;
+}
+
+/** Replica names end up in file names: letters, digits, `._-`, not starting with a dot. */
+export function name(v: unknown): string {
+  if (typeof v !== "string" || !/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(v)) {
+    throw bad("replica name must be 1-128 of A-Z a-z 0-9 . _ - and not start with a dot");
+  }
+  return v;
+}
+
+function str(v: unknown, field: string): string {
+  if (typeof v !== "string" || v.length === 0 || v.length > 1000) {
+    throw bad(`${field} is not a string`);
+  }
+  return v;
+}
+
+function count(v: unknown, field: string): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    throw bad(`${field} is not a non-negative integer`);
+  }
+  return v;
+}
+
+function safeInt(v: bigint, field: string): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`${field} is too large`);
+  return Number(v);
+}
+
+function positive(v: number, field: string): number {
+  if (v === 0) throw bad(`${field} is zero`);
+  return v;
+}
+
+function withType(code: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + body.length);
+  out[0] = code;
+  out.set(body, 1);
+  return out;
+}
+
+function bad(what: string): InputError {
+  return new InputError(`malformed replication message: ${what}`);
+}

@@ -1,0 +1,34 @@
+import assert from "node:assert/strict";
+import { InputError } from "../core/errors.ts";
+import { decodeMessage, encodeMessage, type Message } from "./messages.ts";
+
+Deno.test("every message kind round-trips", () => {
+  const msgs: Message[] = [
+    { type: "auth", proof: new Uint8Array(32).fill(3) },
+    { type: "open", name: "vm-1.vda", size: 1 << 30 },
+    { type: "state", name: "d", seedId: "s", size: 10, cycle: 4 },
+    { type: "begin", kind: "seed", seedId: "s", size: 10, cycle: 0, base: 0, seedEnd: 8 },
+    { type: "data", offset: 2 ** 40, length: 3, codec: "raw", payload: new Uint8Array([1, 2, 3]) },
+    { type: "zero", offset: 4096, length: 2 ** 33 },
+    { type: "end", records: 2, bytes: 5 },
+    { type: "confirm", seedId: "s", cycle: 5 },
+    { type: "error", message: "no" },
+    { type: "status-request" },
+    { type: "status", replicas: [{ type: "state", name: "d" }] },
+    { type: "close" },
+  ];
+  for (const m of msgs) assert.deepStrictEqual(decodeMessage(encodeMessage(m)), m);
+});
+
+Deno.test("malformed messages are InputErrors", () => {
+  const bad = [
+    new Uint8Array([0x7f]),
+    new Uint8Array([0x10, 0x7b]),
+    encodeMessage({ type: "open", name: "../etc", size: 1 }),
+    encodeMessage({ type: "open", name: ".hidden", size: 1 }),
+    new TextEncoder().encode('\x10{"name":"a","size":-1}'),
+    encodeMessage({ type: "zero", offset: 0, length: 0 }),
+    encodeMessage({ type: "data", offset: 0, length: 5, codec: "raw", payload: new Uint8Array(3) }),
+  ];
+  for (const b of bad) assert.throws(() => decodeMessage(b), InputError);
+});
