@@ -138,8 +138,9 @@ export class NbdClient {
    * Reads `buf.length` bytes at `offset` into `buf`. `buf` must not be touched
    * until the Promise settles (a worker thread writes into it).
    */
-  pread(buf: Uint8Array<ArrayBuffer>, offset: number): Promise<void> {
-    if (buf.length === 0) return Promise.resolve();
+  pread(buffer: Uint8Array, offset: number): Promise<void> {
+    if (buffer.length === 0) return Promise.resolve();
+    const buf = buffer as Uint8Array<ArrayBuffer>;
     return this.#run(
       `read of ${buf.length} bytes at ${offset}`,
       () => this.#h.preadAsync(buf, offset),
@@ -148,8 +149,9 @@ export class NbdClient {
   }
 
   /** Writes all of `buf` at `offset`; `buf` must not change until the Promise settles. */
-  pwrite(buf: Uint8Array<ArrayBuffer>, offset: number): Promise<void> {
-    if (buf.length === 0) return Promise.resolve();
+  pwrite(buffer: Uint8Array, offset: number): Promise<void> {
+    if (buffer.length === 0) return Promise.resolve();
+    const buf = buffer as Uint8Array<ArrayBuffer>;
     return this.#run(
       `write of ${buf.length} bytes at ${offset}`,
       () => this.#h.pwriteAsync(buf, offset),
