@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { Xxh64 } from "@node-rs/xxhash";
+import { InputError } from "../core/errors.ts";
+import {
+  completeHeader,
+  compressionLevel,
+  decodeHeader,
+  decodeRecordHeader,
+  decodeTrailer,
+  encodeHeader,
+  encodeRecordHeader,
+  encodeTrailer,
+  type RecordHeader,
+  type StreamHeaderInit,
+} from "./format.ts";
+
+const init: StreamHeaderInit = {
+  disk: "vda",
+  virtualSize: 10 << 20,
+  blockSize: 65536,
+  level: "incremental",
+  backupId: "b2",
+  parentId: "b1",
+  chainId: "c1",
+  checkpoint: "dirtybit-b2",
+  compression: "zstd:3",
+  metadata: { domain: "<domain/>" },
+};
+
+Deno.test("header round trip keeps every field", () => {
+  const header = completeHeader({ ...init, createdAt: "2025-01-02T03:04:05.000Z" });
+  assert.deepEqual(decodeHeader(encodeHeader(header)), header);
+  assert.equal(header.version, 1);
+});
+
+Deno.test("header without metadata and full level round-trips", () => {
+  const { metadata: _, ...rest } = init;
+  const header = completeHeader({ ...rest, level: "full", parentId: null });
+  assert.deepEqual(decodeHeader(encodeHeader(header)), header);
+});
+
+Deno.test("invalid header fields are rejected on write and on read", () => {
+  assert.throws(() => completeHeader({ ...init, parentId: null }), RangeError);
+  assert.throws(() => completeHeader({ ...init, level: "full" }), RangeError);
+  assert.throws(() => completeHeader({ ...init, blockSize: 1000 }), RangeError);
+  assert.throws(() => completeHeader({ ...init, compression: "zstd:0" }), RangeError);
+  assert.throws(() => completeHeader({ ...init, disk: "" }), RangeError);
+  assert.throws(() => completeHeader({ ...init, virtualSize: -1 }), RangeError);
+});
+
+Deno.test("compression levels parse", () => {
+  assert.equal(compressionLevel("none"), 0);
+  assert.equal(compressionLevel("zstd:19"), 19);
+  assert.throws(() => compressionLevel("zstd:23"), RangeError);
+  assert.throws(() => compressionLevel("gzip"), RangeError);
+});
+
+Deno.test("every single-byte corruption of a header is rejected", () => {
+  const bytes = encodeHeader(completeHeader(init));
+  for (let i = 0; i < bytes.length; i++) {
+    for (const flip of [0x01, 0x80, 0xff]) {
+      const bad = bytes.slice();
+      bad[i] ^= flip;
+      assert.throws(() => decodeHeader(bad), InputError, `byte ${i} ^ ${flip}`);
+    }
+  }
+});
+
+Deno.test("bad magic and unknown version have their own messages", () => {
+  const bytes = encodeHeader(completeHeader(init));
+  const magic = bytes.slice();
+  magic[0] = 0x41;
+  assert.throws(() => decodeHeader(magic), /bad magic/);
+  const version = bytes.slice();
+  version[8] = 2;
+  assert.throws(() => decodeHeader(version), /version 2 is not supported/);
+});
+
+Deno.test("record headers round-trip and every corrupted byte is caught", () => {
+  const recs: RecordHeader[] = [
+    {
+      kind: "data",
+      compressed: true,
+      storedLength: 1000,
+      offset: 65536,
+      length: 4096,
+      checksum: 0x1234567890abcdefn,
+    },
+    { kind: "data", compressed: false, storedLength: 7, offset: 0, length: 7, checksum: 5n },
+    {
+      kind: "zero",
+      compressed: false,
+      storedLength: 0,
+      offset: 2 ** 40,
+      length: 2 ** 33,
+      checksum: 0n,
+    },
+  ];
+  for (const rec of recs) {
+    const bytes = encodeRecordHeader(rec);
+    assert.deepEqual(decodeRecordHeader(bytes), rec);
+    for (let i = 0; i < bytes.length; i++) {
+      const bad = bytes.slice();
+      bad[i] ^= 0x10;
+      assert.throws(() => decodeRecordHeader(bad), InputError, `byte ${i}`);
+    }
+  }
+});
+
+Deno.test("inconsistent record headers are rejected even with a valid checksum", () => {
+  const cases: RecordHeader[] = [
+    { kind: "data", compressed: false, storedLength: 10, offset: 0, length: 11, checksum: 0n },
+    { kind: "data", compressed: true, storedLength: 11, offset: 0, length: 11, checksum: 0n },
+    { kind: "data", compressed: false, storedLength: 0, offset: 0, length: 0, checksum: 0n },
+    {
+      kind: "data",
+      compressed: false,
+      storedLength: 8 << 20,
+      offset: 0,
+      length: 8 << 20,
+      checksum: 0n,
+    },
+    { kind: "zero", compressed: false, storedLength: 3, offset: 0, length: 3, checksum: 0n },
+  ];
+  for (const rec of cases) {
+    assert.throws(() => decodeRecordHeader(encodeRecordHeader(rec)), InputError);
+  }
+});
+
+Deno.test("trailer verifies totals, checksum and end magic", () => {
+  const totals = { records: 3, dataBytes: 100, zeroBytes: 50, storedBytes: 60 };
+  const prefix = new Uint8Array([1, 2, 3]);
+  const hashOf = () => new Xxh64().update(prefix);
+  const { bytes, trailer } = encodeTrailer(totals, hashOf());
+  assert.deepEqual(decodeTrailer(bytes, totals, hashOf()), trailer);
+  assert.throws(
+    () => decodeTrailer(bytes, { ...totals, records: 2 }, hashOf()),
+    /records=3 but the stream holds 2/,
+  );
+  assert.throws(() => decodeTrailer(bytes, totals, new Xxh64()), /checksum mismatch/);
+  for (let i = 0; i < bytes.length; i++) {
+    const bad = bytes.slice();
+    bad[i] ^= 0x04;
+    assert.throws(() => decodeTrailer(bad, totals, hashOf()), InputError, `byte ${i}`);
+  }
+});

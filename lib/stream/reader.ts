@@ -1,0 +1,233 @@
+/**
+ * Reads and verifies a dirtybit backup stream strictly sequentially from any
+ * byte source (file, pipe, stdin). Every defect — bad magic, unknown version,
+ * corrupt byte, truncation, trailing garbage — is an InputError.
+ *
+ * @module
+ */
+import { Xxh64, xxh64 } from "@node-rs/xxhash";
+import { describeError, InputError, SourceError } from "../core/errors.ts";
+import { ByteReader } from "./byte_reader.ts";
+import {
+  decodeHeader,
+  decodeHeaderPrefix,
+  decodeRecordHeader,
+  decodeTrailer,
+  frameKind,
+  HEADER_PREFIX_SIZE,
+  RECORD_HEADER_SIZE,
+  type StreamHeader,
+  type StreamTrailer,
+  TRAILER_SIZE,
+} from "./format.ts";
+import { zstdDecompressExact } from "./zstd.ts";
+
+/** A data record: `data` is the uncompressed content of `[offset, offset + length)`. */
+export interface DataRecord {
+  readonly kind: "data";
+  readonly offset: number;
+  readonly length: number;
+  /** A fresh buffer the caller may keep. */
+  readonly data: Uint8Array;
+  /** Stream position of the payload (for random access to stream files). */
+  readonly payloadPosition: number;
+  readonly storedLength: number;
+  readonly compressed: boolean;
+  /** xxHash64 of `data`. */
+  readonly checksum: bigint;
+}
+
+/** A zero record: `[offset, offset + length)` reads as zeros. */
+export interface ZeroRecord {
+  readonly kind: "zero";
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** One record of a stream, in stream (= ascending offset) order. */
+export type StreamRecord = DataRecord | ZeroRecord;
+
+/** A verified, sequential view of one stream. */
+export class StreamReader {
+  readonly header: StreamHeader;
+  readonly #in: ByteReader;
+  readonly #hash: Xxh64;
+  readonly #name: string;
+  #trailer: StreamTrailer | null = null;
+  #started = false;
+
+  private constructor(input: ByteReader, header: StreamHeader, hash: Xxh64, name: string) {
+    this.#in = input;
+    this.header = header;
+    this.#hash = hash;
+    this.#name = name;
+  }
+
+  /**
+   * Reads and verifies the header of the stream `src`. `name` (a file name,
+   * "stdin") goes into error messages.
+   */
+  static async open(
+    src: ReadableStream<Uint8Array>,
+    name = "backup stream",
+  ): Promise<StreamReader> {
+    const input = new ByteReader(src);
+    try {
+      const hash = new Xxh64();
+      const prefix = await readOrFail(input, HEADER_PREFIX_SIZE, name, "the header");
+      const jsonLength = decodeHeaderPrefix(prefix);
+      const rest = await readOrFail(input, jsonLength + 8, name, "the header");
+      const whole = new Uint8Array(HEADER_PREFIX_SIZE + rest.length);
+      whole.set(prefix, 0);
+      whole.set(rest, HEADER_PREFIX_SIZE);
+      const header = decodeHeader(whole);
+      hash.update(whole);
+      return new StreamReader(input, header, hash, name);
+    } catch (err) {
+      await input.cancel();
+      throw named(err, name);
+    }
+  }
+
+  /** The verified trailer; available once `records()` has run to its end. */
+  get trailer(): StreamTrailer {
+    if (!this.#trailer) throw new RangeError("the trailer is known only after all records");
+    return this.#trailer;
+  }
+
+  /** Stream bytes consumed so far. */
+  get position(): number {
+    return this.#in.position;
+  }
+
+  /**
+   * Yields every record after verifying it, then verifies the trailer and
+   * that nothing follows. Can be iterated once. Stopping early releases the source.
+   */
+  async *records(): AsyncGenerator<StreamRecord> {
+    if (this.#started) throw new RangeError("stream records can be read only once");
+    this.#started = true;
+    const counted = { records: 0, dataBytes: 0, zeroBytes: 0, storedBytes: 0 };
+    const size = this.header.virtualSize;
+    let end = 0;
+    try {
+      for (;;) {
+        const at = this.#in.position;
+        const first = await this.#in.read(1);
+        if (!first) {
+          throw new InputError(
+            `${this.#name} ends at byte ${at} without a trailer: the stream is incomplete`,
+          );
+        }
+        if (frameKind(first[0]) === "trailer") {
+          const rest = await readOrFail(this.#in, TRAILER_SIZE - 1, this.#name, "the trailer");
+          const bytes = new Uint8Array(TRAILER_SIZE);
+          bytes[0] = first[0];
+          bytes.set(rest, 1);
+          const trailer = decodeTrailer(bytes, counted, this.#hash);
+          if (!(await this.#in.atEnd())) {
+            throw new InputError(
+              `${this.#name} has extra bytes after its trailer at byte ${this.#in.position}`,
+            );
+          }
+          this.#trailer = trailer;
+          return;
+        }
+        const rest = await readOrFail(this.#in, RECORD_HEADER_SIZE - 1, this.#name, "a record");
+        const hb = new Uint8Array(RECORD_HEADER_SIZE);
+        hb[0] = first[0];
+        hb.set(rest, 1);
+        const rec = decodeRecordHeader(hb);
+        this.#hash.update(hb);
+        if (rec.offset < end) {
+          throw new InputError(
+            `${this.#name}: record at ${rec.offset} overlaps or precedes the previous one (ends at ${end})`,
+          );
+        }
+        if (rec.offset + rec.length > size) {
+          throw new InputError(
+            `${this.#name}: record ${rec.offset}+${rec.length} reaches past the disk size ${size}`,
+          );
+        }
+        end = rec.offset + rec.length;
+        counted.records++;
+        if (rec.kind === "zero") {
+          counted.zeroBytes += rec.length;
+          yield { kind: "zero", offset: rec.offset, length: rec.length };
+          continue;
+        }
+        const payloadPosition = this.#in.position;
+        const payload = await readOrFail(this.#in, rec.storedLength, this.#name, "a record");
+        this.#hash.update(payload);
+        const where = `${this.#name}: record at ${rec.offset}`;
+        const data = rec.compressed
+          ? zstdDecompressExact(payload, rec.length, where)
+          : payload.slice();
+        if (xxh64(data) !== rec.checksum) {
+          throw new InputError(`${where}: data checksum mismatch (corrupt stream)`);
+        }
+        counted.dataBytes += rec.length;
+        counted.storedBytes += rec.storedLength;
+        yield {
+          kind: "data",
+          offset: rec.offset,
+          length: rec.length,
+          data,
+          payloadPosition,
+          storedLength: rec.storedLength,
+          compressed: rec.compressed,
+          checksum: rec.checksum,
+        };
+      }
+    } catch (err) {
+      throw named(err, this.#name);
+    } finally {
+      await this.#in.cancel();
+    }
+  }
+}
+
+async function readOrFail(
+  input: ByteReader,
+  n: number,
+  name: string,
+  what: string,
+): Promise<Uint8Array> {
+  const start = input.position;
+  let bytes: Uint8Array | null;
+  try {
+    bytes = await input.read(n);
+  } catch (err) {
+    throw new SourceError(`cannot read ${name}: ${describeError(err)}`);
+  }
+  if (!bytes) {
+    throw new InputError(
+      `${name} is truncated: it ends at byte ${input.position} inside ${what} starting at byte ${start}`,
+    );
+  }
+  return bytes;
+}
+
+/** Prefixes the stream name to format errors that do not carry it yet. */
+function named(err: unknown, name: string): unknown {
+  if (err instanceof InputError && !err.message.startsWith(name)) {
+    return new InputError(`${name}: ${err.message}`);
+  }
+  return err;
+}
+
+/** Opens a stream file for sequential reading (SourceError if it cannot be opened). */
+export async function openStreamFile(path: string): Promise<StreamReader> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (err) {
+    throw new SourceError(`cannot open backup stream '${path}': ${describeError(err)}`);
+  }
+  return await StreamReader.open(file.readable, path);
+}
+
+/** Reads a stream from standard input. */
+export function openStreamStdin(): Promise<StreamReader> {
+  return StreamReader.open(Deno.stdin.readable, "stdin");
+}

@@ -1,0 +1,226 @@
+/**
+ * Writes a dirtybit backup stream strictly sequentially to any byte sink
+ * (file, pipe, Bacula). Records are compressed in a shared Worker pool while
+ * their output order is kept.
+ *
+ * @module
+ */
+import { Xxh64, xxh64 } from "@node-rs/xxhash";
+import { describeError, TargetError } from "../core/errors.ts";
+import { acquireCompressPool, type CompressPoolHandle } from "./compress_pool.ts";
+import {
+  completeHeader,
+  compressionLevel,
+  encodeHeader,
+  encodeRecordHeader,
+  encodeTrailer,
+  RECORD_HEADER_SIZE,
+  type RecordHeader,
+  type StreamHeader,
+  type StreamHeaderInit,
+  type StreamTrailer,
+} from "./format.ts";
+import { zstdCompress } from "./zstd.ts";
+
+/** Uncompressed size at which the writer cuts data into records. */
+export const RECORD_DATA_TARGET = 1 << 20;
+
+/** Writer tuning. */
+export interface StreamWriterOptions {
+  /**
+   * Compression workers (shared process-wide); 0 compresses inline on the
+   * calling thread. Default: up to 4, by CPU count, when compressing.
+   */
+  readonly workers?: number;
+}
+
+type Totals = { records: number; dataBytes: number; zeroBytes: number; storedBytes: number };
+
+/** Writes one stream: header at construction, then records in offset order, then `finish`. */
+export class StreamWriter {
+  /** The header as written (version and creation time filled in). */
+  readonly header: StreamHeader;
+  readonly #out: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #hash = new Xxh64();
+  readonly #level: number;
+  readonly #pool: CompressPoolHandle | null;
+  readonly #maxInFlight: number;
+  readonly #totals: Totals = { records: 0, dataBytes: 0, zeroBytes: 0, storedBytes: 0 };
+  #queue: Promise<void>;
+  #inFlight = 0;
+  #waiters: (() => void)[] = [];
+  #error: Error | null = null;
+  #end = 0;
+  #state: "open" | "finishing" | "finished" | "aborted" = "open";
+
+  /** Starts a stream on `sink` (RangeError for an invalid header: a caller bug). */
+  constructor(
+    sink: WritableStream<Uint8Array>,
+    header: StreamHeaderInit,
+    opts?: StreamWriterOptions,
+  ) {
+    this.header = completeHeader(header);
+    this.#level = compressionLevel(this.header.compression);
+    const workers = this.#level === 0
+      ? 0
+      : opts?.workers ?? Math.max(1, Math.min(4, navigator.hardwareConcurrency));
+    this.#pool = workers > 0 ? acquireCompressPool(workers) : null;
+    this.#maxInFlight = Math.max(2, workers * 2);
+    this.#out = sink.getWriter();
+    this.#queue = Promise.resolve();
+    this.#enqueue(Promise.resolve(encodeHeader(this.header)));
+  }
+
+  /**
+   * Adds the data of `[offset, offset + data.length)`. Ranges must come in
+   * ascending order without overlap. `data` may be reused once this resolves.
+   */
+  async writeData(offset: number, data: Uint8Array): Promise<void> {
+    this.#checkRange(offset, data.length);
+    for (let at = 0; at < data.length; at += RECORD_DATA_TARGET) {
+      const piece = data.subarray(at, Math.min(at + RECORD_DATA_TARGET, data.length));
+      this.#enqueue(this.#dataFrame(offset + at, piece));
+      this.#totals.records++;
+      this.#totals.dataBytes += piece.length;
+      await this.#slot();
+    }
+  }
+
+  /** Records that `[offset, offset + length)` reads as zeros. Same ordering rule. */
+  async writeZero(offset: number, length: number): Promise<void> {
+    this.#checkRange(offset, length);
+    if (length === 0) return;
+    const frame = encodeRecordHeader({
+      kind: "zero",
+      compressed: false,
+      storedLength: 0,
+      offset,
+      length,
+      checksum: 0n,
+    });
+    this.#enqueue(Promise.resolve(frame));
+    this.#totals.records++;
+    this.#totals.zeroBytes += length;
+    await this.#slot();
+  }
+
+  /** Writes the trailer, closes the sink and returns the totals. */
+  async finish(): Promise<StreamTrailer> {
+    this.#checkOpen();
+    this.#state = "finishing";
+    try {
+      await this.#queue;
+      this.#throwIfFailed();
+      const { bytes, trailer } = encodeTrailer(this.#totals, this.#hash);
+      await this.#out.write(bytes);
+      await this.#out.close();
+      this.#state = "finished";
+      return trailer;
+    } catch (err) {
+      this.#error ??= sinkError(err);
+      this.abort();
+      throw this.#error;
+    } finally {
+      this.#pool?.release();
+    }
+  }
+
+  /** Abandons the stream: the sink is aborted and no trailer is written. Safe to call twice. */
+  abort(): void {
+    if (this.#state === "aborted" || this.#state === "finished") return;
+    this.#state = "aborted";
+    this.#error ??= new TargetError("backup stream was aborted before its end");
+    this.#out.abort(this.#error).catch(() => {});
+    this.#pool?.release();
+    this.#wake(Infinity);
+  }
+
+  #checkOpen(): void {
+    if (this.#state !== "open") throw new RangeError(`stream writer is ${this.#state}`);
+  }
+
+  #checkRange(offset: number, length: number): void {
+    this.#checkOpen();
+    this.#throwIfFailed();
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`invalid record range ${offset}+${length}`);
+    }
+    if (offset < this.#end) {
+      throw new RangeError(`record at ${offset} is before the end of the previous (${this.#end})`);
+    }
+    if (offset + length > this.header.virtualSize) {
+      throw new RangeError(
+        `record ${offset}+${length} reaches past the disk size ${this.header.virtualSize}`,
+      );
+    }
+    if (length > 0) this.#end = offset + length;
+  }
+
+  #throwIfFailed(): void {
+    if (this.#error) throw this.#error;
+  }
+
+  /** A frame for one piece: header + payload, the payload copied or compressed now or in a worker. */
+  #dataFrame(offset: number, piece: Uint8Array): Promise<Uint8Array> {
+    const checksum = xxh64(piece);
+    const frame = (payload: Uint8Array, compressed: boolean) => {
+      this.#totals.storedBytes += payload.length;
+      return buildFrame({
+        kind: "data",
+        compressed,
+        storedLength: payload.length,
+        offset,
+        length: piece.length,
+        checksum,
+      }, payload);
+    };
+    if (this.#level === 0) return Promise.resolve(frame(piece, false));
+    if (!this.#pool) {
+      const z = zstdCompress(piece, this.#level);
+      return Promise.resolve(z.length < piece.length ? frame(z, true) : frame(piece, false));
+    }
+    return this.#pool.compress(piece.slice(), this.#level).then((r) => frame(r.out, r.compressed));
+  }
+
+  #enqueue(frame: Promise<Uint8Array>): void {
+    // A rejected frame must not go unhandled before its turn in the queue comes.
+    frame.catch(() => {});
+    this.#inFlight++;
+    this.#queue = this.#queue.then(async () => {
+      try {
+        if (this.#error) return;
+        const bytes = await frame;
+        this.#hash.update(bytes);
+        await this.#out.write(bytes);
+      } catch (err) {
+        this.#error ??= sinkError(err);
+      } finally {
+        this.#inFlight--;
+        this.#wake(1);
+      }
+    });
+  }
+
+  async #slot(): Promise<void> {
+    while (this.#inFlight >= this.#maxInFlight && !this.#error) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+    this.#throwIfFailed();
+  }
+
+  #wake(count: number): void {
+    for (let i = 0; i < count && this.#waiters.length > 0; i++) this.#waiters.shift()!();
+  }
+}
+
+function buildFrame(rec: RecordHeader, payload: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
+  frame.set(encodeRecordHeader(rec), 0);
+  frame.set(payload, RECORD_HEADER_SIZE);
+  return frame;
+}
+
+function sinkError(err: unknown): Error {
+  if (err instanceof TargetError) return err;
+  return new TargetError(`cannot write the backup stream: ${describeError(err)}`);
+}

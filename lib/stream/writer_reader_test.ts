@@ -1,0 +1,212 @@
+import assert from "node:assert/strict";
+import { InputError, TargetError } from "../core/errors.ts";
+import type { StreamHeaderInit } from "./format.ts";
+import { StreamReader, type StreamRecord } from "./reader.ts";
+import { RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
+
+function memorySink() {
+  const chunks: Uint8Array[] = [];
+  const sink = new WritableStream<Uint8Array>({ write: (c) => void chunks.push(c) });
+  return {
+    sink,
+    bytes(): Uint8Array {
+      const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+      let at = 0;
+      for (const c of chunks) (out.set(c, at), at += c.length);
+      return out;
+    },
+  };
+}
+
+/** A source that hands out `bytes` in chunks of varying sizes (as a pipe would). */
+function chunkedSource(bytes: Uint8Array, seed = 7): ReadableStream<Uint8Array> {
+  let at = 0;
+  let s = seed;
+  return new ReadableStream({
+    pull(ctl) {
+      if (at >= bytes.length) return ctl.close();
+      s = (s * 1103515245 + 12345) % 2 ** 31;
+      const n = 1 + (s % 70000);
+      ctl.enqueue(bytes.slice(at, at + n));
+      at += n;
+    },
+  });
+}
+
+const header = (compression: StreamHeaderInit["compression"]): StreamHeaderInit => ({
+  disk: "vda",
+  virtualSize: 5 * 1024 * 1024 + 12345,
+  blockSize: 65536,
+  level: "full",
+  backupId: "full-1",
+  parentId: null,
+  chainId: "chain-1",
+  checkpoint: "cp1",
+  compression,
+});
+
+function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let s = seed;
+  for (let i = 0; i < length; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    // Half compressible, half random: both record kinds of payload appear.
+    out[i] = i % 8192 < 4096 ? (i >> 6) & 0xff : s >>> 24;
+  }
+  return out;
+}
+
+function random(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let s = seed;
+  for (let i = 0; i < length; i++) out[i] = (s = (s * 1664525 + 1013904223) >>> 0) >>> 24;
+  return out;
+}
+
+async function writeSample(compression: StreamHeaderInit["compression"], workers?: number) {
+  const mem = memorySink();
+  const w = new StreamWriter(mem.sink, header(compression), { workers });
+  const reused = new Uint8Array(3 * RECORD_DATA_TARGET + 100);
+  const expect: { offset: number; data?: Uint8Array; length: number }[] = [];
+  reused.set(pattern(reused.length, 1));
+  expect.push({ offset: 0, data: reused.slice(), length: reused.length });
+  await w.writeData(0, reused);
+  reused.fill(0xee); // the writer must have copied what it needs
+  await w.writeZero(reused.length, 65536);
+  expect.push({ offset: reused.length + 65536, length: 65536 });
+  const tail = random(12345, 2);
+  const tailAt = 5 * 1024 * 1024;
+  await w.writeData(tailAt, tail);
+  expect.push({ offset: tailAt, data: tail, length: tail.length });
+  const trailer = await w.finish();
+  return { bytes: mem.bytes(), trailer };
+}
+
+async function readAll(src: ReadableStream<Uint8Array>) {
+  const r = await StreamReader.open(src);
+  const recs: StreamRecord[] = [];
+  for await (const rec of r.records()) recs.push(rec);
+  return { header: r.header, recs, trailer: r.trailer };
+}
+
+function flatten(recs: StreamRecord[], size: number): Uint8Array {
+  const disk = new Uint8Array(size);
+  for (const r of recs) if (r.kind === "data") disk.set(r.data, r.offset);
+  return disk;
+}
+
+for (const [compression, workers] of [["none", 0], ["zstd:3", 0], ["zstd:3", 2]] as const) {
+  Deno.test(`round trip ${compression} with ${workers} workers`, async () => {
+    const { bytes, trailer } = await writeSample(compression, workers);
+    const got = await readAll(chunkedSource(bytes));
+    assert.deepEqual(got.trailer, trailer);
+    assert.equal(got.header.compression, compression);
+    const offsets = got.recs.map((r) => [r.kind, r.offset, r.length]);
+    assert.deepEqual(offsets, [
+      ["data", 0, RECORD_DATA_TARGET],
+      ["data", RECORD_DATA_TARGET, RECORD_DATA_TARGET],
+      ["data", 2 * RECORD_DATA_TARGET, RECORD_DATA_TARGET],
+      ["data", 3 * RECORD_DATA_TARGET, 100],
+      ["zero", 3 * RECORD_DATA_TARGET + 100, 65536],
+      ["data", 5 * 1024 * 1024, 12345],
+    ]);
+    const disk = flatten(got.recs, header("none").virtualSize);
+    assert.deepEqual(
+      disk.subarray(0, 3 * RECORD_DATA_TARGET + 100),
+      pattern(3 * RECORD_DATA_TARGET + 100, 1),
+    );
+    assert.deepEqual(disk.subarray(5 * 1024 * 1024), random(12345, 2));
+    assert.equal(trailer.records, 6);
+    assert.equal(trailer.zeroBytes, 65536);
+    assert.equal(trailer.dataBytes, 3 * RECORD_DATA_TARGET + 100 + 12345);
+    if (compression === "none") assert.equal(trailer.storedBytes, trailer.dataBytes);
+    else {
+      assert.ok(trailer.storedBytes < trailer.dataBytes);
+      assert.ok(got.recs.some((r) => r.kind === "data" && !r.compressed), "random data stored raw");
+    }
+  });
+}
+
+Deno.test("zstd in workers keeps the record order under load", async () => {
+  const mem = memorySink();
+  const w = new StreamWriter(mem.sink, { ...header("zstd:1"), virtualSize: 64 << 20 }, {
+    workers: 3,
+  });
+  const buf = new Uint8Array(65536);
+  for (let i = 0; i < 400; i++) {
+    // Alternate tiny-to-compress and incompressible payloads so workers finish out of order.
+    buf.set(i % 2 ? pattern(65536, i) : new Uint8Array(65536).fill(i & 0xff));
+    await w.writeData(i * 65536 * 2, buf);
+  }
+  await w.finish();
+  const got = await readAll(chunkedSource(mem.bytes()));
+  assert.equal(got.recs.length, 400);
+  got.recs.forEach((r, i) => {
+    assert.equal(r.offset, i * 65536 * 2);
+    assert.ok(r.kind === "data");
+    if (i % 2 === 0) assert.ok(r.data.every((b) => b === (i & 0xff)));
+    else assert.deepEqual(r.data, pattern(65536, i));
+  });
+});
+
+Deno.test("truncation at any byte is an InputError", async () => {
+  const { bytes } = await writeSample("zstd:3", 0);
+  // Every byte near the structure boundaries, plus a stride through the payloads.
+  const cuts = new Set<number>();
+  for (let i = 0; i < 400; i++) cuts.add(i);
+  for (let i = bytes.length - 200; i < bytes.length; i++) cuts.add(i);
+  for (let i = 0; i < bytes.length; i += 997) cuts.add(i);
+  for (const cut of cuts) {
+    await assert.rejects(
+      readAll(chunkedSource(bytes.subarray(0, cut), cut)),
+      InputError,
+      `cut ${cut}`,
+    );
+  }
+});
+
+Deno.test("corruption of any single byte is an InputError", async () => {
+  const { bytes } = await writeSample("zstd:3", 0);
+  const positions = new Set<number>();
+  for (let i = 0; i < 300; i++) positions.add(i);
+  for (let i = bytes.length - 300; i < bytes.length; i++) positions.add(i);
+  for (let i = 0; i < bytes.length; i += 4999) positions.add(i);
+  for (const at of positions) {
+    const bad = bytes.slice();
+    bad[at] ^= 1 << (at % 8);
+    await assert.rejects(readAll(chunkedSource(bad)), InputError, `byte ${at}`);
+  }
+});
+
+Deno.test("trailing garbage and empty input are InputErrors", async () => {
+  const { bytes } = await writeSample("none", 0);
+  const longer = new Uint8Array(bytes.length + 1);
+  longer.set(bytes);
+  await assert.rejects(readAll(chunkedSource(longer)), /extra bytes after its trailer/);
+  await assert.rejects(readAll(chunkedSource(new Uint8Array(0))), InputError);
+});
+
+Deno.test("writer refuses out-of-order and out-of-disk records", async () => {
+  const w = new StreamWriter(memorySink().sink, header("none"));
+  await w.writeData(65536, new Uint8Array(10));
+  await assert.rejects(w.writeData(0, new Uint8Array(10)), RangeError);
+  await assert.rejects(w.writeZero(header("none").virtualSize - 5, 10), RangeError);
+  w.abort();
+});
+
+Deno.test("a failing sink becomes a TargetError", async () => {
+  const sink = new WritableStream<Uint8Array>({
+    write() {
+      throw new Error("EPIPE");
+    },
+  });
+  const w = new StreamWriter(sink, header("none"));
+  await assert.rejects(
+    (async () => {
+      for (let i = 0; i < 10; i++) await w.writeData(i * 100, new Uint8Array(100));
+      await w.finish();
+    })(),
+    TargetError,
+  );
+  w.abort();
+});
