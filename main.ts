@@ -6,8 +6,9 @@
  * @module
  */
 import { register, runCli } from "./lib/cli/main.ts";
+import { convertCommand } from "./lib/cli/convert.ts";
 
-register();
+register(convertCommand);
 
 if (import.meta.main) {
   Deno.exit(await runCli(Deno.args));
