@@ -131,17 +131,21 @@ let loaded: Symbols | undefined;
  * symbol of the 1.14 API) is missing.
  */
 export function libnbd(): Symbols {
-  if (loaded) return loaded;
+  loaded ??= openLibnbd(LIBNBD_SONAME);
+  return loaded;
+}
+
+/** dlopen of `soname` with dirtybit's symbol table (exported for tests of the missing case). */
+export function openLibnbd(soname: string): Symbols {
   try {
-    loaded = Deno.dlopen(LIBNBD_SONAME, SYMBOLS).symbols;
+    return Deno.dlopen(soname, SYMBOLS).symbols;
   } catch (err) {
     const detail = err instanceof Error ? err.message.split("\n")[0] : String(err);
     throw new DependencyError(
-      `${LIBNBD_SONAME} not found: install the Debian package libnbd0 (${detail})`,
+      `${soname} not found: install the Debian package libnbd0 (${detail})`,
       { cause: err },
     );
   }
-  return loaded;
 }
 
 /** True when libnbd can be loaded on this machine. */

@@ -2,12 +2,13 @@
  * NBD layer against real servers: qemu-nbd (tests/fixtures/qemu_nbd.ts) and
  * qemu-storage-daemon.
  */
-import { deepStrictEqual as assertEquals, ok, rejects } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok, rejects, throws } from "node:assert/strict";
+import { libnbdAvailable, openLibnbd } from "../ffi/libnbd.ts";
 import { NbdClient } from "../lib/nbd/client.ts";
 import { BASE_ALLOCATION, dirtyBitmapContext, dirtyExtents } from "../lib/nbd/maps.ts";
 import { NbdSource, readExtents } from "../lib/nbd/reader.ts";
-import { SourceError } from "../lib/core/errors.ts";
-import { withQemuNbd } from "./fixtures/qemu_nbd.ts";
+import { DependencyError, SourceError } from "../lib/core/errors.ts";
+import { startQemuNbd, withQemuNbd } from "./fixtures/qemu_nbd.ts";
 
 const MiB = 1 << 20;
 
@@ -332,4 +333,27 @@ Deno.test("NbdClient against qemu-storage-daemon: bitmap export and reads", asyn
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a missing libnbd gives DependencyError naming the Debian package", () => {
+  throws(
+    () => openLibnbd("libnbd-missing-for-test.so.0"),
+    (e: unknown) =>
+      e instanceof DependencyError &&
+      e.message.startsWith(
+        "libnbd-missing-for-test.so.0 not found: install the Debian package libnbd0",
+      ),
+  );
+  ok(libnbdAvailable());
+});
+
+Deno.test("qemu_nbd fixture: stop kills the server and removes the temp dir", async () => {
+  const srv = await startQemuNbd({ size: MiB, writable: true });
+  ok((await Deno.stat(srv.imagePath)).isFile);
+  assertEquals(Number((await Deno.readTextFile(`${srv.dir}/qemu-nbd.pid`)).trim()), srv.pid);
+  await srv.stop();
+  await srv.stop();
+  await rejects(Deno.stat(srv.dir), Deno.errors.NotFound);
+  await rejects(NbdClient.connect({ uri: srv.uri }), SourceError);
+  await rejects(startQemuNbd({ size: MiB, format: "raw", bitmap: "x" }));
 });
