@@ -14,6 +14,7 @@ import {
   openPointInTime,
   type PointInTime,
   removeCheckpoint,
+  removeLeftovers,
 } from "../lib/qemu/mod.ts";
 
 const MiB = 1 << 20;
@@ -449,4 +450,38 @@ Deno.test("open starts its own NBD server and rolls back a failed open", async (
       "block node nope not found",
     );
   }, false);
+});
+
+Deno.test("leftovers of an attempt that died are removed; its changes are kept", async () => {
+  await withQsd(1, async ({ qsd, qmp, reconnect, dir }) => {
+    const [cp1] = await (await open(qmp(), qsd, dir, "full", "c1")).commit();
+    await qsd.guestWrite(0, 0x22, 8 * MiB, MiB);
+    await open(qmp(), qsd, dir, "incremental", "c2", [cp1]); // the process "dies" here
+    await qsd.guestWrite(0, 0x33, 24 * MiB, MiB);
+    await reconnect();
+    await rejection(
+      () => open(qmp(), qsd, dir, "incremental", "c3", [cp1]),
+      SourceError,
+      "dirtybit-tmp-c2 on node disk0 is busy",
+    );
+    const removed = await removeLeftovers(qmp());
+    assert.equal(removed.exports.length, 1);
+    assert.equal(removed.jobs.length, 1);
+    assert.equal(removed.nodes.length, 2);
+    assert.equal(removed.files.length, 1);
+    assert.deepEqual(removed.bitmaps, ["dirtybit-tmp-c2"]);
+    await assertClean(qmp(), qsd, dir);
+
+    const retry = await open(qmp(), qsd, dir, "incremental", "c3", [cp1]);
+    assert.deepEqual(await dirtyMap(retry.disks[0].uri, retry.disks[0].dirtyContext!), [
+      { offset: 8 * MiB, length: MiB },
+      { offset: 24 * MiB, length: MiB },
+    ]);
+    const [cp3] = await retry.commit();
+    assert.deepEqual(
+      (await listDirtybitBitmaps(qmp(), "disk0")).map((b) => b.name).sort(),
+      [cp3.baseBitmap, cp3.incBitmap],
+    );
+    await assertClean(qmp(), qsd, dir);
+  });
 });

@@ -27,12 +27,15 @@ export interface BitmapInfo {
 /** A block node with its virtual size and bitmaps. */
 export interface BlockNodeInfo {
   name: string;
+  /** The image file (or a JSON description of it) the node opens. */
+  filename: string;
   size: number;
   bitmaps: BitmapInfo[];
 }
 
 interface RawNode {
   "node-name": string;
+  file: string;
   image?: { "virtual-size"?: number };
   "dirty-bitmaps"?: (Omit<BitmapInfo, "name"> & { name?: string })[];
 }
@@ -47,6 +50,7 @@ export async function queryBlockNodes(qmp: QmpTransport): Promise<Map<string, Bl
   for (const n of raw) {
     nodes.set(n["node-name"], {
       name: n["node-name"],
+      filename: n.file,
       size: n.image?.["virtual-size"] ?? 0,
       bitmaps: (n["dirty-bitmaps"] ?? []).filter((b): b is BitmapInfo => b.name !== undefined),
     });

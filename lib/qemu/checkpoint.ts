@@ -37,7 +37,8 @@ export interface BitmapNames {
 }
 
 const CHECKPOINT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-const SCOPE = /^[a-z0-9]{1,16}$/;
+// At most 8 characters: temporary node names carry the scope and QEMU allows 31.
+const SCOPE = /^[a-z0-9]{1,8}$/;
 const KINDS = ["inc", "base", "tmp"];
 
 /** Bitmap names for a checkpoint id; UsageError on an id or scope QEMU or we cannot use. */
@@ -61,11 +62,27 @@ export function isScopedBitmap(name: string, scope?: string): boolean {
   return KINDS.some((kind) => name.startsWith(`${prefix}${kind}-`));
 }
 
-function scopePrefix(scope: string | undefined): string {
+/**
+ * A fresh prefix for the ids of one attempt's temporary nodes, jobs and
+ * exports: `dirtybit-[SCOPE-]XXXXXXXX-` with 8 random hex digits.
+ */
+export function newTempPrefix(scope?: string): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return `${scopePrefix(scope)}${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}-`;
+}
+
+/** True for the id of a temporary node, job or export made under `scope` (see newTempPrefix). */
+export function isScopedTempId(id: string, scope?: string): boolean {
+  const prefix = scopePrefix(scope);
+  return id.startsWith(prefix) && /^[0-9a-f]{8}-[a-z][0-9]+$/.test(id.slice(prefix.length));
+}
+
+/** `dirtybit-` or `dirtybit-SCOPE-`; UsageError on a scope we cannot use. */
+export function scopePrefix(scope: string | undefined): string {
   if (scope === undefined) return "dirtybit-";
   if (!SCOPE.test(scope) || KINDS.includes(scope)) {
     throw new UsageError(
-      `bitmap scope "${scope}" is invalid: use 1-16 lower-case letters or digits, not inc/base/tmp`,
+      `bitmap scope "${scope}" is invalid: use 1-8 lower-case letters or digits, not inc/base/tmp`,
     );
   }
   return `dirtybit-${scope}-`;
@@ -123,8 +140,8 @@ export function planDisk(
   const busy = owned.find((b) => b.busy);
   if (busy) {
     throw new SourceError(
-      `bitmap ${busy.name} on node ${node.name} is busy: another dirtybit job seems to be ` +
-        `running on this disk; wait for it to end`,
+      `bitmap ${busy.name} on node ${node.name} is busy: another dirtybit job is running on ` +
+        `this disk, or a dead one left it (then remove its leftovers)`,
     );
   }
   const reused = checkpoint &&

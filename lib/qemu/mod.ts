@@ -20,3 +20,4 @@ export {
   type PointInTimeDisk,
   type PointInTimeRequest,
 } from "./pointintime.ts";
+export { type LeftoverOptions, type Leftovers, removeLeftovers } from "./leftovers.ts";

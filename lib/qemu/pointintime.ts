@@ -19,6 +19,7 @@ import {
   type DiskCheckpoint,
   type DiskPlan,
   type Level,
+  newTempPrefix,
   planDisk,
 } from "./checkpoint.ts";
 import {
@@ -31,6 +32,7 @@ import {
   queryExportIds,
 } from "./blocknodes.ts";
 import { removeBitmaps } from "./bitmaps.ts";
+import { removeOverlayFile } from "./files.ts";
 import { QmpError, type QmpTransport } from "./qmp.ts";
 
 /** One disk of a point in time, ready to be read over NBD. */
@@ -135,7 +137,7 @@ class Session implements PointInTime {
   readonly #qmp: QmpTransport;
   readonly #req: PointInTimeRequest;
   readonly #resources: DiskResources[];
-  readonly #token = randomToken();
+  readonly #token: string;
   #socket = "";
   #startedServer = false;
   #bitmapsAdded = false;
@@ -145,6 +147,7 @@ class Session implements PointInTime {
     this.#qmp = qmp;
     this.#req = req;
     this.#resources = plans.map((plan) => ({ plan }));
+    this.#token = newTempPrefix(req.scope);
   }
 
   async open(): Promise<PointInTime> {
@@ -178,7 +181,7 @@ class Session implements PointInTime {
           },
         );
       }
-      r.jobId = `${this.#token}-j${i}`;
+      r.jobId = `${this.#token}j${i}`;
       actions.push({
         type: "blockdev-backup",
         data: { "job-id": r.jobId, device: node, target: r.overlayNode, sync: "none" },
@@ -195,7 +198,7 @@ class Session implements PointInTime {
     for (const [i, r] of this.#resources.entries()) {
       const { node, names, source } = r.plan;
       const exportName = `dirtybit-${this.#req.checkpointId}-${node}`;
-      r.exportId = `${this.#token}-e${i}`;
+      r.exportId = `${this.#token}e${i}`;
       try {
         await this.#qmp.execute("block-export-add", {
           type: "nbd",
@@ -282,7 +285,7 @@ class Session implements PointInTime {
         await step(() => qmp.execute("blockdev-del", { "node-name": r.overlayNode }));
       }
       if (r.fileNode) await step(() => qmp.execute("blockdev-del", { "node-name": r.fileNode }));
-      if (r.overlayPath) await step(() => this.#removeFile(r.overlayPath!));
+      if (r.overlayPath) await step(() => removeOverlayFile(r.overlayPath!, this.#req.removeFile));
     }
     if (this.#startedServer) {
       await step(async () => {
@@ -300,26 +303,26 @@ class Session implements PointInTime {
   }
 
   async #createOverlay(i: number, r: DiskResources): Promise<void> {
-    const path = `${this.#req.workDir}/dirtybit-${this.#token}-${i}.qcow2`;
-    await blockdevCreate(this.#qmp, `${this.#token}-c${i}`, {
+    const path = `${this.#req.workDir}/${this.#token}${i}.qcow2`;
+    await blockdevCreate(this.#qmp, `${this.#token}c${i}`, {
       driver: "file",
       filename: path,
       size: 0,
     });
     r.overlayPath = path;
-    const fileNode = `${this.#token}-f${i}`;
+    const fileNode = `${this.#token}f${i}`;
     await this.#qmp.execute("blockdev-add", {
       driver: "file",
       "node-name": fileNode,
       filename: path,
     });
     r.fileNode = fileNode;
-    await blockdevCreate(this.#qmp, `${this.#token}-q${i}`, {
+    await blockdevCreate(this.#qmp, `${this.#token}q${i}`, {
       driver: "qcow2",
       file: fileNode,
       size: r.plan.size,
     });
-    const overlayNode = `${this.#token}-o${i}`;
+    const overlayNode = `${this.#token}o${i}`;
     await this.#qmp.execute("blockdev-add", {
       driver: "qcow2",
       "node-name": overlayNode,
@@ -346,22 +349,7 @@ class Session implements PointInTime {
     }
     this.#socket = socket;
   }
-
-  async #removeFile(path: string): Promise<void> {
-    if (this.#req.removeFile) return await this.#req.removeFile(path);
-    try {
-      await Deno.remove(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-  }
 }
 
 /** Job states of a fleecing job that still protects its view. */
 const LIVE_JOB = new Set(["running", "paused", "ready", "standby"]);
-
-/** Short random prefix for temporary node, job and export ids (node names: at most 31 chars). */
-function randomToken(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(4));
-  return `dirtybit-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
-}

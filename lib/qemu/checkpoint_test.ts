@@ -1,0 +1,178 @@
+import assert from "node:assert/strict";
+import { SourceError, UsageError } from "../core/errors.ts";
+import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
+import {
+  bitmapNames,
+  bitmapProblem,
+  type DiskCheckpoint,
+  isScopedBitmap,
+  isScopedTempId,
+  newTempPrefix,
+  planDisk,
+} from "./checkpoint.ts";
+
+function bitmap(name: string, extra: Partial<BitmapInfo> = {}): BitmapInfo {
+  return {
+    name,
+    granularity: 65536,
+    count: 0,
+    recording: true,
+    persistent: true,
+    busy: false,
+    ...extra,
+  };
+}
+
+function node(...bitmaps: BitmapInfo[]): BlockNodeInfo {
+  return { name: "disk0", filename: "/img/disk0.qcow2", size: 64 << 20, bitmaps };
+}
+
+const cp1: DiskCheckpoint = {
+  node: "disk0",
+  incBitmap: "dirtybit-inc-c1",
+  baseBitmap: "dirtybit-base-c1",
+};
+const names2 = bitmapNames("c2");
+
+Deno.test("bitmapNames: scoped and unscoped names, bad ids and scopes refused", () => {
+  assert.deepEqual(bitmapNames("c1"), {
+    inc: "dirtybit-inc-c1",
+    base: "dirtybit-base-c1",
+    tmp: "dirtybit-tmp-c1",
+  });
+  assert.equal(bitmapNames("20250101T000000", "repl").inc, "dirtybit-repl-inc-20250101T000000");
+  assert.throws(() => bitmapNames("a b"), UsageError);
+  assert.throws(() => bitmapNames(""), UsageError);
+  assert.throws(() => bitmapNames("c1", "inc"), UsageError);
+  assert.throws(() => bitmapNames("c1", "Repl"), UsageError);
+});
+
+Deno.test("isScopedBitmap: scopes do not see each other's bitmaps", () => {
+  assert.ok(isScopedBitmap("dirtybit-inc-c1"));
+  assert.ok(!isScopedBitmap("dirtybit-repl-inc-c1"));
+  assert.ok(isScopedBitmap("dirtybit-repl-tmp-c1", "repl"));
+  assert.ok(!isScopedBitmap("dirtybit-inc-c1", "repl"));
+  assert.ok(!isScopedBitmap("libvirt-c1"));
+});
+
+Deno.test("temporary ids: fresh per attempt, recognised only in their scope", () => {
+  const a = newTempPrefix();
+  assert.match(a, /^dirtybit-[0-9a-f]{8}-$/);
+  assert.notEqual(a, newTempPrefix());
+  assert.ok(isScopedTempId(`${a}o0`));
+  assert.ok(!isScopedTempId(`${a}o0`, "repl"));
+  const r = newTempPrefix("repl");
+  assert.ok(isScopedTempId(`${r}j12`, "repl"));
+  assert.ok(!isScopedTempId(`${r}j12`));
+  assert.ok(`${newTempPrefix("abcdefgh")}f10`.length <= 31);
+  assert.ok(!isScopedTempId("dirtybit-inc-c1"));
+});
+
+Deno.test("bitmapProblem: every unusable state has its reason", () => {
+  const n = node(
+    bitmap("ok"),
+    bitmap("bad", { inconsistent: true, recording: false }),
+    bitmap("off", { recording: false }),
+    bitmap("mem", { persistent: false }),
+  );
+  assert.equal(bitmapProblem(n, "ok"), undefined);
+  assert.match(bitmapProblem(n, "gone")!, /does not exist on node disk0/);
+  assert.equal(
+    bitmapProblem(n, "bad"),
+    "bitmap bad is inconsistent (QEMU was not shut down cleanly)",
+  );
+  assert.match(bitmapProblem(n, "off")!, /disabled/);
+  assert.match(bitmapProblem(n, "mem")!, /not persistent/);
+});
+
+Deno.test("planDisk: full starts both bitmaps and drops the old ones only on commit", () => {
+  const plan = planDisk(node(bitmap(cp1.incBitmap), bitmap(cp1.baseBitmap)), cp1, "full", names2);
+  assert.equal(plan.level, "full");
+  assert.equal(plan.reason, undefined);
+  assert.equal(plan.source, undefined);
+  assert.deepEqual(plan.added, ["dirtybit-inc-c2", "dirtybit-base-c2"]);
+  assert.deepEqual(plan.removeNow, []);
+  assert.deepEqual(plan.removeOnCommit.sort(), ["dirtybit-base-c1", "dirtybit-inc-c1"]);
+  assert.deepEqual(plan.next, {
+    node: "disk0",
+    incBitmap: "dirtybit-inc-c2",
+    baseBitmap: "dirtybit-base-c2",
+  });
+});
+
+Deno.test("planDisk: incremental exports the inc bitmap and keeps the base", () => {
+  const plan = planDisk(
+    node(bitmap(cp1.incBitmap), bitmap(cp1.baseBitmap), bitmap("dirtybit-inc-crashed")),
+    cp1,
+    "incremental",
+    names2,
+  );
+  assert.equal(plan.level, "incremental");
+  assert.equal(plan.source?.name, "dirtybit-inc-c1");
+  assert.deepEqual(plan.added, ["dirtybit-inc-c2"]);
+  assert.deepEqual(plan.removeNow, ["dirtybit-inc-crashed"]);
+  assert.deepEqual(plan.removeOnCommit, ["dirtybit-inc-c1"]);
+  assert.deepEqual(plan.next, {
+    node: "disk0",
+    incBitmap: "dirtybit-inc-c2",
+    baseBitmap: "dirtybit-base-c1",
+  });
+});
+
+Deno.test("planDisk: differential exports the base bitmap and rotates the inc one", () => {
+  const plan = planDisk(
+    node(bitmap(cp1.incBitmap), bitmap(cp1.baseBitmap)),
+    cp1,
+    "differential",
+    names2,
+  );
+  assert.equal(plan.level, "differential");
+  assert.equal(plan.source?.name, "dirtybit-base-c1");
+  assert.deepEqual(plan.removeOnCommit, ["dirtybit-inc-c1"]);
+  assert.equal(plan.next.baseBitmap, "dirtybit-base-c1");
+});
+
+Deno.test("planDisk: unusable bitmaps give a full with the reason and are removed", () => {
+  const inconsistent = planDisk(
+    node(bitmap(cp1.incBitmap, { inconsistent: true, recording: false }), bitmap(cp1.baseBitmap)),
+    cp1,
+    "incremental",
+    names2,
+  );
+  assert.equal(inconsistent.level, "full");
+  assert.equal(
+    inconsistent.reason,
+    "bitmap dirtybit-inc-c1 is inconsistent (QEMU was not shut down cleanly)",
+  );
+  assert.deepEqual(inconsistent.removeNow, ["dirtybit-inc-c1"]);
+  assert.deepEqual(inconsistent.removeOnCommit, ["dirtybit-base-c1"]);
+
+  const noBase = planDisk(node(bitmap(cp1.incBitmap)), cp1, "differential", names2);
+  assert.equal(noBase.level, "full");
+  assert.match(noBase.reason!, /dirtybit-base-c1 does not exist/);
+
+  const first = planDisk(node(), undefined, "incremental", names2);
+  assert.equal(first.level, "full");
+  assert.match(first.reason!, /no previous checkpoint/);
+
+  const moved = planDisk(node(), { ...cp1, node: "disk1" }, "incremental", names2);
+  assert.match(moved.reason!, /belongs to node disk1/);
+});
+
+Deno.test("planDisk: a busy bitmap means another job; a reused id is refused", () => {
+  assert.throws(
+    () => planDisk(node(bitmap("dirtybit-tmp-c9", { busy: true })), cp1, "incremental", names2),
+    SourceError,
+  );
+  assert.throws(
+    () => planDisk(node(bitmap(cp1.incBitmap)), cp1, "incremental", bitmapNames("c1")),
+    UsageError,
+  );
+  const otherScope = planDisk(
+    node(bitmap("dirtybit-repl-tmp-c9", { busy: true }), bitmap("dirtybit-repl-inc-c9")),
+    undefined,
+    "full",
+    names2,
+  );
+  assert.deepEqual(otherScope.removeNow, []);
+});
