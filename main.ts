@@ -7,8 +7,9 @@
  */
 import { register, runCli } from "./lib/cli/main.ts";
 import { convertCommand } from "./lib/cli/convert.ts";
+import { apiCommand } from "./lib/cli/api.ts";
 
-register(convertCommand);
+register(convertCommand, apiCommand);
 
 if (import.meta.main) {
   Deno.exit(await runCli(Deno.args));
