@@ -323,8 +323,10 @@ export class CloudStackClient {
     );
   }
 
+  // A last guard; a secret too short to be a real key would mangle every message instead.
   #scrub(message: string): string {
-    return message.split(this.#keys.secretKey).join("***");
+    const secret = this.#keys.secretKey;
+    return secret.length < 8 ? message : message.split(secret).join("***");
   }
 }
 
