@@ -1,0 +1,323 @@
+/**
+ * `dirtybit replicate receive|seed|push|status`: continuous DR replication
+ * (lib/replication). Progress and events go to stderr; status to stdout.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Command } from "./command.ts";
+import { flagHelp, type ParamName, type Params, parseParamFlags } from "./params.ts";
+import { UsageError } from "../core/errors.ts";
+import { QmpSocket } from "../qemu/qmp.ts";
+import { DEFAULT_RETRY, type RetryPolicy } from "../replication/backoff.ts";
+import { describeRate } from "../replication/bandwidth.ts";
+import { SecureChannel } from "../replication/channel.ts";
+import { validatePsk } from "../replication/handshake.ts";
+import { readPskFile } from "../replication/psk.ts";
+import { Receiver } from "../replication/receiver.ts";
+import {
+  listSenderStates,
+  pushCycle,
+  recordError,
+  type ReplicatedDisk,
+  type ReplicationTarget,
+  seedDisk,
+} from "../replication/sender.ts";
+import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
+import { type BatchPoint, ReplicaStore } from "../replication/store.ts";
+
+const HELP = `
+usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir DIR [--replica-format qcow2|raw]
+       dirtybit replicate seed    --qmp SOCKET --node NODE --dr HOST:PORT --psk-file F [--name NAME] [--state-dir DIR]
+       dirtybit replicate push    (same as seed) [--once | --cycles N] [--cycle-interval S]
+                                  [--bandwidth-limit RATE] [--retry-count N --retry-delay-ms MS --retry-jitter-ms MS]
+       dirtybit replicate status  [--state-dir DIR | --dr HOST:PORT --psk-file F] [--json | --prometheus]
+
+Replicates a QEMU disk to a DR receiver over an AES-256-GCM channel keyed from
+a pre-shared key (at least 32 characters; --psk-file preferred). A cycle counts
+only once the receiver has it durably; an unreachable receiver just makes the
+next cycle larger. SIGTERM stops cleanly; the next run resumes.
+
+  --listen HOST:PORT      receive: address to listen on (default port 10900)
+  --replica-dir DIR       receive: replicas (NAME.qcow2|raw), journals and state
+  --replica-format FMT    receive: qcow2 (default) or raw, for new replicas
+  --dr HOST:PORT          the receiver (or --dr-host and --dr-port)
+  --name NAME             replica name (default: the node name)
+  --work-dir DIR          temporary overlays, writable by QEMU (default: STATE-DIR/work)
+  --once                  push: one cycle
+  --cycles N              push: N cycles, then stop (default: until SIGTERM)
+  --json, --prometheus    status: output format
+${
+  flagHelp([
+    "psk_file",
+    "psk",
+    "qmp",
+    "node",
+    "state_dir",
+    "cycle_interval",
+    "bandwidth_limit",
+    "retry_count",
+    "retry_delay_ms",
+    "retry_jitter_ms",
+  ])
+}
+`;
+
+const SENDER_PARAMS: ParamName[] = [
+  "qmp",
+  "node",
+  "dr_host",
+  "dr_port",
+  "psk",
+  "psk_file",
+  "state_dir",
+  "cycle_interval",
+  "bandwidth_limit",
+  "retry_count",
+  "retry_delay_ms",
+  "retry_jitter_ms",
+  "compress",
+];
+
+/** `dirtybit replicate`. */
+export const replicateCommand: Command = {
+  name: "replicate",
+  summary: "continuous DR replication: receive, seed, push, status",
+  async run(args: string[]): Promise<number> {
+    const [sub, ...rest] = args;
+    if (!sub || sub === "--help" || sub === "-h" || rest.includes("--help")) {
+      console.log(HELP.trim());
+      return sub ? 0 : 2;
+    }
+    switch (sub) {
+      case "receive":
+        return await receive(rest);
+      case "seed":
+      case "push":
+        return await send(sub, rest);
+      case "status":
+        return await status(rest);
+      default:
+        throw new UsageError(
+          `replicate: unknown subcommand '${sub}': see 'dirtybit replicate --help'`,
+        );
+    }
+  },
+};
+
+function log(line: string): void {
+  console.error(`dirtybit replicate: ${line}`);
+}
+
+async function pskOf(params: Params): Promise<string> {
+  if (params.psk_file) return await readPskFile(params.psk_file);
+  if (params.psk) return validatePsk(params.psk, "parameter psk");
+  throw new UsageError("replicate: --psk-file (or --psk) is required");
+}
+
+function hostPort(text: string, flag: string, defaultPort: number): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(text);
+  const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
+  if (!m || port < 0 || port > 65535) {
+    throw new UsageError(`replicate: --${flag} '${text}' is not HOST:PORT`);
+  }
+  return { host: m[1].replace(/^\[|\]$/g, ""), port };
+}
+
+function stopSignal(): AbortController {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+  ac.signal.addEventListener("abort", () => {
+    Deno.removeSignalListener("SIGTERM", stop);
+    Deno.removeSignalListener("SIGINT", stop);
+  });
+  return ac;
+}
+
+async function receive(args: string[]): Promise<number> {
+  const { params, extra } = parseParamFlags(args, {
+    only: ["psk", "psk_file"],
+    extra: { listen: "string", "replica-dir": "string", "replica-format": "string" },
+  });
+  const dir = extra["replica-dir"] as string | undefined;
+  if (!dir) throw new UsageError("replicate receive: --replica-dir is required");
+  const format = (extra["replica-format"] as string | undefined) ?? "qcow2";
+  if (format !== "qcow2" && format !== "raw") {
+    throw new UsageError(
+      `replicate receive: --replica-format must be qcow2 or raw, not '${format}'`,
+    );
+  }
+  const { host, port } = hostPort(
+    (extra.listen as string | undefined) ?? "0.0.0.0:10900",
+    "listen",
+    10900,
+  );
+  const psk = await pskOf(params);
+  // Crash tests stop the process abruptly at a named point of a batch.
+  const crashAt = Deno.env.get("DIRTYBIT_TEST_CRASH_AT");
+  const { store, recovered } = await ReplicaStore.open(dir, {
+    format,
+    onPoint: crashAt ? (p: BatchPoint) => p === crashAt && Deno.exit(86) : undefined,
+  });
+  for (const r of recovered) log(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
+  const ac = stopSignal();
+  const receiver = Receiver.start({ hostname: host, port, psk, store, log });
+  log(`listening on ${host}:${receiver.port}, replicas in ${dir}`);
+  await new Promise((resolve) => ac.signal.addEventListener("abort", resolve));
+  log("stopping");
+  await receiver.stop();
+  return 0;
+}
+
+interface SenderSetup {
+  disk: ReplicatedDisk;
+  target: ReplicationTarget;
+  qmp: QmpSocket;
+  compressLevel: number;
+  params: Params;
+  extra: Record<string, string | boolean>;
+}
+
+async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
+  const { params, extra } = parseParamFlags(args, {
+    only: SENDER_PARAMS,
+    extra: {
+      dr: "string",
+      name: "string",
+      "work-dir": "string",
+      ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
+    },
+  });
+  if (!params.qmp) throw new UsageError(`replicate ${sub}: --qmp is required`);
+  if (params.node?.length !== 1) throw new UsageError(`replicate ${sub}: give exactly one --node`);
+  const dr = extra.dr as string | undefined;
+  if (!dr && !params.dr_host) throw new UsageError(`replicate ${sub}: --dr HOST:PORT is required`);
+  const { host, port } = dr ? hostPort(dr, "dr", params.dr_port ?? 10900) : {
+    host: params.dr_host!,
+    port: params.dr_port ?? 10900,
+  };
+  const psk = await pskOf(params);
+  const node = params.node[0];
+  const stateDir = params.state_dir ?? join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
+  const workDir = (extra["work-dir"] as string | undefined) ?? join(stateDir, "work");
+  await Deno.mkdir(workDir, { recursive: true });
+  const compress = /^zstd(?::(\d+))?$/.exec(params.compress ?? "zstd:3");
+  if (!compress) throw new UsageError(`replicate ${sub}: compress must be zstd or zstd:LEVEL`);
+  const retry: RetryPolicy = {
+    count: params.retry_count ?? DEFAULT_RETRY.count,
+    delayMs: params.retry_delay_ms ?? DEFAULT_RETRY.delayMs,
+    jitterMs: params.retry_jitter_ms ?? DEFAULT_RETRY.jitterMs,
+  };
+  const qmp = await QmpSocket.connect(params.qmp);
+  return {
+    disk: { qmp, node, name: (extra.name as string | undefined) ?? node, stateDir, workDir },
+    target: { host, port, psk, bandwidthBytesPerSecond: params.bandwidth_limit, retry },
+    qmp,
+    compressLevel: Number(compress[1] ?? 3),
+    params,
+    extra,
+  };
+}
+
+async function send(sub: "seed" | "push", args: string[]): Promise<number> {
+  const setup = await senderSetup(sub, args);
+  const { disk, target, params, extra } = setup;
+  const options = { log, compressLevel: setup.compressLevel };
+  if (target.bandwidthBytesPerSecond) {
+    log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
+  }
+  try {
+    if (sub === "seed") {
+      const r = await seedDisk(disk, target, options).catch(async (err) => {
+        await recordError(disk, target, err);
+        throw err;
+      });
+      log(
+        r.alreadySeeded
+          ? `${disk.name}: already seeded (seed ${r.seedId})`
+          : `${disk.name}: seeded${
+            r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ""
+          }, ${r.stats.wireBytes} bytes sent`,
+      );
+      return 0;
+    }
+    const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
+    if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
+      throw new UsageError(`replicate push: --cycles must be a positive integer`);
+    }
+    const interval = (params.cycle_interval ?? 300) * 1000;
+    const ac = stopSignal();
+    let failed = 0;
+    try {
+      for (let n = 0; n < cycles && !ac.signal.aborted; n++) {
+        if (n > 0) await sleep(interval, ac.signal);
+        if (ac.signal.aborted) break;
+        try {
+          const r = await pushCycle(disk, target, options);
+          const s = r.stats;
+          log(
+            `${disk.name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.payloadBytes} compressed, ${s.wireBytes} on the wire, ${
+              r.seconds.toFixed(2)
+            } s${r.fullReason ? ` (full: ${r.fullReason})` : ""}`,
+          );
+        } catch (err) {
+          await recordError(disk, target, err);
+          // One-shot runs report the failure; a long-running push keeps going
+          // and the next cycle carries the changes.
+          if (cycles !== Infinity) throw err;
+          failed++;
+          log(`${disk.name}: cycle failed: ${(err as Error).message}`);
+        }
+      }
+    } finally {
+      if (!ac.signal.aborted) ac.abort();
+    }
+    return failed ? 1 : 0;
+  } finally {
+    await setup.qmp.close();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+async function status(args: string[]): Promise<number> {
+  const { params, extra } = parseParamFlags(args, {
+    only: ["state_dir", "psk", "psk_file", "dr_host", "dr_port"],
+    extra: { dr: "string", json: "bool", prometheus: "bool" },
+  });
+  let rows;
+  const dr = extra.dr as string | undefined;
+  if (dr || params.dr_host) {
+    const { host, port } = dr ? hostPort(dr, "dr", params.dr_port ?? 10900) : {
+      host: params.dr_host!,
+      port: params.dr_port ?? 10900,
+    };
+    const channel = await SecureChannel.connect(host, port, { psk: await pskOf(params) });
+    try {
+      await channel.send({ type: "status-request" });
+      rows = receiverStatus((await channel.expect("status")).replicas);
+      await channel.send({ type: "close" });
+    } finally {
+      channel.close();
+    }
+  } else {
+    const stateDir = params.state_dir ?? join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
+    rows = senderStatus(await listSenderStates(stateDir), new Date());
+  }
+  if (extra.json) console.log(JSON.stringify(rows, null, 2));
+  else if (extra.prometheus) await Deno.stdout.write(new TextEncoder().encode(toPrometheus(rows)));
+  else await Deno.stdout.write(new TextEncoder().encode(toText(rows)));
+  return 0;
+}

@@ -1,0 +1,164 @@
+/**
+ * The replica image at the DR site, written in place: raw files with plain
+ * positioned writes and fsync, qcow2 through a writable `qemu-nbd` and the NBD
+ * client (pwrite, write-zeroes, flush), so QEMU keeps the qcow2 metadata.
+ *
+ * @module
+ */
+import { DependencyError, TargetError } from "../core/errors.ts";
+import { NbdClient } from "../nbd/client.ts";
+import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
+
+/** Image formats a replica can have. */
+export type ReplicaFormat = "qcow2" | "raw";
+
+/** A replica image open for writing. */
+export interface ReplicaImage {
+  readonly size: number;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes `[offset, offset+length)` read as zeros. */
+  zero(offset: number, length: number): Promise<void>;
+  /** Makes every completed write durable. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Creates an empty (all-zero) image of `size` bytes, replacing any file at `path`. */
+export async function createReplicaImage(
+  path: string,
+  format: ReplicaFormat,
+  size: number,
+): Promise<void> {
+  if (format === "raw") {
+    const file = await Deno.open(path, { write: true, create: true, truncate: true });
+    try {
+      await file.truncate(size);
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    return;
+  }
+  await runQemuImg(["create", "-q", "-f", "qcow2", path, String(size)]);
+}
+
+/** Opens an existing replica image for writing. */
+export function openReplicaImage(path: string, format: ReplicaFormat): Promise<ReplicaImage> {
+  return format === "raw" ? RawImage.open(path) : Qcow2Image.open(path);
+}
+
+const ZERO_CHUNK = 1 << 20;
+
+class RawImage implements ReplicaImage {
+  readonly #zeros = new Uint8Array(ZERO_CHUNK);
+  readonly #scratch = new Uint8Array(ZERO_CHUNK);
+
+  private constructor(readonly path: string, readonly file: Deno.FsFile, readonly size: number) {}
+
+  static async open(path: string): Promise<RawImage> {
+    try {
+      const file = await Deno.open(path, { read: true, write: true });
+      return new RawImage(path, file, (await file.stat()).size);
+    } catch (err) {
+      throw new TargetError(`cannot open replica ${path}: ${(err as Error).message}`);
+    }
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.#check(offset, data.length);
+    await this.file.seek(offset, Deno.SeekMode.Start);
+    for (let off = 0; off < data.length;) off += await this.file.write(data.subarray(off));
+  }
+
+  /** Overwrites only chunks that are not zero already, so holes stay holes. */
+  async zero(offset: number, length: number): Promise<void> {
+    this.#check(offset, length);
+    for (let pos = offset; pos < offset + length; pos += ZERO_CHUNK) {
+      const n = Math.min(ZERO_CHUNK, offset + length - pos);
+      const current = this.#scratch.subarray(0, n);
+      await this.file.seek(pos, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < n) {
+        const r = await this.file.read(current.subarray(got));
+        if (r === null) break;
+        got += r;
+      }
+      if (current.subarray(0, got).some((b) => b !== 0)) {
+        await this.write(pos, this.#zeros.subarray(0, n));
+      }
+    }
+  }
+
+  async flush(): Promise<void> {
+    await this.file.syncData();
+  }
+
+  close(): Promise<void> {
+    try {
+      this.file.close();
+    } catch {
+      // already closed
+    }
+    return Promise.resolve();
+  }
+
+  #check(offset: number, length: number): void {
+    if (offset < 0 || offset + length > this.size) {
+      throw new TargetError(
+        `write ${offset}+${length} is outside replica ${this.path} (size ${this.size})`,
+      );
+    }
+  }
+}
+
+class Qcow2Image implements ReplicaImage {
+  private constructor(
+    readonly served: ServedImage,
+    readonly client: NbdClient,
+    readonly size: number,
+  ) {}
+
+  static async open(path: string): Promise<Qcow2Image> {
+    const served = await serveImage(path, { format: "qcow2", readOnly: false, connections: 1 });
+    try {
+      const client = await NbdClient.connect({ uri: served.uri });
+      return new Qcow2Image(served, client, client.size);
+    } catch (err) {
+      await served.close();
+      throw err;
+    }
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.client.pwrite(data, offset);
+  }
+
+  zero(offset: number, length: number): Promise<void> {
+    return this.client.zero(offset, length);
+  }
+
+  flush(): Promise<void> {
+    return this.client.flush();
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+    await this.served.close();
+  }
+}
+
+async function runQemuImg(args: string[]): Promise<void> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("qemu-img", { args, stdout: "null", stderr: "piped" }).output();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new DependencyError("qemu-img not found: install the Debian package qemu-utils");
+    }
+    throw err;
+  }
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stderr).trim().split("\n").pop();
+    throw new TargetError(`qemu-img ${args[0]} failed: ${text}`);
+  }
+}

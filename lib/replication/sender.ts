@@ -1,0 +1,508 @@
+/**
+ * The sending side: `seed` (first full copy, resumable) and cycles (only
+ * what the guest wrote since the last confirmed cycle). Each batch is read
+ * from a point-in-time view (lib/qemu), zero ranges go as zero records, data
+ * is zstd-compressed, and the bitmap checkpoint advances only after the
+ * receiver confirmed the batch durable; any failure aborts the point in time,
+ * so the old checkpoint keeps every change for the next attempt.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { ChainError, DirtybitError, UsageError } from "../core/errors.ts";
+import { type Extent, type MappedExtent, totalLength } from "../core/extent.ts";
+import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
+import { NbdSource } from "../nbd/reader.ts";
+import {
+  type DiskCheckpoint,
+  openPointInTime,
+  type PointInTime,
+  type QmpTransport,
+} from "../qemu/mod.ts";
+import { zstdCompress } from "../stream/zstd.ts";
+import { type RetryPolicy, withRetries } from "./backoff.ts";
+import { SecureChannel, TransportError } from "./channel.ts";
+import type { BeginMessage, StateMessage } from "./messages.ts";
+import { name as checkName } from "./messages.ts";
+import { intersectMap, seedWindows } from "./plan.ts";
+
+/** Where batches go. */
+export interface ReplicationTarget {
+  host: string;
+  port: number;
+  psk: string;
+  /** Cap in bytes per second. */
+  bandwidthBytesPerSecond?: number;
+  retry: RetryPolicy;
+}
+
+/** The disk being replicated. */
+export interface ReplicatedDisk {
+  qmp: QmpTransport;
+  /** QEMU format node. */
+  node: string;
+  /** Replica name at the receiver. */
+  name: string;
+  /** Sender state directory (`NAME.replication.json`). */
+  stateDir: string;
+  /** Directory QEMU can write temporary overlays into. */
+  workDir: string;
+}
+
+/** Statistics of one batch or cycle. */
+export interface BatchStats {
+  /** Bytes of disk the batch covers (dirty ranges, or the seed window). */
+  dirtyBytes: number;
+  /** Of those, bytes that were read and sent as data. */
+  dataBytes: number;
+  /** Data payload bytes after compression. */
+  payloadBytes: number;
+  /** Bytes on the wire, frames and handshake included. */
+  wireBytes: number;
+  records: number;
+}
+
+/** The sender's state file. */
+export interface SenderState {
+  name: string;
+  node: string;
+  dr: string;
+  seedId?: string;
+  /** Checkpoint the next point in time is taken against. */
+  checkpoint?: DiskCheckpoint;
+  /** Last cycle the receiver confirmed (0 = the seed); absent until the seed completes. */
+  confirmedCycle?: number;
+  confirmedAt?: string;
+  /** While seeding: the replica below this offset matches the source at `checkpoint`. */
+  seedOffset?: number;
+  lastCycle?: BatchStats & { cycle: number; seconds: number; at: string };
+  totals: { cycles: number; dirtyBytes: number; payloadBytes: number; wireBytes: number };
+  errors: number;
+  lastError?: string;
+  lastErrorAt?: string;
+}
+
+/** Options of {@link seedDisk} and {@link pushCycle}. */
+export interface SendOptions {
+  log?: (line: string) => void;
+  /** zstd level (default 3). */
+  compressLevel?: number;
+  /** Seed window per confirmed batch (default 64 MiB). */
+  seedWindowBytes?: number;
+}
+
+const REQUEST_BYTES = 1 << 20;
+const SCOPE = "repl";
+
+/** Path of a disk's sender state file. */
+export function senderStatePath(stateDir: string, name: string): string {
+  return join(stateDir, `${checkName(name)}.replication.json`);
+}
+
+/** Reads a disk's sender state (null before its first seed). */
+export function loadSenderState(stateDir: string, name: string): Promise<SenderState | null> {
+  return readJsonFile<SenderState>(senderStatePath(stateDir, name));
+}
+
+/** All sender states in a directory, sorted by name. */
+export async function listSenderStates(stateDir: string): Promise<SenderState[]> {
+  const out: SenderState[] = [];
+  try {
+    for await (const e of Deno.readDir(stateDir)) {
+      if (!e.isFile || !e.name.endsWith(".replication.json")) continue;
+      const s = await readJsonFile<SenderState>(join(stateDir, e.name));
+      if (s) out.push(s);
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+async function saveSenderState(stateDir: string, state: SenderState): Promise<void> {
+  await Deno.mkdir(stateDir, { recursive: true });
+  await writeFileAtomic(
+    senderStatePath(stateDir, state.name),
+    JSON.stringify(state, null, 2) + "\n",
+  );
+}
+
+function freshState(disk: ReplicatedDisk, target: ReplicationTarget): SenderState {
+  return {
+    name: disk.name,
+    node: disk.node,
+    dr: `${target.host}:${target.port}`,
+    totals: { cycles: 0, dirtyBytes: 0, payloadBytes: 0, wireBytes: 0 },
+    errors: 0,
+  };
+}
+
+/** Records a failed attempt in the state file (the error text, never a secret). */
+export async function recordError(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  err: unknown,
+): Promise<void> {
+  const state = (await loadSenderState(disk.stateDir, disk.name)) ?? freshState(disk, target);
+  state.errors++;
+  state.lastError = (err instanceof Error ? err.message : String(err)).split("\n")[0];
+  state.lastErrorAt = new Date().toISOString();
+  await saveSenderState(disk.stateDir, state);
+}
+
+/** Result of {@link seedDisk}. */
+export interface SeedResult {
+  seedId: string;
+  /** True when the replica was already seeded and nothing was sent. */
+  alreadySeeded: boolean;
+  resumedFrom: number;
+  stats: BatchStats;
+}
+
+/**
+ * Seeds the replica: a full copy in confirmed windows. An interrupted seed
+ * resumes at the last confirmed window: the new point in time is taken
+ * against the checkpoint committed when it stopped, and what changed below
+ * that offset since then is sent first.
+ */
+export function seedDisk(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  options: SendOptions = {},
+): Promise<SeedResult> {
+  return withRetries(target.retry, retryHooks(options), () => seedAttempt(disk, target, options));
+}
+
+async function seedAttempt(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  options: SendOptions,
+): Promise<SeedResult> {
+  const state = (await loadSenderState(disk.stateDir, disk.name)) ?? freshState(disk, target);
+  const channel = await connect(target);
+  try {
+    const probe = await openReplica(channel, disk.name, 0);
+    if (
+      state.confirmedCycle !== undefined && probe.seedId === state.seedId &&
+      probe.cycle !== undefined
+    ) {
+      return { seedId: state.seedId!, alreadySeeded: true, resumedFrom: 0, stats: emptyStats() };
+    }
+    const resumable = state.seedId !== undefined && probe.seedId === state.seedId &&
+      state.checkpoint !== undefined && state.seedOffset !== undefined &&
+      probe.seedOffset !== undefined;
+    const pit = await openView(disk, resumable ? state.checkpoint : undefined);
+    const view = pit.disks[0];
+    let offset = resumable && view.level !== "full"
+      ? Math.min(state.seedOffset!, probe.seedOffset!)
+      : 0;
+    const seedId = offset > 0 ? state.seedId! : crypto.randomUUID();
+    const resumedFrom = offset;
+    let caughtUp = offset === 0;
+    const stats = emptyStats();
+    const source = await NbdSource.open(view.uri, {
+      metaContexts: view.dirtyContext ? [view.dirtyContext] : [],
+      read: { requestSize: REQUEST_BYTES },
+    });
+    try {
+      const map = await source.map();
+      const begin = (seedEnd: number): BeginMessage => ({
+        type: "begin",
+        kind: "seed",
+        seedId,
+        size: view.size,
+        cycle: 0,
+        base: 0,
+        seedEnd,
+      });
+      if (!caughtUp) {
+        const dirty = await dirtyOf(source, view.dirtyContext!);
+        const below = intersectMap(clip(dirty, offset), map);
+        options.log?.(
+          `${disk.name}: seed resumes at ${offset}, ${totalLength(below)} bytes changed below`,
+        );
+        add(stats, await sendBatch(channel, begin(offset), source, below, options));
+        caughtUp = true;
+      }
+      for (const w of seedWindows(view.size, offset, options.seedWindowBytes ?? 64 << 20)) {
+        const end = w.offset + w.length;
+        add(stats, await sendBatch(channel, begin(end), source, intersectMap([w], map), options));
+        offset = end;
+      }
+    } catch (err) {
+      // What is confirmed stays: commit the checkpoint so the next attempt
+      // resumes at `offset` — unless the catch-up batch did not make it, in
+      // which case the old checkpoint still holds the changes it carried.
+      await source.close();
+      if (caughtUp && !(err instanceof UsageError)) {
+        await commitView(disk, pit, {
+          ...state,
+          seedId,
+          seedOffset: offset,
+          confirmedCycle: undefined,
+        })
+          .catch(() => pit.abort());
+      } else {
+        await pit.abort();
+      }
+      throw err;
+    }
+    await source.close();
+    const { seedOffset: _done, ...rest } = state;
+    await commitView(disk, pit, {
+      ...rest,
+      seedId,
+      confirmedCycle: 0,
+      confirmedAt: new Date().toISOString(),
+    });
+    await channel.send({ type: "close" }).catch(() => {});
+    return { seedId, alreadySeeded: false, resumedFrom, stats };
+  } finally {
+    channel.close();
+  }
+}
+
+/** Result of {@link pushCycle}. */
+export interface CycleResult {
+  cycle: number;
+  /** Why the view had to be a full one (lost or unusable checkpoint). */
+  fullReason?: string;
+  stats: BatchStats;
+  seconds: number;
+}
+
+/**
+ * Runs one replication cycle with retries: connects, takes a point in time
+ * against the last confirmed checkpoint, sends the dirty ranges and commits
+ * the checkpoint once the receiver confirmed the cycle durable.
+ */
+export function pushCycle(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  options: SendOptions = {},
+): Promise<CycleResult> {
+  return withRetries(target.retry, retryHooks(options), () => cycleAttempt(disk, target, options));
+}
+
+async function cycleAttempt(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  options: SendOptions,
+): Promise<CycleResult> {
+  const started = performance.now();
+  const state = await loadSenderState(disk.stateDir, disk.name);
+  if (!state || state.confirmedCycle === undefined || !state.seedId) {
+    throw new UsageError(
+      `disk ${disk.name} is not seeded yet: run 'dirtybit replicate seed' first`,
+    );
+  }
+  // Connect before taking the point in time: an unreachable receiver then
+  // leaves QEMU untouched and the checkpoint keeps accumulating.
+  const channel = await connect(target);
+  try {
+    const pit = await openView(disk, state.checkpoint);
+    const view = pit.disks[0];
+    let result: CycleResult;
+    try {
+      const remote = await openReplica(channel, disk.name, view.size);
+      if (remote.seedId !== state.seedId || remote.cycle === undefined) {
+        throw new ChainError(
+          `the receiver's replica ${disk.name} is not from this sender's seed: run 'dirtybit replicate seed' again`,
+        );
+      }
+      if (remote.cycle < state.confirmedCycle) {
+        throw new ChainError(
+          `the receiver's replica ${disk.name} is at cycle ${remote.cycle}, older than the confirmed ${state.confirmedCycle}: seed it again`,
+        );
+      }
+      const source = await NbdSource.open(view.uri, {
+        metaContexts: view.dirtyContext ? [view.dirtyContext] : [],
+        read: { requestSize: REQUEST_BYTES },
+      });
+      try {
+        const map = await source.map();
+        const extents = view.dirtyContext
+          ? intersectMap(await dirtyOf(source, view.dirtyContext), map)
+          : map;
+        // A cycle lost between the receiver's confirmation and our commit is
+        // still in the old checkpoint: sending on top of the newer replica
+        // state is safe because it is a superset of what changed since.
+        const cycle = remote.cycle + 1;
+        const stats = await sendBatch(
+          channel,
+          {
+            type: "begin",
+            kind: "cycle",
+            seedId: state.seedId,
+            size: view.size,
+            cycle,
+            base: state.confirmedCycle,
+          },
+          source,
+          extents,
+          options,
+        );
+        result = {
+          cycle,
+          stats,
+          seconds: (performance.now() - started) / 1000,
+          ...(view.reason ? { fullReason: view.reason } : {}),
+        };
+      } finally {
+        await source.close();
+      }
+    } catch (err) {
+      await pit.abort();
+      throw err;
+    }
+    const at = new Date().toISOString();
+    await commitView(disk, pit, {
+      ...state,
+      confirmedCycle: result.cycle,
+      confirmedAt: at,
+      lastCycle: { ...result.stats, cycle: result.cycle, seconds: result.seconds, at },
+      totals: {
+        cycles: state.totals.cycles + 1,
+        dirtyBytes: state.totals.dirtyBytes + result.stats.dirtyBytes,
+        payloadBytes: state.totals.payloadBytes + result.stats.payloadBytes,
+        wireBytes: state.totals.wireBytes + result.stats.wireBytes,
+      },
+    });
+    await channel.send({ type: "close" }).catch(() => {});
+    return result;
+  } finally {
+    channel.close();
+  }
+}
+
+async function connect(target: ReplicationTarget): Promise<SecureChannel> {
+  return await SecureChannel.connect(target.host, target.port, {
+    psk: target.psk,
+    bandwidthBytesPerSecond: target.bandwidthBytesPerSecond,
+  });
+}
+
+async function openReplica(
+  channel: SecureChannel,
+  name: string,
+  size: number,
+): Promise<StateMessage> {
+  await channel.send({ type: "open", name, size });
+  return await channel.expect("state");
+}
+
+function openView(
+  disk: ReplicatedDisk,
+  checkpoint: DiskCheckpoint | undefined,
+): Promise<PointInTime> {
+  return openPointInTime(disk.qmp, {
+    disks: [{ node: disk.node, ...(checkpoint ? { checkpoint } : {}) }],
+    level: checkpoint ? "incremental" : "full",
+    checkpointId: `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
+    workDir: disk.workDir,
+    scope: SCOPE,
+  });
+}
+
+/** Commits the view and persists the new checkpoint with `state` at once. */
+async function commitView(
+  disk: ReplicatedDisk,
+  pit: PointInTime,
+  state: SenderState,
+): Promise<void> {
+  const [checkpoint] = await pit.commit();
+  await saveSenderState(disk.stateDir, { ...state, checkpoint });
+}
+
+async function dirtyOf(source: NbdSource, context: string): Promise<Extent[]> {
+  const entries = await source.blockStatus(context);
+  return entries.filter((e) => e.flags & 1).map((e) => ({ offset: e.offset, length: e.length }));
+}
+
+function clip(extents: Extent[], end: number): Extent[] {
+  return extents
+    .filter((e) => e.offset < end)
+    .map((e) => ({ offset: e.offset, length: Math.min(e.length, end - e.offset) }));
+}
+
+/**
+ * Sends one batch — begin, zero records, data records, end — and waits for
+ * the receiver's durable confirmation.
+ */
+async function sendBatch(
+  channel: SecureChannel,
+  begin: BeginMessage,
+  source: NbdSource,
+  extents: MappedExtent[],
+  options: SendOptions,
+): Promise<BatchStats> {
+  const wireBefore = channel.bytesSent;
+  const stats = emptyStats();
+  stats.dirtyBytes = totalLength(extents);
+  await channel.send(begin);
+  let bytes = 0;
+  for (const e of extents) {
+    if (e.kind !== "zero") continue;
+    await channel.send({ type: "zero", offset: e.offset, length: e.length });
+    stats.records++;
+    bytes += e.length;
+  }
+  const level = options.compressLevel ?? 3;
+  for await (const chunk of source.readExtents(extents.filter((e) => e.kind === "data"))) {
+    const { offset, data } = chunk;
+    stats.records++;
+    bytes += data.length;
+    if (isAllZero(data)) {
+      await channel.send({ type: "zero", offset, length: data.length });
+      continue;
+    }
+    const packed = zstdCompress(data, level);
+    const zstd = packed.length < data.length;
+    await channel.send({
+      type: "data",
+      offset,
+      length: data.length,
+      codec: zstd ? "zstd" : "raw",
+      payload: zstd ? packed : data,
+    });
+    stats.dataBytes += data.length;
+    stats.payloadBytes += zstd ? packed.length : data.length;
+  }
+  await channel.send({ type: "end", records: stats.records, bytes });
+  const confirm = await channel.expect("confirm");
+  if (confirm.seedId !== begin.seedId || confirm.cycle !== begin.cycle) {
+    throw new ChainError(`the receiver confirmed cycle ${confirm.cycle}, not ${begin.cycle}`);
+  }
+  stats.wireBytes = channel.bytesSent - wireBefore;
+  return stats;
+}
+
+function isAllZero(data: Uint8Array): boolean {
+  const words = data.byteOffset % 4 === 0 && data.length % 4 === 0
+    ? new Uint32Array(data.buffer, data.byteOffset, data.length / 4)
+    : data;
+  for (let i = 0; i < words.length; i++) if (words[i]) return false;
+  return true;
+}
+
+function emptyStats(): BatchStats {
+  return { dirtyBytes: 0, dataBytes: 0, payloadBytes: 0, wireBytes: 0, records: 0 };
+}
+
+function add(into: BatchStats, more: BatchStats): void {
+  into.dirtyBytes += more.dirtyBytes;
+  into.dataBytes += more.dataBytes;
+  into.payloadBytes += more.payloadBytes;
+  into.wireBytes += more.wireBytes;
+  into.records += more.records;
+}
+
+function retryHooks(options: SendOptions) {
+  return {
+    retryable: (err: unknown) => err instanceof TransportError,
+    onRetry: (err: unknown, retry: number, ms: number) =>
+      options.log?.(
+        `${err instanceof DirtybitError ? err.message : String(err)}; retry ${retry} in ${ms} ms`,
+      ),
+  };
+}

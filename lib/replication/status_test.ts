@@ -1,0 +1,25 @@
+import assert from "node:assert/strict";
+import { senderStatus, toPrometheus, toText } from "./status.ts";
+
+Deno.test("status rows give lag, traffic and errors, as text and Prometheus metrics", () => {
+  const rows = senderStatus([{
+    name: "vda",
+    node: "disk0",
+    dr: "127.0.0.1:10900",
+    seedId: "s",
+    confirmedCycle: 4,
+    confirmedAt: "2024-01-01T00:00:00.000Z",
+    totals: { cycles: 4, dirtyBytes: 1000, payloadBytes: 300, wireBytes: 320 },
+    errors: 1,
+    lastError: "cannot reach",
+  }], new Date("2024-01-01T00:01:30.000Z"));
+  assert.equal(rows[0].lagSeconds, 90);
+  const prom = toPrometheus(rows);
+  assert.match(prom, /^dirtybit_replication_lag_seconds\{disk="vda"\} 90$/m);
+  assert.match(prom, /^# TYPE dirtybit_replication_wire_bytes_total counter$/m);
+  assert.doesNotMatch(prom, /seed_offset_bytes\{/);
+  assert.equal(
+    toText(rows),
+    "vda: cycle 4, lag 90 s, 320 bytes sent for 1000 dirty, 1 errors (last: cannot reach)\n",
+  );
+});

@@ -1,0 +1,364 @@
+/**
+ * The receiver's replicas: `DIR/NAME.qcow2|raw`, `DIR/NAME.state.json` and,
+ * while a cycle is in flight, `DIR/NAME.journal`.
+ *
+ * A cycle is journaled and synced, then marked committed in the state file,
+ * then applied to the image, flushed, and marked applied. After a crash,
+ * {@link ReplicaStore.open} replays a committed journal and deletes one that
+ * was never committed, so the image always equals the source at the last
+ * applied cycle. Seed batches are written straight into the image: until
+ * the seed completes the replica is not yet a copy of anything, and the state
+ * file records how far it is durable so an interrupted seed resumes there.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { ChainError, InputError, TargetError } from "../core/errors.ts";
+import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
+import { zstdDecompressExact } from "../stream/zstd.ts";
+import { JournalWriter, readJournal } from "./journal.ts";
+import type {
+  BeginMessage,
+  ConfirmMessage,
+  DataMessage,
+  Message,
+  StateMessage,
+  ZeroMessage,
+} from "./messages.ts";
+import { name as checkName } from "./messages.ts";
+import {
+  createReplicaImage,
+  openReplicaImage,
+  type ReplicaFormat,
+  type ReplicaImage,
+} from "./replica_image.ts";
+
+/** The state file of one replica. */
+export interface ReplicaState {
+  name: string;
+  format: ReplicaFormat;
+  size: number;
+  /** Identifies the seed this replica descends from; cycles of another seed are refused. */
+  seedId: string;
+  /** Last applied cycle (0 = the completed seed); absent while seeding. */
+  cycle?: number;
+  /** While seeding: everything below this offset is durable. */
+  seedOffset?: number;
+  /** A journaled, synced cycle not yet (completely) applied. */
+  pending?: { cycle: number; journalBytes: number };
+  updatedAt: string;
+  /** When the last cycle was applied (ISO 8601). */
+  appliedAt?: string;
+  bytesReceived: number;
+}
+
+/** Named points of a batch, for crash tests (see {@link ReplicaStoreOptions.onPoint}). */
+export type BatchPoint =
+  | "journal-midway"
+  | "journal-synced"
+  | "journal-committed"
+  | "apply-midway"
+  | "seed-midway";
+
+/** Options of {@link ReplicaStore.open}. */
+export interface ReplicaStoreOptions {
+  /** Format of replicas created from now on (existing ones keep theirs). */
+  format: ReplicaFormat;
+  /** Called at each {@link BatchPoint}; crash tests exit the process there. */
+  onPoint?: (point: BatchPoint) => void;
+}
+
+/** What recovery did at open, for the receiver's log. */
+export interface RecoveryNote {
+  name: string;
+  action: "replayed" | "discarded";
+  cycle: number;
+}
+
+/** The replicas in one directory. */
+export class ReplicaStore {
+  readonly #images = new Map<string, ReplicaImage>();
+  readonly #busy = new Set<string>();
+
+  private constructor(readonly dir: string, readonly options: ReplicaStoreOptions) {}
+
+  /** Opens the directory (creating it) and recovers every replica from a crash. */
+  static async open(
+    dir: string,
+    options: ReplicaStoreOptions,
+  ): Promise<{ store: ReplicaStore; recovered: RecoveryNote[] }> {
+    await Deno.mkdir(dir, { recursive: true });
+    const store = new ReplicaStore(dir, options);
+    const recovered: RecoveryNote[] = [];
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile || !entry.name.endsWith(".journal")) continue;
+      const name = entry.name.slice(0, -".journal".length);
+      const state = await store.state(name);
+      if (state?.pending) {
+        await store.#apply(state, state.pending.cycle, state.pending.journalBytes);
+        recovered.push({ name, action: "replayed", cycle: state.pending.cycle });
+      } else {
+        await Deno.remove(join(dir, entry.name));
+        recovered.push({ name, action: "discarded", cycle: (state?.cycle ?? -1) + 1 });
+      }
+      await store.release(name);
+    }
+    return { store, recovered };
+  }
+
+  /** The state of replica `name`, or null if there is none. */
+  async state(name: string): Promise<ReplicaState | null> {
+    return await readJsonFile<ReplicaState>(this.#path(name, "state.json"));
+  }
+
+  /** All replicas' states, sorted by name. */
+  async list(): Promise<ReplicaState[]> {
+    const out: ReplicaState[] = [];
+    for await (const entry of Deno.readDir(this.dir)) {
+      if (!entry.isFile || !entry.name.endsWith(".state.json")) continue;
+      const state = await this.state(entry.name.slice(0, -".state.json".length));
+      if (state) out.push(state);
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** What the receiver tells a sender about replica `name`. */
+  async describe(name: string): Promise<StateMessage> {
+    const s = await this.state(name);
+    if (!s) return { type: "state", name };
+    return {
+      type: "state",
+      name,
+      seedId: s.seedId,
+      size: s.size,
+      ...(s.cycle === undefined ? {} : { cycle: s.cycle }),
+      ...(s.seedOffset === undefined ? {} : { seedOffset: s.seedOffset }),
+    };
+  }
+
+  /** Path of replica `name`'s image. */
+  async imagePath(name: string): Promise<string> {
+    const s = await this.state(name);
+    return this.#path(name, s?.format ?? this.options.format);
+  }
+
+  /** Claims replica `name` for one connection; a second concurrent claim is refused. */
+  claim(name: string): void {
+    checkName(name);
+    if (this.#busy.has(name)) {
+      throw new TargetError(`replica ${name} is busy with another sender: one sender per disk`);
+    }
+    this.#busy.add(name);
+  }
+
+  /** Ends a claim and closes the replica's image. */
+  async release(name: string): Promise<void> {
+    this.#busy.delete(name);
+    await this.#closeImage(name);
+  }
+
+  async #closeImage(name: string): Promise<void> {
+    const image = this.#images.get(name);
+    this.#images.delete(name);
+    await image?.close();
+  }
+
+  /**
+   * Receives one batch whose `begin` has arrived; `next` yields the following
+   * messages up to `end`. Returns the confirmation to send once the batch is
+   * durable. A refused batch throws ChainError (wrong seed or cycle) or
+   * InputError (malformed); nothing of it reaches the replica then.
+   */
+  async receiveBatch(
+    name: string,
+    begin: BeginMessage,
+    next: () => Promise<Message>,
+  ): Promise<ConfirmMessage> {
+    const state = await this.state(name);
+    if (begin.kind === "seed") return await this.#receiveSeed(name, state, begin, next);
+    if (!state || state.seedId !== begin.seedId) {
+      throw new ChainError(
+        `replica ${name} is not seeded from seed ${begin.seedId}: run seed first`,
+      );
+    }
+    if (state.cycle === undefined) {
+      throw new ChainError(
+        `replica ${name} is still seeding: finish the seed before pushing cycles`,
+      );
+    }
+    if (begin.size !== state.size) {
+      throw new ChainError(
+        `disk ${name} is now ${begin.size} bytes, the replica ${state.size}: seed it again`,
+      );
+    }
+    if (begin.cycle !== state.cycle + 1 || begin.base > state.cycle) {
+      throw new ChainError(
+        `replica ${name} is at cycle ${state.cycle}: cannot apply cycle ${begin.cycle} based on ${begin.base}`,
+      );
+    }
+    const journalPath = this.#path(name, "journal");
+    const journal = await JournalWriter.create(journalPath);
+    let received: number;
+    try {
+      await journal.append(begin);
+      received = await this.#collect(begin, next, async (msg, index) => {
+        await journal.append(msg);
+        if (index === 8) this.options.onPoint?.("journal-midway");
+      });
+      await journal.syncAndClose();
+    } catch (err) {
+      journal.abandon();
+      await Deno.remove(journalPath).catch(() => {});
+      throw err;
+    }
+    this.options.onPoint?.("journal-synced");
+    await this.#save({
+      ...state,
+      pending: { cycle: begin.cycle, journalBytes: journal.bytes },
+      bytesReceived: state.bytesReceived + received,
+    });
+    this.options.onPoint?.("journal-committed");
+    await this.#apply((await this.state(name))!, begin.cycle, journal.bytes);
+    return { type: "confirm", seedId: begin.seedId, cycle: begin.cycle };
+  }
+
+  async #receiveSeed(
+    name: string,
+    state: ReplicaState | null,
+    begin: BeginMessage,
+    next: () => Promise<Message>,
+  ): Promise<ConfirmMessage> {
+    if (begin.seedEnd === undefined || begin.seedEnd > begin.size) {
+      throw new InputError(`seed batch for ${name} has no valid seedEnd`);
+    }
+    if (state && state.seedId === begin.seedId && state.cycle !== undefined) {
+      throw new ChainError(`replica ${name} is already seeded: push cycles instead`);
+    }
+    if (!state || state.seedId !== begin.seedId) {
+      // A new seed replaces whatever was there: the old replica is not a copy
+      // of this source any more.
+      await this.#closeImage(name);
+      await Deno.remove(this.#path(name, "journal")).catch(() => {});
+      for (const ext of ["qcow2", "raw"]) await Deno.remove(this.#path(name, ext)).catch(() => {});
+      await createReplicaImage(
+        this.#path(name, this.options.format),
+        this.options.format,
+        begin.size,
+      );
+      state = {
+        name,
+        format: this.options.format,
+        size: begin.size,
+        seedId: begin.seedId,
+        seedOffset: 0,
+        updatedAt: new Date().toISOString(),
+        bytesReceived: 0,
+      };
+      await this.#save(state);
+    }
+    const image = await this.#image(state);
+    const received = await this.#collect(begin, next, async (msg, index) => {
+      await this.#write(image, msg);
+      if (index === 8) this.options.onPoint?.("seed-midway");
+    });
+    await image.flush();
+    const seedOffset = Math.max(state.seedOffset ?? 0, begin.seedEnd);
+    const done = seedOffset >= state.size;
+    const { seedOffset: _old, ...rest } = state;
+    await this.#save({
+      ...rest,
+      ...(done ? { cycle: 0, appliedAt: new Date().toISOString() } : { seedOffset }),
+      bytesReceived: state.bytesReceived + received,
+    });
+    return {
+      type: "confirm",
+      seedId: begin.seedId,
+      cycle: 0,
+      ...(done ? {} : { seedOffset }),
+    };
+  }
+
+  /**
+   * Reads records up to `end`, checks each (range, decodable payload) and
+   * hands it on; checks `end`'s counts. Returns the payload bytes received.
+   */
+  async #collect(
+    begin: BeginMessage,
+    next: () => Promise<Message>,
+    each: (msg: DataMessage | ZeroMessage, index: number) => Promise<void>,
+  ): Promise<number> {
+    let payloadBytes = 0;
+    let records = 0;
+    let bytes = 0;
+    for (;;) {
+      const msg = await next();
+      if (msg.type === "end") {
+        if (msg.records !== records || msg.bytes !== bytes) {
+          throw new InputError(
+            `batch ended after ${records} records of ${bytes} bytes, the sender says ${msg.records} of ${msg.bytes}`,
+          );
+        }
+        return payloadBytes;
+      }
+      if (msg.type !== "data" && msg.type !== "zero") {
+        throw new InputError(`replication protocol error: ${msg.type} inside a batch`);
+      }
+      if (msg.offset + msg.length > begin.size) {
+        throw new InputError(
+          `record ${msg.offset}+${msg.length} is beyond the disk size ${begin.size}`,
+        );
+      }
+      if (msg.type === "data" && msg.codec === "zstd") {
+        zstdDecompressExact(msg.payload, msg.length, `record at ${msg.offset}`);
+      }
+      await each(msg, records);
+      if (msg.type === "data") payloadBytes += msg.payload.length;
+      records++;
+      bytes += msg.length;
+    }
+  }
+
+  async #apply(state: ReplicaState, cycle: number, journalBytes: number): Promise<void> {
+    const journalPath = this.#path(state.name, "journal");
+    const image = await this.#image(state);
+    let index = 0;
+    for await (const msg of readJournal(journalPath, journalBytes)) {
+      if (msg.type === "data" || msg.type === "zero") {
+        await this.#write(image, msg);
+        if (++index === 8) this.options.onPoint?.("apply-midway");
+      }
+    }
+    await image.flush();
+    const { pending: _done, ...rest } = state;
+    await this.#save({ ...rest, cycle, appliedAt: new Date().toISOString() });
+    await Deno.remove(journalPath);
+  }
+
+  async #write(image: ReplicaImage, msg: DataMessage | ZeroMessage): Promise<void> {
+    if (msg.type === "zero") return await image.zero(msg.offset, msg.length);
+    const data = msg.codec === "zstd"
+      ? zstdDecompressExact(msg.payload, msg.length, `record at ${msg.offset}`)
+      : msg.payload;
+    await image.write(msg.offset, data);
+  }
+
+  async #image(state: ReplicaState): Promise<ReplicaImage> {
+    let image = this.#images.get(state.name);
+    if (!image) {
+      image = await openReplicaImage(this.#path(state.name, state.format), state.format);
+      this.#images.set(state.name, image);
+    }
+    return image;
+  }
+
+  async #save(state: ReplicaState): Promise<void> {
+    await writeFileAtomic(
+      this.#path(state.name, "state.json"),
+      JSON.stringify({ ...state, updatedAt: new Date().toISOString() }, null, 2) + "\n",
+    );
+  }
+
+  #path(name: string, ext: string): string {
+    return join(this.dir, `${checkName(name)}.${ext}`);
+  }
+}
