@@ -6,10 +6,14 @@
  * @module
  */
 import { register, runCli } from "./lib/cli/main.ts";
+import { backupCommand } from "./lib/cli/backup.ts";
+import { restoreCommand } from "./lib/cli/restore.ts";
+import { inspectCommand, verifyCommand } from "./lib/cli/inspect.ts";
 import { convertCommand } from "./lib/cli/convert.ts";
 import { apiCommand } from "./lib/cli/api.ts";
+import { replicateCommand } from "./lib/cli/replicate.ts";
 
-register(convertCommand, apiCommand);
+register(convertCommand, apiCommand, replicateCommand);
 
 if (import.meta.main) {
   Deno.exit(await runCli(Deno.args));
