@@ -13,7 +13,15 @@ import { convertCommand } from "./lib/cli/convert.ts";
 import { apiCommand } from "./lib/cli/api.ts";
 import { replicateCommand } from "./lib/cli/replicate.ts";
 
-register(convertCommand, apiCommand, replicateCommand);
+register(
+  backupCommand,
+  restoreCommand,
+  inspectCommand,
+  verifyCommand,
+  convertCommand,
+  apiCommand,
+  replicateCommand,
+);
 
 if (import.meta.main) {
   Deno.exit(await runCli(Deno.args));

@@ -52,6 +52,7 @@ export class StreamWriter {
   #error: Error | null = null;
   #end = 0;
   #state: "open" | "finishing" | "finished" | "aborted" = "open";
+  #written = 0;
 
   /** Starts a stream on `sink` (RangeError for an invalid header: a caller bug). */
   constructor(
@@ -104,6 +105,11 @@ export class StreamWriter {
     await this.#slot();
   }
 
+  /** Stream bytes handed to the sink so far (header, records and, once finished, trailer). */
+  get bytesWritten(): number {
+    return this.#written;
+  }
+
   /** Writes the trailer, closes the sink and returns the totals. */
   async finish(): Promise<StreamTrailer> {
     this.#checkOpen();
@@ -113,6 +119,7 @@ export class StreamWriter {
       this.#throwIfFailed();
       const { bytes, trailer } = encodeTrailer(this.#totals, this.#hash);
       await this.#out.write(bytes);
+      this.#written += bytes.length;
       await this.#out.close();
       this.#state = "finished";
       return trailer;
@@ -192,6 +199,7 @@ export class StreamWriter {
         const bytes = await frame;
         this.#hash.update(bytes);
         await this.#out.write(bytes);
+        this.#written += bytes.length;
       } catch (err) {
         this.#error ??= sinkError(err);
       } finally {

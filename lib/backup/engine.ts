@@ -1,0 +1,195 @@
+/**
+ * The backup engine: one point in time for all disks of a job, each disk read
+ * through NBD (dirty extents for an incremental, allocated extents for a full),
+ * filtered by the change-detection layers and written as a dirtybit stream.
+ * The checkpoint bitmaps, hash DB and state are committed only after every
+ * disk's stream has been written completely; anything else aborts the point
+ * in time, which merges the changes back so the next incremental has them.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
+import { openPointInTime, type PointInTime } from "../qemu/pointintime.ts";
+import { removeLeftovers } from "../qemu/leftovers.ts";
+import type { Level } from "../qemu/checkpoint.ts";
+import { CancelledError, describeError } from "../core/errors.ts";
+import type { CbtStats } from "../cbt/layers.ts";
+import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./state.ts";
+import { backupDisk, type DiskBackupOutcome } from "./disk_backup.ts";
+import { lockStateDir } from "./lock.ts";
+
+/** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
+export type RequestedLevel = Level | "auto";
+
+/** A backup job of one VM's disks on a running QEMU. */
+export interface BackupJob {
+  /** QMP socket path, or an open transport (e.g. through libvirt on a remote host). */
+  qmp: string | QmpTransport;
+  /** Block nodes of the disks to back up (their names are the disk names). */
+  nodes: string[];
+  level: RequestedLevel;
+  stateDir: string;
+  /** `zstd:N` or `none`. */
+  compression: string;
+  /** Stored in every stream header (e.g. the VM definition for cross-restore). */
+  metadata?: Record<string, unknown>;
+  /** Unix socket of an NBD server the QEMU already runs (else one is started for the job). */
+  nbdSocket?: string;
+  /** Maps an export URI of the point in time to one this process can reach (SSH tunnels). */
+  reachExport?: (uri: string) => Promise<string>;
+  /** Freeze/thaw of guest file systems around the point in time. */
+  quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
+  signal?: AbortSignal;
+  onMessage?: (kind: "info" | "warning", text: string) => void;
+}
+
+/** A disk as planned: what level it gets and why. */
+export interface PlannedDisk {
+  node: string;
+  diskName: string;
+  level: Level;
+  /** Why a requested incremental/differential became a full. */
+  reason?: string;
+  backupId: string;
+  parentId: string | null;
+}
+
+/** A disk as backed up. */
+export interface DiskBackupResult extends PlannedDisk {
+  stats: CbtStats;
+  /** Bytes of the stream written to the sink. */
+  streamBytes: number;
+}
+
+/** Where each disk's stream goes; called once the disk's level is known. */
+export type SinkFactory = (disk: PlannedDisk) => Promise<WritableStream<Uint8Array>>;
+
+/** Runs a backup job; resolves only when every disk was written and the checkpoint committed. */
+export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<DiskBackupResult[]> {
+  const backupId = newBackupId();
+  await Deno.mkdir(job.stateDir, { recursive: true, mode: 0o700 });
+  const lock = await lockStateDir(job.stateDir);
+  let qmp: QmpTransport | undefined;
+  const workDir = await Deno.makeTempDir({ prefix: "dirtybit-job-" });
+  try {
+    qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
+    const left = await removeLeftovers(qmp);
+    const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
+    if (leftCount > 0) {
+      job.onMessage?.(
+        "warning",
+        `removed ${leftCount} leftovers of an earlier backup that did not end`,
+      );
+    }
+    const states = await Promise.all(job.nodes.map((node) => loadDiskState(job.stateDir, node)));
+    const pit = await openPointInTimeQuiesced(job, qmp, states, backupId, workDir);
+    let outcomes: DiskBackupOutcome[];
+    try {
+      throwIfCancelled(job.signal);
+      outcomes = await Promise.all(pit.disks.map(async (disk, i) => {
+        const state = states[i];
+        const planned: PlannedDisk = {
+          node: disk.node,
+          diskName: disk.node,
+          level: disk.level,
+          reason: disk.reason ??
+            (disk.level === "full" && job.level !== "full" && !state
+              ? "no previous backup of this disk in the state directory"
+              : undefined),
+          backupId,
+          parentId: parentOf(disk.level, state),
+        };
+        if (planned.reason) {
+          job.onMessage?.("warning", `${planned.diskName}: full backup: ${planned.reason}`);
+        }
+        const uri = job.reachExport ? await job.reachExport(disk.uri) : disk.uri;
+        return await backupDisk({
+          planned,
+          uri,
+          dirtyContext: disk.dirtyContext,
+          granularity: disk.granularity,
+          state,
+          stateDir: job.stateDir,
+          compression: job.compression,
+          metadata: job.metadata,
+          sink: await sinkFor(planned),
+          signal: job.signal,
+          onMessage: job.onMessage,
+        });
+      }));
+    } catch (err) {
+      await pit.abort().catch((abortErr) =>
+        job.onMessage?.("warning", `cleanup after a failed backup: ${describeError(abortErr)}`)
+      );
+      throw err;
+    }
+    const checkpoints = await pit.commit();
+    for (const [i, outcome] of outcomes.entries()) {
+      outcome.commitHashes();
+      await saveDiskState(job.stateDir, nextState(states[i], outcome, checkpoints[i]));
+    }
+    return outcomes.map((o) => o.result);
+  } finally {
+    if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
+    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    await lock.release();
+  }
+}
+
+async function openPointInTimeQuiesced(
+  job: BackupJob,
+  qmp: QmpTransport,
+  states: (DiskState | null)[],
+  checkpointId: string,
+  workDir: string,
+): Promise<PointInTime> {
+  const request = {
+    disks: job.nodes.map((node, i) => ({ node, checkpoint: states[i]?.checkpoint })),
+    level: job.level === "auto" ? "incremental" as const : job.level,
+    checkpointId,
+    workDir: join(workDir, "fleece"),
+    nbdSocket: job.nbdSocket,
+  };
+  await Deno.mkdir(request.workDir, { recursive: true });
+  if (!job.quiesce) return await openPointInTime(qmp, request);
+  await job.quiesce.freeze();
+  try {
+    return await openPointInTime(qmp, request);
+  } finally {
+    await job.quiesce.thaw();
+  }
+}
+
+function parentOf(level: Level, state: DiskState | null): string | null {
+  if (level === "full" || !state) return null;
+  return level === "differential" ? state.lastFullId : state.lastBackupId;
+}
+
+function nextState(
+  prev: DiskState | null,
+  outcome: DiskBackupOutcome,
+  checkpoint: DiskState["checkpoint"],
+): DiskState {
+  const r = outcome.result;
+  const full = r.level === "full";
+  return {
+    diskName: r.diskName,
+    chainId: full ? r.backupId : prev!.chainId,
+    virtualSize: outcome.virtualSize,
+    blockSize: outcome.blockSize,
+    lastBackupId: r.backupId,
+    lastFullId: full ? r.backupId : prev!.lastFullId,
+    checkpoint,
+    history: [...(full ? [] : prev?.history ?? []), {
+      backupId: r.backupId,
+      parentId: r.parentId,
+      level: r.level,
+      time: new Date().toISOString(),
+    }],
+  };
+}
+
+function throwIfCancelled(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new CancelledError("backup cancelled");
+}

@@ -1,0 +1,69 @@
+/**
+ * Command-line flag parsing on top of `node:util` parseArgs: `--help` handling
+ * and parse errors as one-line UsageErrors that name the flag.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UsageError } from "../core/errors.ts";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** Parsed flags and positionals, or null when `--help` was printed. */
+export interface ParsedArgs<T> {
+  values: T;
+  positionals: string[];
+}
+
+/**
+ * Parses `args` for `command`; prints `help` and returns null on `--help`.
+ * Unknown flags and missing values become a UsageError.
+ */
+export function parseFlags<T = Record<string, string | boolean | string[] | undefined>>(
+  command: string,
+  args: string[],
+  options: Options,
+  help: string,
+): ParsedArgs<T> | null {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(help.trim());
+    return null;
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as T, positionals };
+  } catch (err) {
+    const msg = (err as Error).message.split("\n")[0].replace(/\. To specify.*$/, "");
+    throw new UsageError(`${command}: ${msg}: see 'dirtybit ${command} --help'`);
+  }
+}
+
+/** A required flag's value, or a UsageError naming it. */
+export function required(command: string, name: string, value: string | undefined): string {
+  if (!value) {
+    throw new UsageError(`${command}: --${name} is required: see 'dirtybit ${command} --help'`);
+  }
+  return value;
+}
+
+/** Parses a choice flag against its allowed values. */
+export function choice<T extends string>(
+  command: string,
+  name: string,
+  value: string | undefined,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  if (value === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UsageError(
+      `${command}: --${name} must be one of ${allowed.join(", ")}, not '${value}'`,
+    );
+  }
+  return value as T;
+}

@@ -1,0 +1,169 @@
+/**
+ * `dirtybit backup`: a full, incremental or differential backup of the disks
+ * of a running QEMU (QMP socket), one stream per disk.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Command } from "./command.ts";
+import { choice, parseFlags, required } from "./args.ts";
+import { type DiskBackupResult, type PlannedDisk, runBackup } from "../backup/engine.ts";
+import { CancelledError, TargetError, UsageError } from "../core/errors.ts";
+import { formatBytes, reportLine } from "./report.ts";
+import { compressionLevel } from "../stream/format.ts";
+
+const HELP = `
+usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
+
+Backs up the disks (QEMU block nodes) of a running QEMU through a point-in-time
+view, reading only what changed since the last backup for an incremental.
+
+  --qmp SOCKET        QMP unix socket of the QEMU process (required)
+  --node NODE         block node of a disk; repeat for several disks (required)
+  --nbd-socket PATH   unix socket of the NBD server QEMU already runs, if any
+                      (otherwise one is started for the job and stopped after)
+  --level LEVEL       full, incremental, differential or auto (default auto:
+                      incremental when a valid chain exists, else full)
+  --state-dir DIR     where chain state and hash DBs live (default
+                      $DIRTYBIT_STATE_DIR or /var/lib/dirtybit)
+  --out FILE|DIR|-    stream file, directory for one file per disk, or - for
+                      stdout (one disk only; e.g. Bacula bpipe). Default: .
+  --compress C        zstd:N (1-19) or none (default zstd:3)
+  --json              print a JSON summary (on stderr when --out is -)
+`;
+
+type Flags = {
+  qmp?: string;
+  "nbd-socket"?: string;
+  node?: string[];
+  level?: string;
+  "state-dir"?: string;
+  out?: string;
+  compress?: string;
+  json?: boolean;
+};
+
+export const backupCommand: Command = {
+  name: "backup",
+  summary: "back up QEMU disks: full, incremental or differential, via dirty bitmaps",
+  async run(args) {
+    const parsed = parseFlags<Flags>("backup", args, {
+      qmp: { type: "string" },
+      "nbd-socket": { type: "string" },
+      node: { type: "string", multiple: true },
+      level: { type: "string" },
+      "state-dir": { type: "string" },
+      out: { type: "string" },
+      compress: { type: "string" },
+      json: { type: "boolean" },
+    }, HELP);
+    if (!parsed) return 0;
+    const { values, positionals } = parsed;
+    if (positionals.length > 0) {
+      throw new UsageError(`backup: unexpected argument '${positionals[0]}'`);
+    }
+    const qmp = required("backup", "qmp", values.qmp);
+    const nodes = values.node ?? [];
+    if (nodes.length === 0) {
+      throw new UsageError("backup: --node is required: see 'dirtybit backup --help'");
+    }
+    const level = choice("backup", "level", values.level, [
+      "full",
+      "incremental",
+      "differential",
+      "auto",
+    ], "auto");
+    const compression = values.compress ?? "zstd:3";
+    try {
+      compressionLevel(compression);
+    } catch {
+      throw new UsageError(
+        `backup: --compress must be zstd:1 to zstd:19 or none, not '${compression}'`,
+      );
+    }
+    const out = values.out ?? ".";
+    const toStdout = out === "-";
+    if (toStdout && nodes.length > 1) {
+      throw new UsageError("backup: --out - takes one disk; give a directory for several --node");
+    }
+    const outDir = toStdout ? null : await directoryOrNull(out);
+    if (!toStdout && !outDir && nodes.length > 1) {
+      throw new UsageError(`backup: --out ${out} must be an existing directory for several disks`);
+    }
+    const stateDir = values["state-dir"] ?? Deno.env.get("DIRTYBIT_STATE_DIR") ??
+      "/var/lib/dirtybit";
+    await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
+
+    const files = new Map<string, { partial: string; final: string }>();
+    const controller = new AbortController();
+    const onSignal = () => controller.abort();
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+    let results: DiskBackupResult[];
+    try {
+      results = await runBackup({
+        qmp,
+        nbdSocket: values["nbd-socket"],
+        nodes,
+        level,
+        stateDir,
+        compression,
+        signal: controller.signal,
+        onMessage: (kind, text) => reportLine(`${kind}: ${text}`),
+      }, async (disk: PlannedDisk) => {
+        if (toStdout) return Deno.stdout.writable;
+        const final = outDir ? join(outDir, streamFileName(disk)) : out;
+        const partial = `${final}.partial`;
+        files.set(disk.node, { partial, final });
+        try {
+          return (await Deno.open(partial, { write: true, create: true, truncate: true })).writable;
+        } catch (err) {
+          throw new TargetError(`cannot create ${partial}: ${(err as Error).message}`);
+        }
+      });
+    } catch (err) {
+      for (const f of files.values()) await Deno.remove(f.partial).catch(() => {});
+      if (controller.signal.aborted && !(err instanceof CancelledError)) {
+        throw new CancelledError(
+          "backup cancelled by a signal; the changes stay in the bitmap for the next backup",
+        );
+      }
+      throw err;
+    } finally {
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
+    }
+    for (const f of files.values()) await Deno.rename(f.partial, f.final);
+    const summary = results.map((r) => ({ ...r, file: files.get(r.node)?.final ?? "-" }));
+    for (const r of summary) {
+      reportLine(
+        `${r.diskName}: ${r.level} ${r.backupId} -> ${r.file}: dirty ${
+          formatBytes(r.stats.dirtyBytes)
+        }, ` +
+          `unchanged ${formatBytes(r.stats.unchangedBytes)}, zero ${
+            formatBytes(r.stats.zeroBytes)
+          }, ` +
+          `stored ${formatBytes(r.stats.dataBytes)}, stream ${formatBytes(r.streamBytes)}`,
+      );
+    }
+    if (values.json) {
+      const text = JSON.stringify(summary, null, 2) + "\n";
+      if (toStdout) Deno.stderr.writeSync(new TextEncoder().encode(text));
+      else console.log(text.trimEnd());
+    }
+    return 0;
+  },
+};
+
+/** `DISK-LEVEL-BACKUPID.dbit`, with the disk name made file-name safe. */
+export function streamFileName(disk: PlannedDisk): string {
+  return `${disk.diskName.replace(/[^A-Za-z0-9_.-]/g, "_")}-${disk.level}-${disk.backupId}.dbit`;
+}
+
+async function directoryOrNull(path: string): Promise<string | null> {
+  try {
+    return (await Deno.stat(path)).isDirectory ? path : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * `dirtybit restore`: applies a full and its incrementals, in order, to a raw
+ * or qcow2 image. `-` reads one stream from standard input (the bpipe writer).
+ *
+ * @module
+ */
+import type { Command } from "./command.ts";
+import { choice, parseFlags, required } from "./args.ts";
+import { openStreamFile, openStreamStdin } from "../stream/reader.ts";
+import { RestoreSession } from "../restore/session.ts";
+import { UsageError } from "../core/errors.ts";
+import { formatFromPath } from "../restore/target.ts";
+import { reportLine } from "./report.ts";
+
+const HELP = `
+usage: dirtybit restore --out FILE [--format raw|qcow2] [--force] [--json] STREAM...
+
+Applies backup streams to FILE in order: a full first, then its incrementals
+(or one stream on top of what FILE already holds: FILE.dbit.json remembers the
+last stream applied). '-' reads one stream from standard input.
+A stream whose parent is not the last one applied is refused.
+
+  --out FILE      image to restore into (required)
+  --format FMT    raw or qcow2 (default: qcow2 for *.qcow2, else raw)
+  --force         replace an existing FILE that is not a dirtybit restore target
+  --json          print a JSON summary on stdout
+`;
+
+export const restoreCommand: Command = {
+  name: "restore",
+  summary: "restore a full and its incrementals to a raw or qcow2 image",
+  async run(args) {
+    const parsed = parseFlags<{ out?: string; format?: string; force?: boolean; json?: boolean }>(
+      "restore",
+      args,
+      {
+        out: { type: "string" },
+        format: { type: "string" },
+        force: { type: "boolean" },
+        json: { type: "boolean" },
+      },
+      HELP,
+    );
+    if (!parsed) return 0;
+    const { values, positionals } = parsed;
+    const out = required("restore", "out", values.out);
+    const format = choice(
+      "restore",
+      "format",
+      values.format,
+      ["raw", "qcow2"],
+      formatFromPath(out),
+    );
+    if (positionals.length === 0) {
+      throw new UsageError("restore: name at least one STREAM (or - for stdin)");
+    }
+    if (positionals.filter((p) => p === "-").length > 0 && positionals.length > 1) {
+      throw new UsageError("restore: '-' (stdin) must be the only STREAM");
+    }
+    const session = await RestoreSession.open({ path: out, format, force: values.force });
+    const applied = [];
+    for (const path of positionals) {
+      const reader = path === "-" ? await openStreamStdin() : await openStreamFile(path);
+      const result = await session.applyReader(reader);
+      applied.push(result);
+      reportLine(`applied ${result.level} ${result.backupId} of ${result.disk} to ${out}`);
+    }
+    await session.close();
+    if (values.json) console.log(JSON.stringify({ target: out, format, applied }, null, 2));
+    return 0;
+  },
+};

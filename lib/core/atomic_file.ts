@@ -1,0 +1,44 @@
+/**
+ * Durable small-file writes: a crash leaves either the old or the new content,
+ * never a torn file. Used for state and sidecar files.
+ *
+ * @module
+ */
+import { dirname } from "node:path";
+import { InputError } from "./errors.ts";
+
+/** Writes `text` to `path` via a synced temporary file and a rename, then syncs the directory. */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+  try {
+    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(tmp, path);
+  const dir = await Deno.open(dirname(path), { read: true });
+  try {
+    await dir.sync();
+  } finally {
+    dir.close();
+  }
+}
+
+/** Reads and parses a JSON file; null when it does not exist, InputError when it is not JSON. */
+export async function readJsonFile<T>(path: string): Promise<T | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new InputError(`${path} is not valid JSON: repair or remove it`);
+  }
+}

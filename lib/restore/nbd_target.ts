@@ -1,0 +1,68 @@
+/**
+ * Restore into any image qemu can write (qcow2 here) through `qemu-nbd` and
+ * the NBD client: zero ranges become unallocated where the format allows.
+ *
+ * @module
+ */
+import { NbdClient } from "../nbd/client.ts";
+import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
+import { TargetError } from "../core/errors.ts";
+import type { RestoreTarget } from "./target.ts";
+
+/** An image file written through a private qemu-nbd. */
+export class NbdImageTarget implements RestoreTarget {
+  readonly size: number;
+  readonly #server: ServedImage;
+  readonly #client: NbdClient;
+  #closed = false;
+
+  private constructor(server: ServedImage, client: NbdClient) {
+    this.#server = server;
+    this.#client = client;
+    this.size = client.size;
+  }
+
+  /** Creates a new qcow2 image of `size` bytes at `path` and opens it. */
+  static async createQcow2(path: string, size: number): Promise<NbdImageTarget> {
+    const out = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", path, String(size)],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      const text = new TextDecoder().decode(out.stderr).trim();
+      throw new TargetError(`cannot create ${path}: ${text}`);
+    }
+    return await NbdImageTarget.open(path, "qcow2");
+  }
+
+  /** Opens an existing image of `format` for writing in place. */
+  static async open(path: string, format: string): Promise<NbdImageTarget> {
+    const server = await serveImage(path, { format, readOnly: false, connections: 1 });
+    try {
+      return new NbdImageTarget(server, await NbdClient.connect({ uri: server.uri }));
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+  }
+
+  writeData(offset: number, data: Uint8Array): Promise<void> {
+    return this.#client.pwrite(data, offset);
+  }
+
+  writeZero(offset: number, length: number): Promise<void> {
+    return this.#client.zero(offset, length);
+  }
+
+  flush(): Promise<void> {
+    return this.#client.flush();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#client.close();
+    await this.#server.close();
+  }
+}
