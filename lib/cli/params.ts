@@ -157,8 +157,12 @@ type ValueOf<K extends ParamKind> = K extends "int" | "rate" ? number
   : K extends "list" ? string[]
   : string;
 
+type ValueOfSpec<S> = S extends { kind: "enum"; values: readonly (infer V)[] } ? V
+  : S extends { kind: infer K extends ParamKind } ? ValueOf<K>
+  : never;
+
 /** Parsed parameters: present when given or defaulted. Rates are bytes per second. */
-export type Params = { -readonly [N in ParamName]?: ValueOf<(typeof PARAMS)[N]["kind"]> };
+export type Params = { -readonly [N in ParamName]?: ValueOfSpec<(typeof PARAMS)[N]> };
 
 const SECRET_NOTE = "(value not shown)";
 

@@ -1,0 +1,230 @@
+/**
+ * Backup, estimate, listing and query sessions (spec/ptcomm.md §5, §7, §8,
+ * §17.4): one virtual file per disk and level, the engine's stream as its
+ * data, job messages with the per-layer statistics and any fallback to full.
+ *
+ * @module
+ */
+import { basename } from "node:path";
+import { UsageError } from "../core/errors.ts";
+import { PARAMS, type Params } from "../cli/params.ts";
+import type { Channel } from "./channel.ts";
+import { engineLevel, type JobInfo } from "./job_info.ts";
+import { backupFileName, NAMESPACE } from "./names.ts";
+import type {
+  BackendEngine,
+  EngineDiskResult,
+  EngineJob,
+  EnginePlannedDisk,
+} from "./engine_port.ts";
+import { DataPacker } from "./ptcomm.ts";
+
+/** Everything a job handler gets. */
+export interface JobContext {
+  ch: Channel;
+  job: JobInfo;
+  params: Params;
+  engine: BackendEngine;
+  workDir: string;
+  /** Answers the job start command with `F`; call once prepared. */
+  started(): Promise<void>;
+}
+
+/** The VM name used in file names: `vm`, else the QMP socket's base name. */
+function vmName(params: Params): string {
+  return params.vm ?? basename(params.qmp ?? "qemu").replace(/\.[^.]*$/, "");
+}
+
+/** The engine job for this session; refuses a session without a usable source. */
+function engineJob(ctx: JobContext): EngineJob {
+  const { params, job } = ctx;
+  if (!params.qmp) {
+    throw new UsageError(
+      params.vm
+        ? "parameter vm without qmp needs the CloudStack source, which this version does not have yet: give qmp= and node="
+        : "parameter qmp is missing: give qmp=SOCKET and node=NODE (the disk to back up)",
+    );
+  }
+  if (!params.node?.length) {
+    throw new UsageError("parameter node is missing: give node=NODE with qmp");
+  }
+  return {
+    qmp: params.qmp,
+    nodes: params.node,
+    level: engineLevel(job.level),
+    stateDir: params.state_dir ?? `${ctx.workDir}/dirtybit-state`,
+    compression: params.compress ?? "zstd:3",
+    metadata: { bacula: { job: job.name, jobId: job.jobId, vm: vmName(params) } },
+    signal: ctx.ch.signal,
+    onMessage: (kind, text) => void ctx.ch.say(kind === "info" ? "I" : "W", text).catch(() => {}),
+  };
+}
+
+/** How long a cancelled backup may take to clean up (the FD closes the pipes after 5 s). */
+const CLEANUP_GRACE_MS = 4000;
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/** FNAME, STAT, TSTAMP and the attributes' F of one file. */
+async function sendAttributes(
+  ch: Channel,
+  name: string,
+  size: number,
+  time: number,
+): Promise<void> {
+  await ch.send(`FNAME:${name}`);
+  await ch.send(`STAT:F ${size} 0 0 100640 1`);
+  await ch.send(`TSTAMP:${time} ${time} ${time}`);
+  await ch.eod();
+}
+
+/** Lets one file at a time onto the wire, in the order the engine asked for sinks. */
+class FileTurns {
+  #last: Promise<void> = Promise.resolve();
+
+  claim(): { ready: Promise<void>; release: () => void } {
+    const ready = this.#last;
+    let release!: () => void;
+    this.#last = new Promise((r) => (release = r));
+    return { ready, release };
+  }
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** The job message with a disk's per-layer statistics. */
+function statsMessage(r: EngineDiskResult): string {
+  const s = r.stats;
+  return `${r.diskName}: ${r.level} backup ${r.backupId}` +
+    (r.parentId ? ` on ${r.parentId}` : "") +
+    `: dirty (L1) ${bytes(s.dirtyBytes)}, unchanged by hash (L2) ${bytes(s.unchangedBytes)}, ` +
+    `zero (L3) ${bytes(s.zeroBytes)}, data stored ${bytes(s.dataBytes)}, stream ${
+      bytes(r.streamBytes)
+    }`;
+}
+
+/** Backup: one file per disk, data = the engine's stream for that disk. */
+export async function runBackup(ctx: JobContext): Promise<void> {
+  const { ch, job } = ctx;
+  const ej = engineJob(ctx);
+  if (!job.level) {
+    throw new UsageError("the Bacula Job block has no Level: cannot choose full or incremental");
+  }
+  await ctx.started();
+  ch.watch();
+  const turns = new FileTurns();
+  const time = now();
+  const vm = vmName(ctx.params);
+  const sinkFor = (disk: EnginePlannedDisk): Promise<WritableStream<Uint8Array>> => {
+    const turn = turns.claim();
+    const packer = new DataPacker(ch.writer);
+    let opened: Promise<void> | null = null;
+    const open = () =>
+      opened ??= (async () => {
+        await ch.guard(turn.ready);
+        if (disk.reason) {
+          await ch.say(
+            "W",
+            `${disk.diskName}: ${disk.level} backup instead of ${ej.level}: ${disk.reason}`,
+          );
+        }
+        await sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time);
+        await ch.send("DATA");
+      })();
+    return Promise.resolve(
+      new WritableStream<Uint8Array>({
+        async write(chunk) {
+          await open();
+          await ch.guard(packer.push(chunk));
+        },
+        async close() {
+          await open();
+          await ch.guard(packer.flush());
+          await ch.eod();
+          turn.release();
+        },
+      }),
+    );
+  };
+  const running = ctx.engine.runBackup(ej, sinkFor);
+  let results: EngineDiskResult[];
+  try {
+    results = await ch.guard(running);
+  } catch (e) {
+    // A cancelled engine still merges its bitmaps back: give it a moment before the process ends.
+    if (ch.signal.aborted) await Promise.race([running.catch(() => {}), delay(CLEANUP_GRACE_MS)]);
+    throw e;
+  }
+  for (const r of results) await ch.say("I", statsMessage(r));
+  await ch.eod();
+}
+
+/** Estimate: the files a backup of this level would make, with their expected sizes. */
+export async function runEstimate(ctx: JobContext): Promise<void> {
+  const { ch, job } = ctx;
+  const ej = engineJob(ctx);
+  await ctx.started();
+  const vm = vmName(ctx.params);
+  const time = now();
+  for (const e of await ch.guard(ctx.engine.estimateBackup(ej))) {
+    await sendAttributes(ch, backupFileName(vm, e.diskName, e.level, job.jobId), e.bytes, time);
+  }
+  await ch.eod();
+}
+
+/** Listing: the namespace as a tree of directories, names relative to the listed path. */
+export async function runListing(ctx: JobContext): Promise<void> {
+  const { ch } = ctx;
+  const ej = engineJob(ctx);
+  const path = `/${(ctx.params.listing ?? "/").replace(/^\/+|\/+$/g, "")}`;
+  const vm = vmName(ctx.params);
+  await ctx.started();
+  let entries: string[] = [];
+  if (path === "/") entries = [`${NAMESPACE}/`];
+  else if (path === `/${NAMESPACE}`) entries = [`${vm}/`];
+  else if (path === `/${NAMESPACE}/${vm}`) {
+    entries = (await ch.guard(ctx.engine.estimateBackup(ej))).map((e) => `${e.diskName}/`);
+  } else {
+    await ch.say("W", `listing: nothing under ${path} (backups are in the catalog, not in the VM)`);
+  }
+  const time = now();
+  for (const name of entries) {
+    await ch.send(`FNAME:${name}`);
+    await ch.send("STAT:D 0 0 0 040755 1");
+    await ch.send(`TSTAMP:${time} ${time} ${time}`);
+    await ch.eod();
+  }
+  await ch.eod();
+}
+
+/** Query: `disks` (name, level, expected bytes per disk) or `parameters` (the table as JSON). */
+export async function runQuery(ctx: JobContext): Promise<void> {
+  const { ch } = ctx;
+  const name = ctx.params.query;
+  if (name === "parameters") {
+    await ctx.started();
+    const table = Object.entries(PARAMS).map(([key, spec]) => ({ key, ...spec, check: undefined }));
+    await ch.guard(ch.writer.send("D", JSON.stringify(table)));
+  } else if (name === "disks") {
+    const ej = engineJob(ctx);
+    await ctx.started();
+    for (const e of await ch.guard(ctx.engine.estimateBackup(ej))) {
+      await ch.send(`disk=${e.diskName},level=${e.level},bytes=${e.bytes}`);
+    }
+  } else {
+    throw new UsageError(`parameter query=${name ?? ""}: unknown query, use disks or parameters`);
+  }
+  await ch.eod();
+}

@@ -1,0 +1,63 @@
+/**
+ * What the backend session needs from the backup engine and the restore
+ * code, as one small interface: production passes the real engine
+ * (lib/cli/backend.ts), protocol tests may pass a stand-in.
+ *
+ * @module
+ */
+
+/** Level asked of the engine; `auto` when the Bacula job carries none. */
+export type EngineLevel = "full" | "incremental" | "differential" | "auto";
+
+/** The job handed to the engine (a subset of lib/backup/engine.ts BackupJob). */
+export interface EngineJob {
+  qmp: string;
+  nodes: string[];
+  level: EngineLevel;
+  stateDir: string;
+  compression: string;
+  metadata?: Record<string, unknown>;
+  signal?: AbortSignal;
+  onMessage?: (kind: "info" | "warning", text: string) => void;
+}
+
+/** A disk as the engine planned it. */
+export interface EnginePlannedDisk {
+  node: string;
+  diskName: string;
+  level: "full" | "incremental" | "differential";
+  reason?: string;
+  backupId: string;
+  parentId: string | null;
+}
+
+/** A disk as the engine backed it up. */
+export interface EngineDiskResult extends EnginePlannedDisk {
+  stats: { dirtyBytes: number; unchangedBytes: number; zeroBytes: number; dataBytes: number };
+  streamBytes: number;
+}
+
+/** One disk of an estimate. */
+export interface EngineEstimate {
+  diskName: string;
+  level: string;
+  bytes: number;
+}
+
+/** A restore target that applies streams in chain order. */
+export interface EngineRestoreTarget {
+  apply(
+    stream: ReadableStream<Uint8Array>,
+  ): Promise<{ backupId: string; level: string; bytes: number }>;
+  close(): Promise<void>;
+}
+
+/** The engine operations the backend uses. */
+export interface BackendEngine {
+  runBackup(
+    job: EngineJob,
+    sinkFor: (disk: EnginePlannedDisk) => Promise<WritableStream<Uint8Array>>,
+  ): Promise<EngineDiskResult[]>;
+  estimateBackup(job: EngineJob): Promise<EngineEstimate[]>;
+  openRestore(target: { path: string; format: "raw" | "qcow2" }): Promise<EngineRestoreTarget>;
+}

@@ -1,0 +1,397 @@
+/**
+ * PTCOMM protocol tests: the FD emulator drives the backend process byte for
+ * byte. Protocol edges (malformed input, cancel, chain refusal) run against
+ * the backend's own process glue with a stand-in engine; the end-to-end
+ * chain against a live qemu-storage-daemon runs `main.ts backend` with the
+ * real engine.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { FdEmulator } from "./ptcomm/emulator.ts";
+import { standinPayload } from "./ptcomm/standin_backend.ts";
+
+const STANDIN = [
+  new URL("../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname,
+  "deno",
+  "run",
+  "-A",
+  new URL("./ptcomm/standin_backend.ts", import.meta.url).pathname,
+];
+const PAYLOAD = 1 << 20;
+
+function backupJob(id: number, level: "F" | "I" | "D", type = "B"): string[] {
+  return [
+    `Name=CSBackup.2026-11-26_07.06.28_0${id}`,
+    `JobID=${id}`,
+    `Type=${type}`,
+    `Level=${level}`,
+    "Namespace=@cloudstack",
+  ];
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-ptcomm-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function emulate(dir: string, env: Record<string, string> = {}): FdEmulator {
+  return new FdEmulator(STANDIN, {
+    cwd: dir,
+    timeoutMs: 30_000,
+    env: { STANDIN_BYTES: String(PAYLOAD), ...env },
+  });
+}
+
+function params(dir: string): string[] {
+  return [
+    "vm=web01",
+    `qmp=${dir}/qmp.sock`,
+    "node=disk0",
+    `state_dir=${dir}/state`,
+    `log_file=${dir}/backend.log`,
+  ];
+}
+
+/** A whole backup session; returns the files. */
+async function backup(dir: string, id: number, level: "F" | "I" | "D") {
+  const fd = emulate(dir);
+  try {
+    await fd.open(backupJob(id, level), params(dir));
+    await fd.command("BackupStart");
+    await fd.expect("F");
+    const files = await fd.readFiles(true);
+    await fd.end();
+    const { code, stderr } = await fd.exit();
+    assert.equal(stderr, "");
+    assert.equal(code, 0);
+    return { files, messages: fd.messages };
+  } finally {
+    await fd.dispose();
+  }
+}
+
+/** Checks that a session ends with an A naming `text`, a clean exit and nothing on stderr. */
+async function expectAbort(fd: FdEmulator, text: string): Promise<void> {
+  try {
+    let p = await fd.next("A");
+    while (p && p.kind !== "A") p = await fd.next("A");
+    const abort = fd.said("A").join("\n");
+    assert.ok(abort.includes(text), `A message '${abort}' should mention '${text}'`);
+    await fd.closeInput();
+    const { code, stderr } = await fd.exit();
+    assert.equal(stderr, "");
+    assert.notEqual(code, 0);
+  } finally {
+    await fd.dispose();
+  }
+}
+
+Deno.test("backup Full then Incremental: names, packets, messages, exit 0", async () => {
+  await withDir(async (dir) => {
+    const full = await backup(dir, 1, "F");
+    assert.equal(full.files.length, 1);
+    const f = full.files[0];
+    assert.equal(f.fname, "/@cloudstack/web01/disk0/full-1.dbit");
+    assert.ok(f.attrs.some((a) => /^STAT:F \d+ 0 0 100640 1$/.test(a)), f.attrs.join());
+    assert.ok(f.attrs.some((a) => /^TSTAMP:\d+ \d+ \d+$/.test(a)));
+    assert.ok(f.packetSizes.every((n) => n > 0 && n <= 999999));
+    const header = JSON.parse(new TextDecoder().decode(f.data!.subarray(0, f.data!.indexOf(10))));
+    assert.deepEqual(
+      f.data!.subarray(f.data!.indexOf(10) + 1),
+      standinPayload("disk0", header.id, PAYLOAD),
+    );
+    assert.ok(full.messages.some((m) => m.kind === "I" && m.text.includes("dirty (L1)")));
+    const incr = await backup(dir, 2, "I");
+    assert.equal(incr.files[0].fname, "/@cloudstack/web01/disk0/incremental-2.dbit");
+    const h2 = JSON.parse(
+      new TextDecoder().decode(incr.files[0].data!.subarray(0, incr.files[0].data!.indexOf(10))),
+    );
+    assert.equal(h2.parent, header.id);
+  });
+});
+
+Deno.test("incremental without a parent falls back to full with a warning naming the reason", async () => {
+  await withDir(async (dir) => {
+    const r = await backup(dir, 3, "I");
+    assert.equal(r.files[0].fname, "/@cloudstack/web01/disk0/full-3.dbit");
+    assert.ok(r.messages.some((m) => m.kind === "W" && m.text.includes("no previous backup")));
+  });
+});
+
+Deno.test("estimate lists the files with expected sizes and no data", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    try {
+      await fd.open(["Name=-Console-.2026", "JobID=0", "Type=E", "Level=F"], params(dir));
+      await fd.command("EstimateStart");
+      await fd.expect("F");
+      const files = await fd.readFiles(false);
+      assert.deepEqual(files.map((f) => f.fname), ["/@cloudstack/web01/disk0/full-0.dbit"]);
+      assert.ok(files[0].attrs.includes(`STAT:F ${PAYLOAD} 0 0 100640 1`));
+      await fd.end();
+      assert.equal((await fd.exit()).code, 0);
+    } finally {
+      await fd.dispose();
+    }
+  });
+});
+
+Deno.test("listing and query sessions", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    try {
+      await fd.open(["Name=-Console-.1", "JobID=0", "Type=E"], [
+        ...params(dir),
+        "listing=/@cloudstack/web01",
+      ]);
+      await fd.command("ListingStart");
+      await fd.expect("F");
+      const files = await fd.readFiles(false);
+      assert.deepEqual(files.map((f) => f.fname), ["disk0/"]);
+      await fd.end();
+      assert.equal((await fd.exit()).code, 0);
+    } finally {
+      await fd.dispose();
+    }
+    const q = emulate(dir);
+    try {
+      await q.open(["Name=-Console-.2", "JobID=0", "Type=E"], [...params(dir), "query=disks"]);
+      await q.command("QueryStart");
+      await q.expect("F");
+      assert.match(await q.expect("C"), /^disk=disk0,level=\w+,bytes=\d+$/);
+      await q.expect("F");
+      await q.send("T");
+      await q.closeInput();
+      assert.equal((await q.exit()).code, 0);
+    } finally {
+      await q.dispose();
+    }
+  });
+});
+
+/** Restores files in the given order into where=DIR/r; returns the per-file answers. */
+async function restore(
+  dir: string,
+  files: { fname: string; data: Uint8Array }[],
+  where = `${dir}/r`,
+) {
+  const fd = emulate(dir);
+  try {
+    await fd.open([
+      "Name=CSRestore.1",
+      "JobID=9",
+      "Type=R",
+      `Where=${where}`,
+      "Replace=a",
+      "Namespace=@cloudstack",
+    ], [
+      ...params(dir),
+      "format=raw",
+    ]);
+    await fd.command("RestoreStart");
+    await fd.expect("F");
+    const answers = [];
+    for (const f of files) answers.push(await fd.restoreFile(`${where}${f.fname}`, f.data));
+    await fd.command("FINISH");
+    await fd.expect("F");
+    await fd.end();
+    const { code, stderr } = await fd.exit();
+    assert.equal(stderr, "");
+    return { answers, code, messages: fd.messages };
+  } finally {
+    await fd.dispose();
+  }
+}
+
+Deno.test("restore of the chain in job order, and a wrong order refused", async () => {
+  await withDir(async (dir) => {
+    const full = (await backup(dir, 1, "F")).files[0];
+    const incr = (await backup(dir, 2, "I")).files[0];
+    const ok = await restore(dir, [{ fname: full.fname, data: full.data! }, {
+      fname: incr.fname,
+      data: incr.data!,
+    }]);
+    assert.deepEqual(ok.answers, [{ accept: "OK", result: "OK" }, { accept: "OK", result: "OK" }]);
+    assert.equal(ok.code, 0);
+    const restored = await Deno.readFile(`${dir}/r/@cloudstack/web01/disk0.raw`);
+    assert.equal(restored.length, 2 * PAYLOAD);
+    const bad = await restore(dir, [{ fname: incr.fname, data: incr.data! }], `${dir}/r2`);
+    assert.equal(bad.answers[0].accept, "OK");
+    assert.match(bad.answers[0].result!, /^E:.*needs parent/);
+  });
+});
+
+Deno.test("in-place restore is refused with a clear error for that file", async () => {
+  await withDir(async (dir) => {
+    const full = (await backup(dir, 1, "F")).files[0];
+    const r = await restore(dir, [{ fname: full.fname, data: full.data! }], "");
+    assert.match(r.answers[0].accept, /^E:.*not available yet: restore with where=DIR/);
+  });
+});
+
+Deno.test("cancel by SIGUSR1 mid-backup: prompt clean exit, engine cleaned up", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir, { STANDIN_BYTES: String(64 << 20), STANDIN_SLOW_MS: "20" });
+    try {
+      await fd.open(backupJob(5, "F"), params(dir));
+      await fd.command("BackupStart");
+      await fd.expect("F");
+      await fd.expect("C");
+      let p = await fd.next("data");
+      while (p?.kind !== "D") p = await fd.next("data");
+      const t0 = Date.now();
+      fd.process.kill("SIGUSR1");
+      const { code, stderr } = await fd.exit();
+      assert.ok(Date.now() - t0 < 5000, "backend must exit promptly on SIGUSR1");
+      assert.equal(stderr, "");
+      assert.equal(code, 8);
+      assert.equal(await Deno.readTextFile(`${dir}/state/cancel-cleanup`), "disk0");
+    } finally {
+      await fd.dispose();
+    }
+  });
+});
+
+Deno.test("plugin going away (EOF) mid-backup stops the backend", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir, { STANDIN_BYTES: String(64 << 20), STANDIN_SLOW_MS: "20" });
+    try {
+      await fd.open(backupJob(6, "F"), params(dir));
+      await fd.command("BackupStart");
+      await fd.expect("F");
+      await fd.closeInput();
+      const { code, stderr } = await fd.exit();
+      assert.equal(stderr, "");
+      assert.notEqual(code, 0);
+    } finally {
+      await fd.dispose();
+    }
+  });
+});
+
+Deno.test("malformed input: bad header", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.raw("X000005\nHello");
+    await expectAbort(fd, "unknown packet kind");
+  });
+});
+
+Deno.test("malformed input: oversized length (7 digits)", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.command("Hello cloudstack 1");
+    await fd.expect("C", "Hello Bacula");
+    await fd.raw("C1000000\nJob\n");
+    await expectAbort(fd, "not a newline");
+  });
+});
+
+Deno.test("malformed input: unknown job start command", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.open(backupJob(1, "F"), params(dir));
+    await fd.command("BOGUSCOMMAND");
+    await expectAbort(fd, "unknown job start command 'BOGUSCOMMAND'");
+  });
+});
+
+Deno.test("malformed input: wrong packet kind (D in the Job block)", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.command("Hello cloudstack 1");
+    await fd.expect("C", "Hello Bacula");
+    await fd.command("Job");
+    await fd.send("D", "Name=x\n");
+    await expectAbort(fd, "expected a Job line or F, got D");
+  });
+});
+
+Deno.test("malformed input: unknown restore command and DATA without a file", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.open(["Name=R", "JobID=3", "Type=R", `Where=${dir}/r`, "Replace=a"], params(dir));
+    await fd.command("RestoreStart");
+    await fd.expect("F");
+    await fd.command("DATA");
+    await expectAbort(fd, "DATA without an accepted file");
+  });
+});
+
+Deno.test("early EOF inside a packet and between packets", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.raw("C000019\nHello clou");
+    await fd.closeInput();
+    try {
+      const { code, stderr } = await fd.exit();
+      assert.equal(stderr, "");
+      assert.notEqual(code, 0);
+    } finally {
+      await fd.dispose();
+    }
+    const fd2 = emulate(dir);
+    await fd2.command("Hello cloudstack 1");
+    await fd2.expect("C", "Hello Bacula");
+    await fd2.command("Job");
+    await fd2.closeInput();
+    await expectAbort(fd2, "plugin closed the connection");
+  });
+});
+
+Deno.test("parameters: unknown, invalid, conflicting and mode= are job errors naming them", async () => {
+  const cases: [string[], string][] = [
+    [["vmm=web01"], "unknown parameter 'vmm'"],
+    [["ssh_port=70000"], "ssh_port='70000'"],
+    [["psk=tooshortsecret"], "psk=(value not shown)"],
+    [["secretkey=a", "secretkey_file=/k"], "secretkey and secretkey_file conflict"],
+  ];
+  await withDir(async (dir) => {
+    for (const [extra, text] of cases) {
+      const fd = emulate(dir);
+      await fd.command("Hello cloudstack 1");
+      await fd.expect("C", "Hello Bacula");
+      await fd.command("Job");
+      for (const l of backupJob(1, "F")) await fd.command(l);
+      await fd.send("F");
+      await fd.expect("F");
+      await fd.command("Params");
+      for (const l of [...params(dir), ...extra]) await fd.command(l);
+      await fd.send("F");
+      await expectAbort(fd, text);
+      assert.ok(!fd.said("A").join().includes("tooshortsecret"));
+    }
+    const m = emulate(dir);
+    await m.open(backupJob(1, "F"), [...params(dir), "mode=seed"]);
+    await m.command("BackupStart");
+    await expectAbort(m, "mode=seed is not available yet");
+  });
+});
+
+Deno.test("handshake: wrong plugin name is refused with A", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    await fd.command("Hello kubernetes 3");
+    await expectAbort(fd, "serves the 'cloudstack' plugin");
+  });
+});
+
+Deno.test("old plugins' E CANCEL is a cancel", async () => {
+  await withDir(async (dir) => {
+    const fd = emulate(dir);
+    try {
+      await fd.open(backupJob(1, "F"), params(dir));
+      await fd.send("E", "CANCEL");
+      const { code, stderr } = await fd.exit();
+      assert.equal(stderr, "");
+      assert.equal(code, 8);
+    } finally {
+      await fd.dispose();
+    }
+  });
+});
