@@ -7,11 +7,13 @@
  */
 import { register, runCli } from "./lib/cli/main.ts";
 import { backupCommand } from "./lib/cli/backup.ts";
+import { demoCommand } from "./lib/cli/demo.ts";
 import { restoreCommand } from "./lib/cli/restore.ts";
 import { inspectCommand, verifyCommand } from "./lib/cli/inspect.ts";
 import { convertCommand } from "./lib/cli/convert.ts";
 import { apiCommand } from "./lib/cli/api.ts";
 import { replicateCommand } from "./lib/cli/replicate.ts";
+import { backendCommand } from "./lib/cli/backend.ts";
 
 register(
   backupCommand,
@@ -20,7 +22,9 @@ register(
   verifyCommand,
   convertCommand,
   apiCommand,
+  demoCommand,
   replicateCommand,
+  backendCommand,
 );
 
 if (import.meta.main) {

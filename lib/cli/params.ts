@@ -393,11 +393,12 @@ export function parseParamFlags(
   return { params: parseParamEntries(entries), extra, positionals };
 }
 
-/** Help lines for the given parameters, as flags. */
-export function flagHelp(names: readonly ParamName[]): string {
+/** Help lines for the given parameters, as `--flags` or as plugin `keys`. */
+export function flagHelp(names: readonly ParamName[], style: "flag" | "plugin" = "flag"): string {
   return names.map((n) => {
     const spec: ParamSpec = PARAMS[n];
     const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
-    return `  ${paramToFlag(n).padEnd(20)} ${spec.help}${def}`;
+    const label = style === "flag" ? paramToFlag(n) : n;
+    return `  ${label.padEnd(20)} ${spec.help}${def}`;
   }).join("\n");
 }

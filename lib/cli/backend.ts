@@ -1,0 +1,58 @@
+/**
+ * `dirtybit backend`: the Bacula metaplugin backend (PTCOMM on stdin/stdout,
+ * spec/ptcomm.md), bound to the real backup engine and restore sessions.
+ * The FD starts it with no arguments, best through
+ * lib/bacula/cloudstack_backend.sh (see docs/bacula.md).
+ *
+ * @module
+ */
+import type { Command } from "./command.ts";
+import { DependencyError, UsageError } from "../core/errors.ts";
+import { flagHelp, type ParamName, PARAMS } from "./params.ts";
+import { serveBackend } from "../bacula/serve.ts";
+import type { BackendEngine } from "../bacula/engine_port.ts";
+import { runBackup } from "../backup/engine.ts";
+import { RestoreSession } from "../restore/session.ts";
+
+/** The real engine behind the backend. */
+const engine: BackendEngine = {
+  runBackup: (job, sinkFor) => runBackup(job, sinkFor),
+  estimateBackup: () =>
+    Promise.reject(
+      new DependencyError(
+        "estimate is not available in this build: the engine has no estimateBackup yet",
+      ),
+    ),
+  openRestore: (target) => RestoreSession.open(target),
+};
+
+const HELP = `usage: dirtybit backend
+
+Bacula File Daemon metaplugin backend for the 'cloudstack' plugin (namespace @cloudstack):
+speaks PTCOMM on stdin/stdout, logs to log_file, never writes to stderr. Started by the FD,
+not by hand. Plugin parameters (FileSet: Plugin = "cloudstack: key=value ..."):
+
+${
+  flagHelp(Object.keys(PARAMS) as ParamName[]).replaceAll("  --", "  ").replace(
+    /^(\s+\S+)/gm,
+    (m) => m.replaceAll("-", "_"),
+  )
+}`;
+
+/** The `backend` subcommand. */
+export const backendCommand: Command = {
+  name: "backend",
+  summary: "Bacula metaplugin backend (PTCOMM on stdin/stdout)",
+  async run(args: string[]): Promise<number> {
+    if (args.includes("--help") || args.includes("-h")) {
+      console.log(HELP);
+      return 0;
+    }
+    if (args.length > 0) {
+      throw new UsageError(
+        "dirtybit backend takes no arguments: its parameters come from the FileSet's Plugin line",
+      );
+    }
+    return await serveBackend(engine);
+  },
+};
