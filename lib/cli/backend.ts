@@ -32,12 +32,7 @@ Bacula File Daemon metaplugin backend for the 'cloudstack' plugin (namespace @cl
 speaks PTCOMM on stdin/stdout, logs to log_file, never writes to stderr. Started by the FD,
 not by hand. Plugin parameters (FileSet: Plugin = "cloudstack: key=value ..."):
 
-${
-  flagHelp(Object.keys(PARAMS) as ParamName[]).replaceAll("  --", "  ").replace(
-    /^(\s+\S+)/gm,
-    (m) => m.replaceAll("-", "_"),
-  )
-}`;
+${flagHelp(Object.keys(PARAMS) as ParamName[], "plugin")}`;
 
 /** The `backend` subcommand. */
 export const backendCommand: Command = {
