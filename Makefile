@@ -3,7 +3,7 @@
 
 APT_PACKAGES = qemu-utils qemu-system-x86 qemu-system-common libnbd0 libnbd-bin nbdkit \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-daemon-system \
-	openssh-server openssh-client bacula-director-sqlite3 bacula-sd bacula-fd \
+	openssh-server openssh-client bacula-director bacula-director-sqlite3 bacula-sd bacula-fd \
 	bacula-console sqlite3 iproute2 procps
 DENO = .tools/node_modules/.bin/deno
 
