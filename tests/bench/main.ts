@@ -1,0 +1,40 @@
+/**
+ * `deno task bench`: runs every benchmark and prints one table of ratios
+ * against the reference tools measured in the same run. Sizes follow the
+ * issues' bars but fit a 2-core machine.
+ *
+ * @module
+ */
+import { benchBackup, benchHashDb, benchMemory } from "./engine.ts";
+import { type BenchRow, renderTable } from "./table.ts";
+
+const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
+  ["backup engine", benchBackup],
+  ["memory", benchMemory],
+  ["hash DB", benchHashDb],
+];
+
+const only = Deno.args;
+const dir = await Deno.makeTempDir({ prefix: "dirtybit-bench-" });
+const rows: BenchRow[] = [];
+try {
+  for (const [name, fn] of groups) {
+    if (only.length > 0 && !only.some((o) => name.includes(o))) continue;
+    console.error(`running ${name} benchmarks...`);
+    try {
+      rows.push(...await fn(dir));
+    } catch (err) {
+      rows.push({
+        name: `${name}: failed to run`,
+        measured: String((err as Error).message).slice(0, 80),
+        reference: "-",
+        ratio: 0,
+        bar: "-",
+        ok: false,
+      });
+    }
+  }
+} finally {
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+console.log(renderTable(rows));
