@@ -109,7 +109,10 @@ export const backupCommand: Command = {
         stateDir,
         compression,
         signal: controller.signal,
-        onMessage: (kind, text) => reportLine(`${kind}: ${text}`),
+        // Warnings (why a full was taken, leftovers removed) are messages, not
+        // progress: scripts and bpipe logs must see them without a terminal.
+        onMessage: (kind, text) =>
+          kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
       }, async (disk: PlannedDisk) => {
         if (toStdout) return Deno.stdout.writable;
         const final = outDir ? join(outDir, streamFileName(disk)) : out;

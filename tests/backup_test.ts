@@ -1,0 +1,398 @@
+/**
+ * Integration tests of the backup engine against a real qemu-storage-daemon:
+ * `dirtybit backup` and `restore` as child processes (and `runBackup`
+ * in-process where the test must act during a backup), with `qemu-img
+ * compare` against a copy of the guest disk taken at the backup's point in
+ * time as the oracle.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Qsd } from "./fixtures/qsd.ts";
+import { assertSameImage, cliCommand, dirtybit, dirtybitJson, dirtybitOk } from "./fixtures/cli.ts";
+import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
+import { loadDiskState } from "../lib/backup/state.ts";
+import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";
+
+const KiB = 1 << 10;
+const MiB = 1 << 20;
+/** The dirty bitmap granularity of a qcow2 disk with 64 KiB clusters: the chain's block size. */
+const BLOCK = 64 * KiB;
+
+/** One disk of `backup --json`. */
+type BackupSummary = DiskBackupResult & { file: string };
+
+/** `dirtybit backup --json` of `nodes` of `qsd`: the summary, and stderr (warnings). */
+async function backupWithWarnings(
+  qsd: Qsd,
+  stateDir: string,
+  out: string,
+  extra: string[] = [],
+  nodes = ["disk0"],
+): Promise<{ disks: BackupSummary[]; stderr: string }> {
+  const r = await dirtybit([
+    "backup",
+    "--qmp",
+    qsd.qmpSocket,
+    "--nbd-socket",
+    qsd.nbdSocket,
+    ...nodes.flatMap((n) => ["--node", n]),
+    "--state-dir",
+    stateDir,
+    "--out",
+    out,
+    "--json",
+    ...extra,
+  ]);
+  assert.equal(r.code, 0, `backup exited ${r.code}: ${r.stderr}`);
+  return { disks: JSON.parse(r.stdout), stderr: r.stderr };
+}
+
+/** `dirtybit backup --json` of `nodes` of `qsd`. */
+async function backup(
+  qsd: Qsd,
+  stateDir: string,
+  out: string,
+  extra: string[] = [],
+  nodes = ["disk0"],
+): Promise<BackupSummary[]> {
+  return (await backupWithWarnings(qsd, stateDir, out, extra, nodes)).disks;
+}
+
+/** `dirtybit inspect --json`. */
+function inspect(stream: string): Promise<{ header: StreamHeader; trailer: StreamTrailer }> {
+  return dirtybitJson(["inspect", stream]);
+}
+
+/** Bytes of the blocks that `[offset, offset + length)` touches, clipped to the disk end. */
+function blockAligned(offset: number, length: number, diskSize = Infinity): number {
+  const start = Math.floor(offset / BLOCK) * BLOCK;
+  return Math.min(diskSize, Math.ceil((offset + length) / BLOCK) * BLOCK) - start;
+}
+
+/** What the QSD holds besides the guest's exports and disks: must be nothing after a job. */
+async function assertNoLeftovers(qsd: Qsd, stateDir: string, nodes = ["disk0"]): Promise<void> {
+  const qmp = await qsd.qmp();
+  try {
+    const exports = await qmp.execute<{ id: string }[]>("query-block-exports");
+    assert.deepEqual(exports.map((e) => e.id).filter((id) => !id.startsWith("vm")), []);
+    const named = await qmp.execute<
+      { "node-name": string; "dirty-bitmaps"?: { name: string }[] }[]
+    >(
+      "query-named-block-nodes",
+    );
+    assert.deepEqual(named.map((n) => n["node-name"]).filter((n) => n.startsWith("dirtybit")), []);
+    assert.deepEqual(await qmp.execute("query-block-jobs"), []);
+    for (const node of nodes) {
+      const state = await loadDiskState(stateDir, node);
+      const bitmaps = named.find((n) => n["node-name"] === node)?.["dirty-bitmaps"] ?? [];
+      assert.deepEqual(
+        bitmaps.map((b) => b.name).sort(),
+        [state!.checkpoint.baseBitmap, state!.checkpoint.incBitmap].sort(),
+        `bitmaps of ${node}`,
+      );
+    }
+  } finally {
+    await qmp.close();
+  }
+  await assert.rejects(Deno.stat(join(stateDir, ".lock")), Deno.errors.NotFound);
+}
+
+Deno.test("full + incrementals: each point restores equal; only written blocks; L2 and L3", async () => {
+  const qsd = await Qsd.start({
+    disks: [{
+      size: 64 * MiB,
+      writes: [
+        { pattern: 0xa1, offset: 0, length: 8 * MiB },
+        { pattern: 0xa2, offset: 20 * MiB, length: 4 * MiB },
+      ],
+    }],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const at = (name: string) => join(dir, name);
+  try {
+    const [full] = await backup(qsd, state, at("s0.dbit"));
+    assert.equal(full.level, "full");
+    assert.equal(full.parentId, null);
+    assert.match(full.reason ?? "", /no previous/);
+    assert.equal(full.stats.dataBytes, 12 * MiB, "a full stores the allocated data");
+    await qsd.snapshotImage(0, at("p0.raw"));
+
+    // Unaligned writes into written and never written blocks.
+    await qsd.guestWrite(0, 0xb1, MiB + 512, 200 * KiB);
+    await qsd.guestWrite(0, 0xb2, 40 * MiB + 4 * KiB, 8 * KiB);
+    const written1 = blockAligned(MiB + 512, 200 * KiB) + BLOCK;
+    const [inc1] = await backup(qsd, state, at("s1.dbit"));
+    assert.equal(inc1.level, "incremental");
+    assert.equal(inc1.reason, undefined);
+    assert.equal(inc1.parentId, full.backupId);
+    assert.deepEqual(inc1.stats, {
+      dirtyBytes: written1,
+      unchangedBytes: 0,
+      zeroBytes: 0,
+      dataBytes: written1,
+    });
+    const s1 = await inspect(at("s1.dbit"));
+    assert.equal(s1.header.parentId, full.backupId);
+    assert.equal(s1.trailer.dataBytes, written1);
+    assert.equal(s1.trailer.zeroBytes, 0);
+    await qsd.snapshotImage(0, at("p1.raw"));
+
+    // The same bytes again (L2), write-zeroes over data (L3), and 128 KiB of new data.
+    await qsd.guestWrite(0, 0xa2, 20 * MiB, MiB);
+    await qsd.guestWriteZeroes(0, 2 * MiB, 512 * KiB);
+    await qsd.guestWrite(0, 0xb3, 48 * MiB, 128 * KiB);
+    const [inc2] = await backup(qsd, state, at("s2.dbit"));
+    assert.equal(inc2.parentId, inc1.backupId);
+    assert.deepEqual(inc2.stats, {
+      dirtyBytes: MiB + 512 * KiB + 128 * KiB,
+      unchangedBytes: MiB,
+      zeroBytes: 512 * KiB,
+      dataBytes: 128 * KiB,
+    });
+    const s2 = await inspect(at("s2.dbit"));
+    assert.equal(s2.trailer.dataBytes, 128 * KiB);
+    assert.equal(s2.trailer.zeroBytes, 512 * KiB);
+    await qsd.snapshotImage(0, at("p2.raw"));
+    await assertNoLeftovers(qsd, state);
+
+    // One stream per run into one qcow2 target (the bpipe way): each point in time.
+    for (const i of [0, 1, 2]) {
+      await dirtybitOk(["restore", "--out", at("t.qcow2"), at(`s${i}.dbit`)]);
+      await assertSameImage(at("t.qcow2"), at(`p${i}.raw`));
+    }
+    // The whole chain in one run into a raw file.
+    await dirtybitOk([
+      "restore",
+      "--out",
+      at("t.raw"),
+      at("s0.dbit"),
+      at("s1.dbit"),
+      at("s2.dbit"),
+    ]);
+    await assertSameImage(at("t.raw"), at("p2.raw"));
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("multi-disk: one point in time for both disks while the guest writes during the backup", async () => {
+  const size = 32 * MiB;
+  const qsd = await Qsd.start({
+    disks: [
+      { size, writes: [{ pattern: 0x01, offset: 0, length: 4 * MiB }] },
+      { size, writes: [{ pattern: 0x02, offset: 8 * MiB, length: 4 * MiB }] },
+    ],
+  });
+  const nodes = ["disk0", "disk1"];
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const at = (name: string) => join(dir, name);
+  try {
+    await Deno.mkdir(at("full"));
+    const fulls = await backup(qsd, state, at("full"), [], nodes);
+    assert.deepEqual(fulls.map((r) => [r.node, r.level]), [["disk0", "full"], ["disk1", "full"]]);
+    assert.equal(fulls[0].backupId, fulls[1].backupId, "one backup id for the job");
+
+    for (const d of [0, 1]) {
+      await qsd.guestWrite(d, 0x10 + d, 2 * MiB, 3 * MiB);
+      await qsd.snapshotImage(d, at(`p1-${d}.raw`));
+    }
+    // Writes after the point in time, once the streams have started: they go to
+    // regions being backed up and elsewhere, and must wait for the next incremental.
+    const writesDuring = async () => {
+      for (const d of [0, 1]) {
+        await qsd.guestWrite(d, 0x20 + d, 3 * MiB, 256 * KiB);
+        await qsd.guestWrite(d, 0x30 + d, 20 * MiB, 64 * KiB);
+      }
+    };
+    let during: Promise<void> | undefined;
+    const inc1 = await runBackup({
+      qmp: qsd.qmpSocket,
+      nbdSocket: qsd.nbdSocket,
+      nodes,
+      level: "auto",
+      stateDir: state,
+      compression: "zstd:1",
+    }, (disk) =>
+      Promise.resolve(
+        fileSink(at(`inc1-${disk.node}.dbit`), () => during ??= writesDuring()),
+      ));
+    assert.ok(during, "the sink saw the stream's records");
+    assert.deepEqual(inc1.map((r) => r.level), ["incremental", "incremental"]);
+    for (const [d, r] of inc1.entries()) {
+      assert.equal(r.stats.dirtyBytes, 3 * MiB);
+      await dirtybitOk([
+        "restore",
+        "--out",
+        at(`t${d}.raw`),
+        fulls[d].file,
+        at(`inc1-${r.node}.dbit`),
+      ]);
+      await assertSameImage(at(`t${d}.raw`), at(`p1-${d}.raw`));
+      await qsd.snapshotImage(d, at(`p2-${d}.raw`));
+    }
+
+    await Deno.mkdir(at("inc2"));
+    const inc2 = await backup(qsd, state, at("inc2"), [], nodes);
+    for (const [d, r] of inc2.entries()) {
+      assert.equal(r.level, "incremental");
+      assert.equal(r.parentId, inc1[d].backupId);
+      assert.equal(r.stats.dirtyBytes, 256 * KiB + 64 * KiB, "the writes made during inc1");
+      await dirtybitOk(["restore", "--out", at(`t${d}.raw`), r.file]);
+      await assertSameImage(at(`t${d}.raw`), at(`p2-${d}.raw`));
+    }
+    await assertNoLeftovers(qsd, state, nodes);
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A file sink that runs `beforeRecords` before passing on the first record (after the header). */
+function fileSink(path: string, beforeRecords: () => Promise<void>): WritableStream<Uint8Array> {
+  const file = Deno.openSync(path, { write: true, create: true, truncate: true });
+  const out = file.writable.getWriter();
+  let writes = 0;
+  return new WritableStream({
+    async write(chunk) {
+      if (++writes === 2) await beforeRecords();
+      await out.write(chunk);
+    },
+    close: () => out.close(),
+    abort: (reason) => out.abort(reason),
+  });
+}
+
+Deno.test("a killed backup: leftovers removed, lock taken over, next incremental complete", async () => {
+  const qsd = await Qsd.start({ disks: [{ size: 64 * MiB }] });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const at = (name: string) => join(dir, name);
+  try {
+    const [full] = await backup(qsd, state, at("s0.dbit"));
+    for (let i = 0; i < 6; i++) await qsd.guestWrite(0, 0x40 + i, i * 8 * MiB, 8 * MiB);
+    await qsd.snapshotImage(0, at("p1.raw"));
+
+    // Uncompressed to a pipe nobody reads past the first MiB: the backup blocks mid-stream.
+    const child = cliCommand([
+      "backup",
+      "--qmp",
+      qsd.qmpSocket,
+      "--nbd-socket",
+      qsd.nbdSocket,
+      "--node",
+      "disk0",
+      "--state-dir",
+      state,
+      "--out",
+      "-",
+      "--compress",
+      "none",
+    ], { stdin: "null", stderr: "null" }).spawn();
+    const reader = child.stdout.getReader();
+    for (let got = 0; got < MiB;) {
+      const { value, done } = await reader.read();
+      assert.ok(!done, "the killed backup ended on its own");
+      got += value.length;
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    assert.equal((await Deno.readTextFile(join(state, ".lock"))).trim(), String(child.pid));
+    const qmp = await qsd.qmp();
+    const exports = await qmp.execute<{ id: string }[]>("query-block-exports");
+    await qmp.close();
+    assert.ok(exports.some((e) => e.id.startsWith("dirtybit-")), "the kill left its export");
+
+    const { disks: [inc], stderr } = await backupWithWarnings(qsd, state, at("s1.dbit"));
+    assert.match(stderr, /^dirtybit: warning: removed \d+ leftovers/m);
+    assert.equal(inc.level, "incremental");
+    assert.equal(inc.parentId, full.backupId);
+    assert.equal(inc.stats.dirtyBytes, 48 * MiB);
+    await assertNoLeftovers(qsd, state);
+    await dirtybitOk(["restore", "--out", at("t.raw"), at("s0.dbit"), at("s1.dbit")]);
+    await assertSameImage(at("t.raw"), at("p1.raw"));
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a lost bitmap gives a full with the reason (inconsistent after a crash, removed)", async () => {
+  const qsd = await Qsd.start({
+    disks: [{ size: 32 * MiB, writes: [{ pattern: 0x51, offset: 0, length: MiB }] }],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const at = (name: string) => join(dir, name);
+  try {
+    await backup(qsd, state, at("s0.dbit"));
+    // A clean quit stores the bitmap in the image; the daemon that reopens it
+    // flags it in use, and dying then leaves it inconsistent.
+    await qsd.restart();
+    await qsd.kill();
+    await qsd.restart();
+    const { disks: [afterCrash], stderr } = await backupWithWarnings(qsd, state, at("s1.dbit"));
+    assert.equal(afterCrash.level, "full");
+    assert.match(afterCrash.reason!, /inconsistent/);
+    assert.ok(
+      stderr.includes(`dirtybit: warning: disk0: full backup: ${afterCrash.reason}`),
+      `the reason is printed without a terminal: ${stderr}`,
+    );
+
+    const { checkpoint } = (await loadDiskState(state, "disk0"))!;
+    const qmp = await qsd.qmp();
+    await qmp.execute("block-dirty-bitmap-remove", { node: "disk0", name: checkpoint.incBitmap });
+    await qmp.close();
+    const [afterRemoval] = await backup(qsd, state, at("s2.dbit"));
+    assert.equal(afterRemoval.level, "full");
+    assert.match(afterRemoval.reason!, /does not exist/);
+
+    await qsd.guestWrite(0, 0x52, 4 * MiB, MiB);
+    await qsd.snapshotImage(0, at("p3.raw"));
+    const [inc] = await backup(qsd, state, at("s3.dbit"));
+    assert.equal(inc.level, "incremental");
+    assert.equal(inc.parentId, afterRemoval.backupId);
+    assert.equal(inc.stats.dirtyBytes, MiB);
+    await dirtybitOk(["restore", "--out", at("t.qcow2"), at("s2.dbit"), at("s3.dbit")]);
+    await assertSameImage(at("t.qcow2"), at("p3.raw"));
+    await assertNoLeftovers(qsd, state);
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a disk size that is not a multiple of the block size, written in its last block", async () => {
+  const size = 32 * MiB + 7680;
+  const lastBlock = Math.floor(size / BLOCK) * BLOCK;
+  const qsd = await Qsd.start({
+    disks: [{ size, writes: [{ pattern: 0x61, offset: lastBlock, length: 7680 }] }],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const at = (name: string) => join(dir, name);
+  try {
+    const [full] = await backup(qsd, state, at("s0.dbit"));
+    assert.equal(full.stats.dataBytes, 7680);
+    await qsd.snapshotImage(0, at("p0.raw"));
+    await qsd.guestWrite(0, 0x62, size - 1024, 1024);
+    await qsd.guestWrite(0, 0x63, MiB, 4 * KiB);
+    const [inc] = await backup(qsd, state, at("s1.dbit"));
+    assert.equal(inc.stats.dirtyBytes, blockAligned(size - 1024, 1024, size) + BLOCK);
+    assert.equal(blockAligned(size - 1024, 1024, size), 7680);
+    await qsd.snapshotImage(0, at("p1.raw"));
+    assert.equal((await inspect(at("s1.dbit"))).header.virtualSize, size);
+    await dirtybitOk(["restore", "--out", at("t.raw"), at("s0.dbit")]);
+    await assertSameImage(at("t.raw"), at("p0.raw"));
+    await dirtybitOk(["restore", "--out", at("t.raw"), at("s1.dbit")]);
+    await assertSameImage(at("t.raw"), at("p1.raw"));
+    await dirtybitOk(["restore", "--out", at("t.qcow2"), at("s0.dbit"), at("s1.dbit")]);
+    await assertSameImage(at("t.qcow2"), at("p1.raw"));
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
