@@ -12,7 +12,8 @@ import { join } from "node:path";
 import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
 import { openPointInTime, type PointInTime } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
-import type { Level } from "../qemu/checkpoint.ts";
+import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
+import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError } from "../core/errors.ts";
 import type { CbtStats } from "../cbt/layers.ts";
 import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./state.ts";
@@ -134,6 +135,39 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
     await Deno.remove(workDir, { recursive: true }).catch(() => {});
     await lock.release();
+  }
+}
+
+/** What a backup of one disk would read, without touching any bitmap. */
+export interface DiskEstimate {
+  diskName: string;
+  level: Level;
+  reason?: string;
+  /** Dirty bytes for an incremental/differential; the virtual size (an upper bound) for a full. */
+  bytes: number;
+}
+
+/** Estimates a job from the checkpoint bitmaps' dirty counts; changes nothing in QEMU. */
+export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
+  const qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
+  try {
+    const nodes = await queryBlockNodes(qmp);
+    const names = bitmapNames("estimate");
+    const level = job.level === "auto" ? "incremental" : job.level;
+    return await Promise.all(job.nodes.map(async (node) => {
+      const info = nodes.get(node);
+      if (!info) throw missingNode(node);
+      const state = await loadDiskState(job.stateDir, node);
+      const plan = planDisk(info, state?.checkpoint, level, names);
+      return {
+        diskName: node,
+        level: plan.level,
+        reason: plan.reason,
+        bytes: plan.source ? plan.source.count : info.size,
+      };
+    }));
+  } finally {
+    if (typeof job.qmp === "string") await qmp.close().catch(() => {});
   }
 }
 
