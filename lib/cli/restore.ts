@@ -11,6 +11,7 @@ import { RestoreSession } from "../restore/session.ts";
 import { UsageError } from "../core/errors.ts";
 import { formatFromPath } from "../restore/target.ts";
 import { reportLine } from "./report.ts";
+import { runCrossRestore } from "./crossrestore.ts";
 
 const HELP = `
 usage: dirtybit restore --out FILE [--format raw|qcow2] [--force] [--json] STREAM...
@@ -30,6 +31,7 @@ export const restoreCommand: Command = {
   name: "restore",
   summary: "restore a full and its incrementals to a raw or qcow2 image",
   async run(args) {
+    if (args.some((a) => a === "--to" || a.startsWith("--to="))) return await runCrossRestore(args);
     const parsed = parseFlags<{ out?: string; format?: string; force?: boolean; json?: boolean }>(
       "restore",
       args,

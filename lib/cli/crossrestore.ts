@@ -1,0 +1,254 @@
+/**
+ * `dirtybit restore --to proxmox|hyperv|vmware`: a backup chain restored as a
+ * VM of another hypervisor, disks converted while they stream to the target
+ * host (or a staging directory), the VM definition written last.
+ *
+ * @module
+ */
+import { basename, dirname } from "node:path";
+import { choice, parseFlags } from "./args.ts";
+import { reportLine } from "./report.ts";
+import { UsageError } from "../core/errors.ts";
+import { openChains } from "../crossrestore/chains.ts";
+import { type Destination, LocalDestination, parseDest } from "../crossrestore/destination.ts";
+import { restoreToHyperv } from "../crossrestore/hyperv.ts";
+import { preflightWarnings, type TargetKind } from "../crossrestore/preflight.ts";
+import { restoreToProxmox } from "../crossrestore/proxmox.ts";
+import { posixDialect, powershellDialect } from "../crossrestore/remote_dialect.ts";
+import { RemoteDestination } from "../crossrestore/remote_destination.ts";
+import type { TargetResult } from "../crossrestore/target.ts";
+import { applyOverrides } from "../crossrestore/vmdef.ts";
+import { restoreToEsxi, restoreToOva } from "../crossrestore/vmware.ts";
+import { defaultVmwareHardware } from "../crossrestore/vmware_config.ts";
+
+const HELP = `
+usage: dirtybit restore --to proxmox|hyperv|vmware --dest DEST [options] STREAM...
+       dirtybit restore --to vmware --ova FILE|- [--dest DEST] [options] STREAM...
+
+Restores a backup chain (per disk: the full, then its incrementals; all disks
+of the VM may be given) as a VM of another hypervisor. Disks are converted
+while they stream to DEST (qcow2/raw, VHDX, VMDK) as NAME.partial and renamed
+when complete; the VM configuration is written last. The VM definition comes
+from the backup (CPU, memory, firmware, disk bus, NICs/MACs, OS type); the
+flags below override it.
+
+  --to TARGET          proxmox, hyperv or vmware
+  --dest DEST          ssh://user@host[:port]/path or a local directory (staging)
+                         proxmox: path is the node's root (normally /): disks go to
+                           STORAGE-DIR/images/VMID/, the config to etc/pve/qemu-server/
+                         hyperv: path is a folder (ssh://u@h/D:/VMs): files go to PATH\\NAME\\
+                         vmware: path is a datastore dir (/vmfs/volumes/DS): files go to PATH/NAME/
+  --ova FILE|-         vmware: write an OVA package instead (to FILE, under DEST if given, or stdout)
+  --ssh-key FILE       private key for the target host (required for ssh://)
+  --known-hosts FILE   known_hosts holding the host's key (default: the system's)
+  --remote-shell SH    posix or powershell (default: powershell for hyperv, else posix)
+  --register           proxmox: qm rescan + qm config; hyperv: run the New-VM script;
+                       vmware: vim-cmd solo/registervm
+  --name NAME          VM name            --cpus N        vCPUs
+  --memory MIB         memory in MiB      --firmware F    bios or uefi
+  --os FAMILY          linux or windows (guest adaptation warnings, OS type names)
+  --vmid N             proxmox: VMID (default: lowest free, from 100)
+  --storage ID         proxmox: directory storage id (default local)
+  --storage-dir PATH   proxmox: that storage's path on the node (default /var/lib/vz)
+  --disk-format FMT    proxmox: qcow2 or raw (default qcow2)
+  --bridge BR          proxmox: bridge of the NICs (default vmbr0)
+  --switch NAME        hyperv: virtual switch (default "Default Switch")
+  --network NAME       vmware: port group (default "VM Network")
+  --controller C       vmware: lsilogic, lsisas1068 or pvscsi (default lsilogic, Windows lsisas1068)
+  --nic-model M        vmware: e1000, e1000e or vmxnet3 (default e1000, Windows e1000e)
+  --json               print a JSON summary on stdout
+`;
+
+interface Flags {
+  to?: string;
+  dest?: string;
+  ova?: string;
+  "ssh-key"?: string;
+  "known-hosts"?: string;
+  "remote-shell"?: string;
+  register?: boolean;
+  name?: string;
+  cpus?: string;
+  memory?: string;
+  firmware?: string;
+  os?: string;
+  vmid?: string;
+  storage?: string;
+  "storage-dir"?: string;
+  "disk-format"?: string;
+  bridge?: string;
+  switch?: string;
+  network?: string;
+  controller?: string;
+  "nic-model"?: string;
+  json?: boolean;
+}
+
+const OPTIONS = {
+  to: { type: "string" },
+  dest: { type: "string" },
+  ova: { type: "string" },
+  "ssh-key": { type: "string" },
+  "known-hosts": { type: "string" },
+  "remote-shell": { type: "string" },
+  register: { type: "boolean" },
+  name: { type: "string" },
+  cpus: { type: "string" },
+  memory: { type: "string" },
+  firmware: { type: "string" },
+  os: { type: "string" },
+  vmid: { type: "string" },
+  storage: { type: "string" },
+  "storage-dir": { type: "string" },
+  "disk-format": { type: "string" },
+  bridge: { type: "string" },
+  switch: { type: "string" },
+  network: { type: "string" },
+  controller: { type: "string" },
+  "nic-model": { type: "string" },
+  json: { type: "boolean" },
+} as const;
+
+function positiveInt(flag: string, text: string | undefined, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new UsageError(`restore: --${flag} must be an integer from 1 to ${max}, not '${text}'`);
+  }
+  return n;
+}
+
+const ONLY_FOR: Record<string, TargetKind> = {
+  vmid: "proxmox",
+  storage: "proxmox",
+  "storage-dir": "proxmox",
+  "disk-format": "proxmox",
+  bridge: "proxmox",
+  switch: "hyperv",
+  network: "vmware",
+  controller: "vmware",
+  "nic-model": "vmware",
+  ova: "vmware",
+};
+
+async function openDestination(f: Flags, target: TargetKind): Promise<Destination> {
+  const spec = parseDest(f.dest!);
+  if (spec.kind === "local") {
+    if (f["remote-shell"]) throw new UsageError("restore: --remote-shell needs an ssh:// --dest");
+    return new LocalDestination(spec.dir);
+  }
+  if (!f["ssh-key"]) throw new UsageError("restore: an ssh:// --dest needs --ssh-key FILE");
+  const shell = choice(
+    "restore",
+    "remote-shell",
+    f["remote-shell"],
+    ["posix", "powershell"],
+    target === "hyperv" ? "powershell" : "posix",
+  );
+  return await RemoteDestination.connect({
+    target: {
+      host: spec.host,
+      port: spec.port,
+      user: spec.user,
+      keyPath: f["ssh-key"],
+      knownHostsPath: f["known-hosts"],
+    },
+    root: spec.path,
+    dialect: shell === "posix" ? posixDialect : powershellDialect,
+  });
+}
+
+/** Runs `dirtybit restore --to ...` (`args` includes `--to`). */
+export async function runCrossRestore(args: string[]): Promise<number> {
+  const parsed = parseFlags<Flags>("restore", args, OPTIONS, HELP);
+  if (!parsed) return 0;
+  const f = parsed.values;
+  const target = choice("restore", "to", f.to, ["proxmox", "hyperv", "vmware"], "proxmox");
+  for (const [flag, only] of Object.entries(ONLY_FOR)) {
+    if (f[flag as keyof Flags] !== undefined && only !== target) {
+      throw new UsageError(`restore: --${flag} applies to --to ${only} only`);
+    }
+  }
+  if (!f.dest && !f.ova) {
+    throw new UsageError(
+      "restore: --to needs --dest ssh://user@host/path or DIR (vmware: or --ova FILE|-)",
+    );
+  }
+  if (f.ova && f.register) throw new UsageError("restore: --register does not apply to --ova");
+  if (f.ova === "-" && f.dest) {
+    throw new UsageError("restore: --ova - writes to stdout: drop --dest");
+  }
+  if (f.ova && f.ova !== "-" && f.dest && /[\\/]/.test(f.ova)) {
+    throw new UsageError("restore: with --dest, --ova takes a file name, not a path");
+  }
+  const overrides = {
+    name: f.name,
+    cpus: positiveInt("cpus", f.cpus, 4096),
+    memoryMiB: positiveInt("memory", f.memory, 64 * 1024 * 1024),
+    firmware: f.firmware === undefined
+      ? undefined
+      : choice("restore", "firmware", f.firmware, ["bios", "uefi"], "bios"),
+    osFamily: f.os === undefined
+      ? undefined
+      : choice("restore", "os", f.os, ["linux", "windows"], "linux"),
+  };
+  const vmid = positiveInt("vmid", f.vmid, 999_999_999);
+  const diskFormat = choice("restore", "disk-format", f["disk-format"], ["qcow2", "raw"], "qcow2");
+  if (parsed.positionals.length === 0) throw new UsageError("restore: name at least one STREAM");
+
+  const chains = await openChains(parsed.positionals);
+  let dest: Destination | undefined;
+  try {
+    const definition = applyOverrides(chains.definition, overrides);
+    const hw = target === "vmware"
+      ? defaultVmwareHardware(definition, {
+        controller: f.controller,
+        nic: f["nic-model"],
+        network: f.network,
+      })
+      : undefined;
+    // Notes and warnings matter beyond a terminal (a job log), unlike progress.
+    for (const note of chains.notes) console.error(`dirtybit: note: ${note}`);
+    for (
+      const w of preflightWarnings(definition, target, {
+        controller: hw?.controller,
+        nicModel: hw?.nic,
+      })
+    ) {
+      console.error(`dirtybit: warning: ${w}`);
+    }
+    if (f.ova && !f.dest) {
+      dest = new LocalDestination(f.ova === "-" ? "." : dirname(f.ova));
+    } else {
+      dest = await openDestination(f, target);
+    }
+    const ctx = {
+      dest,
+      chains: { ...chains, definition },
+      register: f.register ?? false,
+      progress: reportLine,
+    };
+    let result: TargetResult;
+    if (target === "proxmox") {
+      result = await restoreToProxmox(ctx, {
+        vmid,
+        storage: f.storage,
+        storageDir: f["storage-dir"],
+        diskFormat,
+        bridge: f.bridge,
+      });
+    } else if (target === "hyperv") {
+      result = await restoreToHyperv(ctx, { switchName: f.switch });
+    } else if (f.ova) {
+      result = await restoreToOva(ctx, hw!, f.ova === "-" ? "-" : f.dest ? f.ova : basename(f.ova));
+    } else {
+      result = await restoreToEsxi(ctx, hw!);
+    }
+    reportLine(`restored ${result.vmName} to ${target}: ${result.config}`);
+    if (f.json) console.log(JSON.stringify(result, null, 2));
+    return 0;
+  } finally {
+    await dest?.close();
+    await chains.close();
+  }
+}
