@@ -7,11 +7,13 @@
  */
 import { benchBackup, benchHashDb, benchMemory } from "./engine.ts";
 import { type BenchRow, renderTable } from "./table.ts";
+import { benchZstd } from "./zstd.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["backup engine", benchBackup],
   ["memory", benchMemory],
   ["hash DB", benchHashDb],
+  ["zstd", () => benchZstd()],
 ];
 
 const only = Deno.args;
