@@ -50,6 +50,7 @@ function engineJob(ctx: JobContext): EngineJob {
   }
   return {
     qmp: params.qmp,
+    nbdSocket: params.nbd_socket,
     nodes: params.node,
     level: engineLevel(job.level),
     stateDir: params.state_dir ?? `${ctx.workDir}/dirtybit-state`,

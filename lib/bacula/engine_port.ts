@@ -12,6 +12,8 @@ export type EngineLevel = "full" | "incremental" | "differential" | "auto";
 /** The job handed to the engine (a subset of lib/backup/engine.ts BackupJob). */
 export interface EngineJob {
   qmp: string;
+  /** Unix socket of an NBD server the QEMU already runs. */
+  nbdSocket?: string;
   nodes: string[];
   level: EngineLevel;
   stateDir: string;

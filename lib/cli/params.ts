@@ -130,6 +130,11 @@ export const PARAMS = {
     values: ["proxmox", "hyperv", "vmware"],
   },
   qmp: { kind: "path", help: "QMP socket of a local QEMU (instead of vm)" },
+  nbd_socket: {
+    kind: "path",
+    help:
+      "unix socket of the NBD server the QEMU of qmp already runs (else one is started per job)",
+  },
   node: { kind: "list", help: "block node(s) to back up with qmp (repeatable or comma separated)" },
   level: {
     kind: "enum",
