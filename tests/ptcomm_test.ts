@@ -395,3 +395,51 @@ Deno.test("old plugins' E CANCEL is a cancel", async () => {
     }
   });
 });
+
+Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk, restored through the backend", async () => {
+  const { Qsd } = await import("./fixtures/qsd.ts");
+  const { backupSession, restoreSession } = await import("./ptcomm/sessions.ts");
+  await withDir(async (dir) => {
+    const qsd = await Qsd.start({
+      disks: [{ size: 16 << 20, writes: [{ pattern: 0x41, offset: 0, length: 2 << 20 }] }],
+    });
+    try {
+      const p = [
+        "vm=vm1",
+        `qmp=${qsd.qmpSocket}`,
+        `nbd_socket=${qsd.nbdSocket}`,
+        `node=${qsd.disks[0].node}`,
+        `state_dir=${dir}/state`,
+        `log_file=${dir}/backend.log`,
+      ];
+      const full = await backupSession(dir, 11, "F", p);
+      assert.deepEqual(full.files.map((f) => f.fname), [
+        `/@cloudstack/vm1/${qsd.disks[0].node}/full-11.dbit`,
+      ]);
+      await qsd.guestWrite(0, 0x42, 4 << 20, 256 << 10);
+      const incr = await backupSession(dir, 12, "I", p);
+      assert.deepEqual(incr.files.map((f) => f.fname), [
+        `/@cloudstack/vm1/${qsd.disks[0].node}/incremental-12.dbit`,
+      ]);
+      assert.ok(
+        incr.messages.some((m) => m.startsWith("I: ") && m.includes("dirty (L1)")),
+        incr.messages.join("\n"),
+      );
+      assert.ok(incr.files[0].data!.length < full.files[0].data!.length);
+      const answers = await restoreSession(dir, `${dir}/r`, [...p, "format=raw"], [
+        ...full.files,
+        ...incr.files,
+      ]);
+      assert.deepEqual(answers, ["OK", "OK"]);
+      const target = `${dir}/r/@cloudstack/vm1/${qsd.disks[0].node}.raw`;
+      const cmp = await new Deno.Command("qemu-img", {
+        args: ["compare", "-U", "-f", "qcow2", "-F", "raw", qsd.disks[0].image, target],
+      }).output();
+      assert.equal(cmp.code, 0, new TextDecoder().decode(cmp.stdout));
+      const wrong = await restoreSession(dir, `${dir}/r2`, [...p, "format=raw"], incr.files);
+      assert.match(wrong[0], /^E:/);
+    } finally {
+      await qsd.stop();
+    }
+  });
+});

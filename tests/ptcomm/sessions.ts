@@ -1,0 +1,75 @@
+/**
+ * Whole PTCOMM sessions against `dirtybit backend` (through the same
+ * SIGUSR1 wrapper the FD would start), shared by the protocol tests and the
+ * benchmark.
+ *
+ * @module
+ */
+import { type BackedUpFile, FdEmulator } from "./emulator.ts";
+
+const WRAPPER = new URL("../../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname;
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** The backend command line as the FD would run it, from this source tree. */
+export const BACKEND_COMMAND = [WRAPPER, "deno", "run", "-A", MAIN, "backend"];
+
+/** Runs one backup job (Job block, Params, BackupStart, files, END/T); throws unless it ended cleanly. */
+export async function backupSession(
+  cwd: string,
+  jobId: number,
+  level: "F" | "I" | "D",
+  params: string[],
+): Promise<{ files: BackedUpFile[]; messages: string[] }> {
+  const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
+  try {
+    await fd.open(
+      [
+        `Name=CSBackup.${jobId}`,
+        `JobID=${jobId}`,
+        "Type=B",
+        `Level=${level}`,
+        "Namespace=@cloudstack",
+      ],
+      params,
+    );
+    await fd.command("BackupStart");
+    await fd.expect("F");
+    const files = await fd.readFiles(true);
+    await fd.end();
+    const { code, stderr } = await fd.exit();
+    if (code !== 0 || stderr !== "") throw new Error(`backend exited ${code}, stderr '${stderr}'`);
+    return { files, messages: fd.messages.map((m) => `${m.kind}: ${m.text}`) };
+  } finally {
+    await fd.dispose();
+  }
+}
+
+/** Runs one restore job handing the files in order; returns the backend's answer per file. */
+export async function restoreSession(
+  cwd: string,
+  where: string,
+  params: string[],
+  files: BackedUpFile[],
+): Promise<string[]> {
+  const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
+  try {
+    await fd.open(
+      ["Name=CSRestore.1", "JobID=90", "Type=R", `Where=${where}`, "Replace=a"],
+      params,
+    );
+    await fd.command("RestoreStart");
+    await fd.expect("F");
+    const answers: string[] = [];
+    for (const f of files) {
+      const a = await fd.restoreFile(`${where}${f.fname}`, f.data ?? new Uint8Array(0));
+      answers.push(a.result ?? a.accept);
+    }
+    await fd.command("FINISH");
+    await fd.expect("F");
+    await fd.end();
+    await fd.exit();
+    return answers;
+  } finally {
+    await fd.dispose();
+  }
+}
