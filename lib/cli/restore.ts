@@ -7,6 +7,7 @@
 import type { Command } from "./command.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import { openStreamFile, openStreamStdin } from "../stream/reader.ts";
+import { checkChainOrder } from "../stream/chain.ts";
 import { RestoreSession } from "../restore/session.ts";
 import { UsageError } from "../core/errors.ts";
 import { formatFromPath } from "../restore/target.ts";
@@ -59,10 +60,18 @@ export const restoreCommand: Command = {
     if (positionals.filter((p) => p === "-").length > 0 && positionals.length > 1) {
       throw new UsageError("restore: '-' (stdin) must be the only STREAM");
     }
+    // All headers first: a wrong order or a gap among the streams given is refused
+    // before anything is written, not after the target was half rebuilt.
+    const readers = [];
+    for (const path of positionals) {
+      readers.push(path === "-" ? await openStreamStdin() : await openStreamFile(path));
+    }
+    for (let i = 1; i < readers.length; i++) {
+      checkChainOrder(readers[i - 1].header, readers[i].header);
+    }
     const session = await RestoreSession.open({ path: out, format, force: values.force });
     const applied = [];
-    for (const path of positionals) {
-      const reader = path === "-" ? await openStreamStdin() : await openStreamFile(path);
+    for (const reader of readers) {
       const result = await session.applyReader(reader);
       applied.push(result);
       reportLine(`applied ${result.level} ${result.backupId} of ${result.disk} to ${out}`);

@@ -76,14 +76,15 @@ export class RestoreSession {
   async applyReader(reader: StreamReader): Promise<AppliedStream> {
     const header = reader.header;
     const sidecar = await readJsonFile<Sidecar>(this.#sidecarPath);
+    // A full replaces the target whole, so it is also the way out of an incomplete one.
+    if (header.level === "full") {
+      checkChainOrder(null, header);
+      return await this.#applyFull(reader, header);
+    }
     if (sidecar?.applying) {
       throw new ChainError(
         `${this.#path} was left incomplete while applying backup ${sidecar.applying}: restore the chain again from its full`,
       );
-    }
-    if (header.level === "full") {
-      checkChainOrder(null, header);
-      return await this.#applyFull(reader, header);
     }
     if (!sidecar) {
       throw new ChainError(
