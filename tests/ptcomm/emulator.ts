@@ -150,7 +150,7 @@ export class FdEmulator {
   }
 
   /** Reads a backup or estimate stream up to its final F (§5.1, §7). */
-  async readFiles(withData: boolean): Promise<BackedUpFile[]> {
+  async readFiles(withData: boolean, keepData = true): Promise<BackedUpFile[]> {
     const files: BackedUpFile[] = [];
     for (;;) {
       const p = await this.next("FNAME or the final F");
@@ -187,7 +187,7 @@ export class FdEmulator {
             if (d?.kind !== "D") {
               throw new EmulatorError(`expected D or F, got ${d?.kind ?? "EOF"}`);
             }
-            parts.push(d.payload);
+            if (keepData) parts.push(d.payload);
             file.packetSizes.push(d.payload.length);
           }
           file.data = concat(parts);

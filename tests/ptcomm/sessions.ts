@@ -19,6 +19,7 @@ export async function backupSession(
   jobId: number,
   level: "F" | "I" | "D",
   params: string[],
+  keepData = true,
 ): Promise<{ files: BackedUpFile[]; messages: string[] }> {
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
@@ -34,7 +35,7 @@ export async function backupSession(
     );
     await fd.command("BackupStart");
     await fd.expect("F");
-    const files = await fd.readFiles(true);
+    const files = await fd.readFiles(true, keepData);
     await fd.end();
     const { code, stderr } = await fd.exit();
     if (code !== 0 || stderr !== "") throw new Error(`backend exited ${code}, stderr '${stderr}'`);
