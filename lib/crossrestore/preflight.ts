@@ -68,10 +68,5 @@ export function preflightWarnings(
       );
     }
   }
-  if (target === "hyperv" && def.firmware === "bios" && def.disks.length > 4) {
-    warnings.push(
-      "Hyper-V Generation 1 boots from IDE: only the boot disk goes to IDE, the rest to SCSI",
-    );
-  }
   return warnings;
 }
