@@ -398,7 +398,7 @@ Deno.test("old plugins' E CANCEL is a cancel", async () => {
 
 Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk, restored through the backend", async () => {
   const { Qsd } = await import("./fixtures/qsd.ts");
-  const { backupSession, restoreSession } = await import("./ptcomm/sessions.ts");
+  const { backupSession, estimateSession, restoreSession } = await import("./ptcomm/sessions.ts");
   await withDir(async (dir) => {
     const qsd = await Qsd.start({
       disks: [{ size: 16 << 20, writes: [{ pattern: 0x41, offset: 0, length: 2 << 20 }] }],
@@ -417,6 +417,14 @@ Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk,
         `/@cloudstack/vm1/${qsd.disks[0].node}/full-11.dbit`,
       ]);
       await qsd.guestWrite(0, 0x42, 4 << 20, 256 << 10);
+      const estimate = await estimateSession(dir, "I", p);
+      assert.equal(estimate.length, 1);
+      assert.match(estimate[0].fname, /\/incremental-0\.dbit$/);
+      // The estimate is the checkpoint bitmap's dirty count: the 256 KiB written.
+      assert.ok(
+        estimate[0].attrs.some((a) => a.startsWith(`STAT:F ${256 << 10} `)),
+        estimate[0].attrs.join("\n"),
+      );
       const incr = await backupSession(dir, 12, "I", p);
       assert.deepEqual(incr.files.map((f) => f.fname), [
         `/@cloudstack/vm1/${qsd.disks[0].node}/incremental-12.dbit`,

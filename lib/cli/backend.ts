@@ -7,22 +7,17 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { DependencyError, UsageError } from "../core/errors.ts";
+import { UsageError } from "../core/errors.ts";
 import { flagHelp, type ParamName, PARAMS } from "./params.ts";
 import { serveBackend } from "../bacula/serve.ts";
 import type { BackendEngine } from "../bacula/engine_port.ts";
-import { runBackup } from "../backup/engine.ts";
+import { estimateBackup, runBackup } from "../backup/engine.ts";
 import { RestoreSession } from "../restore/session.ts";
 
 /** The real engine behind the backend. */
 const engine: BackendEngine = {
   runBackup: (job, sinkFor) => runBackup(job, sinkFor),
-  estimateBackup: () =>
-    Promise.reject(
-      new DependencyError(
-        "estimate is not available in this build: the engine has no estimateBackup yet",
-      ),
-    ),
+  estimateBackup: (job) => estimateBackup(job),
   openRestore: (target) => RestoreSession.open(target),
 };
 

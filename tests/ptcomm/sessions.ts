@@ -45,6 +45,27 @@ export async function backupSession(
   }
 }
 
+/** Runs one estimate job; returns the listed files (names and STAT lines, no data). */
+export async function estimateSession(
+  cwd: string,
+  level: "F" | "I" | "D",
+  params: string[],
+): Promise<BackedUpFile[]> {
+  const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
+  try {
+    await fd.open(["Name=-Console-.1", "JobID=0", "Type=E", `Level=${level}`], params);
+    await fd.command("EstimateStart");
+    await fd.expect("F");
+    const files = await fd.readFiles(false);
+    await fd.end();
+    const { code, stderr } = await fd.exit();
+    if (code !== 0 || stderr !== "") throw new Error(`backend exited ${code}, stderr '${stderr}'`);
+    return files;
+  } finally {
+    await fd.dispose();
+  }
+}
+
 /** Runs one restore job handing the files in order; returns the backend's answer per file. */
 export async function restoreSession(
   cwd: string,
