@@ -265,7 +265,38 @@ function fileSink(path: string, beforeRecords: () => Promise<void>): WritableStr
   });
 }
 
-Deno.test("a killed backup: leftovers removed, lock taken over, next incremental complete", async () => {
+/**
+ * Starts `backup --out - --compress none` and reads its first MiB, then stops
+ * reading: the backup is blocked mid-stream on the full pipe. `end` is how it
+ * is stopped; resolves with its exit status and stderr.
+ */
+async function interruptedBackup(
+  qsd: Qsd,
+  stateDir: string,
+  end: "SIGKILL" | "SIGTERM" | "closed pipe",
+): Promise<{ status: Deno.CommandStatus; stderr: string; pid: number }> {
+  const child = cliCommand([
+    "backup",
+    ...["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk0"],
+    ...["--state-dir", stateDir, "--out", "-", "--compress", "none"],
+  ], { stdin: "null" }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.getReader();
+  try {
+    for (let got = 0; got < MiB;) {
+      const { value, done } = await reader.read();
+      assert.ok(!done, "the backup ended before it was interrupted");
+      got += value.length;
+    }
+    if (end === "closed pipe") await reader.cancel();
+    else child.kill(end);
+    return { status: await child.status, stderr: await stderr, pid: child.pid };
+  } finally {
+    await reader.cancel();
+  }
+}
+
+Deno.test("killed, cancelled, broken pipe: the next incremental is complete, nothing left", async () => {
   const qsd = await Qsd.start({ disks: [{ size: 64 * MiB }] });
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
   const state = join(dir, "state");
@@ -275,32 +306,21 @@ Deno.test("a killed backup: leftovers removed, lock taken over, next incremental
     for (let i = 0; i < 6; i++) await qsd.guestWrite(0, 0x40 + i, i * 8 * MiB, 8 * MiB);
     await qsd.snapshotImage(0, at("p1.raw"));
 
-    // Uncompressed to a pipe nobody reads past the first MiB: the backup blocks mid-stream.
-    const child = cliCommand([
-      "backup",
-      "--qmp",
-      qsd.qmpSocket,
-      "--nbd-socket",
-      qsd.nbdSocket,
-      "--node",
-      "disk0",
-      "--state-dir",
-      state,
-      "--out",
-      "-",
-      "--compress",
-      "none",
-    ], { stdin: "null", stderr: "null" }).spawn();
-    const reader = child.stdout.getReader();
-    for (let got = 0; got < MiB;) {
-      const { value, done } = await reader.read();
-      assert.ok(!done, "the killed backup ended on its own");
-      got += value.length;
-    }
-    child.kill("SIGKILL");
-    await child.status;
-    await reader.cancel();
-    assert.equal((await Deno.readTextFile(join(state, ".lock"))).trim(), String(child.pid));
+    // SIGTERM (Bacula cancelling) must end the job even while its output pipe is full.
+    const cancelled = await interruptedBackup(qsd, state, "SIGTERM");
+    assert.equal(cancelled.status.code, 8, cancelled.stderr);
+    assert.match(cancelled.stderr, /^dirtybit: backup cancelled by a signal; the changes stay/m);
+    await assertNoLeftovers(qsd, state);
+    // The reader went away (Bacula's storage daemon died): a write error, not a hang.
+    const broken = await interruptedBackup(qsd, state, "closed pipe");
+    assert.equal(broken.status.code, 6, broken.stderr);
+    assert.match(broken.stderr, /^dirtybit: cannot write the backup stream/m);
+    await assertNoLeftovers(qsd, state);
+
+    // A SIGKILL cleans nothing: the next job takes the lock over and removes the rest.
+    const killed = await interruptedBackup(qsd, state, "SIGKILL");
+    assert.equal(killed.status.signal, "SIGKILL");
+    assert.equal((await Deno.readTextFile(join(state, ".lock"))).trim(), String(killed.pid));
     const qmp = await qsd.qmp();
     const exports = await qmp.execute<{ id: string }[]>("query-block-exports");
     await qmp.close();

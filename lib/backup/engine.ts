@@ -88,37 +88,40 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     let outcomes: DiskBackupOutcome[];
     try {
       throwIfCancelled(job.signal);
-      outcomes = await Promise.all(pit.disks.map(async (disk, i) => {
-        const state = states[i];
-        const planned: PlannedDisk = {
-          node: disk.node,
-          diskName: disk.node,
-          level: disk.level,
-          reason: disk.reason ??
-            (disk.level === "full" && job.level !== "full" && !state
-              ? "no previous backup of this disk in the state directory"
-              : undefined),
-          backupId,
-          parentId: parentOf(disk.level, state),
-        };
-        if (planned.reason) {
-          job.onMessage?.("warning", `${planned.diskName}: full backup: ${planned.reason}`);
-        }
-        const uri = job.reachExport ? await job.reachExport(disk.uri) : disk.uri;
-        return await backupDisk({
-          planned,
-          uri,
-          dirtyContext: disk.dirtyContext,
-          granularity: disk.granularity,
-          state,
-          stateDir: job.stateDir,
-          compression: job.compression,
-          metadata: job.metadata,
-          sink: await sinkFor(planned),
-          signal: job.signal,
-          onMessage: job.onMessage,
-        });
-      }));
+      outcomes = await untilCancelled(
+        job.signal,
+        Promise.all(pit.disks.map(async (disk, i) => {
+          const state = states[i];
+          const planned: PlannedDisk = {
+            node: disk.node,
+            diskName: disk.node,
+            level: disk.level,
+            reason: disk.reason ??
+              (disk.level === "full" && job.level !== "full" && !state
+                ? "no previous backup of this disk in the state directory"
+                : undefined),
+            backupId,
+            parentId: parentOf(disk.level, state),
+          };
+          if (planned.reason) {
+            job.onMessage?.("warning", `${planned.diskName}: full backup: ${planned.reason}`);
+          }
+          const uri = job.reachExport ? await job.reachExport(disk.uri) : disk.uri;
+          return await backupDisk({
+            planned,
+            uri,
+            dirtyContext: disk.dirtyContext,
+            granularity: disk.granularity,
+            state,
+            stateDir: job.stateDir,
+            compression: job.compression,
+            metadata: job.metadata,
+            sink: await sinkFor(planned),
+            signal: job.signal,
+            onMessage: job.onMessage,
+          });
+        })),
+      );
     } catch (err) {
       await pit.abort().catch((abortErr) =>
         job.onMessage?.("warning", `cleanup after a failed backup: ${describeError(abortErr)}`)
@@ -226,4 +229,19 @@ function nextState(
 
 function throwIfCancelled(signal?: AbortSignal): void {
   if (signal?.aborted) throw new CancelledError("backup cancelled");
+}
+
+/**
+ * `work`, or a CancelledError as soon as `signal` aborts. The disks check the
+ * signal between reads, but one blocked writing to a sink that no longer
+ * drains (a pipe nobody reads) never gets there: the job must still end and
+ * give QEMU's point in time back.
+ */
+function untilCancelled<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
+  if (!signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new CancelledError("backup cancelled"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }

@@ -94,7 +94,7 @@ export const backupCommand: Command = {
       "/var/lib/dirtybit";
     await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
 
-    const files = new Map<string, { partial: string; final: string }>();
+    const files = new Map<string, StreamFile>();
     const controller = new AbortController();
     const onSignal = () => controller.abort();
     Deno.addSignalListener("SIGINT", onSignal);
@@ -117,16 +117,21 @@ export const backupCommand: Command = {
         if (toStdout) return Deno.stdout.writable;
         const final = outDir ? join(outDir, streamFileName(disk)) : out;
         const partial = `${final}.partial`;
-        files.set(disk.node, { partial, final });
+        const entry = { partial, final, complete: false };
+        files.set(disk.node, entry);
         try {
-          return (await Deno.open(partial, { write: true, create: true, truncate: true })).writable;
+          const file = await Deno.open(partial, { write: true, create: true, truncate: true });
+          return streamFileSink(file, entry);
         } catch (err) {
           throw new TargetError(`cannot create ${partial}: ${(err as Error).message}`);
         }
       });
     } catch (err) {
-      for (const f of files.values()) await Deno.remove(f.partial).catch(() => {});
-      if (controller.signal.aborted && !(err instanceof CancelledError)) {
+      // Also a complete file of a disk that finished: the backup was not accepted.
+      for (const f of files.values()) {
+        await Deno.remove(f.complete ? f.final : f.partial).catch(() => {});
+      }
+      if (controller.signal.aborted) {
         throw new CancelledError(
           "backup cancelled by a signal; the changes stay in the bitmap for the next backup",
         );
@@ -136,7 +141,6 @@ export const backupCommand: Command = {
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
     }
-    for (const f of files.values()) await Deno.rename(f.partial, f.final);
     const summary = results.map((r) => ({ ...r, file: files.get(r.node)?.final ?? "-" }));
     for (const r of summary) {
       reportLine(
@@ -157,6 +161,36 @@ export const backupCommand: Command = {
     return 0;
   },
 };
+
+/** A disk's stream file: written as `partial`, renamed to `final` once complete. */
+interface StreamFile {
+  partial: string;
+  final: string;
+  complete: boolean;
+}
+
+/**
+ * A stream file that, once complete, is synced and renamed into place: before
+ * the engine commits the checkpoint, so an accepted backup never lacks its
+ * stream (a crash in between leaves at worst the complete stream of a backup
+ * that was not accepted, which nothing builds on).
+ */
+function streamFileSink(file: Deno.FsFile, entry: StreamFile): WritableStream<Uint8Array> {
+  return new WritableStream({
+    async write(chunk) {
+      for (let done = 0; done < chunk.length;) done += await file.write(chunk.subarray(done));
+    },
+    async close() {
+      await file.sync();
+      file.close();
+      await Deno.rename(entry.partial, entry.final);
+      entry.complete = true;
+    },
+    abort() {
+      file.close();
+    },
+  });
+}
 
 /** `DISK-LEVEL-BACKUPID.dbit`, with the disk name made file-name safe. */
 export function streamFileName(disk: PlannedDisk): string {
