@@ -10,7 +10,12 @@ import { choice, parseFlags } from "./args.ts";
 import { reportLine } from "./report.ts";
 import { UsageError } from "../core/errors.ts";
 import { openChains } from "../crossrestore/chains.ts";
-import { type Destination, LocalDestination, parseDest } from "../crossrestore/destination.ts";
+import {
+  type Destination,
+  type DestSpec,
+  LocalDestination,
+  parseDest,
+} from "../crossrestore/destination.ts";
 import { restoreToHyperv } from "../crossrestore/hyperv.ts";
 import { preflightWarnings, type TargetKind } from "../crossrestore/preflight.ts";
 import { restoreToProxmox } from "../crossrestore/proxmox.ts";
@@ -131,13 +136,21 @@ const ONLY_FOR: Record<string, TargetKind> = {
   ova: "vmware",
 };
 
-async function openDestination(f: Flags, target: TargetKind): Promise<Destination> {
-  const spec = parseDest(f.dest!);
-  if (spec.kind === "local") {
-    if (f["remote-shell"]) throw new UsageError("restore: --remote-shell needs an ssh:// --dest");
-    return new LocalDestination(spec.dir);
+/** Checks `--dest` and the flags that go with it before any stream is read. */
+function checkDest(f: Flags): DestSpec | undefined {
+  if (!f.dest) return undefined;
+  const spec = parseDest(f.dest);
+  if (spec.kind === "local" && f["remote-shell"]) {
+    throw new UsageError("restore: --remote-shell needs an ssh:// --dest");
   }
-  if (!f["ssh-key"]) throw new UsageError("restore: an ssh:// --dest needs --ssh-key FILE");
+  if (spec.kind === "ssh" && !f["ssh-key"]) {
+    throw new UsageError("restore: an ssh:// --dest needs --ssh-key FILE");
+  }
+  return spec;
+}
+
+async function openDestination(spec: DestSpec, f: Flags, target: TargetKind): Promise<Destination> {
+  if (spec.kind === "local") return new LocalDestination(spec.dir);
   const shell = choice(
     "restore",
     "remote-shell",
@@ -150,7 +163,7 @@ async function openDestination(f: Flags, target: TargetKind): Promise<Destinatio
       host: spec.host,
       port: spec.port,
       user: spec.user,
-      keyPath: f["ssh-key"],
+      keyPath: f["ssh-key"]!,
       knownHostsPath: f["known-hosts"],
     },
     root: spec.path,
@@ -194,6 +207,7 @@ export async function runCrossRestore(args: string[]): Promise<number> {
   };
   const vmid = positiveInt("vmid", f.vmid, 999_999_999);
   const diskFormat = choice("restore", "disk-format", f["disk-format"], ["qcow2", "raw"], "qcow2");
+  const spec = checkDest(f);
   if (parsed.positionals.length === 0) throw new UsageError("restore: name at least one STREAM");
 
   const chains = await openChains(parsed.positionals);
@@ -217,11 +231,9 @@ export async function runCrossRestore(args: string[]): Promise<number> {
     ) {
       console.error(`dirtybit: warning: ${w}`);
     }
-    if (f.ova && !f.dest) {
-      dest = new LocalDestination(f.ova === "-" ? "." : dirname(f.ova));
-    } else {
-      dest = await openDestination(f, target);
-    }
+    dest = spec
+      ? await openDestination(spec, f, target)
+      : new LocalDestination(f.ova === "-" ? "." : dirname(f.ova!));
     const ctx = {
       dest,
       chains: { ...chains, definition },

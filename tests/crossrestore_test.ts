@@ -1,0 +1,364 @@
+/**
+ * Cross-restore end to end: backup chains (written with the real
+ * StreamWriter) restored with `dirtybit restore --to ...` into target hosts
+ * that are sshd instances on loopback (tests/crossrestore/fake_host.ts) or
+ * local staging directories. Pushed disks must pass `qemu-img check` and
+ * `qemu-img compare` against the chain's plain restore; the generated
+ * configurations are parsed back field by field.
+ *
+ * `qm`, `vim-cmd` and PowerShell do not exist here: `--register` is checked
+ * through fake tools on the sshd sessions' PATH that log the command sent.
+ */
+import assert from "node:assert/strict";
+import { TargetError, UsageError } from "../lib/core/errors.ts";
+import { restoreCommand } from "../lib/cli/restore.ts";
+import type { VmDefinition } from "../lib/crossrestore/vmdef.ts";
+import { startFakeHost } from "./crossrestore/fake_host.ts";
+import { parseProperties, parseProxmoxConf, parseVmx } from "./crossrestore/parse.ts";
+import { assertSameDisk, referenceRestore, run, writeChain } from "./crossrestore/streams.ts";
+import { child, children, parseXml } from "./crossrestore/xml.ts";
+
+const MiB = 1 << 20;
+
+function vmDef(firmware: "bios" | "uefi", diskSizes: number[]): VmDefinition {
+  return {
+    name: "web01",
+    cpus: 2,
+    memoryMiB: 1536,
+    firmware,
+    machine: firmware === "uefi" ? "q35" : "pc",
+    disks: diskSizes.map((size, i) => ({
+      name: i === 0 ? "ROOT-7" : `DATA-${i}`,
+      bus: i === 0 ? "virtio-blk" : "virtio-scsi",
+      deviceId: i,
+      size,
+      boot: i === 0,
+    })),
+    nics: [{ mac: "02:00:4c:5e:00:07", model: "virtio" }],
+    osType: "Debian GNU/Linux 12 (64-bit)",
+    osFamily: "linux",
+  };
+}
+
+/** Two disks (6 MiB + 3 MiB + 512 B), each a full and an incremental, with `metadata.vm`. */
+async function twoDiskChains(dir: string, firmware: "bios" | "uefi") {
+  const sizes = [6 * MiB, 3 * MiB + 512];
+  const def = vmDef(firmware, sizes);
+  const root = await writeChain(dir, "ROOT-7", sizes[0], 11, { vm: def });
+  const data = await writeChain(dir, "DATA-1", sizes[1], 23, { vm: def });
+  await referenceRestore(`${dir}/ROOT-7.raw`, root);
+  await referenceRestore(`${dir}/DATA-1.raw`, data);
+  return { streams: [...root, ...data], refs: [`${dir}/ROOT-7.raw`, `${dir}/DATA-1.raw`] };
+}
+
+async function listTree(dir: string, prefix = ""): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const rel = prefix + e.name;
+    out.push(rel);
+    if (e.isDirectory) out.push(...await listTree(`${dir}/${e.name}`, rel + "/"));
+  }
+  return out.sort();
+}
+
+Deno.test("proxmox over SSH: qcow2 disks, UEFI efidisk, conf with same bus and MACs, qm on --register", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-pve-" });
+  const host = await startFakeHost();
+  try {
+    const { streams, refs } = await twoDiskChains(work, "uefi");
+    const node = `${work}/node`;
+    await Deno.mkdir(`${node}/etc/pve/qemu-server`, { recursive: true });
+    await Deno.writeTextFile(`${node}/etc/pve/qemu-server/100.conf`, "name: other\n");
+    await Deno.mkdir(`${node}/usr/share/pve-edk2-firmware`, { recursive: true });
+    await Deno.writeFile(
+      `${node}/usr/share/pve-edk2-firmware/OVMF_VARS_4M.fd`,
+      new Uint8Array(540672),
+    );
+    const code = await restoreCommand.run([
+      "--to",
+      "proxmox",
+      "--dest",
+      host.url(node),
+      "--ssh-key",
+      host.sshd.keyPath,
+      "--known-hosts",
+      host.sshd.knownHostsPath,
+      "--register",
+      "--bridge",
+      "vmbr1",
+      ...streams,
+    ]);
+    assert.equal(code, 0);
+    const images = `${node}/var/lib/vz/images/101`;
+    await assertSameDisk(`${images}/vm-101-disk-0.qcow2`, "qcow2", refs[0]);
+    await assertSameDisk(`${images}/vm-101-disk-1.qcow2`, "qcow2", refs[1]);
+    assert.equal((await Deno.stat(`${images}/vm-101-disk-2.raw`)).size, 540672);
+    const conf = parseProxmoxConf(await Deno.readTextFile(`${node}/etc/pve/qemu-server/101.conf`));
+    assert.equal(conf.get("name"), "web01");
+    assert.equal(conf.get("cores"), "2");
+    assert.equal(conf.get("memory"), "1536");
+    assert.equal(conf.get("bios"), "ovmf");
+    assert.equal(conf.get("machine"), "q35");
+    assert.equal(parseProperties(conf.get("efidisk0")!).first, "local:101/vm-101-disk-2.raw");
+    assert.equal(parseProperties(conf.get("virtio0")!).first, "local:101/vm-101-disk-0.qcow2");
+    assert.equal(parseProperties(conf.get("virtio0")!).props.get("size"), "6M");
+    assert.equal(parseProperties(conf.get("scsi0")!).first, "local:101/vm-101-disk-1.qcow2");
+    assert.equal(conf.get("scsihw"), "virtio-scsi-single");
+    assert.equal(conf.get("net0"), "virtio=02:00:4C:5E:00:07,bridge=vmbr1");
+    assert.equal(conf.get("boot"), "order=virtio0;net0");
+    assert.deepEqual(await host.calls(), ["qm rescan --vmid 101", "qm config 101"]);
+    assert.ok(!(await listTree(node)).some((p) => p.endsWith(".partial")));
+  } finally {
+    await host.stop();
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("proxmox: a push interrupted mid-disk leaves no conf, no disk files, and fails", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-cut-" });
+  const host = await startFakeHost();
+  try {
+    const streams = await writeChain(work, "ROOT-7", 48 * MiB, 5, {
+      vm: vmDef("bios", [48 * MiB]),
+    });
+    const node = `${work}/node`;
+    const partial = `${node}/var/lib/vz/images/100/vm-100-disk-0.raw.partial`;
+    const restore = restoreCommand.run([
+      "--to",
+      "proxmox",
+      "--dest",
+      host.url(node),
+      "--ssh-key",
+      host.sshd.keyPath,
+      "--known-hosts",
+      host.sshd.knownHostsPath,
+      "--disk-format",
+      "raw",
+      ...streams,
+    ]);
+    const outcome = restore.then(() => "finished", (err) => err);
+    // Kill the remote receiver (`cat > ...partial`, found by its unique path) once data flows.
+    let killed = false;
+    for (let i = 0; i < 2000 && !killed; i++) {
+      const size = await Deno.stat(partial).then((s) => s.size, () => 0);
+      if (size > 2 * MiB) {
+        const ps = await run("ps", ["-eo", "pid=,args="]);
+        const line = ps.split("\n").find((l) =>
+          l.includes(`cat > ${partial}`) && !l.includes("sh -c")
+        );
+        if (line) {
+          Deno.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
+          killed = true;
+        }
+      }
+      if (!killed) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(killed, "the remote receiver was found and killed mid-push");
+    const err = await outcome;
+    assert.ok(err instanceof TargetError, `push failed with a TargetError, got ${err}`);
+    const tree = await listTree(node);
+    assert.ok(!tree.some((p) => p.includes("qemu-server/") && p.endsWith(".conf")), tree.join(" "));
+    assert.ok(!tree.some((p) => p.endsWith(".raw") || p.endsWith(".partial")), tree.join(" "));
+  } finally {
+    await host.stop();
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("vmware datastore over SSH: vmfs descriptor + flat extent, .vmx, vim-cmd on --register", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-esx-" });
+  const host = await startFakeHost();
+  try {
+    const { streams, refs } = await twoDiskChains(work, "bios");
+    const ds = `${work}/vmfs/volumes/datastore1`;
+    await Deno.mkdir(ds, { recursive: true });
+    const code = await restoreCommand.run([
+      "--to",
+      "vmware",
+      "--dest",
+      host.url(ds),
+      "--ssh-key",
+      host.sshd.keyPath,
+      "--known-hosts",
+      host.sshd.knownHostsPath,
+      "--register",
+      "--name",
+      "web02",
+      "--cpus",
+      "4",
+      ...streams,
+    ]);
+    assert.equal(code, 0);
+    const dir = `${ds}/web02`;
+    assert.deepEqual(await listTree(dir), [
+      "web02-flat.vmdk",
+      "web02.vmdk",
+      "web02.vmx",
+      "web02_1-flat.vmdk",
+      "web02_1.vmdk",
+    ]);
+    await assertSameDisk(`${dir}/web02.vmdk`, "vmdk-flat", refs[0]);
+    await assertSameDisk(`${dir}/web02_1.vmdk`, "vmdk-flat", refs[1]);
+    const vmx = parseVmx(await Deno.readTextFile(`${dir}/web02.vmx`));
+    assert.equal(vmx.get("displayName"), "web02");
+    assert.equal(vmx.get("numvcpus"), "4");
+    assert.equal(vmx.get("memSize"), "1536");
+    assert.equal(vmx.get("guestOS"), "debian10-64");
+    assert.equal(vmx.get("scsi0.virtualDev"), "lsilogic");
+    assert.equal(vmx.get("scsi0:0.fileName"), "web02.vmdk");
+    assert.equal(vmx.get("scsi0:1.fileName"), "web02_1.vmdk");
+    assert.equal(vmx.get("ethernet0.virtualDev"), "e1000");
+    assert.equal(vmx.get("ethernet0.address"), "02:00:4c:5e:00:07");
+    assert.deepEqual(await host.calls(), [`vim-cmd solo/registervm ${dir}/web02.vmx`]);
+  } finally {
+    await host.stop();
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("hyperv over SSH (posix staging host): VHDX disks, New-VM script, pwsh on --register", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-hv-" });
+  const host = await startFakeHost();
+  try {
+    const { streams, refs } = await twoDiskChains(work, "uefi");
+    const folder = `${work}/VMs`;
+    const code = await restoreCommand.run([
+      "--to",
+      "hyperv",
+      "--dest",
+      host.url(folder),
+      "--ssh-key",
+      host.sshd.keyPath,
+      "--known-hosts",
+      host.sshd.knownHostsPath,
+      "--remote-shell",
+      "posix",
+      "--switch",
+      "External",
+      "--register",
+      ...streams,
+    ]);
+    assert.equal(code, 0);
+    const dir = `${folder}/web01`;
+    await assertSameDisk(`${dir}/web01-disk0.vhdx`, "vhdx", refs[0]);
+    await assertSameDisk(`${dir}/web01-disk1.vhdx`, "vhdx", refs[1]);
+    const script = await Deno.readTextFile(`${dir}/create-web01.ps1`);
+    assert.match(
+      script,
+      /New-VM -Name 'web01' -Generation 2 -MemoryStartupBytes 1536MB -VHDPath \(Join-Path \$PSScriptRoot 'web01-disk0\.vhdx'\) .*-SwitchName 'External'/,
+    );
+    assert.match(script, /Set-VMProcessor -VMName 'web01' -Count 2/);
+    assert.match(
+      script,
+      /Add-VMHardDiskDrive -VMName 'web01' -ControllerType SCSI -Path \(Join-Path \$PSScriptRoot 'web01-disk1\.vhdx'\)/,
+    );
+    assert.match(script, /-SecureBootTemplate MicrosoftUEFICertificateAuthority/);
+    assert.match(script, /-StaticMacAddress '02004C5E0007'/);
+    assert.deepEqual(await host.calls(), [
+      `pwsh -NoProfile -NonInteractive -File ${dir}/create-web01.ps1`,
+    ]);
+  } finally {
+    await host.stop();
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("vmware OVA to a local file: tar with the .ovf first, streamOptimized VMDKs, manifest", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-ova-" });
+  try {
+    const { streams, refs } = await twoDiskChains(work, "bios");
+    const ova = `${work}/out/web01.ova`;
+    await Deno.mkdir(`${work}/out`);
+    assert.equal(
+      await restoreCommand.run([
+        "--to",
+        "vmware",
+        "--ova",
+        ova,
+        "--nic-model",
+        "vmxnet3",
+        ...streams,
+      ]),
+      0,
+    );
+    const members = (await run("tar", ["tf", ova])).trim().split("\n");
+    assert.deepEqual(members, ["web01.ovf", "web01-disk1.vmdk", "web01-disk2.vmdk", "web01.mf"]);
+    await Deno.mkdir(`${work}/x`);
+    await run("tar", ["xf", ova, "-C", `${work}/x`]);
+    await assertSameDisk(`${work}/x/web01-disk1.vmdk`, "vmdk", refs[0]);
+    await assertSameDisk(`${work}/x/web01-disk2.vmdk`, "vmdk", refs[1]);
+    const info = JSON.parse(
+      await run("qemu-img", ["info", "--output=json", `${work}/x/web01-disk1.vmdk`]),
+    );
+    assert.equal(info["format-specific"].data["create-type"], "streamOptimized");
+    const env = parseXml(await Deno.readTextFile(`${work}/x/web01.ovf`));
+    for (const f of children(child(env, "References"), "File")) {
+      const size = (await Deno.stat(`${work}/x/${f.attrs["ovf:href"]}`)).size;
+      assert.equal(f.attrs["ovf:size"], String(size), `ovf:size of ${f.attrs["ovf:href"]}`);
+    }
+    const nic = children(child(child(env, "VirtualSystem"), "VirtualHardwareSection"), "Item")
+      .find((i) => i.children.some((c) => c.name === "rasd:ResourceType" && c.text === "10"))!;
+    assert.equal(child(nic, "rasd:ResourceSubType").text, "VmxNet3");
+    const mf = await Deno.readTextFile(`${work}/x/web01.mf`);
+    for (const name of members.slice(0, 3)) {
+      const sum = (await run("sha256sum", [`${work}/x/${name}`])).split(" ")[0];
+      assert.ok(mf.includes(`SHA256(${name})= ${sum}\n`), `manifest entry of ${name}`);
+    }
+    assert.ok(!(await listTree(`${work}/out`)).some((p) => p.endsWith(".partial")));
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("proxmox to a local staging dir: raw disks, free VMID from the nodes tree, no definition in streams", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-stage-" });
+  try {
+    const streams = await writeChain(work, "vda", 2 * MiB, 3);
+    await referenceRestore(`${work}/vda.raw`, streams);
+    const stage = `${work}/stage`;
+    await Deno.mkdir(`${stage}/etc/pve/nodes/pve1/lxc`, { recursive: true });
+    await Deno.writeTextFile(`${stage}/etc/pve/nodes/pve1/lxc/100.conf`, "");
+    const code = await restoreCommand.run([
+      "--to",
+      "proxmox",
+      "--dest",
+      stage,
+      "--disk-format",
+      "raw",
+      "--memory",
+      "512",
+      ...streams,
+    ]);
+    assert.equal(code, 0);
+    await assertSameDisk(
+      `${stage}/var/lib/vz/images/101/vm-101-disk-0.raw`,
+      "raw",
+      `${work}/vda.raw`,
+    );
+    const conf = parseProxmoxConf(await Deno.readTextFile(`${stage}/etc/pve/qemu-server/101.conf`));
+    assert.equal(conf.get("name"), "vda");
+    assert.equal(conf.get("memory"), "512");
+    assert.equal(conf.get("virtio0"), "local:101/vm-101-disk-0.raw,iothread=1,size=2M");
+    assert.equal(conf.get("net0"), undefined);
+    await assert.rejects(
+      () => restoreCommand.run(["--to", "proxmox", "--dest", stage, "--vmid", "101", ...streams]),
+      TargetError,
+    );
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("restore --to: usage errors name the flag", async () => {
+  const run = (args: string[]) => restoreCommand.run(["--to", ...args, "x.dbit"]);
+  await assert.rejects(() => run(["proxmox"]), /--dest/);
+  await assert.rejects(() => run(["xen", "--dest", "/tmp"]), UsageError);
+  await assert.rejects(
+    () => run(["hyperv", "--dest", "/tmp", "--vmid", "100"]),
+    /--vmid applies to --to proxmox only/,
+  );
+  await assert.rejects(() => run(["proxmox", "--dest", "ssh://h/x"]), /--ssh-key/);
+  await assert.rejects(() => run(["proxmox", "--dest", "http://h/x"]), UsageError);
+  await assert.rejects(() => run(["vmware", "--ova", "a.ova", "--register"]), /--register/);
+  await assert.rejects(() => run(["proxmox", "--dest", "/tmp", "--cpus", "0"]), /--cpus/);
+});
