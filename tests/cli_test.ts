@@ -1,0 +1,103 @@
+/**
+ * The backup, restore, inspect and verify commands as scripts see them: exit
+ * codes and one-line messages for every kind of usage error, and a backup
+ * piped into a restore through stdout and stdin (Bacula's bpipe).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Qsd } from "./fixtures/qsd.ts";
+import { assertOneLineError, assertSameImage, cliCommand, dirtybit } from "./fixtures/cli.ts";
+
+const MiB = 1 << 20;
+
+Deno.test("cli: usage errors and unreachable sources exit 2 or 5 with one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const qmp = join(dir, "no-qmp.sock");
+  const backup = ["backup", "--state-dir", state];
+  const cases: [string[], number, string][] = [
+    [["frobnicate"], 2, "unknown command 'frobnicate'"],
+    [[...backup, "--node", "disk0"], 2, "--qmp is required"],
+    [[...backup, "--qmp"], 2, "backup: "],
+    [[...backup, "--qmp", qmp], 2, "--node is required"],
+    [[...backup, "--qmp", qmp, "--node", "d", "--level", "weekly"], 2, "--level must be one of"],
+    [[...backup, "--qmp", qmp, "--node", "d", "--bogus"], 2, "--bogus"],
+    [[...backup, "--qmp", qmp, "--node", "d", "--compress", "zstd:99"], 2, "--compress"],
+    [[...backup, "--qmp", qmp, "--node", "d", "extra"], 2, "unexpected argument 'extra'"],
+    [[...backup, "--qmp", qmp, "--node", "a", "--node", "b", "--out", "-"], 2, "one disk"],
+    [[...backup, "--qmp", qmp, "--node", "d", "--out", dir], 5, qmp],
+    [["restore", "s.dbit"], 2, "--out is required"],
+    [["restore", "--out", join(dir, "t.raw")], 2, "at least one STREAM"],
+    [["restore", "--out", join(dir, "t.raw"), "-", "s.dbit"], 2, "'-' (stdin) must be the only"],
+    [["restore", "--out", join(dir, "t.raw"), "--format", "vmdk", "s"], 2, "--format"],
+    [["restore", "--out", join(dir, "t.raw"), join(dir, "none.dbit")], 5, "none.dbit"],
+    [["inspect"], 2, "exactly one STREAM"],
+    [["inspect", "--bogus", "s"], 2, "--bogus"],
+    [["inspect", join(dir, "none.dbit")], 5, "none.dbit"],
+    [["verify"], 2, "at least one STREAM"],
+  ];
+  try {
+    for (const [args, code, includes] of cases) {
+      const r = await dirtybit(args);
+      assert.equal(r.stdout, "", `dirtybit ${args.join(" ")} printed on stdout`);
+      assertOneLineError(r, code, includes);
+    }
+    await assert.rejects(Deno.stat(join(state, ".lock")), Deno.errors.NotFound, "lock released");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["state"], "no files made");
+
+    // A lock held by a live process (this one) stops a second job on the state directory.
+    await Deno.writeTextFile(join(state, ".lock"), `${Deno.pid}\n`);
+    assertOneLineError(
+      await dirtybit([...backup, "--qmp", qmp, "--node", "d"]),
+      2,
+      `another dirtybit job (pid ${Deno.pid})`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: backup --out - piped into restore --out X - (bpipe), full then incremental", async () => {
+  const qsd = await Qsd.start({
+    disks: [{ size: 32 * MiB, writes: [{ pattern: 0x81, offset: 0, length: 4 * MiB }] }],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const at = (name: string) => join(dir, name);
+  const target = at("t.qcow2");
+  try {
+    for (const level of ["full", "incremental"]) {
+      const backup = cliCommand([
+        "backup",
+        ...["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk0"],
+        ...["--state-dir", at("state"), "--out", "-", "--json"],
+      ], { stdin: "null" }).spawn();
+      const restore = cliCommand(["restore", "--out", target, "--json", "-"], {
+        stdin: "piped",
+      }).spawn();
+      const [, backupErr, restoreOut, restoreErr, b, r] = await Promise.all([
+        backup.stdout.pipeTo(restore.stdin),
+        new Response(backup.stderr).text(),
+        new Response(restore.stdout).text(),
+        new Response(restore.stderr).text(),
+        backup.status,
+        restore.status,
+      ]);
+      assert.equal(b.code, 0, backupErr);
+      assert.equal(r.code, 0, restoreErr);
+      // With the stream on stdout, the JSON summary goes to stderr (after the warning of a first full).
+      const [summary] = JSON.parse(backupErr.slice(backupErr.indexOf("[")));
+      assert.equal(summary.level, level);
+      assert.equal(summary.file, "-");
+      const restored = JSON.parse(restoreOut);
+      assert.deepEqual(restored.applied.map((a: { backupId: string }) => a.backupId), [
+        summary.backupId,
+      ]);
+      await qsd.snapshotImage(0, at("p.raw"));
+      await assertSameImage(target, at("p.raw"));
+      await qsd.guestWrite(0, 0x82, 10 * MiB, 3 * MiB);
+    }
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
