@@ -416,3 +416,51 @@ Deno.test("a disk size that is not a multiple of the block size, written in its 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Grows disk 0 of `qsd` (its guest export is taken down meanwhile: it blocks resizing). */
+async function resizeDisk0(qsd: Qsd, size: number): Promise<void> {
+  const qmp = await qsd.qmp();
+  try {
+    await qmp.execute("block-export-del", { id: "vm" });
+    while ((await qmp.execute<{ id: string }[]>("query-block-exports")).length > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await qmp.execute("block_resize", { "node-name": "disk0", size });
+    await qmp.execute("block-export-add", {
+      type: "nbd",
+      id: "vm",
+      "node-name": "disk0",
+      name: "vm",
+      writable: true,
+    });
+  } finally {
+    await qmp.close();
+  }
+}
+
+Deno.test("a resized disk gets a full with the reason, not an incremental no restore accepts", async () => {
+  const qsd = await Qsd.start({
+    disks: [{ size: 32 * MiB, writes: [{ pattern: 0x91, offset: 0, length: MiB }] }],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const state = join(dir, "state");
+  const at = (name: string) => join(dir, name);
+  try {
+    await backup(qsd, state, at("s0.dbit"));
+    await resizeDisk0(qsd, 40 * MiB);
+    await qsd.guestWrite(0, 0x92, 36 * MiB, MiB);
+    const [grown] = await backup(qsd, state, at("s1.dbit"));
+    assert.equal(grown.level, "full");
+    assert.match(grown.reason!, /resized from 33554432 to 41943040 bytes/);
+    await qsd.guestWrite(0, 0x93, 2 * MiB, MiB);
+    await qsd.snapshotImage(0, at("p2.raw"));
+    const [inc] = await backup(qsd, state, at("s2.dbit"));
+    assert.equal(inc.parentId, grown.backupId);
+    assert.equal(inc.stats.dirtyBytes, MiB);
+    await dirtybitOk(["restore", "--out", at("t.raw"), at("s1.dbit"), at("s2.dbit")]);
+    await assertSameImage(at("t.raw"), at("p2.raw"));
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -84,7 +84,15 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
       );
     }
     const states = await Promise.all(job.nodes.map((node) => loadDiskState(job.stateDir, node)));
-    const pit = await openPointInTimeQuiesced(job, qmp, states, backupId, workDir);
+    const resized = job.level === "full" ? [] : await resizedDisks(qmp, job.nodes, states);
+    // A resized disk gets a full: no checkpoint is passed on for it.
+    const pit = await openPointInTimeQuiesced(
+      job,
+      qmp,
+      states.map((state, i) => resized[i] ? null : state),
+      backupId,
+      workDir,
+    );
     let outcomes: DiskBackupOutcome[];
     try {
       throwIfCancelled(job.signal);
@@ -96,7 +104,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
             node: disk.node,
             diskName: disk.node,
             level: disk.level,
-            reason: disk.reason ??
+            reason: resized[i] ?? disk.reason ??
               (disk.level === "full" && job.level !== "full" && !state
                 ? "no previous backup of this disk in the state directory"
                 : undefined),
@@ -196,6 +204,26 @@ async function openPointInTimeQuiesced(
   } finally {
     await job.quiesce.thaw();
   }
+}
+
+/**
+ * Per disk, why its chain cannot go on because its size changed since the last
+ * backup (an incremental of another size cannot apply on its parent), or undefined.
+ */
+async function resizedDisks(
+  qmp: QmpTransport,
+  nodes: string[],
+  states: (DiskState | null)[],
+): Promise<(string | undefined)[]> {
+  const info = await queryBlockNodes(qmp);
+  return nodes.map((node, i) => {
+    const was = states[i]?.virtualSize;
+    const size = info.get(node)?.size;
+    if (was === undefined || size === undefined || size === was) return undefined;
+    return `the disk was resized from ${was} to ${size} bytes since backup ${
+      states[i]!.lastBackupId
+    }`;
+  });
 }
 
 function parentOf(level: Level, state: DiskState | null): string | null {
