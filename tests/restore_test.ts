@@ -7,13 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
-import {
-  assertOneLineError,
-  assertSameImage,
-  dirtybit,
-  dirtybitJson,
-  dirtybitOk,
-} from "./fixtures/cli.ts";
+import { assertOneLineError, assertSameImage, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 import type { DiskBackupResult } from "../lib/backup/engine.ts";
 
 const KiB = 1 << 10;
@@ -43,12 +37,16 @@ Deno.test("restore: chain order, one stream per run, differential, damaged strea
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
   const at = (name: string) => join(dir, name);
   const backup = async (stream: string, level = "auto") => {
-    const [r] = await dirtybitJson<DiskBackupResult[]>([
+    const r = await dirtybit([
       "backup",
       ...["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk0"],
-      ...["--state-dir", at("state"), "--out", at(stream), "--level", level],
+      ...["--state-dir", at("state"), "--out", at(stream), "--level", level, "--json"],
     ]);
-    return r;
+    assert.equal(r.code, 0, r.stderr);
+    const [disk] = JSON.parse(r.stdout) as DiskBackupResult[];
+    // Only the first full has something to warn about (no previous backup).
+    if (disk.parentId) assert.equal(r.stderr, "", `${level} backup warned`);
+    return disk;
   };
   try {
     // full (s0), incremental (s1), incremental (s2), differential (s3); pN = the disk at sN.

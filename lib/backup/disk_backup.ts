@@ -75,8 +75,11 @@ export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutc
       : undefined;
     const useL2 = l2Base !== undefined && hashDb.id === l2Base;
     if (l2Base !== undefined && !useL2) {
+      // A differential after incrementals finds the DB of the last backup, not of
+      // its full: expected, not worth a warning.
+      const expected = planned.level === "differential" && hashDb.id === input.state?.lastBackupId;
       input.onMessage?.(
-        "warning",
+        expected ? "info" : "warning",
         `${planned.diskName}: hash DB does not describe backup ${l2Base}; every dirty block is stored`,
       );
     }
