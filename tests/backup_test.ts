@@ -11,6 +11,7 @@ import { Qsd } from "./fixtures/qsd.ts";
 import { assertSameImage, cliCommand, dirtybit, dirtybitJson, dirtybitOk } from "./fixtures/cli.ts";
 import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
+import { lockStateDir } from "../lib/backup/lock.ts";
 import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";
 
 const KiB = 1 << 10;
@@ -94,7 +95,7 @@ async function assertNoLeftovers(qsd: Qsd, stateDir: string, nodes = ["disk0"]):
   } finally {
     await qmp.close();
   }
-  await assert.rejects(Deno.stat(join(stateDir, ".lock")), Deno.errors.NotFound);
+  assert.equal(await Deno.readTextFile(join(stateDir, ".lock")), "", "the lock was released");
 }
 
 Deno.test("full + incrementals: each point restores equal; only written blocks; L2 and L3", async () => {
@@ -461,6 +462,24 @@ Deno.test("a resized disk gets a full with the reason, not an incremental no res
     await assertSameImage(at("t.raw"), at("p2.raw"));
   } finally {
     await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the state directory lock: one of many jobs starting together gets it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  try {
+    for (let round = 0; round < 10; round++) {
+      const tries = await Promise.allSettled(Array.from({ length: 6 }, () => lockStateDir(dir)));
+      const held = tries.flatMap((t) => t.status === "fulfilled" ? [t.value] : []);
+      assert.equal(held.length, 1, `round ${round}: ${held.length} jobs got the lock`);
+      for (const t of tries) {
+        if (t.status === "rejected") assert.match(t.reason.message, /another dirtybit job/);
+      }
+      assert.equal(await Deno.readTextFile(join(dir, ".lock")), `${Deno.pid}\n`);
+      await held[0].release();
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

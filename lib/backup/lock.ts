@@ -1,45 +1,47 @@
 /**
- * One job at a time per state directory: a lock file holding the owner's pid.
- * A lock left by a process that no longer exists is taken over, which is what
- * makes it safe to clean up that process's leftovers in QEMU afterwards.
+ * One job at a time per state directory: an exclusive advisory lock (flock)
+ * on `.lock`, which also holds the owner's pid for messages. The kernel drops
+ * the lock when its holder dies, however it dies, so a killed job's lock is
+ * taken over by the next one — which is what makes it safe to clean up that
+ * job's leftovers in QEMU afterwards. A pid file alone is not enough: two jobs
+ * starting together could both find it empty or stale and both go on.
+ *
+ * The file is never removed: a job that opened it just before its removal
+ * would lock a file that no one else sees.
  *
  * @module
  */
 import { join } from "node:path";
-import { UsageError } from "../core/errors.ts";
+import { describeError, TargetError, UsageError } from "../core/errors.ts";
 
-/** A held lock; `release` removes it. */
+/** A held lock; `release` gives it up. */
 export interface JobLock {
-  /** True when the previous holder died without releasing the lock. */
-  readonly tookOverStale: boolean;
   release(): Promise<void>;
 }
 
 /** Takes the lock of `stateDir`, or throws a UsageError naming the running job's pid. */
 export async function lockStateDir(stateDir: string): Promise<JobLock> {
   const path = join(stateDir, ".lock");
-  let tookOverStale = false;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
-      await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
-      file.close();
-      return { tookOverStale, release: () => Deno.remove(path).catch(() => {}) };
-    } catch (err) {
-      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-      const pid = Number((await Deno.readTextFile(path).catch(() => "")).trim());
-      if (pid > 0 && await processExists(pid)) {
-        throw new UsageError(
-          `another dirtybit job (pid ${pid}) is using state directory ${stateDir}: wait for it to end`,
-        );
-      }
-      await Deno.remove(path).catch(() => {});
-      tookOverStale = true;
-    }
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+  } catch (err) {
+    throw new TargetError(`cannot open the lock ${path}: ${describeError(err)}`);
   }
-  throw new UsageError(`cannot take the lock ${path}: remove it if no dirtybit job is running`);
-}
-
-async function processExists(pid: number): Promise<boolean> {
-  return await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
+  if (!(await file.tryLock(true))) {
+    file.close();
+    const pid = (await Deno.readTextFile(path).catch(() => "")).trim() || "unknown";
+    throw new UsageError(
+      `another dirtybit job (pid ${pid}) is using state directory ${stateDir}: wait for it to end`,
+    );
+  }
+  await file.truncate(0);
+  await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+  return {
+    release: async () => {
+      // Emptied, not removed (see above); closing drops the lock.
+      await file.truncate(0).catch(() => {});
+      file.close();
+    },
+  };
 }
