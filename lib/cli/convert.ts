@@ -1,0 +1,198 @@
+/**
+ * `dirtybit convert`: writes a disk as raw, qcow2, VMDK, VHDX or VHD strictly
+ * append-only to a file or stdout, from an NBD export, a local image of any
+ * qemu format, or a backup chain.
+ *
+ * @module
+ */
+import type { Command } from "./command.ts";
+import { parseFlags, required } from "./args.ts";
+import { TargetError, UsageError } from "../core/errors.ts";
+import type { DiskSource } from "../core/source.ts";
+import { NbdSource } from "../nbd/reader.ts";
+import { openImageFile } from "../formats/image_file_source.ts";
+import { getImageWriter, imageWriters } from "../formats/registry.ts";
+import { flatExtentName } from "../formats/vmdk.ts";
+import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";
+import { openChainSource } from "./convert_chain.ts";
+
+const HELP = `
+usage: dirtybit convert --from NBD-URI|IMAGE --format FMT --out FILE|- [options]
+       dirtybit convert --chain STREAM... --format FMT --out FILE|- [options]
+
+Writes the disk strictly sequentially (a pipe or an SSH channel works as the
+output; no temporary file). Unallocated and zero ranges stay unallocated.
+
+  --from SOURCE        nbd://, nbd+unix:// URI, or a local image of any qemu format
+  --chain              the positionals are a backup chain (full, then incrementals)
+  --format FMT         ${[...new Set(imageWriters.map((w) => w.format))].join(", ")} (vhd = vpc)
+  --subformat SUB      ${
+  imageWriters.filter((w) => w.subformat !== "default").map((w) => `${w.format}:${w.subformat}`)
+    .join(", ")
+}
+                       (first of each format is the default)
+  --out FILE|-         output file, - for stdout. vmdk vmfs: FILE is the descriptor,
+                       the data goes to FILE-flat.vmdk (with -, give --descriptor)
+  --descriptor FILE    vmdk vmfs with --out -: where to write the descriptor
+  --name NAME          file name recorded in VMDK descriptors (default: from --out)
+  --cluster-size SIZE  qcow2 cluster size (default 64K)
+  --block-size SIZE    VHDX block size (default 1M)
+  --compress-level N   zlib level for vmdk streamOptimized (0-9, default 1)
+  --workers N          compression workers (default: CPU count)
+  --connections N      NBD connections for reading (default 2)
+  --json               print the report as JSON (stderr when --out is -)
+`;
+
+interface Flags {
+  from?: string;
+  chain?: boolean;
+  format?: string;
+  subformat?: string;
+  out?: string;
+  descriptor?: string;
+  name?: string;
+  "cluster-size"?: string;
+  "block-size"?: string;
+  "compress-level"?: string;
+  workers?: string;
+  connections?: string;
+  json?: boolean;
+}
+
+const UNITS: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** Parses `64K`, `1M`, `512`, `2MiB` into bytes (UsageError naming the flag otherwise). */
+export function parseSize(flag: string, text: string): number {
+  const m = /^(\d+)\s*([KMGT]?)(i?B)?$/i.exec(text.trim());
+  if (!m) throw new UsageError(`convert: --${flag} '${text}' is not a size: use e.g. 64K or 1M`);
+  return Number(m[1]) * UNITS[m[2].toUpperCase()];
+}
+
+function parseCount(flag: string, text: string | undefined, min: number, max: number) {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `convert: --${flag} must be an integer from ${min} to ${max}, not '${text}'`,
+    );
+  }
+  return n;
+}
+
+function isNbdUri(s: string): boolean {
+  return /^nbds?(\+(unix|tcp|vsock))?:\/\//.test(s);
+}
+
+async function openSource(
+  f: Flags,
+  positionals: string[],
+  connections: number,
+): Promise<DiskSource> {
+  if (f.chain) {
+    if (f.from) throw new UsageError("convert: give either --from or --chain, not both");
+    if (positionals.length === 0) {
+      throw new UsageError("convert: --chain needs at least one STREAM");
+    }
+    return await openChainSource(positionals);
+  }
+  const from = required("convert", "from", f.from);
+  if (positionals.length) {
+    throw new UsageError(
+      `convert: unexpected argument '${positionals[0]}': see 'dirtybit convert --help'`,
+    );
+  }
+  return isNbdUri(from)
+    ? await NbdSource.open(from, { connections })
+    : await openImageFile(from, { connections });
+}
+
+async function openOut(path: string): Promise<WritableStream<Uint8Array>> {
+  if (path === "-") return Deno.stdout.writable;
+  try {
+    return (await Deno.open(path, { write: true, create: true, truncate: true })).writable;
+  } catch (err) {
+    throw new TargetError(`cannot create ${path}: ${(err as Error).message.split("\n")[0]}`);
+  }
+}
+
+function baseName(path: string): string {
+  return path.split("/").pop()!;
+}
+
+function dirName(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i < 0 ? "" : path.slice(0, i + 1);
+}
+
+export const convertCommand: Command = {
+  name: "convert",
+  summary: "write a disk as raw/qcow2/vmdk/vhdx/vhd append-only to a file or pipe",
+  async run(args) {
+    const parsed = parseFlags<Flags>("convert", args, {
+      from: { type: "string" },
+      chain: { type: "boolean" },
+      format: { type: "string" },
+      subformat: { type: "string" },
+      out: { type: "string" },
+      descriptor: { type: "string" },
+      name: { type: "string" },
+      "cluster-size": { type: "string" },
+      "block-size": { type: "string" },
+      "compress-level": { type: "string" },
+      workers: { type: "string" },
+      connections: { type: "string" },
+      json: { type: "boolean" },
+    }, HELP);
+    if (!parsed) return 0;
+    const f = parsed.values;
+    const writer = getImageWriter(required("convert", "format", f.format), f.subformat);
+    const out = required("convert", "out", f.out);
+    const vmfs = writer.format === "vmdk" && writer.subformat === "vmfs";
+    if (vmfs && out === "-" && !f.descriptor) {
+      throw new UsageError(
+        "convert: vmdk vmfs to stdout needs --descriptor FILE for the descriptor",
+      );
+    }
+    const descriptorPath = vmfs ? (out === "-" ? f.descriptor! : out) : undefined;
+    const dataPath = vmfs && out !== "-" ? dirName(out) + flatExtentName(baseName(out)) : out;
+    const options: ImageWriteOptions = {
+      clusterSize: f["cluster-size"] ? parseSize("cluster-size", f["cluster-size"]) : undefined,
+      blockSize: f["block-size"] ? parseSize("block-size", f["block-size"]) : undefined,
+      compressionLevel: parseCount("compress-level", f["compress-level"], 0, 9),
+      workers: parseCount("workers", f.workers, 1, 64),
+      fileName: f.name ??
+        (descriptorPath ? baseName(descriptorPath) : out === "-" ? undefined : baseName(out)),
+    };
+    const connections = parseCount("connections", f.connections, 1, 16) ?? 2;
+
+    const source = await openSource(f, parsed.positionals, connections);
+    let report: ImageWriteReport;
+    try {
+      const sink = await openOut(dataPath);
+      try {
+        report = await writer.write(source, sink, options);
+      } catch (err) {
+        if (dataPath !== "-") await Deno.remove(dataPath).catch(() => {});
+        throw err;
+      }
+    } finally {
+      await source.close();
+    }
+    for (const c of report.companions) {
+      const path = c.role === "descriptor" && descriptorPath
+        ? descriptorPath
+        : dirName(dataPath) + c.name;
+      try {
+        await Deno.writeFile(path, c.bytes);
+      } catch (err) {
+        throw new TargetError(`cannot write ${path}: ${(err as Error).message.split("\n")[0]}`);
+      }
+    }
+    if (f.json) {
+      const text = JSON.stringify({ ...report, companions: report.companions.map((c) => c.name) });
+      if (out === "-") console.error(text);
+      else console.log(text);
+    }
+    return 0;
+  },
+};
