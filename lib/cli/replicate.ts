@@ -44,6 +44,7 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --dr HOST:PORT          the receiver (or --dr-host and --dr-port)
   --name NAME             replica name (default: the node name)
   --work-dir DIR          temporary overlays, writable by QEMU (default: STATE-DIR/work)
+  --nbd-socket PATH       QEMU's NBD server socket, if it already runs one
   --once                  push: one cycle
   --cycles N              push: N cycles, then stop (default: until SIGTERM)
   --json, --prometheus    status: output format
@@ -187,6 +188,7 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
       dr: "string",
       name: "string",
       "work-dir": "string",
+      "nbd-socket": "string",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
     },
   });
@@ -212,7 +214,14 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
   };
   const qmp = await QmpSocket.connect(params.qmp);
   return {
-    disk: { qmp, node, name: (extra.name as string | undefined) ?? node, stateDir, workDir },
+    disk: {
+      qmp,
+      node,
+      name: (extra.name as string | undefined) ?? node,
+      stateDir,
+      workDir,
+      nbdSocket: extra["nbd-socket"] as string | undefined,
+    },
     target: { host, port, psk, bandwidthBytesPerSecond: params.bandwidth_limit, retry },
     qmp,
     compressLevel: Number(compress[1] ?? 3),

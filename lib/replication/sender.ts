@@ -18,6 +18,7 @@ import {
   openPointInTime,
   type PointInTime,
   type QmpTransport,
+  removeLeftovers,
 } from "../qemu/mod.ts";
 import { zstdCompress } from "../stream/zstd.ts";
 import { type RetryPolicy, withRetries } from "./backoff.ts";
@@ -47,6 +48,8 @@ export interface ReplicatedDisk {
   stateDir: string;
   /** Directory QEMU can write temporary overlays into. */
   workDir: string;
+  /** Unix socket of QEMU's NBD server when it already runs one. */
+  nbdSocket?: string;
 }
 
 /** Statistics of one batch or cycle. */
@@ -92,7 +95,6 @@ export interface SendOptions {
 }
 
 const REQUEST_BYTES = 1 << 20;
-const SCOPE = "repl";
 
 /** Path of a disk's sender state file. */
 export function senderStatePath(stateDir: string, name: string): string {
@@ -170,7 +172,11 @@ export function seedDisk(
   target: ReplicationTarget,
   options: SendOptions = {},
 ): Promise<SeedResult> {
-  return withRetries(target.retry, retryHooks(options), () => seedAttempt(disk, target, options));
+  return withRetries(
+    target.retry,
+    retryHooks(options),
+    () => exclusively(disk, () => seedAttempt(disk, target, options)),
+  );
 }
 
 async function seedAttempt(
@@ -281,7 +287,11 @@ export function pushCycle(
   target: ReplicationTarget,
   options: SendOptions = {},
 ): Promise<CycleResult> {
-  return withRetries(target.retry, retryHooks(options), () => cycleAttempt(disk, target, options));
+  return withRetries(
+    target.retry,
+    retryHooks(options),
+    () => exclusively(disk, () => cycleAttempt(disk, target, options)),
+  );
 }
 
 async function cycleAttempt(
@@ -375,6 +385,37 @@ async function cycleAttempt(
   }
 }
 
+/**
+ * Bitmap scope of a disk's replication: its own per node, so that cleaning up
+ * after a dead attempt on one disk never touches another disk's running one.
+ */
+async function scopeOf(node: string): Promise<string> {
+  const hash = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(node)),
+  );
+  return "r" +
+    [...hash.subarray(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 7);
+}
+
+/**
+ * Runs one attempt holding the disk's lock file, after removing what a dead
+ * earlier attempt left in QEMU (safe only under the lock: one sender per disk).
+ */
+async function exclusively<T>(disk: ReplicatedDisk, attempt: () => Promise<T>): Promise<T> {
+  await Deno.mkdir(disk.stateDir, { recursive: true });
+  const lock = await Deno.open(join(disk.stateDir, `${checkName(disk.name)}.lock`), {
+    write: true,
+    create: true,
+  });
+  try {
+    await lock.lock(true);
+    await removeLeftovers(disk.qmp, { scope: await scopeOf(disk.node) });
+    return await attempt();
+  } finally {
+    lock.close();
+  }
+}
+
 async function connect(target: ReplicationTarget): Promise<SecureChannel> {
   return await SecureChannel.connect(target.host, target.port, {
     psk: target.psk,
@@ -391,16 +432,17 @@ async function openReplica(
   return await channel.expect("state");
 }
 
-function openView(
+async function openView(
   disk: ReplicatedDisk,
   checkpoint: DiskCheckpoint | undefined,
 ): Promise<PointInTime> {
-  return openPointInTime(disk.qmp, {
+  return await openPointInTime(disk.qmp, {
     disks: [{ node: disk.node, ...(checkpoint ? { checkpoint } : {}) }],
     level: checkpoint ? "incremental" : "full",
     checkpointId: `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
     workDir: disk.workDir,
-    scope: SCOPE,
+    scope: await scopeOf(disk.node),
+    ...(disk.nbdSocket ? { nbdSocket: disk.nbdSocket } : {}),
   });
 }
 

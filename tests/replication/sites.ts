@@ -1,0 +1,215 @@
+/**
+ * Two replication "sites" on loopback for tests: a real qemu-storage-daemon
+ * as the source, `dirtybit replicate receive` as a child process at the DR
+ * site, and helpers to run the sender CLI and compare images.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { Qsd, run } from "../fixtures/qsd.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** Output of one CLI run. */
+export interface CliResult {
+  code: number;
+  stderr: string;
+  stdout: string;
+}
+
+/** Runs `dirtybit ARGS` to completion. */
+export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const out = await new Deno.Command("deno", {
+    args: ["run", "-A", MAIN, ...args],
+    env,
+    stdin: "null",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/** A running `dirtybit replicate receive`. */
+export class ReceiverProcess {
+  #log = "";
+  private constructor(
+    readonly child: Deno.ChildProcess,
+    readonly port: number,
+    log: string,
+    readonly pump: Promise<void>,
+  ) {
+    this.#log = log;
+  }
+
+  /** Everything it logged so far. */
+  get log(): string {
+    return this.#log;
+  }
+
+  /** Starts a receiver on an ephemeral loopback port and waits until it listens. */
+  static async start(
+    args: string[],
+    env: Record<string, string> = {},
+  ): Promise<ReceiverProcess> {
+    const child = new Deno.Command("deno", {
+      args: ["run", "-A", MAIN, "replicate", "receive", "--listen", "127.0.0.1:0", ...args],
+      env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const deadline = Date.now() + 20_000;
+    let holder: ReceiverProcess | undefined;
+    while (Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(text);
+      if (m) {
+        const pump = (async () => {
+          for (;;) {
+            const r = await reader.read();
+            if (r.done) return;
+            holder!.#log += r.value;
+          }
+        })();
+        holder = new ReceiverProcess(child, Number(m[1]), text, pump);
+        return holder;
+      }
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    throw new Error(`receiver did not start: ${text}`);
+  }
+
+  /** SIGTERM and wait; returns the exit code. */
+  async stop(): Promise<number> {
+    try {
+      this.child.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+    const { code } = await this.child.status;
+    await this.pump;
+    return code;
+  }
+
+  /** Waits for an exit the receiver made by itself (a crash point). */
+  async exited(): Promise<number> {
+    const { code } = await this.child.status;
+    await this.pump;
+    return code;
+  }
+}
+
+/** The whole two-site bed. */
+export class Sites {
+  private constructor(
+    readonly qsd: Qsd,
+    readonly dir: string,
+    readonly pskFile: string,
+  ) {}
+
+  static async start(size: number): Promise<Sites> {
+    const qsd = await Qsd.start({
+      disks: [{ size, writes: [{ pattern: 0x11, offset: 0, length: 3 << 20 }] }],
+    });
+    const dir = await Deno.makeTempDir({ prefix: "dirtybit-repl-" });
+    const pskFile = join(dir, "psk");
+    await Deno.writeTextFile(pskFile, "correct horse battery staple 0123456789\n");
+    return new Sites(qsd, dir, pskFile);
+  }
+
+  get replicaDir(): string {
+    return join(this.dir, "dr");
+  }
+
+  get stateDir(): string {
+    return join(this.dir, "state");
+  }
+
+  /** Receiver args for this bed. */
+  receiverArgs(format = "qcow2"): string[] {
+    return [
+      "--psk-file",
+      this.pskFile,
+      "--replica-dir",
+      this.replicaDir,
+      "--replica-format",
+      format,
+    ];
+  }
+
+  /** Runs `replicate seed|push` against `port`. */
+  send(
+    sub: "seed" | "push",
+    port: number,
+    extra: string[] = [],
+    env: Record<string, string> = {},
+  ): Promise<CliResult> {
+    return cli([
+      "replicate",
+      sub,
+      "--qmp",
+      this.qsd.qmpSocket,
+      "--node",
+      this.qsd.disks[0].node,
+      "--nbd-socket",
+      this.qsd.nbdSocket,
+      "--dr",
+      `127.0.0.1:${port}`,
+      "--psk-file",
+      this.pskFile,
+      "--name",
+      "vda",
+      "--state-dir",
+      this.stateDir,
+      "--retry-count",
+      "0",
+      ...extra,
+    ], env);
+  }
+
+  /** Runs `replicate status ARGS`. */
+  cliStatus(args: string[]): Promise<CliResult> {
+    return cli(["replicate", "status", ...args]);
+  }
+
+  /** The source as the guest sees it now, as a raw file. */
+  async snapshot(tag: string): Promise<string> {
+    const path = join(this.dir, `source-${tag}.raw`);
+    await this.qsd.snapshotImage(0, path);
+    return path;
+  }
+
+  /** True when the replica (qcow2 or raw) equals the raw file `source`. */
+  async replicaEquals(source: string, format = "qcow2"): Promise<boolean> {
+    const out = await new Deno.Command("qemu-img", {
+      args: [
+        "compare",
+        "-U",
+        "-f",
+        "raw",
+        "-F",
+        format,
+        source,
+        join(this.replicaDir, `vda.${format}`),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (out.code > 1) throw new Error(new TextDecoder().decode(out.stderr));
+    return out.code === 0;
+  }
+
+  async stop(): Promise<void> {
+    await this.qsd.stop();
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+export { run };
