@@ -10,6 +10,10 @@ import { check, compare, info, run, writeThroughPipe } from "./formats/oracle.ts
 import { getImageWriter, imageWriters } from "../lib/formats/registry.ts";
 import type { ImageWriter } from "../lib/formats/writer.ts";
 import { flatExtentName } from "../lib/formats/vmdk.ts";
+import type { StreamHeaderInit } from "../lib/stream/format.ts";
+import { StreamWriter } from "../lib/stream/writer.ts";
+import { startQemuNbd } from "./fixtures/qemu_nbd.ts";
+import { convertToPipe, dirtybit } from "./formats/cli.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -223,4 +227,126 @@ Deno.test("validators catch corruption: vhd footer checksum, vmdk end-of-stream 
       (b) => b.subarray(0, b.length - 65536),
     );
     assert(!r.check, r.out);
+  }));
+
+Deno.test("dirtybit convert: NBD URI and local qcow2 image, every format through a pipe", () =>
+  withDir(async (dir) => {
+    const srv = await startQemuNbd({
+      size: 48 * MiB + 512,
+      writes: [
+        { offset: MiB, length: 3 * MiB, pattern: 0xab },
+        { offset: 30 * MiB, length: 64 * 1024, pattern: 0x11 },
+        { offset: 48 * MiB - 512, length: 1024, pattern: 0x22 },
+      ],
+    });
+    try {
+      for (const [fmt, sub] of [["qcow2"], ["vmdk"], ["vhdx", "fixed"], ["vhd"], ["raw"]]) {
+        const qfmt = fmt === "vhd" ? "vpc" : fmt;
+        for (const from of [srv.uri, srv.imagePath]) {
+          const out = `${dir}/c.${fmt}`;
+          const args = ["--from", from, "--format", fmt, ...(sub ? ["--subformat", sub] : [])];
+          const r = await convertToPipe(args, out);
+          assert(r.ok, r.out);
+          const cmp = await run("qemu-img", ["compare", "-F", qfmt, srv.imagePath, out]);
+          assert(cmp.ok, `${fmt} from ${from}: ${cmp.out}`);
+        }
+      }
+    } finally {
+      await srv.stop();
+    }
+  }));
+
+Deno.test("dirtybit convert: vmdk vmfs writes descriptor + flat extent; bad input gives one-line errors", () =>
+  withDir(async (dir) => {
+    const src = mixedSource(12 * MiB);
+    await src.saveRaw(`${dir}/src.raw`);
+    let r = await dirtybit([
+      "convert",
+      "--from",
+      `${dir}/src.raw`,
+      "--format",
+      "vmdk",
+      "--subformat",
+      "vmfs",
+      "--out",
+      `${dir}/vm.vmdk`,
+    ]);
+    assertEquals(r.code, 0, r.out);
+    assert((await Deno.readTextFile(`${dir}/vm.vmdk`)).includes('VMFS "vm-flat.vmdk"'));
+    assert((await compare(`${dir}/src.raw`, "vmdk", `${dir}/vm.vmdk`)).ok);
+    for (
+      const [args, code, text] of [
+        [["--from", `${dir}/src.raw`, "--format", "qed", "--out", "-"], 2, "unknown format"],
+        [
+          ["--from", `${dir}/src.raw`, "--format", "qcow2", "--cluster-size", "3K", "--out", "-"],
+          2,
+          "cluster size",
+        ],
+        [["--from", `${dir}/nope.img`, "--format", "qcow2", "--out", "-"], 3, "does not exist"],
+        [["--format", "qcow2", "--out", "-"], 2, "--from"],
+        [
+          ["--from", `${dir}/src.raw`, "--format", "vmdk", "--subformat", "vmfs", "--out", "-"],
+          2,
+          "--descriptor",
+        ],
+      ] as [string[], number, string][]
+    ) {
+      r = await dirtybit(["convert", ...args]);
+      assertEquals(r.code, code, r.out);
+      assert(r.out.includes(text) && r.out.trim().split("\n").length === 1, r.out);
+    }
+  }));
+
+Deno.test("dirtybit convert --chain equals the chain applied then converted", () =>
+  withDir(async (dir) => {
+    const size = 20 * MiB;
+    const header = (over: Partial<StreamHeaderInit>): StreamHeaderInit => ({
+      disk: "vda",
+      virtualSize: size,
+      blockSize: 65536,
+      level: "full",
+      backupId: "F",
+      parentId: null,
+      chainId: "C",
+      checkpoint: "cp1",
+      compression: "zstd:3",
+      metadata: {},
+      ...over,
+    });
+    const disk = new Uint8Array(size);
+    const writeStream = async (path: string, h: StreamHeaderInit, changes: Chunk[]) => {
+      const file = await Deno.open(path, { write: true, create: true, truncate: true });
+      const w = new StreamWriter(file.writable, h, { workers: 1 });
+      for (const c of changes) {
+        await w.writeData(c.offset, c.bytes);
+        disk.set(c.bytes, c.offset);
+      }
+      await w.finish();
+    };
+    await writeStream(`${dir}/full.dbs`, header({}), [
+      { offset: 0, bytes: pattern(2 * MiB, 1) },
+      { offset: 10 * MiB, bytes: pattern(3 * MiB, 2) },
+    ]);
+    await writeStream(
+      `${dir}/inc.dbs`,
+      header({ level: "incremental", backupId: "I", parentId: "F", checkpoint: "cp2" }),
+      [{ offset: MiB, bytes: pattern(64 * 1024, 3) }, {
+        offset: size - 65536,
+        bytes: pattern(65536, 4),
+      }],
+    );
+    await Deno.writeFile(`${dir}/expected.raw`, disk);
+    for (const fmt of ["qcow2", "vhdx"]) {
+      const out = `${dir}/chain.${fmt}`;
+      const r = await convertToPipe([
+        "--chain",
+        "--format",
+        fmt,
+        `${dir}/full.dbs`,
+        `${dir}/inc.dbs`,
+      ], out);
+      assert(r.ok, r.out);
+      const cmp = await compare(`${dir}/expected.raw`, fmt, out);
+      assert(cmp.ok, cmp.out);
+    }
   }));

@@ -14,7 +14,7 @@ import { openImageFile } from "../formats/image_file_source.ts";
 import { getImageWriter, imageWriters } from "../formats/registry.ts";
 import { flatExtentName } from "../formats/vmdk.ts";
 import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";
-import { openChainSource } from "./convert_chain.ts";
+import { ChainSource } from "../stream/chain_source.ts";
 
 const HELP = `
 usage: dirtybit convert --from NBD-URI|IMAGE --format FMT --out FILE|- [options]
@@ -93,7 +93,7 @@ async function openSource(
     if (positionals.length === 0) {
       throw new UsageError("convert: --chain needs at least one STREAM");
     }
-    return await openChainSource(positionals);
+    return await ChainSource.open(positionals);
   }
   const from = required("convert", "from", f.from);
   if (positionals.length) {

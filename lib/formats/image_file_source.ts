@@ -72,7 +72,10 @@ class ImageFileSource implements DiskSource {
 }
 
 /** Opens `path` read-only through a private qemu-nbd. */
-export async function openImageFile(path: string, opts: ImageFileOptions = {}): Promise<DiskSource> {
+export async function openImageFile(
+  path: string,
+  opts: ImageFileOptions = {},
+): Promise<DiskSource> {
   try {
     await Deno.stat(path);
   } catch {

@@ -1,0 +1,28 @@
+/**
+ * Runs `dirtybit convert` as the user does: `deno run main.ts convert ... --out - | cat > FILE`.
+ *
+ * @module
+ */
+import { run, type RunResult } from "./oracle.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** Runs `dirtybit ARGS --out - | cat > out`; the exit code is dirtybit's. */
+export function convertToPipe(args: string[], out: string): Promise<RunResult> {
+  const quoted = args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
+  return run("bash", [
+    "-c",
+    `set -o pipefail; deno run -A '${MAIN}' convert ${quoted} --out - | cat > '${out}'`,
+  ]);
+}
+
+/** Runs `dirtybit ARGS` and returns exit code and output. */
+export async function dirtybit(args: string[]): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command("deno", {
+    args: ["run", "-A", MAIN, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
