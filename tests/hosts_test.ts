@@ -1,0 +1,483 @@
+/**
+ * KVM host access (lib/hosts) against real components: an OpenSSH sshd on
+ * loopback as the host, qemu-nbd / nbdkit as NBD servers on it, and a real
+ * libvirtd running a TCG domain laid out like a CloudStack VM.
+ *
+ * SIMULATED: the guest agent. No guest OS runs, and libvirt only talks to an
+ * agent once the guest opens its virtio-serial port, so the freeze/thaw tests
+ * use a fake agent (tests/fixtures/libvirt.ts) reached by host commands over
+ * the real sshd; the thaw guard, timeouts and kill paths are all real.
+ */
+import {
+  deepStrictEqual as assertEquals,
+  match as assertMatch,
+  ok as assert,
+} from "node:assert/strict";
+import { CancelledError, SourceError, UsageError } from "../lib/core/errors.ts";
+import { shellCommand, SshHost } from "../lib/hosts/ssh.ts";
+import { LibvirtDomain, mapDiskNodes, parseDomainDisks } from "../lib/hosts/libvirt.ts";
+import { parseFsCount, ThawGuard, withFrozenGuest } from "../lib/hosts/guest_agent.ts";
+import { QmpError } from "../lib/qemu/qmp.ts";
+import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
+import { startCloudStackVm, startFakeGuestAgent } from "./fixtures/libvirt.ts";
+import { withQemuNbd } from "./fixtures/qemu_nbd.ts";
+
+function connect(sshd: TestSshd, extra: Partial<Parameters<typeof SshHost.connect>[0]> = {}) {
+  return SshHost.connect({
+    host: sshd.host,
+    port: sshd.port,
+    user: sshd.user,
+    keyPath: sshd.keyPath,
+    knownHostsPath: sshd.knownHostsPath,
+    ...extra,
+  });
+}
+
+async function withHost(fn: (host: SshHost, sshd: TestSshd) => Promise<void>) {
+  const sshd = await startSshd();
+  try {
+    const host = await connect(sshd);
+    try {
+      await fn(host, sshd);
+    } finally {
+      await host.close();
+    }
+  } finally {
+    await sshd.stop();
+  }
+}
+
+/** Awaits `fn`, which must reject with an instance of `type` whose message contains `text`. */
+async function assertRejects(
+  fn: () => Promise<unknown>,
+  type: abstract new (...args: never[]) => Error,
+  text = "",
+): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    assert(err instanceof type, `expected ${type.name}, got ${err}`);
+    assert(err.message.includes(text), `"${err.message}" does not contain "${text}"`);
+    return;
+  }
+  throw new Error(`expected a ${type.name} containing "${text}", but it resolved`);
+}
+
+async function sh(
+  cmd: string,
+  args: string[],
+): Promise<{ code: number; stderr: string; stdout: Uint8Array }> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr), stdout: out.stdout };
+}
+
+/**
+ * Number of thaw guard processes on the host whose command line contains
+ * `needle` (the regex does not match the command line of this probe itself).
+ */
+async function guardProcesses(host: SshHost, needle: string): Promise<number> {
+  const script = `for f in $(grep -l 'dirtybit-thaw-guard-[0-9a-f]' /proc/[0-9]*/cmdline ` +
+    `2>/dev/null); do grep -qF "$1" "$f" 2>/dev/null && echo "$f"; done | wc -l`;
+  return Number((await host.runChecked(["sh", "-c", script, "sh", needle])).trim());
+}
+
+async function waitFor(what: string, ms: number, cond: () => boolean | Promise<boolean>) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+Deno.test("shellCommand quotes argv so the remote shell gets it back unchanged", () => {
+  assertEquals(shellCommand(["virsh", "domstate", "i-2-10-VM"]), "virsh domstate i-2-10-VM");
+  assertEquals(shellCommand(["echo", "it's $HOME; rm -rf /"]), `echo 'it'\\''s $HOME; rm -rf /'`);
+  assertEquals(shellCommand(["printf", ""]), "printf ''");
+});
+
+Deno.test("parseFsCount reads virsh's freeze/thaw answer", () => {
+  assertEquals(parseFsCount("Froze 2 filesystem(s)\n"), 2);
+  assertEquals(parseFsCount(""), 0);
+});
+
+Deno.test("parseDomainDisks and mapDiskNodes map by alias, skip the empty cdrom", () => {
+  const xml = `<domain><devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/mnt/p/root' index='3'/>
+      <backingStore type='file' index='4'><format type='qcow2'/><source file='/mnt/p/tmpl'/><backingStore/></backingStore>
+      <target dev='vda' bus='virtio'/><serial>abc&amp;d</serial><alias name='virtio-disk0'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/mnt/p/data' index='2'/>
+      <backingStore/><target dev='vdb' bus='virtio'/><alias name='virtio-disk1'/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu'/><target dev='hdc' bus='ide'/><readonly/><alias name='ide0-1-0'/></disk>
+  </devices></domain>`;
+  const disks = parseDomainDisks(xml);
+  assertEquals(disks.map((d) => [d.target, d.source, d.alias]), [
+    ["vda", "/mnt/p/root", "virtio-disk0"],
+    ["vdb", "/mnt/p/data", "virtio-disk1"],
+    ["hdc", undefined, "ide0-1-0"],
+  ]);
+  assertEquals(disks[0].serial, "abc&d");
+  // query-block lists vdb before vda: the mapping must not depend on order.
+  const blocks = [
+    {
+      device: "",
+      qdev: "/machine/peripheral/virtio-disk1/virtio-backend",
+      inserted: { "node-name": "libvirt-2-format", file: "/mnt/p/data" },
+    },
+    {
+      device: "",
+      qdev: "/machine/peripheral/virtio-disk0/virtio-backend",
+      inserted: { "node-name": "libvirt-3-format", file: "/mnt/p/root" },
+    },
+    { device: "", qdev: "ide0-1-0" },
+  ];
+  const mapped = mapDiskNodes("vm", disks, blocks);
+  assertEquals(mapped.map((d) => [d.target, d.node]), [["vda", "libvirt-3-format"], [
+    "vdb",
+    "libvirt-2-format",
+  ]]);
+  blocks[0].inserted!.file = "/elsewhere";
+  let err: unknown;
+  try {
+    mapDiskNodes("vm", disks, blocks);
+  } catch (e) {
+    err = e;
+  }
+  assert(err instanceof SourceError);
+});
+
+Deno.test("remote commands over the loopback sshd: argv, output, exit code, timeout", async () => {
+  await withHost(async (host) => {
+    const r = await host.run([
+      "sh",
+      "-c",
+      'printf "%s|" "$@"; echo oops >&2; exit 7',
+      "sh",
+      "a b",
+      "it's",
+      "$HOME",
+    ]);
+    assertEquals(r, { code: 7, stdout: "a b|it's|$HOME|", stderr: "oops\n" });
+    assertEquals(await host.runChecked(["echo", "ok"]), "ok\n");
+    await assertRejects(
+      () => host.runChecked(["false"]),
+      SourceError,
+      "false on 127.0.0.1 failed (exit 1)",
+    );
+    await assertRejects(
+      () => host.run(["sleep", "30"], { timeoutMs: 500 }),
+      SourceError,
+      "timed out after 500 ms",
+    );
+    const stdin = await host.run(["wc", "-c"], { stdin: new Uint8Array(1000) });
+    assertEquals(stdin.stdout.trim(), "1000");
+  });
+});
+
+Deno.test("host key mismatch, unknown host and refused key are clear SourceErrors", async () => {
+  const sshd = await startSshd();
+  try {
+    await assertRejects(
+      () => connect(sshd, { knownHostsPath: sshd.wrongKnownHostsPath }),
+      SourceError,
+      `host key of 127.0.0.1:${sshd.port} does not match known_hosts: ${sshd.wrongKnownHostsPath}`,
+    );
+    const empty = `${sshd.dir}/empty_known_hosts`;
+    await Deno.writeTextFile(empty, "");
+    await assertRejects(
+      () => connect(sshd, { knownHostsPath: empty }),
+      SourceError,
+      "is not in known_hosts",
+    );
+    await assertRejects(
+      () => connect(sshd, { keyPath: `${sshd.dir}/other_ed25519` }),
+      SourceError,
+      "SSH key authentication as root@127.0.0.1",
+    );
+    await assertRejects(() => connect(sshd, { port: 0 }), UsageError, "ssh_port");
+    const warnings: string[] = [];
+    const unchecked = await connect(sshd, {
+      knownHostsPath: sshd.wrongKnownHostsPath,
+      verifyHostKey: false,
+      warn: (m) => warnings.push(m),
+    });
+    await unchecked.close();
+    assertEquals(warnings.length, 1);
+    assertMatch(warnings[0], /NOT verified/);
+    for (const w of warnings) assert(!w.includes("PRIVATE"));
+  } finally {
+    await sshd.stop();
+  }
+});
+
+Deno.test("NBD through a tunnel to a remote unix socket and to a remote TCP port reads the image", async () => {
+  await withHost(async (host) => {
+    for (const tcp of [false, true]) {
+      await withQemuNbd({
+        size: 8 << 20,
+        writes: [{ offset: 1 << 20, length: 1 << 20, pattern: 0x5a }],
+        tcp,
+      }, async (srv) => {
+        const endpoint = tcp
+          ? { host: "127.0.0.1", port: Number(new URL(srv.uri).port) }
+          : { socket: srv.socketPath! };
+        const tunnel = await host.openTunnel(endpoint);
+        try {
+          const viaTunnel = `${srv.dir}/via-tunnel.raw`;
+          const copy = await sh("nbdcopy", [tunnel.nbdUri("disk0"), viaTunnel]);
+          assertEquals(copy.code, 0, copy.stderr);
+          tunnel.check();
+          const cmp = await sh("qemu-img", [
+            "compare",
+            "-U",
+            "-f",
+            "raw",
+            "-F",
+            "qcow2",
+            viaTunnel,
+            srv.imagePath,
+          ]);
+          assertEquals(cmp.code, 0, new TextDecoder().decode(cmp.stdout));
+          const info = await sh("nbdinfo", ["--size", tunnel.nbdUri("disk0")]);
+          assertEquals(new TextDecoder().decode(info.stdout).trim(), String(8 << 20));
+        } finally {
+          await tunnel.close();
+        }
+        await assertRejects(() => Promise.resolve().then(() => tunnel.check()), CancelledError);
+      });
+    }
+  });
+});
+
+Deno.test("a tunnel dropped mid-read fails the read and check()", async () => {
+  await withHost(async (host, sshd) => {
+    const sock = `${sshd.dir}/slow.sock`;
+    // A slow export (50 ms per request) so the drop surely lands mid-read.
+    const nbdkit = new Deno.Command("nbdkit", {
+      args: ["-f", "-U", sock, "--filter=delay", "pattern", "size=64M", "rdelay=50ms"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitFor(
+        "nbdkit socket",
+        10_000,
+        async () => (await Deno.stat(sock).catch(() => null)) !== null,
+      );
+      const tunnel = await host.openTunnel({ socket: sock });
+      const reading = sh("nbdcopy", [
+        "--connections=1",
+        "--requests=1",
+        tunnel.nbdUri(""),
+        "null:",
+      ]);
+      await new Promise((r) => setTimeout(r, 500));
+      Deno.kill(tunnel.pid, "SIGKILL");
+      const result = await reading;
+      assert(result.code !== 0, "nbdcopy must fail when the tunnel drops");
+      await tunnel.ended;
+      assert(tunnel.dropped);
+      let err: unknown;
+      try {
+        tunnel.check();
+      } catch (e) {
+        err = e;
+      }
+      assert(err instanceof SourceError);
+      assertMatch(err.message, /dropped .*the read is incomplete/);
+      await tunnel.close();
+    } finally {
+      nbdkit.kill("SIGTERM");
+      await nbdkit.status;
+    }
+  });
+});
+
+Deno.test("libvirt: CloudStack-style domain disks map to block nodes; QMP through virsh", async () => {
+  const vm = await startCloudStackVm();
+  try {
+    await withHost(async (host) => {
+      await assertRejects(
+        () => LibvirtDomain.open(host, "i-9-99-VM"),
+        SourceError,
+        "is not defined on KVM host",
+      );
+      const domain = await LibvirtDomain.open(host, vm.name);
+      const disks = await domain.diskNodes();
+      assertEquals(disks.map((d) => d.target), ["vda", "vdb"]);
+      for (const [i, d] of disks.entries()) {
+        assertEquals(d.source, vm.volumes[i].file);
+        assertEquals(d.serial, vm.volumes[i].serial);
+        assertEquals(d.size, vm.volumes[i].size);
+      }
+      // The node really is the disk's image (not its backing template), whatever its number.
+      const nodes = await domain.qmp.execute<{ "node-name": string; file: string }[]>(
+        "query-named-block-nodes",
+        { flat: true },
+      );
+      for (const d of disks) {
+        assertEquals(nodes.find((n) => n["node-name"] === d.node)?.file, d.source);
+      }
+      assert(nodes.some((n) => n.file === vm.templateFile), "the template has a node of its own");
+
+      const vdb = disks[1];
+      await domain.qmp.execute("block-dirty-bitmap-add", {
+        node: vdb.node,
+        name: "hosts-test",
+        persistent: true,
+      });
+      await vm.guestWrite("vdb", 0xab, 1 << 20, 65536);
+      const after = await domain.qmp.execute<
+        { "node-name": string; "dirty-bitmaps"?: { name: string; count: number }[] }[]
+      >(
+        "query-named-block-nodes",
+        { flat: true },
+      );
+      const bitmap = after.find((n) => n["node-name"] === vdb.node)?.["dirty-bitmaps"]?.find((b) =>
+        b.name === "hosts-test"
+      );
+      assertEquals(bitmap?.count, 65536);
+      await assertRejects(
+        () => domain.qmp.execute("block-dirty-bitmap-add", { node: vdb.node, name: "hosts-test" }),
+        QmpError,
+        "already",
+      );
+      await domain.qmp.execute("block-dirty-bitmap-remove", { node: vdb.node, name: "hosts-test" });
+      await assertRejects(
+        () => domain.qmp.hmp('qemu-io -d /machine/peripheral/nope/virtio-backend "read 0 1k"'),
+        SourceError,
+      );
+
+      const scratch = await domain.makeScratchDir("t1");
+      const owner = await host.runChecked(["stat", "-c", "%U %a", scratch]);
+      assertEquals(owner.trim(), "libvirt-qemu 700");
+      await domain.removeScratchDir(scratch);
+      await assertRejects(() => domain.removeScratchDir("/etc"), SourceError);
+    });
+  } finally {
+    await vm.destroy();
+  }
+});
+
+Deno.test("quiesce with the SIMULATED guest agent: frozen inside, thawed after, guard disarmed", async () => {
+  const qga = await startFakeGuestAgent();
+  try {
+    await withHost(async (host) => {
+      let guardsDuring = 0;
+      const got = await withFrozenGuest(host, qga.agent, async (count) => {
+        assert(qga.frozen);
+        guardsDuring = await guardProcesses(host, qga.socketPath);
+        return count;
+      });
+      assertEquals(got, 2);
+      assertEquals(guardsDuring, 1);
+      assert(!qga.frozen);
+      assertEquals([qga.freezes, qga.thaws], [1, 1]);
+      // A failing step inside still thaws, and the error is the step's own.
+      await assertRejects(
+        () =>
+          withFrozenGuest(
+            host,
+            qga.agent,
+            () => Promise.reject(new SourceError("snapshot failed")),
+          ),
+        SourceError,
+        "snapshot failed",
+      );
+      assert(!qga.frozen);
+      assertEquals(await guardProcesses(host, qga.socketPath), 0, "guards are disarmed");
+      const guard = await ThawGuard.arm(host, qga.agent.thawArgv, 60);
+      assert(await guard.armed());
+      await guard.disarm();
+      assert(!(await guard.armed()));
+    });
+  } finally {
+    await qga.stop();
+  }
+});
+
+Deno.test("a freeze that times out leaves the guest thawed; the guard thaws when the thaw fails", async () => {
+  const qga = await startFakeGuestAgent();
+  try {
+    await withHost(async (host) => {
+      qga.freezeReplyDelayMs = 4000;
+      await assertRejects(
+        () => withFrozenGuest(host, qga.agent, () => Promise.resolve(), { freezeTimeoutMs: 1000 }),
+        SourceError,
+        "timed out after 1 s; the guest was thawed",
+      );
+      assert(!qga.frozen);
+
+      // The thaw right after the failed freeze fails too (first attempt only):
+      // the guest stays frozen until the guard fires and thaws it.
+      const flag = `${qga.socketPath}.thaw-failed-once`;
+      const thaw = shellCommand(qga.agent.thawArgv);
+      const flaky = {
+        ...qga.agent,
+        thawArgv: ["sh", "-c", `[ -e ${flag} ] && exec ${thaw}; touch ${flag}; exit 1`],
+      };
+      await assertRejects(
+        () =>
+          withFrozenGuest(host, flaky, () => Promise.resolve(), {
+            freezeTimeoutMs: 1000,
+            guardSeconds: 2,
+          }),
+        SourceError,
+        "the host thaws it within 2 s",
+      );
+      assert(qga.frozen);
+      await waitFor("the guard's thaw", 20_000, () => !qga.frozen);
+      await waitFor(
+        "the guard to end",
+        10_000,
+        async () => (await guardProcesses(host, qga.socketPath)) === 0,
+      );
+    });
+  } finally {
+    qga.freezeReplyDelayMs = 0;
+    await qga.stop();
+  }
+});
+
+Deno.test("kill -9 of the backend while the guest is frozen: the host-side guard thaws it", async () => {
+  const qga = await startFakeGuestAgent();
+  const sshd = await startSshd();
+  try {
+    const mod = (p: string) => new URL(p, import.meta.url).href;
+    const code = `
+      import { SshHost } from ${JSON.stringify(mod("../lib/hosts/ssh.ts"))};
+      import { withFrozenGuest } from ${JSON.stringify(mod("../lib/hosts/guest_agent.ts"))};
+      const host = await SshHost.connect(${
+      JSON.stringify({
+        host: sshd.host,
+        port: sshd.port,
+        keyPath: sshd.keyPath,
+        knownHostsPath: sshd.knownHostsPath,
+      })
+    });
+      await withFrozenGuest(host, ${
+      JSON.stringify(qga.agent)
+    }, () => new Promise(() => {}), { guardSeconds: 3 });
+    `;
+    const backend = new Deno.Command("deno", {
+      args: ["eval", code],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitFor("the freeze", 30_000, () => qga.frozen);
+      backend.kill("SIGKILL");
+      await backend.status;
+      await waitFor("the guard's thaw", 20_000, () => !qga.frozen);
+      assertEquals(qga.thaws, 1);
+    } finally {
+      try {
+        backend.kill("SIGKILL");
+      } catch { /* already dead */ }
+      await backend.status;
+    }
+  } finally {
+    await sshd.stop();
+    await qga.stop();
+  }
+});
