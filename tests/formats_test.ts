@@ -6,7 +6,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { type Chunk, MemorySource, pattern } from "./formats/memory_source.ts";
-import { check, compare, info, run, writeThroughPipe } from "./formats/oracle.ts";
+import { check, compare, info, run, saveReference, writeThroughPipe } from "./formats/oracle.ts";
 import { getImageWriter, imageWriters } from "../lib/formats/registry.ts";
 import type { ImageWriter } from "../lib/formats/writer.ts";
 import { flatExtentName } from "../lib/formats/vmdk.ts";
@@ -47,8 +47,7 @@ async function writeAndValidate(
   options = {},
   windows?: { offset: number; length: number }[],
 ): Promise<string> {
-  const raw = `${dir}/src.raw`;
-  await src.saveRaw(raw);
+  const ref = await saveReference(src, dir);
   const path = fileOf(dir, w);
   const fileName = path.split("/").pop()!;
   const report = await writeThroughPipe(
@@ -64,7 +63,7 @@ async function writeAndValidate(
     assert(c.ok, `${what}: qemu-img check: ${c.out}`);
   }
   for (const win of windows ?? [undefined]) {
-    const cmp = await compare(raw, w.format, path, win);
+    const cmp = await compare(ref, w.format, path, win);
     assert(
       cmp.ok && cmp.out.includes("identical"),
       `${what}: compare ${JSON.stringify(win)}: ${cmp.out}`,
@@ -187,7 +186,7 @@ async function corrupted(
   await Deno.writeFile(path, corrupt(await Deno.readFile(path)));
   const c = CHECKABLE.has(w.format) ? await check(w.format, path) : { ok: true, out: "" };
   const i = await info(w.format, path);
-  const cmp = await compare(`${dir}/src.raw`, w.format, path);
+  const cmp = await compare({ path: `${dir}/src.qcow2`, format: "qcow2" }, w.format, path);
   return { check: c.ok, open: i.ok, compare: cmp.ok, out: c.out + i.out + cmp.out };
 }
 
