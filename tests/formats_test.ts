@@ -296,7 +296,7 @@ Deno.test("dirtybit convert: vmdk vmfs writes descriptor + flat extent; bad inpu
     }
   }));
 
-Deno.test("dirtybit convert --chain equals the chain applied then converted", () =>
+Deno.test("dirtybit convert --chain equals restore then convert", () =>
   withDir(async (dir) => {
     const size = 20 * MiB;
     const header = (over: Partial<StreamHeaderInit>): StreamHeaderInit => ({
@@ -335,17 +335,29 @@ Deno.test("dirtybit convert --chain equals the chain applied then converted", ()
       }],
     );
     await Deno.writeFile(`${dir}/expected.raw`, disk);
-    for (const fmt of ["qcow2", "vhdx"]) {
-      const out = `${dir}/chain.${fmt}`;
-      const r = await convertToPipe([
-        "--chain",
-        "--format",
-        fmt,
-        `${dir}/full.dbs`,
-        `${dir}/inc.dbs`,
-      ], out);
+    const chain = [`${dir}/full.dbs`, `${dir}/inc.dbs`];
+    const restored = await dirtybit(["restore", "--out", `${dir}/restored.raw`, ...chain]);
+    assertEquals(restored.code, 0, restored.out);
+    for (const fmt of ["qcow2", "vhdx", "vmdk", "vhd"]) {
+      const qfmt = fmt === "vhd" ? "vpc" : fmt;
+      const out = `${dir}/chain.${fmt}`, viaRestore = `${dir}/restored.${fmt}`;
+      let r = await convertToPipe(["--chain", "--format", fmt, ...chain], out);
       assert(r.ok, r.out);
-      const cmp = await compare(`${dir}/expected.raw`, fmt, out);
+      r = await convertToPipe(["--from", `${dir}/restored.raw`, "--format", fmt], viaRestore);
+      assert(r.ok, r.out);
+      // -s: same content and the same allocation, not only the same bytes.
+      const same = await run("qemu-img", [
+        "compare",
+        "-s",
+        "-f",
+        qfmt,
+        "-F",
+        qfmt,
+        viaRestore,
+        out,
+      ]);
+      assert(same.ok, `${fmt}: chain vs restore-then-convert: ${same.out}`);
+      const cmp = await compare(`${dir}/expected.raw`, qfmt, out);
       assert(cmp.ok, cmp.out);
     }
   }));
