@@ -267,7 +267,7 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
           const r = await pushCycle(disk, target, options);
           const s = r.stats;
           log(
-            `${disk.name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.payloadBytes} compressed, ${s.wireBytes} on the wire, ${
+            `${disk.name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.unchangedBytes} unchanged, ${s.payloadBytes} compressed, ${s.wireBytes} on the wire, ${
               r.seconds.toFixed(2)
             } s${r.fullReason ? ` (full: ${r.fullReason})` : ""}`,
           );

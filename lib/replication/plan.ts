@@ -6,6 +6,7 @@
  * @module
  */
 import {
+  alignExtents,
   coalesceMapped,
   type Extent,
   extentEnd,
@@ -39,4 +40,43 @@ export function* seedWindows(size: number, from: number, window: number): Genera
   for (let start = from; start < size; start += window) {
     yield { offset: start, length: Math.min(window, size - start) };
   }
+}
+
+/**
+ * Cuts a batch along hash blocks (layer 2 works on whole blocks): the blocks
+ * lying entirely inside zero ranges go as zero records unread, every other
+ * block the batch touches is read whole and classified. Pure.
+ */
+export function blockPlan(
+  extents: readonly MappedExtent[],
+  blockSize: number,
+  diskSize: number,
+): { read: Extent[]; zero: Extent[] } {
+  const zero = normalizeExtents(
+    extents.filter((e) => e.kind === "zero").map((e) => {
+      const start = Math.ceil(e.offset / blockSize) * blockSize;
+      const end = extentEnd(e) === diskSize
+        ? diskSize
+        : Math.floor(extentEnd(e) / blockSize) * blockSize;
+      return { offset: start, length: Math.max(0, end - start) };
+    }),
+  );
+  return { read: subtractExtents(alignExtents(extents, blockSize, diskSize), zero), zero };
+}
+
+/** `from` minus `cut`, both normalized (sorted, disjoint). Pure. */
+export function subtractExtents(from: readonly Extent[], cut: readonly Extent[]): Extent[] {
+  const out: Extent[] = [];
+  let j = 0;
+  for (const e of from) {
+    let start = e.offset;
+    const end = extentEnd(e);
+    while (j < cut.length && extentEnd(cut[j]) <= start) j++;
+    for (let k = j; k < cut.length && cut[k].offset < end; k++) {
+      if (cut[k].offset > start) out.push({ offset: start, length: cut[k].offset - start });
+      start = Math.max(start, extentEnd(cut[k]));
+    }
+    if (end > start) out.push({ offset: start, length: end - start });
+  }
+  return out;
 }

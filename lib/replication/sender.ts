@@ -21,11 +21,14 @@ import {
   removeLeftovers,
 } from "../qemu/mod.ts";
 import { zstdCompress } from "../stream/zstd.ts";
+import type { HashDb } from "../cbt/hashdb.ts";
+import { BlockClassifier } from "../cbt/layers.ts";
+import { cycleKey, l2Decision, openHashDb, seedKey } from "./hashes.ts";
 import { type RetryPolicy, withRetries } from "./backoff.ts";
 import { SecureChannel, TransportError } from "./channel.ts";
 import type { BeginMessage, StateMessage } from "./messages.ts";
 import { name as checkName } from "./messages.ts";
-import { intersectMap, seedWindows } from "./plan.ts";
+import { blockPlan, intersectMap, seedWindows } from "./plan.ts";
 
 /** Where batches go. */
 export interface ReplicationTarget {
@@ -58,6 +61,8 @@ export interface BatchStats {
   dirtyBytes: number;
   /** Of those, bytes that were read and sent as data. */
   dataBytes: number;
+  /** Bytes read but not sent: equal to the replica's (layer 2, the hash DB). */
+  unchangedBytes: number;
   /** Data payload bytes after compression. */
   payloadBytes: number;
   /** Bytes on the wire, frames and handshake included. */
@@ -95,6 +100,8 @@ export interface SendOptions {
 }
 
 const REQUEST_BYTES = 1 << 20;
+/** Hash block size when QEMU reports no bitmap granularity. */
+const DEFAULT_BLOCK_BYTES = 64 << 10;
 
 /** Path of a disk's sender state file. */
 export function senderStatePath(stateDir: string, name: string): string {
@@ -206,10 +213,8 @@ async function seedAttempt(
     const resumedFrom = offset;
     let caughtUp = offset === 0;
     const stats = emptyStats();
-    const source = await NbdSource.open(view.uri, {
-      metaContexts: view.dirtyContext ? [view.dirtyContext] : [],
-      read: { requestSize: REQUEST_BYTES },
-    });
+    const source = await openSource(view);
+    const db = openHashDb(disk.stateDir, disk.name, blockSizeOf(view), view.size);
     try {
       const map = await source.map();
       const begin = (seedEnd: number): BeginMessage => ({
@@ -227,19 +232,27 @@ async function seedAttempt(
         options.log?.(
           `${disk.name}: seed resumes at ${offset}, ${totalLength(below)} bytes changed below`,
         );
-        add(stats, await sendBatch(channel, begin(offset), source, below, options));
+        // Blocks below the offset are the replica's as the hash DB saw them
+        // when it was committed at this very offset of this seed.
+        const compare = db.id === seedKey(seedId, offset);
+        add(stats, await sendBatch(channel, begin(offset), source, below, db, compare, options));
+        db.commit(seedKey(seedId, offset));
         caughtUp = true;
       }
       for (const w of seedWindows(view.size, offset, options.seedWindowBytes ?? 64 << 20)) {
         const end = w.offset + w.length;
-        add(stats, await sendBatch(channel, begin(end), source, intersectMap([w], map), options));
+        const window = intersectMap([w], map);
+        add(stats, await sendBatch(channel, begin(end), source, window, db, false, options));
+        db.commit(seedKey(seedId, end));
         offset = end;
       }
+      db.commit(cycleKey(seedId, 0));
     } catch (err) {
       // What is confirmed stays: commit the checkpoint so the next attempt
       // resumes at `offset` — unless the catch-up batch did not make it, in
       // which case the old checkpoint still holds the changes it carried.
       await source.close();
+      db.close();
       if (caughtUp && !(err instanceof UsageError)) {
         await commitView(disk, pit, {
           ...state,
@@ -254,6 +267,7 @@ async function seedAttempt(
       throw err;
     }
     await source.close();
+    db.close();
     const { seedOffset: _done, ...rest } = state;
     await commitView(disk, pit, {
       ...rest,
@@ -313,6 +327,7 @@ async function cycleAttempt(
     const pit = await openView(disk, state.checkpoint);
     const view = pit.disks[0];
     let result: CycleResult;
+    let db: HashDb | undefined;
     try {
       const remote = await openReplica(channel, disk.name, view.size);
       if (remote.seedId !== state.seedId || remote.cycle === undefined) {
@@ -325,10 +340,20 @@ async function cycleAttempt(
           `the receiver's replica ${disk.name} is at cycle ${remote.cycle}, older than the confirmed ${state.confirmedCycle}: seed it again`,
         );
       }
-      const source = await NbdSource.open(view.uri, {
-        metaContexts: view.dirtyContext ? [view.dirtyContext] : [],
-        read: { requestSize: REQUEST_BYTES },
-      });
+      const source = await openSource(view);
+      db = openHashDb(disk.stateDir, disk.name, blockSizeOf(view), view.size);
+      const l2 = l2Decision(
+        db.id,
+        state.seedId,
+        remote.cycle,
+        state.confirmedCycle,
+        !view.dirtyContext,
+      );
+      if (!l2.compare) {
+        options.log?.(
+          `${disk.name}: the hash DB does not describe cycle ${remote.cycle}; every dirty block is sent`,
+        );
+      }
       try {
         const map = await source.map();
         const extents = view.dirtyContext
@@ -350,8 +375,14 @@ async function cycleAttempt(
           },
           source,
           extents,
+          db,
+          l2.compare,
           options,
         );
+        // Confirmed: the staged hashes now describe the replica (or, when the
+        // DB's base is unknown, are dropped and L2 stays off).
+        if (l2.commit) db.commit(cycleKey(state.seedId, cycle));
+        else db.discard();
         result = {
           cycle,
           stats,
@@ -364,6 +395,8 @@ async function cycleAttempt(
     } catch (err) {
       await pit.abort();
       throw err;
+    } finally {
+      db?.close();
     }
     const at = new Date().toISOString();
     await commitView(disk, pit, {
@@ -469,47 +502,59 @@ function clip(extents: Extent[], end: number): Extent[] {
 
 /**
  * Sends one batch — begin, zero records, data records, end — and waits for
- * the receiver's durable confirmation.
+ * the receiver's durable confirmation. Layers: whole blocks inside zero
+ * ranges go as zero records unread (L3 by map); every block read is hashed
+ * and staged in `db`, skipped when `compare` and equal to the replica's (L2),
+ * sent as a zero record when all zero (L3), else compressed.
  */
 async function sendBatch(
   channel: SecureChannel,
   begin: BeginMessage,
   source: NbdSource,
   extents: MappedExtent[],
+  db: HashDb,
+  compare: boolean,
   options: SendOptions,
 ): Promise<BatchStats> {
   const wireBefore = channel.bytesSent;
   const stats = emptyStats();
   stats.dirtyBytes = totalLength(extents);
+  const classifier = new BlockClassifier(db, { compareWithParent: compare });
+  const { read, zero } = blockPlan(extents, db.blockSize, begin.size);
   await channel.send(begin);
   let bytes = 0;
-  for (const e of extents) {
-    if (e.kind !== "zero") continue;
-    await channel.send({ type: "zero", offset: e.offset, length: e.length });
+  const sendZero = async (offset: number, length: number) => {
+    await channel.send({ type: "zero", offset, length });
     stats.records++;
-    bytes += e.length;
+    bytes += length;
+  };
+  for (const z of zero) {
+    classifier.stageUnread(z);
+    await sendZero(z.offset, z.length);
   }
   const level = options.compressLevel ?? 3;
-  for await (const chunk of source.readExtents(extents.filter((e) => e.kind === "data"))) {
-    const { offset, data } = chunk;
-    stats.records++;
-    bytes += data.length;
-    if (isAllZero(data)) {
-      await channel.send({ type: "zero", offset, length: data.length });
-      continue;
+  for await (const chunk of source.readExtents(read)) {
+    for (const run of classifier.classify(chunk.offset, chunk.data)) {
+      if (run.kind === "zero") {
+        await sendZero(run.offset, run.length);
+        continue;
+      }
+      const packed = zstdCompress(run.data, level);
+      const zstd = packed.length < run.data.length;
+      await channel.send({
+        type: "data",
+        offset: run.offset,
+        length: run.length,
+        codec: zstd ? "zstd" : "raw",
+        payload: zstd ? packed : run.data,
+      });
+      stats.records++;
+      bytes += run.length;
+      stats.dataBytes += run.length;
+      stats.payloadBytes += zstd ? packed.length : run.length;
     }
-    const packed = zstdCompress(data, level);
-    const zstd = packed.length < data.length;
-    await channel.send({
-      type: "data",
-      offset,
-      length: data.length,
-      codec: zstd ? "zstd" : "raw",
-      payload: zstd ? packed : data,
-    });
-    stats.dataBytes += data.length;
-    stats.payloadBytes += zstd ? packed.length : data.length;
   }
+  stats.unchangedBytes = classifier.stats.unchangedBytes;
   await channel.send({ type: "end", records: stats.records, bytes });
   const confirm = await channel.expect("confirm");
   if (confirm.seedId !== begin.seedId || confirm.cycle !== begin.cycle) {
@@ -519,21 +564,34 @@ async function sendBatch(
   return stats;
 }
 
-function isAllZero(data: Uint8Array): boolean {
-  const words = data.byteOffset % 4 === 0 && data.length % 4 === 0
-    ? new Uint32Array(data.buffer, data.byteOffset, data.length / 4)
-    : data;
-  for (let i = 0; i < words.length; i++) if (words[i]) return false;
-  return true;
+/** Hash block size of a view: the bitmap granularity (whole dirty blocks). */
+function blockSizeOf(view: { granularity: number }): number {
+  return view.granularity || DEFAULT_BLOCK_BYTES;
+}
+
+async function openSource(view: PointInTime["disks"][number]): Promise<NbdSource> {
+  return await NbdSource.open(view.uri, {
+    metaContexts: view.dirtyContext ? [view.dirtyContext] : [],
+    // Whole hash blocks per request, so every chunk is block-aligned.
+    read: { requestSize: Math.max(REQUEST_BYTES, blockSizeOf(view)) },
+  });
 }
 
 function emptyStats(): BatchStats {
-  return { dirtyBytes: 0, dataBytes: 0, payloadBytes: 0, wireBytes: 0, records: 0 };
+  return {
+    dirtyBytes: 0,
+    dataBytes: 0,
+    unchangedBytes: 0,
+    payloadBytes: 0,
+    wireBytes: 0,
+    records: 0,
+  };
 }
 
 function add(into: BatchStats, more: BatchStats): void {
   into.dirtyBytes += more.dirtyBytes;
   into.dataBytes += more.dataBytes;
+  into.unchangedBytes += more.unchangedBytes;
   into.payloadBytes += more.payloadBytes;
   into.wireBytes += more.wireBytes;
   into.records += more.records;
