@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { FdEmulator } from "./ptcomm/emulator.ts";
 import { standinPayload } from "./ptcomm/standin_backend.ts";
+import { withDir } from "./ptcomm/sessions.ts";
 
 const STANDIN = [
   new URL("../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname,
@@ -28,15 +29,6 @@ function backupJob(id: number, level: "F" | "I" | "D", type = "B"): string[] {
     `Level=${level}`,
     "Namespace=@cloudstack",
   ];
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-ptcomm-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 function emulate(dir: string, env: Record<string, string> = {}): FdEmulator {
@@ -226,11 +218,11 @@ Deno.test("restore of the chain in job order, and a wrong order refused", async 
   });
 });
 
-Deno.test("in-place restore is refused with a clear error for that file", async () => {
+Deno.test("in-place restore without guest_stopped=true is refused with a clear error for that file", async () => {
   await withDir(async (dir) => {
     const full = (await backup(dir, 1, "F")).files[0];
     const r = await restore(dir, [{ fname: full.fname, data: full.data! }], "");
-    assert.match(r.answers[0].accept, /^E:.*not available yet: restore with where=DIR/);
+    assert.match(r.answers[0].accept, /^E:.*overwrites it: confirm .* guest_stopped=true/);
   });
 });
 
@@ -398,20 +390,15 @@ Deno.test("old plugins' E CANCEL is a cancel", async () => {
 
 Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk, restored through the backend", async () => {
   const { Qsd } = await import("./fixtures/qsd.ts");
-  const { backupSession, estimateSession, restoreSession } = await import("./ptcomm/sessions.ts");
+  const { backupSession, estimateSession, qsdParams, restoreSession } = await import(
+    "./ptcomm/sessions.ts"
+  );
   await withDir(async (dir) => {
     const qsd = await Qsd.start({
       disks: [{ size: 16 << 20, writes: [{ pattern: 0x41, offset: 0, length: 2 << 20 }] }],
     });
     try {
-      const p = [
-        "vm=vm1",
-        `qmp=${qsd.qmpSocket}`,
-        `nbd_socket=${qsd.nbdSocket}`,
-        `node=${qsd.disks[0].node}`,
-        `state_dir=${dir}/state`,
-        `log_file=${dir}/backend.log`,
-      ];
+      const p = [...qsdParams(qsd, "vm1", dir), `state_dir=${dir}/state`];
       const full = await backupSession(dir, 11, "F", p);
       assert.deepEqual(full.files.map((f) => f.fname), [
         `/@cloudstack/vm1/${qsd.disks[0].node}/full-11.dbit`,
@@ -434,7 +421,7 @@ Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk,
         incr.messages.join("\n"),
       );
       assert.ok(incr.files[0].data!.length < full.files[0].data!.length);
-      const answers = await restoreSession(dir, `${dir}/r`, [...p, "format=raw"], [
+      const { answers } = await restoreSession(dir, `${dir}/r`, [...p, "format=raw"], [
         ...full.files,
         ...incr.files,
       ]);
@@ -445,7 +432,7 @@ Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk,
       }).output();
       assert.equal(cmp.code, 0, new TextDecoder().decode(cmp.stdout));
       const wrong = await restoreSession(dir, `${dir}/r2`, [...p, "format=raw"], incr.files);
-      assert.match(wrong[0], /^E:/);
+      assert.match(wrong.answers[0], /^E:/);
     } finally {
       await qsd.stop();
     }

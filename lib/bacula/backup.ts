@@ -10,7 +10,7 @@ import { UsageError } from "../core/errors.ts";
 import { PARAMS, type Params } from "../cli/params.ts";
 import type { Channel } from "./channel.ts";
 import { engineLevel, type JobInfo } from "./job_info.ts";
-import { backupFileName, NAMESPACE } from "./names.ts";
+import { backupFileName, defaultStateDir, NAMESPACE } from "./names.ts";
 import type {
   BackendEngine,
   EngineDiskResult,
@@ -31,8 +31,13 @@ export interface JobContext {
 }
 
 /** The VM name used in file names: `vm`, else the QMP socket's base name. */
-function vmName(params: Params): string {
+export function vmName(params: Params): string {
   return params.vm ?? basename(params.qmp ?? "qemu").replace(/\.[^.]*$/, "");
+}
+
+/** The state directory of the job's VM: `state_dir`, else one per VM in the working directory. */
+export function stateDirOf(params: Params, workDir: string): string {
+  return params.state_dir ?? defaultStateDir(workDir, vmName(params));
 }
 
 /** The engine job for this session; refuses a session without a usable source. */
@@ -53,7 +58,7 @@ function engineJob(ctx: JobContext): EngineJob {
     nbdSocket: params.nbd_socket,
     nodes: params.node,
     level: engineLevel(job.level),
-    stateDir: params.state_dir ?? `${ctx.workDir}/dirtybit-state`,
+    stateDir: stateDirOf(params, ctx.workDir),
     compression: params.compress ?? "zstd:3",
     metadata: { bacula: { job: job.name, jobId: job.jobId, vm: vmName(params) } },
     signal: ctx.ch.signal,

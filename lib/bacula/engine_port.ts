@@ -50,8 +50,17 @@ export interface EngineEstimate {
 export interface EngineRestoreTarget {
   apply(
     stream: ReadableStream<Uint8Array>,
-  ): Promise<{ backupId: string; level: string; bytes: number }>;
+  ): Promise<{ backupId: string; level: string; bytes: number; notes?: string[] }>;
   close(): Promise<void>;
+}
+
+/** A VM disk to restore onto in place (a block node of a local QEMU). */
+export interface EngineVmDisk {
+  qmp: string;
+  node: string;
+  nbdSocket?: string;
+  /** The disk's backup state directory: locked, and its chain reset after the restore. */
+  stateDir: string;
 }
 
 /** The engine operations the backend uses. */
@@ -62,4 +71,5 @@ export interface BackendEngine {
   ): Promise<EngineDiskResult[]>;
   estimateBackup(job: EngineJob): Promise<EngineEstimate[]>;
   openRestore(target: { path: string; format: "raw" | "qcow2" }): Promise<EngineRestoreTarget>;
+  openVmDiskRestore(disk: EngineVmDisk): Promise<EngineRestoreTarget>;
 }

@@ -22,6 +22,14 @@ export function backupFileName(vm: string, disk: string, level: string, jobId: n
   return `/${NAMESPACE}/${component(vm)}/${component(disk)}/${component(level)}-${jobId}.dbit`;
 }
 
+/**
+ * The backend's default state directory of a VM: one per VM, because a job
+ * locks its whole state directory and jobs of different VMs run concurrently.
+ */
+export function defaultStateDir(workDir: string, vm: string): string {
+  return `${workDir}/dirtybit/${component(vm)}`;
+}
+
 /** Parts of a restored file name (after Bacula added the where prefix). */
 export interface RestoreName {
   /** Everything before `/@cloudstack/`: the where prefix ("" in place). */

@@ -1,22 +1,35 @@
 /**
  * Restore sessions (spec/ptcomm.md §9, §17.4): the FD hands the chain's
- * files in job order; each file's data is one dirtybit stream, applied to
- * the disk's local target beside the where prefix, where the target's
- * sidecar enforces the chain order. A failed file is answered with `E`,
- * which fails the job ("Restore Error") but lets the other disks restore.
+ * files in job order; each file's data is one dirtybit stream, applied in
+ * order to one of three destinations:
+ * - with a where prefix: the disk's local raw/qcow2 file beside it, whose
+ *   sidecar enforces the chain order;
+ * - in place (`where=/`): back onto the VM's disk (qmp= and node=), only with
+ *   `guest_stopped=true`; the chain is tracked in the VM's state directory;
+ * - with `cross_restore=`: staged, then pushed to the target at FINISH.
+ * A failed file is answered with `E`, which fails the job ("Restore Error")
+ * but lets the other disks restore.
  *
  * @module
  */
 import { dirname } from "node:path";
-import { describeError, InputError } from "../core/errors.ts";
+import { ChainError, describeError, InputError, UsageError } from "../core/errors.ts";
 import { protocolError } from "./channel.ts";
-import type { JobContext } from "./backup.ts";
-import { parseRestoreName, restoreTargetPath } from "./names.ts";
+import { type JobContext, stateDirOf } from "./backup.ts";
+import { NAMESPACE, parseRestoreName, type RestoreName, restoreTargetPath } from "./names.ts";
 import type { EngineRestoreTarget } from "./engine_port.ts";
+import {
+  type CrossRestorePlan,
+  planCrossRestore,
+  runCrossRestore,
+  StagedStreams,
+} from "./cross_restore.ts";
 
 /** A file that was accepted and whose DATA may follow. */
 interface Accepted {
   fname: string;
+  /** How the result is reported: `restored ... into X` or `staged ... for Y`. */
+  verb: "restored into" | "staged for";
   target: string;
   session: EngineRestoreTarget;
 }
@@ -74,10 +87,12 @@ async function restoreData(ctx: JobContext, file: Accepted): Promise<boolean> {
       throw new InputError(`${file.fname}: data continues after the end of the dirtybit stream`);
     }
     await ch.send("OK");
+    const [done, prep] = file.verb.split(" ");
     await ch.say(
       "I",
-      `restored ${result.level} ${result.backupId} into ${file.target} (${result.bytes} bytes of data)`,
+      `${done} ${result.level} ${result.backupId} ${prep} ${file.target} (${result.bytes} bytes of data)`,
     );
+    for (const note of result.notes ?? []) await ch.say("W", note);
     return true;
   } catch (e) {
     if (ch.signal.aborted) throw e;
@@ -86,72 +101,204 @@ async function restoreData(ctx: JobContext, file: Accepted): Promise<boolean> {
   }
 }
 
-/** The restore loop up to FINISH. */
-export async function runRestore(ctx: JobContext): Promise<void> {
-  const { ch, job, params } = ctx;
-  const format = params.format ?? "raw";
-  const targets = new Map<string, EngineRestoreTarget>();
-  await ctx.started();
-  let current: Accepted | null = null;
-  let failures = 0;
-  try {
-    for (;;) {
-      const cmd = await ch.command("FNAME, DATA or FINISH");
-      if (cmd === "FINISH") break;
-      if (cmd.startsWith("FNAME:")) {
-        current = null;
-        const fname = cmd.slice("FNAME:".length);
-        const attrs = await readAttributes(ctx);
-        const type = attrs.get("STAT")!.trim()[0];
-        if (type === "D") {
-          await ch.send("OK");
-          continue;
-        }
-        const name = parseRestoreName(fname);
-        if (!name) {
-          await ch.say(
-            "W",
-            `${fname}: not a dirtybit stream of the ${"@cloudstack"} namespace, skipped`,
-          );
-          await ch.send("SKIP");
-          continue;
-        }
-        if (name.prefix === "" && !job.regexWhere) {
-          failures++;
-          await ch.say(
-            "E",
-            `${fname}: restoring onto the VM's own disk is not available yet: restore with where=DIR (writes DIR/@cloudstack/${name.vm}/${name.disk}.${format})`,
-          );
-          continue;
-        }
-        const target = restoreTargetPath(name, format);
-        let session = targets.get(target);
-        if (!session) {
-          await Deno.mkdir(dirname(target), { recursive: true });
-          session = await ch.guard(ctx.engine.openRestore({ path: target, format }));
-          targets.set(target, session);
-        }
-        ch.log(`restore ${fname} -> ${target}`);
-        await ch.send("OK");
-        current = { fname, target, session };
-      } else if (cmd === "DATA") {
-        if (!current) throw new InputError("protocol error: DATA without an accepted file");
-        if (!(await restoreData(ctx, current))) failures++;
-        current = null;
-      } else if (cmd === "ACL" || cmd === "XATTR" || cmd.startsWith("RESTOREOBJ")) {
-        if (cmd.startsWith("RESTOREOBJ:")) await ch.command("RESTOREOBJ_LEN");
-        await skipData(ctx, cmd);
-        await ch.send("OK");
-      } else {
-        throw protocolError("FNAME, DATA or FINISH", {
-          kind: "C",
-          payload: new TextEncoder().encode(cmd),
-        });
+/** Where the files of a restore job go, chosen per file. */
+class Destinations {
+  readonly #ctx: JobContext;
+  readonly #files = new Map<string, EngineRestoreTarget>();
+  /** One VM disk at a time: each holds the VM's state directory lock. */
+  #vmDisk: { disk: string; session: EngineRestoreTarget } | null = null;
+  readonly cross: { plan: CrossRestorePlan; staged: StagedStreams } | null;
+
+  constructor(ctx: JobContext, cross: Destinations["cross"]) {
+    this.#ctx = ctx;
+    this.cross = cross;
+  }
+
+  /** Accepts a file (answering OK, SKIP or E); null when it was not accepted. */
+  async accept(fname: string, name: RestoreName): Promise<Accepted | "failed" | null> {
+    const { ch, job, params } = this.#ctx;
+    if (this.cross) {
+      const target = `cross_restore=${this.cross.plan.target}`;
+      ch.log(`restore ${fname} -> staging ${this.cross.staged.dir}`);
+      await ch.send("OK");
+      return { fname, verb: "staged for", target, session: this.cross.staged.target() };
+    }
+    if (name.prefix === "" && !job.regexWhere) return await this.#acceptInPlace(fname, name);
+    const format = params.format ?? "raw";
+    const target = restoreTargetPath(name, format);
+    let session = this.#files.get(target);
+    if (!session) {
+      await Deno.mkdir(dirname(target), { recursive: true });
+      session = await ch.guard(this.#ctx.engine.openRestore({ path: target, format }));
+      this.#files.set(target, session);
+    }
+    ch.log(`restore ${fname} -> ${target}`);
+    await ch.send("OK");
+    return { fname, verb: "restored into", target, session };
+  }
+
+  async #acceptInPlace(fname: string, name: RestoreName): Promise<Accepted | "failed" | null> {
+    const { ch, job, params, workDir } = this.#ctx;
+    if (job.replace === "n") {
+      await ch.say("W", `${fname}: Replace=never: the VM's disk ${name.disk} is not overwritten`);
+      await ch.send("SKIP");
+      return null;
+    }
+    const refuse = async (why: string) => {
+      await ch.say("E", `${fname}: ${why}`);
+      return "failed" as const;
+    };
+    if (!params.qmp) {
+      return await refuse(
+        `restoring onto the VM's own disk needs qmp=SOCKET of the QEMU that has disk ${name.disk}; or restore with where=DIR`,
+      );
+    }
+    if (params.guest_stopped !== true) {
+      return await refuse(
+        `restoring onto the VM's disk ${name.disk} overwrites it: confirm that no guest writes it (VM stopped or disk detached) with guest_stopped=true, or restore with where=DIR`,
+      );
+    }
+    if (params.node?.length && !params.node.includes(name.disk)) {
+      return await refuse(`disk ${name.disk} is not among node=${params.node.join(",")}`);
+    }
+    if (this.#vmDisk?.disk !== name.disk) {
+      await this.#closeVmDisk();
+      try {
+        const session = await ch.guard(this.#ctx.engine.openVmDiskRestore({
+          qmp: params.qmp,
+          node: name.disk,
+          nbdSocket: params.nbd_socket,
+          stateDir: stateDirOf(params, workDir),
+        }));
+        this.#vmDisk = { disk: name.disk, session };
+      } catch (e) {
+        if (ch.signal.aborted) throw e;
+        return await refuse(describeError(e));
       }
     }
-  } finally {
-    for (const s of targets.values()) await s.close().catch(() => {});
+    ch.log(`restore ${fname} -> disk ${name.disk} of ${params.qmp}`);
+    await ch.send("OK");
+    return {
+      fname,
+      verb: "restored into",
+      target: `disk ${name.disk} of the VM`,
+      session: this.#vmDisk!.session,
+    };
   }
-  ch.log(`restore finished: ${failures} file(s) failed`);
+
+  async #closeVmDisk(): Promise<void> {
+    const open = this.#vmDisk;
+    this.#vmDisk = null;
+    if (open) await open.session.close();
+  }
+
+  /** Closes every target; a VM disk's export removal failing is reported. */
+  async close(): Promise<void> {
+    for (const s of this.#files.values()) await s.close().catch(() => {});
+    await this.#closeVmDisk();
+  }
+}
+
+/** The restore loop up to FINISH, then the cross-restore if one was asked for. */
+export async function runRestore(ctx: JobContext): Promise<void> {
+  const { ch, params } = ctx;
+  const plan = params.cross_restore ? planCrossRestore(params) : null;
+  const cross = plan
+    ? {
+      plan,
+      staged: await StagedStreams.create(
+        params.staging_dir ?? `${ctx.workDir}/dirtybit-staging`,
+        ctx.job.jobId,
+      ),
+    }
+    : null;
+  const destinations = new Destinations(ctx, cross);
+  try {
+    await ctx.started();
+    const failures = await restoreLoop(ctx, destinations);
+    await destinations.close();
+    ch.log(`restore finished: ${failures} file(s) failed`);
+    if (cross) await finishCrossRestore(ctx, cross, failures);
+  } finally {
+    await destinations.close().catch(() => {});
+    await cross?.staged.remove();
+  }
   await ch.eod();
+}
+
+/** Runs the cross-restore of the staged chain; throws (job fails with A) unless it succeeded. */
+async function finishCrossRestore(
+  ctx: JobContext,
+  cross: { plan: CrossRestorePlan; staged: StagedStreams },
+  failures: number,
+): Promise<void> {
+  const { ch, params } = ctx;
+  const target = cross.plan.target;
+  if (failures > 0) {
+    throw new ChainError(
+      `cross_restore=${target} not run: ${failures} file(s) of the chain failed to restore`,
+    );
+  }
+  if (cross.staged.files.length === 0) {
+    throw new UsageError(`cross_restore=${target}: the job restored no dirtybit streams`);
+  }
+  await ch.say("I", `cross_restore=${target}: pushing ${cross.staged.files.length} stream(s)`);
+  const result = await ch.guard(
+    runCrossRestore(
+      cross.plan,
+      params,
+      cross.staged.files,
+      (k, t) => ch.say(k, t),
+      (l) => ch.log(l),
+    ),
+  );
+  const details = Object.entries(result.details).map(([k, v]) => `${k}=${v}`).join(" ");
+  await ch.say(
+    "I",
+    `cross_restore=${target}: VM ${result.vmName} restored, definition ${result.config}` +
+      `${result.registered ? ", registered" : ""}${details ? ` (${details})` : ""}`,
+  );
+}
+
+/** Serves FNAME/DATA/ACL/... up to FINISH; returns how many files failed. */
+async function restoreLoop(ctx: JobContext, destinations: Destinations): Promise<number> {
+  const { ch } = ctx;
+  let current: Accepted | null = null;
+  let failures = 0;
+  for (;;) {
+    const cmd = await ch.command("FNAME, DATA or FINISH");
+    if (cmd === "FINISH") return failures;
+    if (cmd.startsWith("FNAME:")) {
+      current = null;
+      const fname = cmd.slice("FNAME:".length);
+      const attrs = await readAttributes(ctx);
+      const type = attrs.get("STAT")!.trim()[0];
+      if (type === "D") {
+        await ch.send("OK");
+        continue;
+      }
+      const name = parseRestoreName(fname);
+      if (!name) {
+        await ch.say("W", `${fname}: not a dirtybit stream of the ${NAMESPACE} namespace, skipped`);
+        await ch.send("SKIP");
+        continue;
+      }
+      const accepted = await destinations.accept(fname, name);
+      if (accepted === "failed") failures++;
+      else current = accepted;
+    } else if (cmd === "DATA") {
+      if (!current) throw new InputError("protocol error: DATA without an accepted file");
+      if (!(await restoreData(ctx, current))) failures++;
+      current = null;
+    } else if (cmd === "ACL" || cmd === "XATTR" || cmd.startsWith("RESTOREOBJ")) {
+      if (cmd.startsWith("RESTOREOBJ:")) await ch.command("RESTOREOBJ_LEN");
+      await skipData(ctx, cmd);
+      await ch.send("OK");
+    } else {
+      throw protocolError("FNAME, DATA or FINISH", {
+        kind: "C",
+        payload: new TextEncoder().encode(cmd),
+      });
+    }
+  }
 }

@@ -13,12 +13,14 @@ import { serveBackend } from "../bacula/serve.ts";
 import type { BackendEngine } from "../bacula/engine_port.ts";
 import { estimateBackup, runBackup } from "../backup/engine.ts";
 import { RestoreSession } from "../restore/session.ts";
+import { VmDiskRestore } from "../restore/vm_disk_target.ts";
 
 /** The real engine behind the backend. */
 const engine: BackendEngine = {
   runBackup: (job, sinkFor) => runBackup(job, sinkFor),
   estimateBackup: (job) => estimateBackup(job),
   openRestore: (target) => RestoreSession.open(target),
+  openVmDiskRestore: (disk) => VmDiskRestore.open(disk),
 };
 
 const HELP = `usage: dirtybit backend

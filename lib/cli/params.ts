@@ -129,6 +129,48 @@ export const PARAMS = {
     help: "restore into another hypervisor",
     values: ["proxmox", "hyperv", "vmware"],
   },
+  dest: {
+    kind: "string",
+    help: "cross-restore: ssh://user@host[:port]/path of the target host, or a local directory",
+  },
+  dest_ssh_key: { kind: "path", help: "cross-restore: private key for an ssh:// dest" },
+  dest_known_hosts: {
+    kind: "path",
+    help: "cross-restore: known_hosts with the dest host's key (default: the system's)",
+  },
+  remote_shell: {
+    kind: "enum",
+    help: "cross-restore: shell of the dest host (default powershell for hyperv, else posix)",
+    values: ["posix", "powershell"],
+  },
+  register: {
+    kind: "bool",
+    help: "cross-restore: register the VM on the target (qm rescan, New-VM, vim-cmd)",
+  },
+  vmid: { kind: "int", help: "cross-restore proxmox: VMID (default: lowest free)", min: 1 },
+  storage: { kind: "string", help: "cross-restore proxmox: directory storage id (default local)" },
+  storage_dir: {
+    kind: "path",
+    help: "cross-restore proxmox: that storage's path on the node (default /var/lib/vz)",
+  },
+  disk_format: {
+    kind: "enum",
+    help: "cross-restore proxmox: disk format (default qcow2)",
+    values: ["qcow2", "raw"],
+  },
+  bridge: { kind: "string", help: "cross-restore proxmox: bridge of the NICs (default vmbr0)" },
+  switch: { kind: "string", help: "cross-restore hyperv: virtual switch (default Default Switch)" },
+  network: { kind: "string", help: "cross-restore vmware: port group (default VM Network)" },
+  staging_dir: {
+    kind: "path",
+    help:
+      "cross-restore: where a restore job's streams wait for the end of the job (default: dirtybit-staging in the working directory)",
+  },
+  guest_stopped: {
+    kind: "bool",
+    help:
+      "in-place restore (where=/): confirms that no guest writes the disk (VM stopped or disk detached)",
+  },
   qmp: { kind: "path", help: "QMP socket of a local QEMU (instead of vm)" },
   nbd_socket: {
     kind: "path",
@@ -142,7 +184,11 @@ export const PARAMS = {
     default: "auto",
     values: ["full", "incremental", "differential", "auto"],
   },
-  state_dir: { kind: "path", help: "where hash databases and chain state are kept" },
+  state_dir: {
+    kind: "path",
+    help:
+      "where hash databases and chain state are kept (backend default: dirtybit/VM in the working directory)",
+  },
   log_file: {
     kind: "path",
     help: "backend log file (default: dirtybit-backend.log in the working directory)",
@@ -241,6 +287,23 @@ function convert(name: ParamName, text: string): string | number | boolean | str
   }
 }
 
+/** Parameters that only mean something with cross_restore. */
+const CROSS_RESTORE_ONLY: readonly ParamName[] = [
+  "dest",
+  "dest_ssh_key",
+  "dest_known_hosts",
+  "remote_shell",
+  "register",
+  "vmid",
+  "storage",
+  "storage_dir",
+  "disk_format",
+  "bridge",
+  "switch",
+  "network",
+  "staging_dir",
+];
+
 /** Cross-parameter rules. */
 function checkConflicts(p: Params): void {
   const both = (a: ParamName, b: ParamName) => {
@@ -252,6 +315,11 @@ function checkConflicts(p: Params): void {
   both("psk", "psk_file");
   both("listing", "query");
   if (p.node && !p.qmp) throw new UsageError("parameter node needs qmp (the QMP socket path)");
+  for (const name of CROSS_RESTORE_ONLY) {
+    if (p[name] !== undefined && p.cross_restore === undefined) {
+      throw new UsageError(`parameter ${name} applies to cross_restore=... only`);
+    }
+  }
   if (p.verify_ssl === false && p.ca_file !== undefined) {
     throw new UsageError("parameters verify_ssl=false and ca_file conflict: give only one of them");
   }

@@ -19,12 +19,8 @@ import { RawFileTarget } from "./raw_target.ts";
 import { NbdImageTarget } from "./nbd_target.ts";
 
 /** What the sidecar file records about a restore target. */
-interface Sidecar {
+interface Sidecar extends AppliedState {
   format: RestoreFormat;
-  /** Header of the last stream applied completely. */
-  last: StreamHeader;
-  /** Set while a stream is being applied in place: the target is not usable. */
-  applying?: string;
 }
 
 /** The outcome of applying one stream. */
@@ -81,21 +77,11 @@ export class RestoreSession {
       checkChainOrder(null, header);
       return await this.#applyFull(reader, header);
     }
-    if (sidecar?.applying) {
-      throw new ChainError(
-        `${this.#path} was left incomplete while applying backup ${sidecar.applying}: restore the chain again from its full`,
-      );
+    checkNextStream(this.#path, sidecar, header);
+    if (sidecar!.format !== this.#format) {
+      throw new ChainError(`${this.#path} is a ${sidecar!.format} target, not ${this.#format}`);
     }
-    if (!sidecar) {
-      throw new ChainError(
-        `${header.level} backup ${header.backupId} needs its parent ${header.parentId} applied to ${this.#path} first: restore the full first`,
-      );
-    }
-    if (sidecar.format !== this.#format) {
-      throw new ChainError(`${this.#path} is a ${sidecar.format} target, not ${this.#format}`);
-    }
-    checkChainOrder(sidecar.last, header);
-    return await this.#applyInPlace(reader, header, sidecar);
+    return await this.#applyInPlace(reader, header, sidecar!);
   }
 
   /** Nothing is held between streams; kept for symmetry with other sessions. */
@@ -166,7 +152,36 @@ export class RestoreSession {
   }
 }
 
-async function copyRecords(
+/** What a target remembers between streams: the last stream applied, and one being applied. */
+export interface AppliedState {
+  last: StreamHeader;
+  applying?: string;
+}
+
+/**
+ * Checks that the incremental or differential `header` may go on top of what
+ * `target` holds (`state` null: nothing applied yet); throws ChainError naming it.
+ */
+export function checkNextStream(
+  target: string,
+  state: AppliedState | null,
+  header: StreamHeader,
+): void {
+  if (state?.applying) {
+    throw new ChainError(
+      `${target} was left incomplete while applying backup ${state.applying}: restore the chain again from its full`,
+    );
+  }
+  if (!state) {
+    throw new ChainError(
+      `${header.level} backup ${header.backupId} needs its parent ${header.parentId} applied to ${target} first: restore the full first`,
+    );
+  }
+  checkChainOrder(state.last, header);
+}
+
+/** Writes a stream's records to `target`; returns the data bytes written. */
+export async function copyRecords(
   reader: StreamReader,
   target: RestoreTarget,
   opts: { skipZeros: boolean },

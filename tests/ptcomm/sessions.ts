@@ -6,12 +6,38 @@
  * @module
  */
 import { type BackedUpFile, FdEmulator } from "./emulator.ts";
+import { packetText } from "../../lib/bacula/ptcomm.ts";
 
 const WRAPPER = new URL("../../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname;
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** The backend command line as the FD would run it, from this source tree. */
 export const BACKEND_COMMAND = [WRAPPER, "deno", "run", "-A", MAIN, "backend"];
+
+/** Runs `fn` with a temporary directory, removed afterwards. */
+export async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-ptcomm-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Plugin parameters for disk 0 of a qemu-storage-daemon fixture, logging into `dir`. */
+export function qsdParams(
+  qsd: { qmpSocket: string; nbdSocket: string; disks: { node: string }[] },
+  vm: string,
+  dir: string,
+): string[] {
+  return [
+    `vm=${vm}`,
+    `qmp=${qsd.qmpSocket}`,
+    `nbd_socket=${qsd.nbdSocket}`,
+    `node=${qsd.disks[0].node}`,
+    `log_file=${dir}/backend.log`,
+  ];
+}
 
 /** Runs one backup job (Job block, Params, BackupStart, files, END/T); throws unless it ended cleanly. */
 export async function backupSession(
@@ -66,13 +92,13 @@ export async function estimateSession(
   }
 }
 
-/** Runs one restore job handing the files in order; returns the backend's answer per file. */
+/** Runs one restore job handing the files in order; returns the answer per file and the messages. */
 export async function restoreSession(
   cwd: string,
   where: string,
   params: string[],
   files: BackedUpFile[],
-): Promise<string[]> {
+): Promise<{ answers: string[]; messages: string[] }> {
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
     await fd.open(
@@ -87,10 +113,16 @@ export async function restoreSession(
       answers.push(a.result ?? a.accept);
     }
     await fd.command("FINISH");
-    await fd.expect("F");
-    await fd.end();
+    // F ends the restore; an A (a failed cross-restore) is recorded as the last answer.
+    const finish = await fd.next("F after FINISH");
+    if (finish?.kind === "F") {
+      await fd.end();
+    } else {
+      answers.push(finish ? `${finish.kind}:${packetText(finish)}` : "EOF");
+      await fd.closeInput();
+    }
     await fd.exit();
-    return answers;
+    return { answers, messages: fd.messages.map((m) => `${m.kind}: ${m.text}`) };
   } finally {
     await fd.dispose();
   }

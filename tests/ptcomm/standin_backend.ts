@@ -92,6 +92,9 @@ const engine: BackendEngine = {
       bytes: payloadBytes,
     }));
   },
+  openVmDiskRestore(disk) {
+    return engine.openRestore({ path: `${disk.stateDir}/${disk.node}.vmdisk`, format: "raw" });
+  },
   openRestore(target) {
     return Promise.resolve({
       async apply(stream: ReadableStream<Uint8Array>) {

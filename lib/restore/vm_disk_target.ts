@@ -1,0 +1,224 @@
+/**
+ * Restore back onto a VM's own disk: the block node of a running QEMU (or
+ * qemu-storage-daemon) exported writable over QEMU's NBD server through QMP,
+ * and a chain applied through the NBD client with the same chain checks as a
+ * file target. What was applied last is kept in the backup state directory
+ * (`<disk>/restored.json`), since the disk has no place for a sidecar.
+ *
+ * The guest must not write the disk meanwhile. QEMU refuses a writable export
+ * of a node a guest device holds (permission conflict) unless that device
+ * shares writes (`share-rw=on`), so callers must have the operator confirm
+ * that the VM is stopped or the disk detached; with qemu-storage-daemon no
+ * guest device exists.
+ *
+ * After an in-place restore the disk no longer matches its backup chain, so
+ * the disk's backup state and checkpoint bitmaps are dropped: the next backup
+ * is a full.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { ChainError, describeError, SourceError, TargetError } from "../core/errors.ts";
+import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
+import { NbdClient } from "../nbd/client.ts";
+import { QmpError, QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
+import { deleteExport, queryBlockNode, queryExportIds } from "../qemu/blocknodes.ts";
+import { newTempPrefix } from "../qemu/checkpoint.ts";
+import { removeCheckpoint } from "../qemu/bitmaps.ts";
+import { checkChainOrder } from "../stream/chain.ts";
+import { StreamReader } from "../stream/reader.ts";
+import { diskStatePaths, loadDiskState } from "../backup/state.ts";
+import { type JobLock, lockStateDir } from "../backup/lock.ts";
+import { type AppliedState, checkNextStream, copyRecords } from "./session.ts";
+import type { RestoreTarget } from "./target.ts";
+
+/** Which disk to restore onto. */
+export interface VmDiskSpec {
+  /** QMP socket of the QEMU that has the disk. */
+  qmp: string;
+  /** Block node of the disk (its backups' disk name). */
+  node: string;
+  /** Unix socket of an NBD server the QEMU already runs (else one is started and stopped). */
+  nbdSocket?: string;
+  /** The disk's backup state directory (locked while restoring). */
+  stateDir: string;
+}
+
+/** The outcome of applying one stream to the disk. */
+export interface VmDiskApplied {
+  backupId: string;
+  level: string;
+  bytes: number;
+  /** Things the operator must know (the backup chain was reset). */
+  notes: string[];
+}
+
+/**
+ * Exports `node` writable over QEMU's own NBD server and connects to it. The
+ * export id marks it as a dirtybit leftover (removed by the next backup) if
+ * this process dies; `close` removes it and the NBD server if it started one.
+ */
+async function exportNode(
+  qmp: QmpTransport,
+  node: string,
+  nbdSocket: string | undefined,
+): Promise<RestoreTarget> {
+  await queryBlockNode(qmp, node);
+  const dir = nbdSocket ? null : await Deno.makeTempDir({ prefix: "dirtybit-restore-" });
+  const socket = nbdSocket ?? join(dir!, "nbd.sock");
+  let started = false;
+  const id = `${newTempPrefix()}r`;
+  let exported = false;
+  const release = async () => {
+    if (exported) await deleteExport(qmp, id);
+    if (started && (await queryExportIds(qmp)).length === 0) {
+      await qmp.execute("nbd-server-stop");
+    }
+    if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  try {
+    started = await startNbdServer(qmp, socket, nbdSocket !== undefined);
+    try {
+      await qmp.execute("block-export-add", {
+        type: "nbd",
+        id,
+        "node-name": node,
+        name: id,
+        writable: true,
+      });
+    } catch (err) {
+      if (err instanceof QmpError && /permission|conflict|unshared/i.test(err.desc)) {
+        throw new TargetError(
+          `disk ${node} is attached to a running guest device, so QEMU refuses to write it: stop the VM and detach the disk (device_del), or restore into a file with where=DIR`,
+        );
+      }
+      throw err;
+    }
+    exported = true;
+    const client = await NbdClient.connect({ uri: `nbd+unix:///${id}?socket=${socket}` });
+    let closed = false;
+    return {
+      size: client.size,
+      writeData: (offset, data) => client.pwrite(data, offset),
+      writeZero: (offset, length) => client.zero(offset, length),
+      flush: () => client.flush(),
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await client.close();
+        await release();
+      },
+    };
+  } catch (err) {
+    await release().catch(() => {});
+    throw err;
+  }
+}
+
+/** Starts QEMU's NBD server on `socket`; false if the given one already runs. */
+async function startNbdServer(
+  qmp: QmpTransport,
+  socket: string,
+  given: boolean,
+): Promise<boolean> {
+  try {
+    await qmp.execute("nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
+    return true;
+  } catch (err) {
+    if (!(err instanceof QmpError && /already running/i.test(err.desc))) throw err;
+    if (!given) {
+      throw new SourceError(
+        "QEMU already runs an NBD server: pass its unix socket as nbd_socket to use it",
+      );
+    }
+    return false;
+  }
+}
+
+/** Applies streams of one disk's chain onto the disk, in order. */
+export class VmDiskRestore {
+  readonly #spec: VmDiskSpec;
+  readonly #lock: JobLock;
+  readonly #qmp: QmpSocket;
+  #target: RestoreTarget | undefined;
+
+  private constructor(spec: VmDiskSpec, lock: JobLock, qmp: QmpSocket) {
+    this.#spec = spec;
+    this.#lock = lock;
+    this.#qmp = qmp;
+  }
+
+  /** Locks the state directory (no backup of the disk meanwhile) and connects to QMP. */
+  static async open(spec: VmDiskSpec): Promise<VmDiskRestore> {
+    await Deno.mkdir(spec.stateDir, { recursive: true, mode: 0o700 });
+    const lock = await lockStateDir(spec.stateDir);
+    try {
+      return new VmDiskRestore(spec, lock, await QmpSocket.connect(spec.qmp));
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  get #recordPath(): string {
+    return join(diskStatePaths(this.#spec.stateDir, this.#spec.node).dir, "restored.json");
+  }
+
+  /** Applies one stream on top of what the disk holds; throws unless it was applied completely. */
+  async apply(stream: ReadableStream<Uint8Array>): Promise<VmDiskApplied> {
+    const reader = await StreamReader.open(stream);
+    const header = reader.header;
+    const what = `disk ${this.#spec.node}`;
+    const record = await readJsonFile<AppliedState>(this.#recordPath);
+    if (header.level === "full") checkChainOrder(null, header);
+    else checkNextStream(what, record, header);
+    this.#target ??= await exportNode(this.#qmp, this.#spec.node, this.#spec.nbdSocket);
+    const target = this.#target;
+    if (target.size !== header.virtualSize) {
+      throw new ChainError(
+        `${what} holds ${target.size} bytes but backup ${header.backupId} is of a ${header.virtualSize}-byte disk`,
+      );
+    }
+    const dir = diskStatePaths(this.#spec.stateDir, this.#spec.node).dir;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.#saveRecord({ last: record?.last ?? header, applying: header.backupId });
+    // A full covers only what was allocated: everything else must read as zeros.
+    if (header.level === "full") await target.writeZero(0, target.size);
+    const bytes = await copyRecords(reader, target, { skipZeros: header.level === "full" });
+    await target.flush();
+    await this.#saveRecord({ last: header });
+    const notes = await this.#resetBackupChain();
+    return { backupId: header.backupId, level: header.level, bytes, notes };
+  }
+
+  /**
+   * Drops the disk's backup state and checkpoint bitmaps: the disk no longer
+   * holds what its last backup saw, so the next backup must be a full.
+   */
+  async #resetBackupChain(): Promise<string[]> {
+    const { stateDir, node } = this.#spec;
+    const state = await loadDiskState(stateDir, node);
+    if (!state) return [];
+    await removeCheckpoint(this.#qmp, state.checkpoint);
+    await Deno.remove(diskStatePaths(stateDir, node).state);
+    return [
+      `${node}: restored in place, so its backup chain (last backup ${state.lastBackupId}) no longer matches the disk: the next backup of ${node} will be a full`,
+    ];
+  }
+
+  #saveRecord(record: AppliedState): Promise<void> {
+    return writeFileAtomic(this.#recordPath, JSON.stringify(record, null, 2) + "\n");
+  }
+
+  /** Removes the export, closes QMP and releases the state directory. */
+  async close(): Promise<void> {
+    try {
+      await this.#target?.close().catch((err) => {
+        throw new SourceError(`removing the restore export: ${describeError(err)}`);
+      });
+    } finally {
+      await this.#qmp.close().catch(() => {});
+      await this.#lock.release();
+    }
+  }
+}
