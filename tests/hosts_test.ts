@@ -15,11 +15,17 @@ import {
 } from "node:assert/strict";
 import { CancelledError, SourceError, UsageError } from "../lib/core/errors.ts";
 import { shellCommand, SshHost } from "../lib/hosts/ssh.ts";
-import { LibvirtDomain, mapDiskNodes, parseDomainDisks } from "../lib/hosts/libvirt.ts";
+import {
+  type DiskNode,
+  LibvirtDomain,
+  mapDiskNodes,
+  parseDomainDisks,
+} from "../lib/hosts/libvirt.ts";
+import { openPointInTime } from "../lib/qemu/pointintime.ts";
 import { parseFsCount, ThawGuard, withFrozenGuest } from "../lib/hosts/guest_agent.ts";
 import { QmpError } from "../lib/qemu/qmp.ts";
 import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
-import { startCloudStackVm, startFakeGuestAgent } from "./fixtures/libvirt.ts";
+import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
 import { withQemuNbd } from "./fixtures/qemu_nbd.ts";
 
 function connect(sshd: TestSshd, extra: Partial<Parameters<typeof SshHost.connect>[0]> = {}) {
@@ -293,6 +299,58 @@ Deno.test("a tunnel dropped mid-read fails the read and check()", async () => {
   });
 });
 
+/**
+ * The engine's point in time (lib/qemu) over QMP through virsh, exported by
+ * the VM's QEMU on a socket in a scratch dir owned by libvirt-qemu, read
+ * through an SSH tunnel: a guest write made after the point in time does not
+ * show in the view.
+ */
+async function pointInTimeThroughTunnel(
+  host: SshHost,
+  domain: LibvirtDomain,
+  disks: DiskNode[],
+  vm: TestVm,
+): Promise<void> {
+  const scratch = await domain.makeScratchDir("pit");
+  try {
+    const pit = await openPointInTime(domain.qmp, {
+      disks: disks.map((d) => ({ node: d.node })),
+      level: "full",
+      checkpointId: "c1",
+      workDir: scratch,
+      removeFile: async (path) => void await host.runChecked(["rm", "-f", "--", path]),
+    });
+    try {
+      await vm.guestWrite("vdb", 0xcd, 1 << 20, 65536);
+      const view = pit.disks.find((d) => d.node === disks[1].node)!;
+      const socket = new URL(view.uri).searchParams.get("socket")!;
+      const tunnel = await host.openTunnel({ socket });
+      try {
+        const local = await Deno.makeTempFile({ prefix: "dirtybit-pit-" });
+        try {
+          const copy = await sh("nbdcopy", [tunnel.nbdUri(view.exportName), local]);
+          assertEquals(copy.code, 0, copy.stderr);
+          tunnel.check();
+          const data = await Deno.readFile(local);
+          assertEquals(data.length, vm.volumes[1].size);
+          assertEquals([data[1 << 20], data[(1 << 20) + 65535], data[0]], [0xab, 0xab, 0]);
+        } finally {
+          await Deno.remove(local);
+        }
+      } finally {
+        await tunnel.close();
+      }
+      const checkpoints = await pit.commit();
+      assertEquals(checkpoints.length, 2);
+    } catch (err) {
+      await pit.abort();
+      throw err;
+    }
+  } finally {
+    await domain.removeScratchDir(scratch);
+  }
+}
+
 Deno.test("libvirt: CloudStack-style domain disks map to block nodes; QMP through virsh", async () => {
   const vm = await startCloudStackVm();
   try {
@@ -347,6 +405,8 @@ Deno.test("libvirt: CloudStack-style domain disks map to block nodes; QMP throug
         () => domain.qmp.hmp('qemu-io -d /machine/peripheral/nope/virtio-backend "read 0 1k"'),
         SourceError,
       );
+
+      await pointInTimeThroughTunnel(host, domain, disks, vm);
 
       const scratch = await domain.makeScratchDir("t1");
       const owner = await host.runChecked(["stat", "-c", "%U %a", scratch]);
