@@ -11,6 +11,7 @@ import {
   checkFrameLength,
   type DirectionKeys,
   FRAME_HEADER_BYTES,
+  MAX_PLAINTEXT_BYTES,
   openFrame,
   sealFrame,
 } from "./frames.ts";
@@ -40,6 +41,12 @@ export interface ChannelOptions {
   bandwidthBytesPerSecond?: number;
 }
 
+/** Records sealed or being written at once: encryption overlaps the socket writes. */
+const PIPELINE_FRAMES = 4;
+
+/** Frames at least this large are written as header, then body: no concatenation copy. */
+const SPLIT_WRITE_BYTES = 64 << 10;
+
 const AUTH_FAILED =
   "replication handshake failed: the peers' pre-shared keys differ (or the peer is not dirtybit)";
 
@@ -54,6 +61,13 @@ export class SecureChannel {
   #sendSeq = 0n;
   #recvSeq = 0n;
   #sendQueue: Promise<void> = Promise.resolve();
+  /** Frames handed to send() and not yet written. */
+  #unwritten = 0;
+  #windowWaiters: (() => void)[] = [];
+  /** The first failed write; every later send fails with it. */
+  #failure: unknown;
+  /** Data records are encoded here, then copied once by the cipher. */
+  readonly #plain = new Uint8Array(MAX_PLAINTEXT_BYTES);
   #closed = false;
   /** Bytes written to the socket, frame headers and tags included. */
   bytesSent = 0;
@@ -169,26 +183,58 @@ export class SecureChannel {
     return channel;
   }
 
-  /** Sends one message (sends are serialised in call order). */
-  send(msg: Message): Promise<void> {
-    const plaintext = encodeMessage(msg);
+  /**
+   * Sends one message; frames go out in call order. Data and zero records are
+   * pipelined: the promise resolves once the record is being sealed and fewer
+   * than {@link PIPELINE_FRAMES} frames are unwritten, so encryption overlaps
+   * the socket; a failed write then surfaces at the next send. Every other
+   * message resolves only once it and everything before it is written.
+   */
+  async send(msg: Message): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    if (this.#closed) throw new TransportError("the replication channel is closed");
     const seq = this.#sendSeq++;
-    const run = this.#sendQueue.then(async () => {
+    // The cipher copies the plaintext before sealFrame returns: the scratch
+    // buffer is free again for the next record.
+    const sealing = sealFrame(this.#out, seq, encodeMessage(msg, this.#plain));
+    sealing.catch(() => {}); // awaited (and reported) in the write queue
+    this.#unwritten++;
+    const written = this.#sendQueue.then(async () => {
+      const { header, body } = await sealing;
+      if (this.#failure) throw this.#failure;
       if (this.#closed) throw new TransportError("the replication channel is closed");
-      const frame = await sealFrame(this.#out, seq, plaintext);
+      const length = header.length + body.length;
       if (this.#bucket) {
-        const wait = this.#bucket.take(frame.length, performance.now());
+        const wait = this.#bucket.take(length, performance.now());
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
       try {
-        await writeAll(this.#conn, frame);
+        if (body.length >= SPLIT_WRITE_BYTES) {
+          await writeAll(this.#conn, header);
+          await writeAll(this.#conn, body);
+        } else {
+          // Small frames go out in one write (one segment, one syscall).
+          const frame = new Uint8Array(length);
+          frame.set(header);
+          frame.set(body, header.length);
+          await writeAll(this.#conn, frame);
+        }
       } catch (err) {
         throw new TransportError(`replication channel write failed: ${oneLine(err)}`);
       }
-      this.bytesSent += frame.length;
+      this.bytesSent += length;
+    }).finally(() => {
+      this.#unwritten--;
+      for (const wake of this.#windowWaiters.splice(0)) wake();
     });
-    this.#sendQueue = run.catch(() => {});
-    return run;
+    this.#sendQueue = written.catch((err) => {
+      this.#failure ??= err;
+    });
+    if (msg.type !== "data" && msg.type !== "zero") return await written;
+    while (this.#unwritten >= PIPELINE_FRAMES && !this.#failure) {
+      await new Promise<void>((wake) => this.#windowWaiters.push(wake));
+    }
+    if (this.#failure) throw this.#failure;
   }
 
   /**
@@ -232,7 +278,7 @@ export class SecureChannel {
 
 /** Exact reads from a connection, with one read-ahead buffer. */
 class ConnReader {
-  #buf = new Uint8Array(65536);
+  #buf = new Uint8Array(256 << 10);
   #start = 0;
   #end = 0;
   bytesRead = 0;
@@ -247,27 +293,19 @@ class ConnReader {
     const out = new Uint8Array(n);
     let filled = 0;
     while (filled < n) {
+      if (this.#start === this.#end && n - filled >= this.#buf.length) {
+        // Large remainder: read straight into the result, no staging copy.
+        const got = await this.#read(out.subarray(filled));
+        if (got === null) this.#ended(filled, inside);
+        filled += got!;
+        inside ??= "a frame";
+        continue;
+      }
       if (this.#start === this.#end) {
-        let got: number | null;
-        try {
-          got = await this.conn.read(this.#buf);
-        } catch (err) {
-          if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
-            throw new TransportError("the replication channel was closed");
-          }
-          throw new TransportError(`replication channel read failed: ${oneLine(err)}`);
-        }
-        if (got === null) {
-          if (filled === 0 && inside === null) {
-            throw new TransportError("the peer closed the replication channel");
-          }
-          throw new InputError(
-            `the replication channel ended inside ${inside ?? "a frame"}: the frame was truncated`,
-          );
-        }
+        const got = await this.#read(this.#buf);
+        if (got === null) this.#ended(filled, inside);
         this.#start = 0;
-        this.#end = got;
-        this.bytesRead += got;
+        this.#end = got!;
       }
       const take = Math.min(n - filled, this.#end - this.#start);
       out.set(this.#buf.subarray(this.#start, this.#start + take), filled);
@@ -276,6 +314,30 @@ class ConnReader {
       if (filled > 0) inside ??= "a frame";
     }
     return out;
+  }
+
+  async #read(into: Uint8Array): Promise<number | null> {
+    let got: number | null;
+    try {
+      got = await this.conn.read(into);
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
+        throw new TransportError("the replication channel was closed");
+      }
+      throw new TransportError(`replication channel read failed: ${oneLine(err)}`);
+    }
+    if (got !== null) this.bytesRead += got;
+    return got;
+  }
+
+  /** End of stream: clean between frames, truncation inside one. */
+  #ended(filled: number, inside: string | null): never {
+    if (filled === 0 && inside === null) {
+      throw new TransportError("the peer closed the replication channel");
+    }
+    throw new InputError(
+      `the replication channel ended inside ${inside ?? "a frame"}: the frame was truncated`,
+    );
   }
 }
 

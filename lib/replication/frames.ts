@@ -77,32 +77,40 @@ export function checkFrameLength(length: number): number {
   return length;
 }
 
-/** Seals `plaintext` as frame number `seq`; returns the bytes to put on the wire. */
-export async function sealFrame(
+/** A sealed frame as two parts, written one after the other (no concatenation copy). */
+export interface SealedFrame {
+  /** The 4-byte length prefix. */
+  header: Uint8Array;
+  /** Ciphertext and tag. */
+  body: Uint8Array;
+}
+
+/**
+ * Seals `plaintext` as frame number `seq`. WebCrypto copies the plaintext
+ * before this returns, so the caller may reuse its buffer at once.
+ */
+export function sealFrame(
   keys: DirectionKeys,
   seq: bigint,
   plaintext: Uint8Array,
-): Promise<Uint8Array> {
+): Promise<SealedFrame> {
   if (plaintext.length < 1 || plaintext.length > MAX_PLAINTEXT_BYTES) {
     throw new RangeError(`frame plaintext of ${plaintext.length} bytes is out of range`);
   }
   const length = plaintext.length + TAG_BYTES;
-  const sealed = new Uint8Array(
-    await crypto.subtle.encrypt(
-      {
-        name: "AES-GCM",
-        iv: frameNonce(keys.ivPrefix, seq),
-        additionalData: frameAad(keys.direction, seq, length),
-        tagLength: TAG_BYTES * 8,
-      },
-      keys.key,
-      plaintext as Uint8Array<ArrayBuffer>,
-    ),
+  const header = new Uint8Array(FRAME_HEADER_BYTES);
+  new DataView(header.buffer).setUint32(0, length);
+  const sealing = crypto.subtle.encrypt(
+    {
+      name: "AES-GCM",
+      iv: frameNonce(keys.ivPrefix, seq),
+      additionalData: frameAad(keys.direction, seq, length),
+      tagLength: TAG_BYTES * 8,
+    },
+    keys.key,
+    plaintext as Uint8Array<ArrayBuffer>,
   );
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + length);
-  new DataView(frame.buffer).setUint32(0, length);
-  frame.set(sealed, FRAME_HEADER_BYTES);
-  return frame;
+  return sealing.then((sealed) => ({ header, body: new Uint8Array(sealed) }));
 }
 
 /**

@@ -19,14 +19,14 @@ async function keys(direction: DirectionKeys["direction"]): Promise<DirectionKey
 Deno.test("a sealed frame opens with the same key and sequence number", async () => {
   const k = await keys("sender-to-receiver");
   const frame = await sealFrame(k, 7n, new Uint8Array([1, 2, 3]));
-  assert.deepStrictEqual(new DataView(frame.buffer).getUint32(0), 3 + 16);
-  assert.deepStrictEqual(await openFrame(k, 7n, frame.subarray(4)), new Uint8Array([1, 2, 3]));
+  assert.deepStrictEqual(new DataView(frame.header.buffer).getUint32(0), 3 + 16);
+  assert.deepStrictEqual(await openFrame(k, 7n, frame.body), new Uint8Array([1, 2, 3]));
 });
 
 Deno.test("altered, replayed, reordered and misdirected frames are rejected", async () => {
   const k = await keys("sender-to-receiver");
   const frame = await sealFrame(k, 3n, new Uint8Array([5, 6, 7, 8]));
-  const body = frame.subarray(4);
+  const body = frame.body;
   await assert.rejects(() => openFrame(k, 4n, body), InputError);
   await assert.rejects(() => openFrame(k, 2n, body), InputError);
   const altered = body.slice();

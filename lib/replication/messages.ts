@@ -131,15 +131,22 @@ const TYPE_NAMES = new Map<number, Message["type"]>(
 /** Bytes before a data record's payload: type, offset u64, length u32, codec u8. */
 export const DATA_HEADER_BYTES = 14;
 
-/** Encodes a message as a frame plaintext. */
-export function encodeMessage(msg: Message): Uint8Array {
+/**
+ * Encodes a message as a frame plaintext. A data record is encoded into
+ * `scratch` when it is large enough (the result is then a view of it, valid
+ * until the next call), so the channel copies each payload only once.
+ */
+export function encodeMessage(msg: Message, scratch?: Uint8Array): Uint8Array {
   const code = TYPE_CODES[msg.type];
   switch (msg.type) {
     case "auth":
       return withType(code, msg.proof);
     case "data": {
-      const out = new Uint8Array(DATA_HEADER_BYTES + msg.payload.length);
-      const view = new DataView(out.buffer);
+      const size = DATA_HEADER_BYTES + msg.payload.length;
+      const out = scratch && scratch.length >= size
+        ? scratch.subarray(0, size)
+        : new Uint8Array(size);
+      const view = new DataView(out.buffer, out.byteOffset, DATA_HEADER_BYTES);
       out[0] = code;
       view.setBigUint64(1, BigInt(msg.offset));
       view.setUint32(9, msg.length);
