@@ -1,6 +1,16 @@
 /**
- * Serves a local image over NBD with `qemu-nbd` on a private unix socket, so
- * every qemu-readable format can be read or written with the NBD client.
+ * Serves a local image over NBD with `qemu-nbd`, so every qemu-readable
+ * format can be read or written with the NBD client. The one place the
+ * project starts qemu-nbd.
+ *
+ * Each server has a run directory of its own under a directory per image,
+ * `$TMPDIR/dirtybit-qemu-nbd-UID/IMAGE-KEY/OWNER-PID.RANDOM/`, holding the
+ * unix socket and qemu-nbd's pid file. A process that dies without closing
+ * its server (crash, SIGKILL) leaves qemu-nbd running, re-parented, still
+ * holding the image's lock. The next {@link serveImage} of the same image
+ * finds it there — its parent is no longer the owner the directory names —
+ * and stops it before starting its own; a server whose owner still runs it
+ * is left alone.
  *
  * @module
  */
@@ -10,38 +20,56 @@ import { DependencyError, SourceError } from "../core/errors.ts";
 /** A running `qemu-nbd` and the URI of its export. */
 export interface ServedImage {
   readonly uri: string;
-  /** Stops qemu-nbd (it flushes the image) and removes its socket directory. */
+  /** qemu-nbd's pid. */
+  readonly pid: number;
+  /** The unix socket (undefined with `tcp`). */
+  readonly socketPath?: string;
+  /** The pid file qemu-nbd wrote. */
+  readonly pidFile: string;
+  /** Stops qemu-nbd (it flushes the image; SIGKILL if it hangs) and removes its run directory. */
   close(): Promise<void>;
 }
 
+/** How to serve. */
 export interface ServeOptions {
   /** Image format (`qcow2`, `raw`, `vmdk`, ...). */
   format: string;
   readOnly: boolean;
   /** Dirty bitmap to expose as `qemu:dirty-bitmap:NAME`. */
   bitmap?: string;
-  /** Connections the server accepts at once. */
+  /** Connections the server accepts at once (default 4). */
   connections?: number;
+  /** Export name (default `disk`). */
+  exportName?: string;
+  /** Listen on 127.0.0.1 at a free port instead of a unix socket. */
+  tcp?: boolean;
 }
 
-const READY_TIMEOUT_MS = 10_000;
+const READY_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 10_000;
 
 /** Starts `qemu-nbd` for `path` and waits until it accepts connections. */
 export async function serveImage(path: string, opts: ServeOptions): Promise<ServedImage> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-nbd-" });
-  const socket = join(dir, "nbd.sock");
+  const imageDir = await imageRunDir(path);
+  await stopOrphans(imageDir);
+  const dir = join(imageDir, `${Deno.pid}.${crypto.randomUUID().slice(0, 8)}`);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const pidFile = pidFileOf(dir);
+  const name = opts.exportName ?? "disk";
+  const socketPath = opts.tcp ? undefined : join(dir, "nbd.sock");
+  const port = opts.tcp ? freePort() : 0;
   const args = [
+    ...(socketPath ? ["-k", socketPath] : ["-b", "127.0.0.1", "-p", String(port)]),
+    "--pid-file",
+    pidFile,
     "-f",
     opts.format,
-    "-k",
-    socket,
     "-x",
-    "disk",
+    name,
     "-t",
     "-e",
     String(opts.connections ?? 4),
-    "--discard=unmap",
-    ...(opts.readOnly ? ["-r"] : []),
+    ...(opts.readOnly ? ["-r"] : ["--discard=unmap"]),
     ...(opts.bitmap ? ["-B", opts.bitmap] : []),
     path,
   ];
@@ -50,7 +78,7 @@ export async function serveImage(path: string, opts: ServeOptions): Promise<Serv
     child = new Deno.Command("qemu-nbd", { args, stdin: "null", stdout: "null", stderr: "piped" })
       .spawn();
   } catch (err) {
-    await Deno.remove(dir, { recursive: true });
+    await removeRunDir(dir);
     if (err instanceof Deno.errors.NotFound) {
       throw new DependencyError("qemu-nbd not found: install the Debian package qemu-utils");
     }
@@ -58,33 +86,161 @@ export async function serveImage(path: string, opts: ServeOptions): Promise<Serv
   }
   const stderr = new Response(child.stderr).text();
   const close = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    await child.status;
+    await stopChild(child);
     await stderr;
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await removeRunDir(dir);
   };
   const exited = child.status.then(() => true);
+  const connect = () =>
+    socketPath
+      ? Deno.connect({ transport: "unix", path: socketPath })
+      : Deno.connect({ hostname: "127.0.0.1", port });
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (await Promise.race([exited, delay(20).then(() => false)])) {
       const text = (await stderr).trim().split("\n").pop() ?? "";
       await close();
-      throw new SourceError(`qemu-nbd cannot open ${path}: ${text || "it exited at once"}`);
+      throw new SourceError(`qemu-nbd cannot serve ${path}: ${text || "it exited at once"}`);
     }
     try {
-      const conn = await Deno.connect({ transport: "unix", path: socket });
-      conn.close();
-      return { uri: `nbd+unix:///disk?socket=${socket}`, close };
+      (await connect()).close();
+      await Deno.stat(pidFile); // qemu-nbd writes it once set up: what finds orphans later
+      const uri = socketPath
+        ? `nbd+unix:///${name}?socket=${socketPath}`
+        : `nbd://127.0.0.1:${port}/${name}`;
+      return { uri, pid: child.pid, socketPath, pidFile, close };
     } catch {
       // not listening yet
     }
   }
   await close();
   throw new SourceError(`qemu-nbd did not start serving ${path} within ${READY_TIMEOUT_MS} ms`);
+}
+
+/** The directory of `path`'s servers, named by a hash of its real path. */
+async function imageRunDir(path: string): Promise<string> {
+  let real: string;
+  try {
+    real = await Deno.realPath(path);
+  } catch (err) {
+    throw new SourceError(`cannot serve ${path}: ${(err as Error).message.split("\n")[0]}`);
+  }
+  const hash = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(real)),
+  );
+  const key = [...hash.subarray(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const tmp = Deno.env.get("TMPDIR") || "/tmp";
+  return join(tmp, `dirtybit-qemu-nbd-${Deno.uid() ?? "x"}`, key);
+}
+
+/**
+ * Stops the servers of an image whose owner is gone (qemu-nbd's parent is no
+ * longer the pid its run directory names) and removes their directories.
+ */
+async function stopOrphans(imageDir: string): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(imageDir));
+  } catch {
+    return; // no server of this image yet
+  }
+  for (const e of entries) {
+    const owner = Number(e.name.split(".")[0]);
+    if (!e.isDirectory || !Number.isInteger(owner)) continue;
+    const dir = join(imageDir, e.name);
+    const pid = await readPid(pidFileOf(dir));
+    const proc = pid ? await processInfo(pid) : undefined;
+    // A pid file whose pid now belongs to another process is no server of ours.
+    if (pid && proc?.argv[0]?.endsWith("qemu-nbd") && proc.argv.includes(pidFileOf(dir))) {
+      if (proc.ppid === owner) continue; // its owner still runs it
+      await stopPid(pid);
+    } else if (await alive(owner)) {
+      continue; // starting, or failed and being cleaned up by its owner
+    }
+    await removeRunDir(dir);
+  }
+}
+
+function pidFileOf(runDir: string): string {
+  return join(runDir, "qemu-nbd.pid");
+}
+
+async function readPid(file: string): Promise<number | undefined> {
+  try {
+    const pid = Number((await Deno.readTextFile(file)).trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** argv and parent pid of a live (not zombie) process, from /proc. */
+async function processInfo(pid: number): Promise<{ argv: string[]; ppid: number } | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // Fields after "(comm)": state, ppid, ...
+    const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (state === "Z") return undefined; // exited, waiting for a parent that may never reap it
+    const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").filter(Boolean);
+    return { argv, ppid: Number(ppid) };
+  } catch {
+    return undefined;
+  }
+}
+
+async function alive(pid: number): Promise<boolean> {
+  return (await processInfo(pid)) !== undefined;
+}
+
+/** SIGTERM (qemu-nbd flushes and exits), SIGKILL if still there after the timeout. */
+async function stopPid(pid: number): Promise<void> {
+  const signal = (sig: Deno.Signal) => {
+    try {
+      Deno.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  signal("SIGTERM");
+  const start = Date.now();
+  while (await alive(pid)) {
+    const waited = Date.now() - start;
+    if (waited > 2 * STOP_TIMEOUT_MS) {
+      throw new SourceError(`qemu-nbd ${pid} left by a crashed dirtybit does not exit: kill it`);
+    }
+    if (waited > STOP_TIMEOUT_MS) signal("SIGKILL");
+    await delay(20);
+  }
+}
+
+async function stopChild(child: Deno.ChildProcess): Promise<void> {
+  const signal = (sig: Deno.Signal) => {
+    try {
+      child.kill(sig);
+    } catch {
+      // already exited
+    }
+  };
+  signal("SIGTERM");
+  const timer = setTimeout(() => signal("SIGKILL"), STOP_TIMEOUT_MS);
+  try {
+    await child.status;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Removes a server's run directory, and the image's directory once it is empty. */
+async function removeRunDir(dir: string): Promise<void> {
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.remove(join(dir, "..")).catch(() => {}); // fails while other servers remain
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
 }
 
 function delay(ms: number): Promise<void> {

@@ -119,7 +119,7 @@ class Qcow2Image implements ReplicaImage {
   ) {}
 
   static async open(path: string): Promise<Qcow2Image> {
-    await stopOrphanedServers(path);
+    // A qemu-nbd left by a crashed receiver is stopped by serveImage.
     const served = await serveImage(path, { format: "qcow2", readOnly: false, connections: 1 });
     try {
       const client = await NbdClient.connect({ uri: served.uri });
@@ -145,42 +145,6 @@ class Qcow2Image implements ReplicaImage {
   async close(): Promise<void> {
     await this.client.close();
     await this.served.close();
-  }
-}
-
-/**
- * A receiver that crashed leaves its `qemu-nbd` running (re-parented to
- * init), still holding the image's write lock. Such orphans serving exactly
- * this image are ours: stop them so the restarted receiver can recover.
- */
-async function stopOrphanedServers(path: string): Promise<void> {
-  const orphans: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const argv = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).split("\0").filter(Boolean);
-      if (!argv[0]?.endsWith("qemu-nbd") || argv[argv.length - 1] !== path) continue;
-      const stat = await Deno.readTextFile(`/proc/${e.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === 1) orphans.push(Number(e.name));
-    } catch {
-      // the process went away while we looked
-    }
-  }
-  for (const pid of orphans) {
-    try {
-      Deno.kill(pid, "SIGTERM");
-    } catch {
-      continue;
-    }
-    for (let i = 0; i < 100; i++) {
-      try {
-        await Deno.stat(`/proc/${pid}`);
-      } catch {
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
   }
 }
 
