@@ -45,6 +45,8 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --name NAME             replica name (default: the node name)
   --work-dir DIR          temporary overlays, writable by QEMU (default: STATE-DIR/work)
   --nbd-socket PATH       QEMU's NBD server socket, if it already runs one
+  --seed-window MiB       seed: bytes per confirmed batch (default 64); an interrupted
+                          seed resumes after the last confirmed one
   --once                  push: one cycle
   --cycles N              push: N cycles, then stop (default: until SIGTERM)
   --json, --prometheus    status: output format
@@ -156,11 +158,15 @@ async function receive(args: string[]): Promise<number> {
     10900,
   );
   const psk = await pskOf(params);
-  // Crash tests stop the process abruptly at a named point of a batch.
-  const crashAt = Deno.env.get("DIRTYBIT_TEST_CRASH_AT");
+  // Crash tests stop the process abruptly at a named point of a batch
+  // (`POINT` or `POINT:N`, the N-th time it is reached).
+  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
+  let reached = 0;
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
-    onPoint: crashAt ? (p: BatchPoint) => p === crashAt && Deno.exit(86) : undefined,
+    onPoint: crashAt
+      ? (p: BatchPoint) => p === crashAt && ++reached >= Number(nth ?? 1) && Deno.exit(86)
+      : undefined,
   });
   for (const r of recovered) log(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
   const ac = stopSignal();
@@ -190,6 +196,7 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
       "work-dir": "string",
       "nbd-socket": "string",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
+      ...(sub === "seed" ? { "seed-window": "string" } : {}),
     },
   });
   if (!params.qmp) throw new UsageError(`replicate ${sub}: --qmp is required`);
@@ -233,7 +240,11 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
 async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   const setup = await senderSetup(sub, args);
   const { disk, target, params, extra } = setup;
-  const options = { log, compressLevel: setup.compressLevel };
+  const window = extra["seed-window"] === undefined ? 64 : Number(extra["seed-window"]);
+  if (!Number.isInteger(window) || window < 1 || window > 1 << 20) {
+    throw new UsageError(`replicate seed: --seed-window must be a whole number of MiB >= 1`);
+  }
+  const options = { log, compressLevel: setup.compressLevel, seedWindowBytes: window << 20 };
   if (target.bandwidthBytesPerSecond) {
     log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
