@@ -14,7 +14,7 @@ import { withDir } from "./ptcomm/sessions.ts";
 
 const STANDIN = [
   new URL("../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname,
-  "deno",
+  Deno.execPath(),
   "run",
   "-A",
   new URL("./ptcomm/standin_backend.ts", import.meta.url).pathname,

@@ -223,12 +223,17 @@ export class PacketWriter {
 /**
  * Cuts a byte stream into full `D` packets with the header written in place
  * (no copy per packet beyond filling the buffer). Never emits an empty packet.
+ * Two buffers: one packet goes down the pipe while the next one fills, so the
+ * producer does not stall for every pipe round trip to the reader.
  */
 export class DataPacker {
   #writer: PacketWriter;
   #size: number;
   #buf: Uint8Array;
+  #spare: Uint8Array;
   #fill = 0;
+  /** The packet being written (from `#spare`). */
+  #inFlight: Promise<void> = Promise.resolve();
 
   constructor(writer: PacketWriter, packetSize = DATA_PACKET_SIZE) {
     if (packetSize < 1 || packetSize > MAX_PAYLOAD) {
@@ -237,6 +242,7 @@ export class DataPacker {
     this.#writer = writer;
     this.#size = packetSize;
     this.#buf = new Uint8Array(HEADER_SIZE + packetSize);
+    this.#spare = new Uint8Array(HEADER_SIZE + packetSize);
   }
 
   /** Adds bytes, sending every packet that becomes full. */
@@ -247,15 +253,26 @@ export class DataPacker {
       this.#buf.set(bytes.subarray(at, at + take), HEADER_SIZE + this.#fill);
       this.#fill += take;
       at += take;
-      if (this.#fill === this.#size) await this.flush();
+      if (this.#fill === this.#size) await this.#send();
     }
   }
 
-  /** Sends what is buffered (nothing when empty). */
+  /** Sends what is buffered (nothing when empty) and waits until every packet is written. */
   async flush(): Promise<void> {
-    if (this.#fill === 0) return;
-    encodeHeader("D", this.#fill, this.#buf);
-    await this.#writer.sendRaw(this.#buf.subarray(0, HEADER_SIZE + this.#fill));
+    if (this.#fill > 0) await this.#send();
+    await this.#inFlight;
+  }
+
+  /** Starts writing the current buffer once the previous packet is out, and swaps buffers. */
+  async #send(): Promise<void> {
+    const packet = this.#buf;
+    encodeHeader("D", this.#fill, packet);
+    await this.#inFlight;
+    this.#inFlight = this.#writer.sendRaw(packet.subarray(0, HEADER_SIZE + this.#fill));
+    // Its failure surfaces at the next send or flush; one that nobody awaits is not unhandled.
+    this.#inFlight.catch(() => {});
+    this.#buf = this.#spare;
+    this.#spare = packet;
     this.#fill = 0;
   }
 }

@@ -85,6 +85,12 @@ export class BaculaLab {
 
   /** Writes configs, creates the catalog and starts the daemons. */
   static async start(filesets: BpipeFileSet[]): Promise<BaculaLab> {
+    // Never skipped: `make setup` installs Bacula, so a missing one is a set-up failure.
+    if (!BaculaLab.available()) {
+      throw new Error(
+        `Debian's Bacula packages are not installed (${SBIN}/bacula-dir, bacula-sd, bacula-fd, bconsole, ${TABLES_SCRIPT}): run make setup`,
+      );
+    }
     const dir = await Deno.makeTempDir({ prefix: "dirtybit-bacula-" });
     const lab = new BaculaLab(dir);
     try {

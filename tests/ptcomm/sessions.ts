@@ -12,7 +12,7 @@ const WRAPPER = new URL("../../lib/bacula/cloudstack_backend.sh", import.meta.ur
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** The backend command line as the FD would run it, from this source tree. */
-export const BACKEND_COMMAND = [WRAPPER, "deno", "run", "-A", MAIN, "backend"];
+export const BACKEND_COMMAND = [WRAPPER, Deno.execPath(), "run", "-A", MAIN, "backend"];
 
 /** Runs `fn` with a temporary directory, removed afterwards. */
 export async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
