@@ -172,3 +172,39 @@ Deno.test("default state directories are per VM: backups of two VMs run at the s
     }
   });
 });
+
+Deno.test("in-place restore onto a disk a running guest device holds: QEMU's refusal is a clear error", async () => {
+  await withDir(async (dir) => {
+    await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", `${dir}/vm.qcow2`, String(4 * MiB)],
+    }).output();
+    const qmp = `${dir}/vm.qmp`;
+    const vm = new Deno.Command("qemu-system-x86_64", {
+      args: [
+        ...["-accel", "tcg", "-m", "32", "-nodefaults", "-display", "none", "-serial", "none"],
+        ...["-blockdev", `driver=file,node-name=f0,filename=${dir}/vm.qcow2`],
+        ...["-blockdev", "driver=qcow2,node-name=disk0,file=f0"],
+        ...[
+          "-device",
+          "virtio-blk-pci,drive=disk0,id=vda",
+          "-qmp",
+          `unix:${qmp},server=on,wait=off`,
+        ],
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      for (let i = 0; i < 100 && !(await Deno.stat(qmp).catch(() => null)); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const p = ["vm=tcg1", `qmp=${qmp}`, "node=disk0", `log_file=${dir}/backend.log`];
+      const full = await backupSession(dir, 41, "F", p);
+      const r = await restoreSession(dir, "", [...p, "guest_stopped=true"], full.files);
+      assert.match(r.answers[0], /^E:.*attached to a running guest device/);
+    } finally {
+      vm.kill("SIGKILL");
+      await vm.status;
+    }
+  });
+});
