@@ -6,6 +6,8 @@ APT_PACKAGES = qemu-utils qemu-system-x86 qemu-system-common libnbd0 libnbd-bin 
 	openssh-server openssh-client bacula-director bacula-director-sqlite3 bacula-sd bacula-fd \
 	bacula-console sqlite3 iproute2 procps
 DENO = .tools/node_modules/.bin/deno
+# Tests and the demo start further deno processes: put this Deno first on PATH.
+export PATH := $(CURDIR)/.tools/node_modules/.bin:$(PATH)
 
 .PHONY: setup demo test bench check
 setup: .setup-done
