@@ -8,12 +8,18 @@
 import { benchBackup, benchHashDb, benchMemory } from "./engine.ts";
 import { type BenchRow, renderTable } from "./table.ts";
 import { benchZstd } from "./zstd.ts";
+import { benchBackend } from "./backend.ts";
+import { benchConvert } from "./convert.ts";
+import { benchReplication } from "./replication.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["backup engine", benchBackup],
   ["memory", benchMemory],
   ["hash DB", benchHashDb],
   ["zstd", () => benchZstd()],
+  ["bacula backend", (dir) => benchBackend(dir)],
+  ["conversion", benchConvert],
+  ["replication", (dir) => benchReplication(dir)],
 ];
 
 const only = Deno.args;
