@@ -23,6 +23,8 @@ import {
   type ReplicationTarget,
   seedDisk,
 } from "../replication/sender.ts";
+import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
+import { parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
 import { type BatchPoint, ReplicaStore } from "../replication/store.ts";
 
@@ -31,6 +33,7 @@ usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir 
        dirtybit replicate seed    --qmp SOCKET --node NODE --dr HOST:PORT --psk-file F [--name NAME] [--state-dir DIR]
        dirtybit replicate push    (same as seed) [--once | --cycles N] [--cycle-interval S]
                                   [--bandwidth-limit RATE] [--retry-count N --retry-delay-ms MS --retry-jitter-ms MS]
+       dirtybit replicate daemon  --config FILE
        dirtybit replicate status  [--state-dir DIR | --dr HOST:PORT --psk-file F] [--json | --prometheus]
 
 Replicates a QEMU disk to a DR receiver over an AES-256-GCM channel keyed from
@@ -50,6 +53,9 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --once                  push: one cycle
   --cycles N              push: N cycles, then stop (default: until SIGTERM)
   --json, --prometheus    status: output format
+  --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
+                          are the parameters below (snake_case) plus name, qmp, node,
+                          nbd_socket, work_dir; see docs/replication-protocol.md §9
 ${
   flagHelp([
     "psk_file",
@@ -85,7 +91,7 @@ const SENDER_PARAMS: ParamName[] = [
 /** `dirtybit replicate`. */
 export const replicateCommand: Command = {
   name: "replicate",
-  summary: "continuous DR replication: receive, seed, push, status",
+  summary: "continuous DR replication: receive, seed, push, daemon, status",
   async run(args: string[]): Promise<number> {
     const [sub, ...rest] = args;
     if (!sub || sub === "--help" || sub === "-h" || rest.includes("--help")) {
@@ -100,6 +106,8 @@ export const replicateCommand: Command = {
         return await send(sub, rest);
       case "status":
         return await status(rest);
+      case "daemon":
+        return await daemon(rest);
       default:
         throw new UsageError(
           `replicate: unknown subcommand '${sub}': see 'dirtybit replicate --help'`,
@@ -209,16 +217,11 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
   };
   const psk = await pskOf(params);
   const node = params.node[0];
-  const stateDir = params.state_dir ?? join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
+  const stateDir = params.state_dir ?? defaultStateDir();
   const workDir = (extra["work-dir"] as string | undefined) ?? join(stateDir, "work");
   await Deno.mkdir(workDir, { recursive: true });
-  const compress = /^zstd(?::(\d+))?$/.exec(params.compress ?? "zstd:3");
-  if (!compress) throw new UsageError(`replicate ${sub}: compress must be zstd or zstd:LEVEL`);
-  const retry: RetryPolicy = {
-    count: params.retry_count ?? DEFAULT_RETRY.count,
-    delayMs: params.retry_delay_ms ?? DEFAULT_RETRY.delayMs,
-    jitterMs: params.retry_jitter_ms ?? DEFAULT_RETRY.jitterMs,
-  };
+  const compressLevel = compressLevelOf(params, `replicate ${sub}`);
+  const retry = retryOf(params);
   const qmp = await QmpSocket.connect(params.qmp);
   return {
     disk: {
@@ -231,10 +234,66 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
     },
     target: { host, port, psk, bandwidthBytesPerSecond: params.bandwidth_limit, retry },
     qmp,
-    compressLevel: Number(compress[1] ?? 3),
+    compressLevel,
     params,
     extra,
   };
+}
+
+function defaultStateDir(): string {
+  return join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
+}
+
+function compressLevelOf(params: Params, what: string): number {
+  const compress = /^zstd(?::(\d+))?$/.exec(params.compress ?? "zstd:3");
+  if (!compress) throw new UsageError(`${what}: compress must be zstd or zstd:LEVEL`);
+  return Number(compress[1] ?? 3);
+}
+
+function retryOf(params: Params): RetryPolicy {
+  return {
+    count: params.retry_count ?? DEFAULT_RETRY.count,
+    delayMs: params.retry_delay_ms ?? DEFAULT_RETRY.delayMs,
+    jitterMs: params.retry_jitter_ms ?? DEFAULT_RETRY.jitterMs,
+  };
+}
+
+/** `replicate daemon --config FILE`: every disk of the file on its own schedule. */
+async function daemon(args: string[]): Promise<number> {
+  const { extra } = parseParamFlags(args, { only: [], extra: { config: "string" } });
+  const path = extra.config as string | undefined;
+  if (!path) throw new UsageError("replicate daemon: --config FILE is required");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new UsageError(`config ${path} cannot be read: ${(err as Error).message.split("\n")[0]}`);
+  }
+  const scheduled: ScheduledDisk[] = [];
+  for (const c of parseDaemonConfig(text, path)) {
+    const p = c.params;
+    const stateDir = p.state_dir ?? defaultStateDir();
+    const workDir = c.workDir ?? join(stateDir, "work");
+    await Deno.mkdir(workDir, { recursive: true });
+    scheduled.push({
+      qmpPath: p.qmp,
+      disk: { node: p.node[0], name: c.name, stateDir, workDir, nbdSocket: p.nbd_socket },
+      target: {
+        host: p.dr_host,
+        port: p.dr_port ?? 10900,
+        psk: await pskOf(p),
+        bandwidthBytesPerSecond: p.bandwidth_limit,
+        retry: retryOf(p),
+      },
+      intervalMs: (p.cycle_interval ?? 300) * 1000,
+      options: { log, compressLevel: compressLevelOf(p, `config ${path}: ${c.name}`) },
+    });
+  }
+  const ac = stopSignal();
+  log(`daemon: ${scheduled.length} disks: ${scheduled.map((d) => d.disk.name).join(", ")}`);
+  await runDaemon(scheduled, ac.signal, log, (qmp) => QmpSocket.connect(qmp));
+  log("daemon stopped");
+  return 0;
 }
 
 async function send(sub: "seed" | "push", args: string[]): Promise<number> {
@@ -272,7 +331,7 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
     let failed = 0;
     try {
       for (let n = 0; n < cycles && !ac.signal.aborted; n++) {
-        if (n > 0) await sleep(interval, ac.signal);
+        if (n > 0) await abortableSleep(interval, ac.signal);
         if (ac.signal.aborted) break;
         try {
           const r = await pushCycle(disk, target, options);
@@ -298,18 +357,6 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   } finally {
     await setup.qmp.close();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }
 
 async function status(args: string[]): Promise<number> {

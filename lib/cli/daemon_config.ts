@@ -1,0 +1,149 @@
+/**
+ * The configuration file of `dirtybit replicate daemon` (JSON):
+ *
+ * ```json
+ * {
+ *   "defaults": { "dr_host": "dr.example.net", "psk_file": "/etc/dirtybit/psk",
+ *                 "state_dir": "/var/lib/dirtybit/replication", "cycle_interval": 300 },
+ *   "disks": [
+ *     { "name": "vm1-vda", "qmp": "/run/vm1.qmp", "node": "libvirt-1-format" },
+ *     { "name": "vm2-vda", "qmp": "/run/vm2.qmp", "node": "drive-virtio-disk0",
+ *       "cycle_interval": 60, "bandwidth_limit": "50M" }
+ *   ]
+ * }
+ * ```
+ *
+ * Keys are the parameters of DESIGN 1.2 (see {@link DISK_PARAMS}) plus `name`
+ * and `work_dir`; a disk's keys override `defaults`. Every error names the
+ * file and the key. Pure: the caller reads the file.
+ *
+ * @module
+ */
+import { UsageError } from "../core/errors.ts";
+import { name as checkName } from "../replication/messages.ts";
+import { type ParamName, type Params, parseParams } from "./params.ts";
+
+/** Parameters a daemon disk (or `defaults`) may set. */
+export const DISK_PARAMS: readonly ParamName[] = [
+  "qmp",
+  "node",
+  "nbd_socket",
+  "dr_host",
+  "dr_port",
+  "psk",
+  "psk_file",
+  "state_dir",
+  "cycle_interval",
+  "bandwidth_limit",
+  "retry_count",
+  "retry_delay_ms",
+  "retry_jitter_ms",
+  "compress",
+];
+
+const OTHER_KEYS = ["name", "work_dir"];
+
+/** One disk of the daemon, validated. */
+export interface DaemonDiskConfig {
+  /** Replica name at the receiver. */
+  name: string;
+  /** Directory for QEMU's temporary overlays (default: STATE_DIR/work). */
+  workDir?: string;
+  /** The disk's parameters, `defaults` merged in, parsed and defaulted. */
+  params: Params & { qmp: string; node: string[]; dr_host: string };
+}
+
+/** Parses and validates a daemon configuration; `source` names the file in errors. */
+export function parseDaemonConfig(text: string, source: string): DaemonDiskConfig[] {
+  const fail = (where: string, why: string) =>
+    new UsageError(`config ${source}: ${where}${where ? ": " : ""}${why}`);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw fail("", `not valid JSON (${(err as Error).message.split("\n")[0]})`);
+  }
+  if (!isObject(doc)) throw fail("", "must be a JSON object with a 'disks' list");
+  for (const key of Object.keys(doc)) {
+    if (key !== "defaults" && key !== "disks") {
+      throw fail(key, "unknown key: only 'defaults' and 'disks' are allowed at the top");
+    }
+  }
+  const defaults = doc.defaults ?? {};
+  if (!isObject(defaults)) throw fail("defaults", "must be an object");
+  checkKeys(defaults, "defaults", fail, false);
+  if (!Array.isArray(doc.disks) || doc.disks.length === 0) {
+    throw fail("disks", "must be a non-empty list of disks");
+  }
+  const seen = new Set<string>();
+  return doc.disks.map((disk: unknown, i: number) => {
+    const at = `disks[${i}]`;
+    if (!isObject(disk)) throw fail(at, "must be an object");
+    checkKeys(disk, at, fail, true);
+    const merged: Record<string, unknown> = { ...defaults, ...disk };
+    const name = merged.name;
+    if (typeof name !== "string") throw fail(`${at}.name`, "is required (the replica name)");
+    try {
+      checkName(name);
+    } catch {
+      throw fail(`${at}.name`, `'${name}' must be 1-128 of A-Z a-z 0-9 . _ - (no leading dot)`);
+    }
+    if (seen.has(name)) throw fail(`${at}.name`, `'${name}' appears twice: one entry per disk`);
+    seen.add(name);
+    const where = `${at} (${name})`;
+    const kv: Record<string, string> = {};
+    for (const [key, value] of Object.entries(merged)) {
+      if (OTHER_KEYS.includes(key)) continue;
+      if (typeof value === "object" || value === undefined) {
+        throw fail(`${where}.${key}`, "must be a string, number or boolean");
+      }
+      kv[key] = String(value);
+    }
+    let params: Params;
+    try {
+      params = parseParams(kv);
+    } catch (err) {
+      throw fail(where, (err as Error).message);
+    }
+    for (const key of ["qmp", "node", "dr_host"] as const) {
+      if (params[key] === undefined) throw fail(`${where}.${key}`, "is required");
+    }
+    if (params.node!.length !== 1) throw fail(`${where}.node`, "must name exactly one node");
+    if (params.psk === undefined && params.psk_file === undefined) {
+      throw fail(`${where}.psk_file`, "is required (or psk)");
+    }
+    const workDir = merged.work_dir;
+    if (workDir !== undefined && typeof workDir !== "string") {
+      throw fail(`${where}.work_dir`, "must be a path");
+    }
+    return {
+      name,
+      ...(workDir === undefined ? {} : { workDir }),
+      params: params as DaemonDiskConfig["params"],
+    };
+  });
+}
+
+function checkKeys(
+  obj: Record<string, unknown>,
+  where: string,
+  fail: (where: string, why: string) => UsageError,
+  allowName: boolean,
+): void {
+  for (const key of Object.keys(obj)) {
+    const known = (DISK_PARAMS as readonly string[]).includes(key) ||
+      key === "work_dir" || (allowName && key === "name");
+    if (!known) {
+      throw fail(
+        `${where}.${key}`,
+        `unknown key: use ${
+          [...(allowName ? ["name"] : []), "work_dir", ...DISK_PARAMS].join(", ")
+        }`,
+      );
+    }
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

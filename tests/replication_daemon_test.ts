@@ -1,0 +1,162 @@
+/**
+ * `dirtybit replicate daemon`: two disks of one QEMU (real
+ * qemu-storage-daemon) on their own schedules to a receiver process; SIGTERM
+ * stops it cleanly, a restart resumes (no new seed) and catches up; a bad
+ * configuration is refused with one line naming the key.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Qsd } from "./fixtures/qsd.ts";
+import { cli, ReceiverProcess, run } from "./replication/sites.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const MiB = 1 << 20;
+
+/** A running daemon whose stderr is collected. */
+class DaemonProcess {
+  log = "";
+  readonly #pump: Promise<void>;
+  constructor(readonly child: Deno.ChildProcess) {
+    this.#pump = (async () => {
+      for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) this.log += text;
+    })();
+  }
+
+  static start(config: string): DaemonProcess {
+    return new DaemonProcess(
+      new Deno.Command("deno", {
+        args: ["run", "-A", MAIN, "replicate", "daemon", "--config", config],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn(),
+    );
+  }
+
+  /** Waits until the log matches `re` (after `from` characters). */
+  async waitFor(re: RegExp, from = 0, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!re.test(this.log.slice(from))) {
+      if (Date.now() > deadline) throw new Error(`daemon log never matched ${re}:\n${this.log}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async stop(): Promise<number> {
+    try {
+      this.child.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+    const { code } = await this.child.status;
+    await this.#pump;
+    return code;
+  }
+}
+
+async function equal(raw: string, replica: string): Promise<boolean> {
+  const out = await new Deno.Command("qemu-img", {
+    args: ["compare", "-U", "-f", "raw", "-F", "qcow2", raw, replica],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (out.code > 1) throw new Error(new TextDecoder().decode(out.stderr));
+  return out.code === 0;
+}
+
+Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", async () => {
+  const qsd = await Qsd.start({
+    disks: [
+      { size: 16 * MiB, writes: [{ pattern: 0x11, offset: 0, length: MiB }] },
+      { size: 8 * MiB, writes: [{ pattern: 0x22, offset: MiB, length: MiB }] },
+    ],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon-" });
+  const psk = join(dir, "psk");
+  await Deno.writeTextFile(psk, "the daemon test's pre-shared key, long enough\n");
+  const receiver = await ReceiverProcess.start([
+    "--psk-file",
+    psk,
+    "--replica-dir",
+    join(dir, "dr"),
+  ]);
+  const config = join(dir, "daemon.json");
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      defaults: {
+        dr_host: "127.0.0.1",
+        dr_port: receiver.port,
+        psk_file: psk,
+        state_dir: join(dir, "state"),
+        nbd_socket: qsd.nbdSocket,
+        qmp: qsd.qmpSocket,
+        retry_count: 0,
+      },
+      disks: [
+        { name: "fast", node: "disk0", cycle_interval: 1 },
+        { name: "slow", node: "disk1", cycle_interval: 3 },
+      ],
+    }),
+  );
+  let daemon = DaemonProcess.start(config);
+  try {
+    await daemon.waitFor(/fast: cycle 2 confirmed/);
+    await daemon.waitFor(/slow: cycle 1 confirmed/);
+    // Start to start: the fast disk ran more cycles than the slow one.
+    const count = (name: string) =>
+      daemon.log.match(new RegExp(`${name}: cycle \\d+`, "g"))!.length;
+    assert.ok(count("fast") > count("slow"), daemon.log);
+    assert.equal(await daemon.stop(), 0);
+    assert.match(daemon.log, /daemon stopped/);
+
+    await qsd.guestWrite(0, 0x33, 4 * MiB, MiB);
+    await qsd.guestWrite(1, 0x44, 6 * MiB, MiB);
+    const fast = join(dir, "fast.raw");
+    const slow = join(dir, "slow.raw");
+    await qsd.snapshotImage(0, fast);
+    await run("qemu-img", ["convert", "-f", "raw", "-O", "raw", qsd.disks[1].uri, slow]);
+
+    daemon = DaemonProcess.start(config);
+    await daemon.waitFor(/fast: cycle \d+ confirmed: 1048576 bytes dirty/);
+    await daemon.waitFor(/slow: cycle \d+ confirmed: 1048576 bytes dirty/);
+    assert.doesNotMatch(daemon.log, /seeded/, "a restart resumes, it does not seed again");
+    assert.equal(await daemon.stop(), 0);
+    assert.ok(await equal(fast, join(dir, "dr", "fast.qcow2")));
+    assert.ok(await equal(slow, join(dir, "dr", "slow.qcow2")));
+  } finally {
+    await daemon.stop();
+    await receiver.stop();
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("replication daemon: a bad configuration is one line naming the key", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon-" });
+  try {
+    const config = join(dir, "bad.json");
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({
+        disks: [{
+          name: "a",
+          qmp: "/q",
+          node: "n",
+          dr_host: "h",
+          psk_file: "/p",
+          cycle_interval: "x",
+        }],
+      }),
+    );
+    const r = await cli(["replicate", "daemon", "--config", config]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
+    assert.match(r.stderr, /bad\.json: disks\[0\] \(a\): parameter cycle_interval='x'/);
+    const missing = await cli(["replicate", "daemon", "--config", join(dir, "none.json")]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /none\.json cannot be read/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
