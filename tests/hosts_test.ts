@@ -15,14 +15,9 @@ import {
 } from "node:assert/strict";
 import { CancelledError, SourceError, UsageError } from "../lib/core/errors.ts";
 import { shellCommand, SshHost } from "../lib/hosts/ssh.ts";
-import {
-  type DiskNode,
-  LibvirtDomain,
-  mapDiskNodes,
-  parseDomainDisks,
-} from "../lib/hosts/libvirt.ts";
+import { type DiskNode, LibvirtDomain } from "../lib/hosts/libvirt.ts";
 import { openPointInTime } from "../lib/qemu/pointintime.ts";
-import { parseFsCount, ThawGuard, withFrozenGuest } from "../lib/hosts/guest_agent.ts";
+import { ThawGuard, withFrozenGuest } from "../lib/hosts/guest_agent.ts";
 import { QmpError } from "../lib/qemu/qmp.ts";
 import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
@@ -94,63 +89,6 @@ async function waitFor(what: string, ms: number, cond: () => boolean | Promise<b
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-
-Deno.test("shellCommand quotes argv so the remote shell gets it back unchanged", () => {
-  assertEquals(shellCommand(["virsh", "domstate", "i-2-10-VM"]), "virsh domstate i-2-10-VM");
-  assertEquals(shellCommand(["echo", "it's $HOME; rm -rf /"]), `echo 'it'\\''s $HOME; rm -rf /'`);
-  assertEquals(shellCommand(["printf", ""]), "printf ''");
-});
-
-Deno.test("parseFsCount reads virsh's freeze/thaw answer", () => {
-  assertEquals(parseFsCount("Froze 2 filesystem(s)\n"), 2);
-  assertEquals(parseFsCount(""), 0);
-});
-
-Deno.test("parseDomainDisks and mapDiskNodes map by alias, skip the empty cdrom", () => {
-  const xml = `<domain><devices>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>
-      <source file='/mnt/p/root' index='3'/>
-      <backingStore type='file' index='4'><format type='qcow2'/><source file='/mnt/p/tmpl'/><backingStore/></backingStore>
-      <target dev='vda' bus='virtio'/><serial>abc&amp;d</serial><alias name='virtio-disk0'/></disk>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/mnt/p/data' index='2'/>
-      <backingStore/><target dev='vdb' bus='virtio'/><alias name='virtio-disk1'/></disk>
-    <disk type='file' device='cdrom'><driver name='qemu'/><target dev='hdc' bus='ide'/><readonly/><alias name='ide0-1-0'/></disk>
-  </devices></domain>`;
-  const disks = parseDomainDisks(xml);
-  assertEquals(disks.map((d) => [d.target, d.source, d.alias]), [
-    ["vda", "/mnt/p/root", "virtio-disk0"],
-    ["vdb", "/mnt/p/data", "virtio-disk1"],
-    ["hdc", undefined, "ide0-1-0"],
-  ]);
-  assertEquals(disks[0].serial, "abc&d");
-  // query-block lists vdb before vda: the mapping must not depend on order.
-  const blocks = [
-    {
-      device: "",
-      qdev: "/machine/peripheral/virtio-disk1/virtio-backend",
-      inserted: { "node-name": "libvirt-2-format", file: "/mnt/p/data" },
-    },
-    {
-      device: "",
-      qdev: "/machine/peripheral/virtio-disk0/virtio-backend",
-      inserted: { "node-name": "libvirt-3-format", file: "/mnt/p/root" },
-    },
-    { device: "", qdev: "ide0-1-0" },
-  ];
-  const mapped = mapDiskNodes("vm", disks, blocks);
-  assertEquals(mapped.map((d) => [d.target, d.node]), [["vda", "libvirt-3-format"], [
-    "vdb",
-    "libvirt-2-format",
-  ]]);
-  blocks[0].inserted!.file = "/elsewhere";
-  let err: unknown;
-  try {
-    mapDiskNodes("vm", disks, blocks);
-  } catch (e) {
-    err = e;
-  }
-  assert(err instanceof SourceError);
-});
 
 Deno.test("remote commands over the loopback sshd: argv, output, exit code, timeout", async () => {
   await withHost(async (host) => {
