@@ -17,7 +17,12 @@ import { CancelledError, SourceError, UsageError } from "../lib/core/errors.ts";
 import { shellCommand, SshHost } from "../lib/hosts/ssh.ts";
 import { type DiskNode, LibvirtDomain } from "../lib/hosts/libvirt.ts";
 import { openPointInTime } from "../lib/qemu/pointintime.ts";
-import { ThawGuard, withFrozenGuest } from "../lib/hosts/guest_agent.ts";
+import {
+  GuestAgentUnavailableError,
+  libvirtGuestAgent,
+  ThawGuard,
+  withFrozenGuest,
+} from "../lib/hosts/guest_agent.ts";
 import { QmpError } from "../lib/qemu/qmp.ts";
 import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
@@ -345,6 +350,14 @@ Deno.test("libvirt: CloudStack-style domain disks map to block nodes; QMP throug
       );
 
       await pointInTimeThroughTunnel(host, domain, disks, vm);
+
+      // The real libvirt path: no guest OS, so no agent; nothing frozen, no guard left.
+      await assertRejects(
+        () => withFrozenGuest(host, libvirtGuestAgent(vm.name), () => Promise.resolve()),
+        GuestAgentUnavailableError,
+        "QEMU guest agent is not connected",
+      );
+      assertEquals(await guardProcesses(host, vm.name), 0);
 
       const scratch = await domain.makeScratchDir("t1");
       const owner = await host.runChecked(["stat", "-c", "%U %a", scratch]);

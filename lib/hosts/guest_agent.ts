@@ -49,6 +49,19 @@ export interface QuiesceOptions {
   guardSeconds?: number;
 }
 
+/**
+ * The guest has no usable agent: libvirt refused before sending anything to
+ * the guest ("not connected": not running in the guest; "not configured": no
+ * agent channel), so nothing was frozen. Callers may fall back to a
+ * crash-consistent point in time with a warning.
+ */
+export class GuestAgentUnavailableError extends SourceError {}
+
+/** True for libvirt's answers that mean the agent was never reached. */
+export function isAgentUnavailable(message: string): boolean {
+  return /guest agent is not (connected|configured)/i.test(message);
+}
+
 /** Number in agent output such as "Froze 2 filesystem(s)"; 0 if none. */
 export function parseFsCount(output: string): number {
   const m = output.match(/(\d+)/);
@@ -145,6 +158,14 @@ export async function withFrozenGuest<T>(
   try {
     count = parseFsCount(await runBounded(host, agent.freezeArgv, freezeTimeoutMs));
   } catch (err) {
+    const detail = (err as Error).message;
+    if (isAgentUnavailable(detail)) {
+      await guard.disarm();
+      throw new GuestAgentUnavailableError(
+        `guest agent of ${agent.guest} is not available (${detail}); start qemu-guest-agent ` +
+          `in the guest, or back up without quiesce (crash-consistent)`,
+      );
+    }
     const thawed = await runBounded(host, agent.thawArgv, thawTimeoutMs).then(
       () => true,
       () => false,
@@ -152,7 +173,7 @@ export async function withFrozenGuest<T>(
     if (thawed) await guard.disarm();
     const after = thawed ? "the guest was thawed" : `the host thaws it within ${guardSeconds} s`;
     throw new SourceError(
-      `cannot freeze the file systems of ${agent.guest}: ${(err as Error).message}; ${after}`,
+      `cannot freeze the file systems of ${agent.guest}: ${detail}; ${after}`,
     );
   }
   let result: T;
