@@ -13,6 +13,7 @@ import { inspectCommand, verifyCommand } from "./lib/cli/inspect.ts";
 import { convertCommand } from "./lib/cli/convert.ts";
 import { apiCommand } from "./lib/cli/api.ts";
 import { replicateCommand } from "./lib/cli/replicate.ts";
+import { failbackCommand, failoverCommand, reprotectCommand } from "./lib/cli/failover.ts";
 import { backendCommand } from "./lib/cli/backend.ts";
 
 register(
@@ -24,6 +25,9 @@ register(
   apiCommand,
   demoCommand,
   replicateCommand,
+  failoverCommand,
+  failbackCommand,
+  reprotectCommand,
   backendCommand,
 );
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
-import { cli, ReceiverProcess, run } from "./replication/sites.ts";
+import { cli, imagesEqual, ReceiverProcess, run } from "./replication/sites.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1 << 20;
@@ -52,16 +52,6 @@ class DaemonProcess {
     await this.#pump;
     return code;
   }
-}
-
-async function equal(raw: string, replica: string): Promise<boolean> {
-  const out = await new Deno.Command("qemu-img", {
-    args: ["compare", "-U", "-f", "raw", "-F", "qcow2", raw, replica],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (out.code > 1) throw new Error(new TextDecoder().decode(out.stderr));
-  return out.code === 0;
 }
 
 Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", async () => {
@@ -122,8 +112,8 @@ Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", as
     await daemon.waitFor(/slow: cycle \d+ confirmed: 1048576 bytes dirty/);
     assert.doesNotMatch(daemon.log, /seeded/, "a restart resumes, it does not seed again");
     assert.equal(await daemon.stop(), 0);
-    assert.ok(await equal(fast, join(dir, "dr", "fast.qcow2")));
-    assert.ok(await equal(slow, join(dir, "dr", "slow.qcow2")));
+    assert.ok(await imagesEqual(fast, join(dir, "dr", "fast.qcow2")));
+    assert.ok(await imagesEqual(slow, join(dir, "dr", "slow.qcow2")));
   } finally {
     await daemon.stop();
     await receiver.stop();

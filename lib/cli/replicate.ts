@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { Command } from "./command.ts";
-import { flagHelp, type ParamName, type Params, parseParamFlags } from "./params.ts";
+import { flagHelp, type Params, parseParamFlags } from "./params.ts";
 import { UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { DEFAULT_RETRY, type RetryPolicy } from "../replication/backoff.ts";
@@ -24,7 +24,7 @@ import {
   seedDisk,
 } from "../replication/sender.ts";
 import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
-import { parseDaemonConfig } from "./daemon_config.ts";
+import { DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
 import { type BatchPoint, ReplicaStore } from "../replication/store.ts";
 
@@ -72,21 +72,8 @@ ${
 }
 `;
 
-const SENDER_PARAMS: ParamName[] = [
-  "qmp",
-  "node",
-  "dr_host",
-  "dr_port",
-  "psk",
-  "psk_file",
-  "state_dir",
-  "cycle_interval",
-  "bandwidth_limit",
-  "retry_count",
-  "retry_delay_ms",
-  "retry_jitter_ms",
-  "compress",
-];
+/** The daemon's disk parameters but nbd_socket, which is --nbd-socket here. */
+const SENDER_PARAMS = DISK_PARAMS.filter((p) => p !== "nbd_socket");
 
 /** `dirtybit replicate`. */
 export const replicateCommand: Command = {
@@ -116,7 +103,8 @@ export const replicateCommand: Command = {
   },
 };
 
-function log(line: string): void {
+/** One line of progress on stderr. */
+export function log(line: string): void {
   console.error(`dirtybit replicate: ${line}`);
 }
 
@@ -186,7 +174,8 @@ async function receive(args: string[]): Promise<number> {
   return 0;
 }
 
-interface SenderSetup {
+/** A sender command's disk, target and QMP connection, from its flags. */
+export interface SenderSetup {
   disk: ReplicatedDisk;
   target: ReplicationTarget;
   qmp: QmpSocket;
@@ -195,7 +184,15 @@ interface SenderSetup {
   extra: Record<string, string | boolean>;
 }
 
-async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
+/**
+ * Parses a sender command's flags (`--qmp --node --dr --psk-file --name
+ * --state-dir ...`) and connects to QMP; `what` names the command in errors.
+ */
+export async function senderSetup(
+  sub: string,
+  args: string[],
+  what = `replicate ${sub}`,
+): Promise<SenderSetup> {
   const { params, extra } = parseParamFlags(args, {
     only: SENDER_PARAMS,
     extra: {
@@ -207,10 +204,10 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
       ...(sub === "seed" ? { "seed-window": "string" } : {}),
     },
   });
-  if (!params.qmp) throw new UsageError(`replicate ${sub}: --qmp is required`);
-  if (params.node?.length !== 1) throw new UsageError(`replicate ${sub}: give exactly one --node`);
+  if (!params.qmp) throw new UsageError(`${what}: --qmp is required`);
+  if (params.node?.length !== 1) throw new UsageError(`${what}: give exactly one --node`);
   const dr = extra.dr as string | undefined;
-  if (!dr && !params.dr_host) throw new UsageError(`replicate ${sub}: --dr HOST:PORT is required`);
+  if (!dr && !params.dr_host) throw new UsageError(`${what}: --dr HOST:PORT is required`);
   const { host, port } = dr ? hostPort(dr, "dr", params.dr_port ?? 10900) : {
     host: params.dr_host!,
     port: params.dr_port ?? 10900,
@@ -220,7 +217,7 @@ async function senderSetup(sub: string, args: string[]): Promise<SenderSetup> {
   const stateDir = params.state_dir ?? defaultStateDir();
   const workDir = (extra["work-dir"] as string | undefined) ?? join(stateDir, "work");
   await Deno.mkdir(workDir, { recursive: true });
-  const compressLevel = compressLevelOf(params, `replicate ${sub}`);
+  const compressLevel = compressLevelOf(params, what);
   const retry = retryOf(params);
   const qmp = await QmpSocket.connect(params.qmp);
   return {

@@ -34,10 +34,11 @@ export interface StateMessage {
   /** Present while a seed is incomplete: the offset up to which it is durable. */
   seedOffset?: number;
 }
-/** Sender: a batch of records follows (a seed range or a cycle). */
+/** Sender: a batch of records follows (a seed range, a cycle, or a failback resync). */
 export interface BeginMessage {
   type: "begin";
-  kind: "seed" | "cycle";
+  /** `resync`: only the blocks that differ from the receiver's image (failback). */
+  kind: "seed" | "cycle" | "resync";
   seedId: string;
   size: number;
   /** Cycle number this batch creates (seed batches: 0). */
@@ -89,6 +90,35 @@ export interface StatusMessage {
   type: "status";
   replicas: StateMessage[];
 }
+/** Sender: asks for the xxHash64 of every block of the opened disk's image (failback). */
+export interface HashesRequestMessage {
+  type: "hashes-request";
+  name: string;
+  blockSize: number;
+}
+/** Receiver: the hashes of blocks `first ..` of its image, in order (several messages). */
+export interface HashesMessage {
+  type: "hashes";
+  first: number;
+  hashes: BigUint64Array;
+}
+/**
+ * Sender: a role change at the receiver's side for replica `name`, which must
+ * be at `seedId`/`cycle`: `promote` makes it the primary (failback exec),
+ * `reprotect` makes it a replica again of this sender.
+ */
+export interface RoleMessage {
+  type: "promote" | "reprotect";
+  name: string;
+  seedId: string;
+  cycle: number;
+}
+/** Receiver: the role change is durable. */
+export interface RoleDoneMessage {
+  type: "role-done";
+  name: string;
+  role: string;
+}
 /** Either side: orderly end of the conversation. */
 export interface CloseMessage {
   type: "close";
@@ -107,6 +137,10 @@ export type Message =
   | ErrorMessage
   | StatusRequestMessage
   | StatusMessage
+  | HashesRequestMessage
+  | HashesMessage
+  | RoleMessage
+  | RoleDoneMessage
   | CloseMessage;
 
 const TYPE_CODES = {
@@ -120,6 +154,11 @@ const TYPE_CODES = {
   zero: 0x14,
   end: 0x15,
   confirm: 0x16,
+  "hashes-request": 0x17,
+  hashes: 0x18,
+  promote: 0x19,
+  reprotect: 0x1a,
+  "role-done": 0x1b,
   "status-request": 0x20,
   status: 0x21,
 } as const satisfies Record<Message["type"], number>;
@@ -152,6 +191,14 @@ export function encodeMessage(msg: Message, scratch?: Uint8Array): Uint8Array {
       view.setUint32(9, msg.length);
       out[13] = msg.codec === "zstd" ? 1 : 0;
       out.set(msg.payload, DATA_HEADER_BYTES);
+      return out;
+    }
+    case "hashes": {
+      const out = new Uint8Array(9 + msg.hashes.length * 8);
+      const view = new DataView(out.buffer);
+      out[0] = code;
+      view.setBigUint64(1, BigInt(msg.first));
+      msg.hashes.forEach((h, i) => view.setBigUint64(9 + i * 8, h));
       return out;
     }
     case "zero": {
@@ -196,6 +243,12 @@ export function decodeMessage(bytes: Uint8Array): Message {
       }
       return msg;
     }
+    case "hashes": {
+      if (body.length < 8 || body.length % 8 !== 0) throw bad("hashes body is not u64s");
+      const hashes = new BigUint64Array(body.length / 8 - 1);
+      for (let i = 0; i < hashes.length; i++) hashes[i] = view.getBigUint64(8 + i * 8);
+      return { type, first: safeInt(view.getBigUint64(0), "hashes first"), hashes };
+    }
     case "zero":
       if (body.length !== 16) throw bad("zero record is not 16 bytes");
       return {
@@ -225,7 +278,9 @@ function decodeControl(type: Message["type"], body: Uint8Array): Message {
       return stateOf(f);
     case "begin": {
       const kind = f.kind;
-      if (kind !== "seed" && kind !== "cycle") throw bad("begin kind must be seed or cycle");
+      if (kind !== "seed" && kind !== "cycle" && kind !== "resync") {
+        throw bad("begin kind must be seed, cycle or resync");
+      }
       return {
         type,
         kind,
@@ -250,6 +305,23 @@ function decodeControl(type: Message["type"], body: Uint8Array): Message {
     case "status":
       if (!Array.isArray(f.replicas)) throw bad("status replicas is not a list");
       return { type, replicas: f.replicas.map((r) => stateOf(r as Record<string, unknown>)) };
+    case "hashes-request": {
+      const blockSize = count(f.blockSize, "blockSize");
+      if (blockSize < 512 || blockSize > 1 << 24 || (blockSize & (blockSize - 1)) !== 0) {
+        throw bad("blockSize must be a power of two from 512 to 16 MiB");
+      }
+      return { type, name: name(f.name), blockSize };
+    }
+    case "promote":
+    case "reprotect":
+      return {
+        type,
+        name: name(f.name),
+        seedId: str(f.seedId, "seedId"),
+        cycle: count(f.cycle, "cycle"),
+      };
+    case "role-done":
+      return { type, name: name(f.name), role: str(f.role, "role") };
     case "status-request":
     case "close":
       return { type };

@@ -15,6 +15,12 @@ Deno.test("every message kind round-trips", () => {
     { type: "error", message: "no" },
     { type: "status-request" },
     { type: "status", replicas: [{ type: "state", name: "d" }] },
+    { type: "hashes-request", name: "d", blockSize: 65536 },
+    { type: "hashes", first: 7, hashes: new BigUint64Array([1n, 2n ** 64n - 1n]) },
+    { type: "promote", name: "d", seedId: "s", cycle: 3 },
+    { type: "reprotect", name: "d", seedId: "s", cycle: 3 },
+    { type: "role-done", name: "d", role: "primary/promoted" },
+    { type: "begin", kind: "resync", seedId: "s", size: 10, cycle: 0, base: 0 },
     { type: "close" },
   ];
   for (const m of msgs) assert.deepStrictEqual(decodeMessage(encodeMessage(m)), m);

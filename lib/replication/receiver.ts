@@ -134,6 +134,34 @@ export class Receiver {
             }
             break;
           }
+          case "hashes-request":
+          case "promote":
+          case "reprotect": {
+            if (claimed !== msg.name) {
+              throw new InputError(`replication protocol error: ${msg.type} for a disk not opened`);
+            }
+            try {
+              if (msg.type === "hashes-request") {
+                for await (const m of store.hashes(msg.name, msg.blockSize)) await channel.send(m);
+              } else {
+                const role = msg.type === "promote"
+                  ? await store.promote(msg)
+                  : await store.reprotect(msg);
+                log(`${msg.name}: ${msg.type}: now ${role.role}/${role.state}`);
+                await channel.send({
+                  type: "role-done",
+                  name: msg.name,
+                  role: `${role.role}/${role.state}`,
+                });
+              }
+            } catch (err) {
+              if (err instanceof DirtybitError) {
+                await channel.send({ type: "error", message: describeError(err) }).catch(() => {});
+              }
+              throw err;
+            }
+            break;
+          }
           case "status-request": {
             const replicas = await Promise.all(
               (await store.list()).map((s) => store.describe(s.name)),

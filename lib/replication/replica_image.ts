@@ -148,7 +148,8 @@ class Qcow2Image implements ReplicaImage {
   }
 }
 
-async function runQemuImg(args: string[]): Promise<void> {
+/** Runs `qemu-img ARGS`; its last stderr line becomes the TargetError when it fails. */
+export async function runQemuImg(args: string[]): Promise<void> {
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command("qemu-img", { args, stdout: "null", stderr: "piped" }).output();

@@ -9,7 +9,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ChainError, DirtybitError, UsageError } from "../core/errors.ts";
+import { ChainError, DirtybitError, InputError, UsageError } from "../core/errors.ts";
 import { type Extent, type MappedExtent, totalLength } from "../core/extent.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { NbdSource } from "../nbd/reader.ts";
@@ -29,6 +29,8 @@ import { SecureChannel, TransportError } from "./channel.ts";
 import type { BeginMessage, StateMessage } from "./messages.ts";
 import { name as checkName } from "./messages.ts";
 import { blockPlan, intersectMap, seedWindows } from "./plan.ts";
+import { loadRole } from "./role_file.ts";
+import { checkStep } from "./roles.ts";
 
 /** Where batches go. */
 export interface ReplicationTarget {
@@ -128,7 +130,8 @@ export async function listSenderStates(stateDir: string): Promise<SenderState[]>
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-async function saveSenderState(stateDir: string, state: SenderState): Promise<void> {
+/** Writes a disk's sender state atomically. */
+export async function saveSenderState(stateDir: string, state: SenderState): Promise<void> {
   await Deno.mkdir(stateDir, { recursive: true });
   await writeFileAtomic(
     senderStatePath(stateDir, state.name),
@@ -136,7 +139,11 @@ async function saveSenderState(stateDir: string, state: SenderState): Promise<vo
   );
 }
 
-function freshState(disk: ReplicatedDisk, target: ReplicationTarget): SenderState {
+/** The state of a disk that has sent nothing yet. */
+export function freshState(
+  disk: Pick<ReplicatedDisk, "name" | "node">,
+  target: Pick<ReplicationTarget, "host" | "port">,
+): SenderState {
   return {
     name: disk.name,
     node: disk.node,
@@ -191,6 +198,7 @@ async function seedAttempt(
   target: ReplicationTarget,
   options: SendOptions,
 ): Promise<SeedResult> {
+  checkStep(await loadRole(disk.stateDir, disk.name, "primary"), "cycle");
   const state = (await loadSenderState(disk.stateDir, disk.name)) ?? freshState(disk, target);
   const channel = await connect(target);
   try {
@@ -314,6 +322,8 @@ async function cycleAttempt(
   options: SendOptions,
 ): Promise<CycleResult> {
   const started = performance.now();
+  // A fenced disk sends nothing (failover pre); neither does a replica.
+  checkStep(await loadRole(disk.stateDir, disk.name, "primary"), "cycle");
   const state = await loadSenderState(disk.stateDir, disk.name);
   if (!state || state.confirmedCycle === undefined || !state.seedId) {
     throw new UsageError(
@@ -418,11 +428,120 @@ async function cycleAttempt(
   }
 }
 
+/** Result of {@link resyncDisk}. */
+export interface ResyncResult {
+  seedId: string;
+  stats: BatchStats;
+}
+
+/**
+ * Failback resync: makes the receiver's disk (the original primary's) equal
+ * to this one without a full copy. The receiver hashes every block of its
+ * image; the hashes become this disk's hash DB, and a full point in time is
+ * sent through layer 2, so only blocks whose hash differs travel. The
+ * result is a new seed at cycle 0 with a checkpoint here: cycles from this
+ * side follow (`replicate push`, `failback exec`).
+ */
+export function resyncDisk(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  options: SendOptions = {},
+): Promise<ResyncResult> {
+  return withRetries(
+    target.retry,
+    retryHooks(options),
+    () => exclusively(disk, () => resyncAttempt(disk, target, options)),
+  );
+}
+
+async function resyncAttempt(
+  disk: ReplicatedDisk,
+  target: ReplicationTarget,
+  options: SendOptions,
+): Promise<ResyncResult> {
+  const channel = await connect(target);
+  try {
+    const pit = await openView(disk, undefined);
+    const view = pit.disks[0];
+    const seedId = crypto.randomUUID();
+    let stats: BatchStats;
+    try {
+      await openReplica(channel, disk.name, view.size);
+      const db = openHashDb(disk.stateDir, disk.name, blockSizeOf(view), view.size);
+      try {
+        await channel.send({ type: "hashes-request", name: disk.name, blockSize: db.blockSize });
+        for (let next = 0; next < db.blockCount;) {
+          const m = await channel.expect("hashes");
+          if (m.first !== next || next + m.hashes.length > db.blockCount) {
+            throw new InputError(`the receiver sent hashes from block ${m.first}, not ${next}`);
+          }
+          m.hashes.forEach((h, i) => db.stage(next + i, h));
+          next += m.hashes.length;
+        }
+        db.commit(`resync-${seedId}`);
+        const source = await openSource(view);
+        try {
+          stats = await sendBatch(
+            channel,
+            { type: "begin", kind: "resync", seedId, size: view.size, cycle: 0, base: 0 },
+            source,
+            await source.map(),
+            db,
+            true,
+            options,
+          );
+        } finally {
+          await source.close();
+        }
+        db.commit(cycleKey(seedId, 0));
+      } finally {
+        db.close();
+      }
+    } catch (err) {
+      await pit.abort();
+      throw err;
+    }
+    await commitView(disk, pit, {
+      ...freshState(disk, target),
+      seedId,
+      confirmedCycle: 0,
+      confirmedAt: new Date().toISOString(),
+    });
+    await channel.send({ type: "close" }).catch(() => {});
+    return { seedId, stats };
+  } finally {
+    channel.close();
+  }
+}
+
+/**
+ * Asks the receiver to change replica `name`'s role (`promote` at failback
+ * exec, `reprotect`); it must be at `seedId`/`cycle`. Returns its new role.
+ */
+export async function changeRemoteRole(
+  target: ReplicationTarget,
+  type: "promote" | "reprotect",
+  name: string,
+  seedId: string,
+  cycle: number,
+): Promise<string> {
+  const channel = await connect(target);
+  try {
+    await openReplica(channel, name, 0);
+    await channel.send({ type, name, seedId, cycle });
+    const done = await channel.expect("role-done");
+    await channel.send({ type: "close" }).catch(() => {});
+    return done.role;
+  } finally {
+    channel.close();
+  }
+}
+
 /**
  * Bitmap scope of a disk's replication: its own per node, so that cleaning up
  * after a dead attempt on one disk never touches another disk's running one.
  */
-async function scopeOf(node: string): Promise<string> {
+export async function replicationScope(node: string): Promise<string> {
   const hash = new Uint8Array(
     await crypto.subtle.digest("SHA-256", new TextEncoder().encode(node)),
   );
@@ -442,7 +561,7 @@ async function exclusively<T>(disk: ReplicatedDisk, attempt: () => Promise<T>): 
   });
   try {
     await lock.lock(true);
-    await removeLeftovers(disk.qmp, { scope: await scopeOf(disk.node) });
+    await removeLeftovers(disk.qmp, { scope: await replicationScope(disk.node) });
     return await attempt();
   } finally {
     lock.close();
@@ -474,7 +593,7 @@ async function openView(
     level: checkpoint ? "incremental" : "full",
     checkpointId: `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
     workDir: disk.workDir,
-    scope: await scopeOf(disk.node),
+    scope: await replicationScope(disk.node),
     ...(disk.nbdSocket ? { nbdSocket: disk.nbdSocket } : {}),
   });
 }

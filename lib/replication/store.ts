@@ -16,12 +16,21 @@ import { join } from "node:path";
 import { ChainError, InputError, TargetError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { zstdDecompressExact } from "../stream/zstd.ts";
+import { xxh64 } from "@node-rs/xxhash";
+import { NbdSource } from "../nbd/reader.ts";
+import { bitmapNames } from "../qemu/mod.ts";
+import { serveImage } from "../qemu/qemu_nbd.ts";
 import { JournalWriter, readJournal } from "./journal.ts";
+import { loadRole, saveRole } from "./role_file.ts";
+import { applyStep, checkStep, type DiskRole } from "./roles.ts";
+import { replicationScope } from "./sender.ts";
 import type {
   BeginMessage,
   ConfirmMessage,
   DataMessage,
+  HashesMessage,
   Message,
+  RoleMessage,
   StateMessage,
   ZeroMessage,
 } from "./messages.ts";
@@ -31,6 +40,7 @@ import {
   openReplicaImage,
   type ReplicaFormat,
   type ReplicaImage,
+  runQemuImg,
 } from "./replica_image.ts";
 
 /** The state file of one replica. */
@@ -44,6 +54,11 @@ export interface ReplicaState {
   cycle?: number;
   /** While seeding: everything below this offset is durable. */
   seedOffset?: number;
+  /**
+   * The image when it is not `DIR/NAME.FORMAT`: the original primary's own
+   * disk, resynced into during a failback.
+   */
+  image?: string;
   /** A journaled, synced cycle not yet (completely) applied. */
   pending?: { cycle: number; journalBytes: number };
   updatedAt: string;
@@ -139,7 +154,7 @@ export class ReplicaStore {
   /** Path of replica `name`'s image. */
   async imagePath(name: string): Promise<string> {
     const s = await this.state(name);
-    return this.#path(name, s?.format ?? this.options.format);
+    return s?.image ?? this.#path(name, s?.format ?? this.options.format);
   }
 
   /** Claims replica `name` for one connection; a second concurrent claim is refused. */
@@ -175,6 +190,9 @@ export class ReplicaStore {
     next: () => Promise<Message>,
   ): Promise<ConfirmMessage> {
     const state = await this.state(name);
+    if (begin.kind === "resync") return await this.#receiveResync(name, state, begin, next);
+    // A promoted or fenced disk takes no cycles: its image is (or was) a VM's.
+    checkStep(await loadRole(this.dir, name, "replica"), "receive");
     if (begin.kind === "seed") return await this.#receiveSeed(name, state, begin, next);
     if (!state || state.seedId !== begin.seedId) {
       throw new ChainError(
@@ -196,6 +214,20 @@ export class ReplicaStore {
         `replica ${name} is at cycle ${state.cycle}: cannot apply cycle ${begin.cycle} based on ${begin.base}`,
       );
     }
+    await this.#journalAndApply(state, begin, next);
+    return { type: "confirm", seedId: begin.seedId, cycle: begin.cycle };
+  }
+
+  /**
+   * Journals a batch, syncs it, records it as committed, applies it and
+   * records the cycle (see the module comment).
+   */
+  async #journalAndApply(
+    state: ReplicaState,
+    begin: BeginMessage,
+    next: () => Promise<Message>,
+  ): Promise<void> {
+    const name = state.name;
     const journalPath = this.#path(name, "journal");
     const journal = await JournalWriter.create(journalPath);
     let received: number;
@@ -219,7 +251,174 @@ export class ReplicaStore {
     });
     this.options.onPoint?.("journal-committed");
     await this.#apply((await this.state(name))!, begin.cycle, journal.bytes);
-    return { type: "confirm", seedId: begin.seedId, cycle: begin.cycle };
+  }
+
+  /**
+   * Failback resync: the sender sends only the blocks that differ from this
+   * image (it compared hashes, see {@link hashes}). The target is the fenced
+   * original primary's own disk; from the first byte on it is no longer a
+   * consistent primary, so its role becomes replica/resyncing, then
+   * replica/replicating of the new seed once the batch is applied.
+   */
+  async #receiveResync(
+    name: string,
+    state: ReplicaState | null,
+    begin: BeginMessage,
+    next: () => Promise<Message>,
+  ): Promise<ConfirmMessage> {
+    const role = await loadRole(this.dir, name, "replica");
+    checkStep(role, "resync");
+    const target = this.#resyncTarget(role, state);
+    await this.#closeImage(name);
+    const fresh: ReplicaState = {
+      name,
+      format: target.format,
+      size: begin.size,
+      seedId: begin.seedId,
+      ...(target.image ? { image: target.image } : {}),
+      updatedAt: new Date().toISOString(),
+      bytesReceived: 0,
+    };
+    const image = await this.#image(fresh);
+    if (image.size !== begin.size) {
+      throw new ChainError(
+        `disk ${name} here is ${image.size} bytes, the sender's ${begin.size}: resync needs equal sizes`,
+      );
+    }
+    await saveRole(this.dir, applyStep(role, "resync"));
+    await this.#save(fresh);
+    await this.#journalAndApply(fresh, begin, next);
+    await saveRole(this.dir, {
+      ...applyStep(role, "resync"),
+      state: "replicating",
+      seedId: begin.seedId,
+      cycle: 0,
+    });
+    return { type: "confirm", seedId: begin.seedId, cycle: 0 };
+  }
+
+  /** The image a resync writes: the fenced primary's disk, else this directory's. */
+  #resyncTarget(
+    role: DiskRole,
+    state: ReplicaState | null,
+  ): { image?: string; format: ReplicaFormat } {
+    if (role.image) return { image: role.image, format: role.format ?? "qcow2" };
+    if (state) return { ...(state.image ? { image: state.image } : {}), format: state.format };
+    return { format: this.options.format };
+  }
+
+  /**
+   * xxHash64 of every `blockSize` block of disk `name` (a fenced primary's own
+   * disk, or the replica), in messages of at most 65536 hashes, read through a
+   * read-only qemu-nbd.
+   */
+  async *hashes(name: string, blockSize: number): AsyncGenerator<HashesMessage> {
+    const role = await loadRole(this.dir, name, "replica");
+    const state = await this.state(name);
+    const target = this.#resyncTarget(role, state);
+    const path = target.image ?? this.#path(name, target.format);
+    await this.#closeImage(name);
+    const served = await serveImage(path, { format: target.format, readOnly: true });
+    try {
+      const source = await NbdSource.open(served.uri, { read: { requestSize: 1 << 20 } });
+      try {
+        const per = 65536;
+        let batch = new BigUint64Array(per);
+        let first = 0;
+        let n = 0;
+        for await (const chunk of source.readExtents([{ offset: 0, length: source.size }])) {
+          for (let at = 0; at < chunk.data.length; at += blockSize) {
+            batch[n++] = xxh64(
+              chunk.data.subarray(at, Math.min(at + blockSize, chunk.data.length)),
+            );
+            if (n === per) {
+              yield { type: "hashes", first, hashes: batch };
+              first += n;
+              n = 0;
+              batch = new BigUint64Array(per);
+            }
+          }
+        }
+        if (n > 0) yield { type: "hashes", first, hashes: batch.subarray(0, n) };
+      } finally {
+        await source.close();
+      }
+    } finally {
+      await served.close();
+    }
+  }
+
+  /**
+   * Failback exec, at the original primary: replica `name`, which must be at
+   * exactly the sender's last cycle, becomes the primary again. Its qcow2
+   * gets a fresh pair of the sender's checkpoint bitmaps (recording from the
+   * moment its VM starts), so `reprotect` needs no full copy.
+   */
+  async promote(msg: RoleMessage): Promise<DiskRole> {
+    const role = await loadRole(this.dir, msg.name, "replica");
+    checkStep(role, "promote");
+    const state = await this.#atPoint(msg);
+    await this.#closeImage(msg.name);
+    const image = state.image ?? this.#path(msg.name, state.format);
+    let checkpoint: DiskRole["checkpoint"];
+    if (state.format === "qcow2" && role.node) {
+      const names = bitmapNames(
+        `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
+        await replicationScope(role.node),
+      );
+      for (const bitmap of [names.inc, names.base]) {
+        await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
+      }
+      checkpoint = { node: role.node, incBitmap: names.inc, baseBitmap: names.base };
+    }
+    const promoted = applyStep(role, "promote", {
+      seedId: msg.seedId,
+      cycle: msg.cycle,
+      image,
+      format: state.format,
+      ...(checkpoint ? { checkpoint } : {}),
+    });
+    await saveRole(this.dir, promoted);
+    return promoted;
+  }
+
+  /**
+   * Reprotect, at the side that becomes the replica: its image must equal the
+   * sender's at `seedId`/`cycle` (a fenced replica after failback exec, or a
+   * replica whose failover was cancelled); it takes cycles of that seed again.
+   */
+  async reprotect(msg: RoleMessage): Promise<DiskRole> {
+    const role = await loadRole(this.dir, msg.name, "replica");
+    checkStep(role, "reprotect_target");
+    const state = await this.state(msg.name);
+    if (!state) throw new ChainError(`there is no replica ${msg.name} here: seed it`);
+    const at = role.state === "fenced"
+      ? { seedId: role.seedId, cycle: role.cycle }
+      : { seedId: state.seedId, cycle: state.cycle };
+    if (at.seedId !== msg.seedId || at.cycle !== msg.cycle || state.pending) {
+      throw new ChainError(
+        `replica ${msg.name} is at ${at.seedId}/${at.cycle}, the sender at ${msg.seedId}/${msg.cycle}: ` +
+          `the sides share no confirmed cycle, seed again`,
+      );
+    }
+    const { seedOffset: _s, pending: _p, ...rest } = state;
+    await this.#save({ ...rest, seedId: msg.seedId, cycle: msg.cycle });
+    const next = applyStep(role, "reprotect_target", { seedId: msg.seedId, cycle: msg.cycle });
+    await saveRole(this.dir, next);
+    return next;
+  }
+
+  /** The replica's state, checked to be exactly at the message's seed and cycle. */
+  async #atPoint(msg: RoleMessage): Promise<ReplicaState> {
+    const state = await this.state(msg.name);
+    if (
+      !state || state.seedId !== msg.seedId || state.cycle !== msg.cycle || state.pending
+    ) {
+      throw new ChainError(
+        `replica ${msg.name} is not at ${msg.seedId}/${msg.cycle}: run the final cycle first`,
+      );
+    }
+    return state;
   }
 
   async #receiveSeed(
@@ -345,7 +544,10 @@ export class ReplicaStore {
   async #image(state: ReplicaState): Promise<ReplicaImage> {
     let image = this.#images.get(state.name);
     if (!image) {
-      image = await openReplicaImage(this.#path(state.name, state.format), state.format);
+      image = await openReplicaImage(
+        state.image ?? this.#path(state.name, state.format),
+        state.format,
+      );
       this.#images.set(state.name, image);
     }
     return image;

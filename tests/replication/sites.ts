@@ -106,6 +106,17 @@ export class ReceiverProcess {
   }
 }
 
+/** True when image `image` (of `format`) equals the raw file `raw` (`qemu-img compare`). */
+export async function imagesEqual(raw: string, image: string, format = "qcow2"): Promise<boolean> {
+  const out = await new Deno.Command("qemu-img", {
+    args: ["compare", "-U", "-f", "raw", "-F", format, raw, image],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (out.code > 1) throw new Error(new TextDecoder().decode(out.stderr));
+  return out.code === 0;
+}
+
 /** The whole two-site bed. */
 export class Sites {
   private constructor(
@@ -187,23 +198,8 @@ export class Sites {
   }
 
   /** True when the replica (qcow2 or raw) equals the raw file `source`. */
-  async replicaEquals(source: string, format = "qcow2"): Promise<boolean> {
-    const out = await new Deno.Command("qemu-img", {
-      args: [
-        "compare",
-        "-U",
-        "-f",
-        "raw",
-        "-F",
-        format,
-        source,
-        join(this.replicaDir, `vda.${format}`),
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (out.code > 1) throw new Error(new TextDecoder().decode(out.stderr));
-    return out.code === 0;
+  replicaEquals(source: string, format = "qcow2"): Promise<boolean> {
+    return imagesEqual(source, join(this.replicaDir, `vda.${format}`), format);
   }
 
   async stop(): Promise<void> {

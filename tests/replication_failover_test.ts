@@ -1,0 +1,202 @@
+/**
+ * Failover -> failback -> reprotect round trip with real QEMU on both sites
+ * (qemu-storage-daemon as each site's VM), receivers as processes: the
+ * original disk and the DR disk end identical (`qemu-img compare`), the
+ * failback sends only the blocks written at the DR site, reprotect needs no
+ * full copy, and steps run from the wrong state are refused with the reason.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { StorageDaemon } from "../lib/qemu/storage_daemon.ts";
+import { cli, type CliResult, imagesEqual, ReceiverProcess, run } from "./replication/sites.ts";
+
+const MiB = 1 << 20;
+const PSK_TEXT = "failover round trip pre-shared key 0123456789\n";
+
+/** A site's VM: a qemu-storage-daemon serving one qcow2 as node disk0 and export vm. */
+class Vm {
+  private constructor(readonly daemon: StorageDaemon, readonly dir: string) {}
+
+  static async start(image: string, dir: string): Promise<Vm> {
+    await Deno.mkdir(dir, { recursive: true });
+    const daemon = await StorageDaemon.start({
+      disks: [{ node: "disk0", image, exportName: "vm" }],
+      qmpSocket: join(dir, "qmp.sock"),
+      nbdSocket: join(dir, "nbd.sock"),
+    });
+    return new Vm(daemon, dir);
+  }
+
+  get qmp(): string {
+    return join(this.dir, "qmp.sock");
+  }
+  get nbd(): string {
+    return join(this.dir, "nbd.sock");
+  }
+  get uri(): string {
+    return `nbd+unix:///vm?socket=${this.nbd}`;
+  }
+
+  async write(pattern: number, offset: number, length: number): Promise<void> {
+    await run("qemu-io", ["-f", "raw", "-c", `write -P ${pattern} ${offset} ${length}`, this.uri]);
+  }
+
+  async snapshot(path: string): Promise<string> {
+    await run("qemu-img", ["convert", "-f", "raw", "-O", "raw", this.uri, path]);
+    return path;
+  }
+
+  stop(): Promise<void> {
+    return this.daemon.quit();
+  }
+}
+
+function ok(r: CliResult): CliResult {
+  assert.equal(r.code, 0, r.stderr);
+  return r;
+}
+
+function refused(r: CliResult, reason: RegExp): void {
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(r.stderr, reason);
+}
+
+Deno.test("replication: failover, failback and reprotect round trip", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dirtybit-failover-" });
+  const psk = join(root, "psk");
+  await Deno.writeTextFile(psk, PSK_TEXT);
+  const stateA = join(root, "a-state");
+  const dirB = join(root, "b-dr");
+  const imageA = join(root, "a-disk.qcow2");
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", imageA, String(32 * MiB)]);
+  await run("qemu-io", ["-f", "qcow2", "-c", `write -P 0x11 0 ${4 * MiB}`, imageA]);
+  const running: { stop(): Promise<unknown> }[] = [];
+  const started = <T extends { stop(): Promise<unknown> }>(x: T): T => (running.push(x), x);
+  const stopped = async (x: { stop(): Promise<unknown> }) => {
+    running.splice(running.indexOf(x), 1);
+    await x.stop();
+  };
+  const receiver = (dir: string) =>
+    ReceiverProcess.start(["--psk-file", psk, "--replica-dir", dir]).then(started);
+  const sender = (vm: Vm, port: number, stateDir: string) => [
+    "--qmp",
+    vm.qmp,
+    "--node",
+    "disk0",
+    "--nbd-socket",
+    vm.nbd,
+    "--dr",
+    `127.0.0.1:${port}`,
+    "--psk-file",
+    psk,
+    "--name",
+    "vda",
+    "--state-dir",
+    stateDir,
+    "--retry-count",
+    "0",
+  ];
+  try {
+    // Normal operation: A replicates to B.
+    let vmA = started(await Vm.start(imageA, join(root, "vm-a")));
+    const recvB = await receiver(dirB);
+    const toB = sender(vmA, recvB.port, stateA);
+    ok(await cli(["replicate", "seed", ...toB]));
+    await vmA.write(0x21, 8 * MiB, MiB);
+    ok(await cli(["replicate", "push", "--once", ...toB]));
+
+    // Wrong steps for a disk that is simply replicating.
+    refused(
+      await cli(["failback", "pre", ...sender(vmA, recvB.port, dirB)]),
+      /disk vda is replica\/replicating: failback pre .* needs primary\/promoted/,
+    );
+    refused(
+      await cli(["reprotect", ...toB]),
+      /disk vda is primary\/replicating: reprotect from this side needs primary\/fenced or primary\/promoted/,
+    );
+
+    // failover pre at A: final cycle, fenced.
+    await vmA.write(0x22, 12 * MiB, MiB);
+    const pre = ok(await cli(["failover", "pre", ...toB]));
+    assert.match(pre.stderr, /final cycle 2 confirmed .*fenced/);
+    refused(
+      await cli(["replicate", "push", "--once", ...toB]),
+      /disk vda is primary\/fenced since failover pre at .*: replication cycles from this side needs primary\/replicating/,
+    );
+    const atFailover = await vmA.snapshot(join(root, "at-failover.raw"));
+    await stopped(vmA);
+
+    // failover exec at B: the replica is the VM's disk now.
+    const exec = ok(await cli(["failover", "exec", "--name", "vda", "--replica-dir", dirB]));
+    assert.match(exec.stderr, /replica promoted at cycle 2/);
+    const replicaB = join(dirB, "vda.qcow2");
+    assert.ok(await imagesEqual(atFailover, replicaB));
+    assert.match(
+      await Deno.readTextFile(join(dirB, "vda.qemu.sh")),
+      /qemu-system-x86_64[^]*vda\.qcow2,format=qcow2/,
+    );
+    assert.match(
+      await Deno.readTextFile(join(dirB, "vda.xml")),
+      /<source file='[^']*vda\.qcow2'\/>/,
+    );
+    refused(
+      await cli(["failover", "exec", "--name", "vda", "--replica-dir", dirB]),
+      /disk vda is primary\/promoted since failover exec .*: failover exec .* needs replica\/replicating/,
+    );
+
+    // The VM runs at B and writes.
+    const vmB = started(await Vm.start(replicaB, join(root, "vm-b")));
+    await vmB.write(0x31, 2 * MiB, MiB);
+    await vmB.write(0x32, 20 * MiB, MiB);
+
+    // failback pre: a receiver at A serves A's own disk; only B's writes travel.
+    const recvA = await receiver(stateA);
+    const toA = sender(vmB, recvA.port, dirB);
+    const fb = ok(await cli(["failback", "pre", ...toA]));
+    assert.match(
+      fb.stderr,
+      /original primary resynced: 33554432 bytes compared, .* 2097152 sent as data/,
+    );
+    assert.ok(await imagesEqual(await vmB.snapshot(join(root, "fb-pre.raw")), imageA));
+    await vmB.write(0x33, 24 * MiB, MiB);
+    const push = ok(await cli(["replicate", "push", "--once", ...toA]));
+    assert.match(push.stderr, /cycle 1 confirmed: 1048576 bytes dirty/);
+    refused(
+      await cli(["reprotect", ...sender(vmB, recvB.port, stateA)]),
+      /disk vda is replica\/replicating .*: reprotect from this side needs/,
+    );
+
+    // failback exec: final cycle B -> A, A is the primary again.
+    await vmB.write(0x34, 28 * MiB, MiB);
+    const fx = ok(await cli(["failback", "exec", ...toA]));
+    assert.match(fx.stderr, /final cycle 2 confirmed; the original site is primary\/promoted/);
+    refused(
+      await cli(["failback", "exec", ...toA]),
+      /disk vda is replica\/fenced since failback exec .*: failback exec .* needs primary\/replicating after failback pre/,
+    );
+    const atFailback = await vmB.snapshot(join(root, "at-failback.raw"));
+    await stopped(vmB);
+    await stopped(recvA);
+    assert.ok(await imagesEqual(atFailback, imageA));
+
+    // reprotect at A: replication A -> B again, from the bitmap the promotion
+    // added, not from a full copy.
+    vmA = started(await Vm.start(imageA, join(root, "vm-a2")));
+    await vmA.write(0x41, 30 * MiB, MiB);
+    const rp = ok(await cli(["reprotect", ...sender(vmA, recvB.port, stateA)]));
+    assert.match(
+      rp.stderr,
+      /reprotected at cycle 2: this side primary\/replicating, the other replica\/replicating/,
+    );
+    const again = ok(
+      await cli(["replicate", "push", "--once", ...sender(vmA, recvB.port, stateA)]),
+    );
+    assert.match(again.stderr, /cycle 3 confirmed: 1048576 bytes dirty/);
+    const end = await vmA.snapshot(join(root, "end.raw"));
+    assert.ok(await imagesEqual(end, replicaB), "after the round trip the disks are identical");
+  } finally {
+    for (const x of running.reverse()) await x.stop().catch(() => {});
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
