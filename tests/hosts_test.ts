@@ -123,7 +123,7 @@ Deno.test("remote commands over the loopback sshd: argv, output, exit code, time
   });
 });
 
-Deno.test("host key mismatch, unknown host and refused key are clear SourceErrors", async () => {
+Deno.test("host key mismatch, unknown host, refused key and unreachable host are clear errors", async () => {
   const sshd = await startSshd();
   try {
     await assertRejects(
@@ -144,6 +144,14 @@ Deno.test("host key mismatch, unknown host and refused key are clear SourceError
       "SSH key authentication as root@127.0.0.1",
     );
     await assertRejects(() => connect(sshd, { port: 0 }), UsageError, "ssh_port");
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const closedPort = (closed.addr as Deno.NetAddr).port;
+    closed.close();
+    await assertRejects(
+      () => connect(sshd, { port: closedPort }),
+      SourceError,
+      `cannot reach SSH on 127.0.0.1:${closedPort}`,
+    );
     const warnings: string[] = [];
     const unchecked = await connect(sshd, {
       knownHostsPath: sshd.wrongKnownHostsPath,
@@ -453,6 +461,8 @@ Deno.test("a freeze that times out leaves the guest thawed; the guard thaws when
 Deno.test("kill -9 of the backend while the guest is frozen: the host-side guard thaws it", async () => {
   const qga = await startFakeGuestAgent();
   const sshd = await startSshd();
+  // The killed backend cannot remove its private ssh dir: keep it in one we remove.
+  const backendTmp = await Deno.makeTempDir({ prefix: "dirtybit-backend-" });
   try {
     const mod = (p: string) => new URL(p, import.meta.url).href;
     const code = `
@@ -472,6 +482,7 @@ Deno.test("kill -9 of the backend while the guest is frozen: the host-side guard
     `;
     const backend = new Deno.Command("deno", {
       args: ["eval", code],
+      env: { TMPDIR: backendTmp },
       stdout: "null",
       stderr: "null",
     }).spawn();
@@ -490,5 +501,6 @@ Deno.test("kill -9 of the backend while the guest is frozen: the host-side guard
   } finally {
     await sshd.stop();
     await qga.stop();
+    await Deno.remove(backendTmp, { recursive: true });
   }
 });
