@@ -68,23 +68,19 @@ async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
     await runBackup({ ...backupJob, level: "full", compression: "zstd:3" }, nullSink);
     // 1 % of the disk in 1 MiB writes spread over it; half of each 4 KiB
     // block random, half zeros: compressible about 2:1, like real data.
+    // Three rounds, medians: the machine is shared.
     const dirty = Math.floor(diskSize / 100 / MiB);
-    const client = await NbdClient.connect({ uri: qsd.disks[0].uri });
-    const buf = new Uint8Array(MiB);
-    for (let i = 0; i < dirty; i++) {
-      buf.fill(0);
-      for (let off = 0; off < buf.length; off += 4096) {
-        crypto.getRandomValues(buf.subarray(off, off + 2048));
-      }
-      await client.pwrite(buf, Math.floor(i * diskSize / dirty / MiB) * MiB);
+    const rounds: { r: Awaited<ReturnType<typeof pushCycle>>; backupSeconds: number }[] = [];
+    for (let round = 0; round < 3; round++) {
+      await writeDirty(qsd.disks[0].uri, diskSize, dirty);
+      const cycleQmp = await qsd.qmp();
+      const r = await pushCycle({ ...disk, qmp: cycleQmp }, target).finally(() => cycleQmp.close());
+      const t0 = performance.now();
+      await runBackup({ ...backupJob, level: "incremental", compression: "zstd:3" }, nullSink);
+      rounds.push({ r, backupSeconds: (performance.now() - t0) / 1000 });
     }
-    await client.flush();
-    await client.close();
-    const cycleQmp = await qsd.qmp();
-    const r = await pushCycle({ ...disk, qmp: cycleQmp }, target).finally(() => cycleQmp.close());
-    const t0 = performance.now();
-    await runBackup({ ...backupJob, level: "incremental", compression: "zstd:3" }, nullSink);
-    const backupSeconds = (performance.now() - t0) / 1000;
+    rounds.sort((a, b) => a.r.seconds / a.backupSeconds - b.r.seconds / b.backupSeconds);
+    const { r, backupSeconds } = rounds[1];
     const s = r.stats;
     const what = `cycle, ${dirty} MiB of ${diskSize / MiB} MiB dirty`;
     return [
@@ -96,9 +92,10 @@ async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
         1.02,
       ),
       // The cycle reads and compresses what the incremental does, then
-      // encrypts, crosses TCP, and the receiver journals, fsyncs and applies.
+      // encrypts, crosses TCP, and the receiver journals, fsyncs and applies
+      // it through a qemu-nbd it starts for the connection.
       atMost(
-        `${what}: cycle time / local incremental backup time (same dirty data)`,
+        `${what}: cycle time / local incremental backup time (same dirty data, median of 3)`,
         `${r.seconds.toFixed(2)} s`,
         `${backupSeconds.toFixed(2)} s`,
         r.seconds / backupSeconds,
@@ -110,6 +107,20 @@ async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
     await receiver.stop();
     await qsd.stop();
   }
+}
+
+async function writeDirty(uri: string, diskSize: number, count: number): Promise<void> {
+  const client = await NbdClient.connect({ uri });
+  const buf = new Uint8Array(MiB);
+  for (let i = 0; i < count; i++) {
+    buf.fill(0);
+    for (let off = 0; off < buf.length; off += 4096) {
+      crypto.getRandomValues(buf.subarray(off, off + 2048));
+    }
+    await client.pwrite(buf, Math.floor(i * diskSize / count / MiB) * MiB);
+  }
+  await client.flush();
+  await client.close();
 }
 
 async function benchChannel(bytes: number): Promise<BenchRow[]> {
