@@ -103,3 +103,38 @@ Deno.test("cli: backup --out - piped into restore --out X - (bpipe), full then i
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli: backup --out to a FIFO writes through it and leaves the FIFO in place", async () => {
+  const qsd = await Qsd.start({
+    disks: [{ size: 8 * MiB, writes: [{ pattern: 0x61, offset: 0, length: MiB }] }],
+  });
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  try {
+    const fifo = join(dir, "pipe");
+    const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.ok(mk.success);
+    // The reader stands for a device or a pipe such as /dev/null: never to be replaced by a file.
+    const reader = new Deno.Command("sh", { args: ["-c", `cat ${fifo} > ${join(dir, "s.dbit")}`] })
+      .spawn();
+    const r = await dirtybit([
+      "backup",
+      "--qmp",
+      qsd.qmpSocket,
+      "--nbd-socket",
+      qsd.nbdSocket,
+      "--node",
+      qsd.disks[0].node,
+      "--state-dir",
+      join(dir, "state"),
+      "--out",
+      fifo,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await reader.status).success);
+    assert.ok(Deno.lstatSync(fifo).isFifo, "the FIFO is still a FIFO");
+    assert.equal((await dirtybit(["verify", join(dir, "s.dbit")])).code, 0);
+  } finally {
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

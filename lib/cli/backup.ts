@@ -115,16 +115,17 @@ export const backupCommand: Command = {
           kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
       }, async (disk: PlannedDisk) => {
         if (toStdout) return Deno.stdout.writable;
+        if (!outDir && await isSpecialFile(out)) {
+          // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
+          // renaming a partial file over it would replace the device.
+          return (await openOrFail(out, { write: true })).writable;
+        }
         const final = outDir ? join(outDir, streamFileName(disk)) : out;
         const partial = `${final}.partial`;
         const entry = { partial, final, complete: false };
         files.set(disk.node, entry);
-        try {
-          const file = await Deno.open(partial, { write: true, create: true, truncate: true });
-          return streamFileSink(file, entry);
-        } catch (err) {
-          throw new TargetError(`cannot create ${partial}: ${(err as Error).message}`);
-        }
+        const file = await openOrFail(partial, { write: true, create: true, truncate: true });
+        return streamFileSink(file, entry);
       });
     } catch (err) {
       // Also a complete file of a disk that finished: the backup was not accepted.
@@ -141,7 +142,10 @@ export const backupCommand: Command = {
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
     }
-    const summary = results.map((r) => ({ ...r, file: files.get(r.node)?.final ?? "-" }));
+    const summary = results.map((r) => ({
+      ...r,
+      file: files.get(r.node)?.final ?? (toStdout ? "-" : out),
+    }));
     for (const r of summary) {
       reportLine(
         `${r.diskName}: ${r.level} ${r.backupId} -> ${r.file}: dirty ${
@@ -202,5 +206,23 @@ async function directoryOrNull(path: string): Promise<string | null> {
     return (await Deno.stat(path)).isDirectory ? path : null;
   } catch {
     return null;
+  }
+}
+
+/** True for an existing path that is not a regular file or directory (device, FIFO, socket). */
+async function isSpecialFile(path: string): Promise<boolean> {
+  try {
+    const info = await Deno.stat(path);
+    return !info.isFile && !info.isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+async function openOrFail(path: string, options: Deno.OpenOptions): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, options);
+  } catch (err) {
+    throw new TargetError(`cannot open ${path} for writing: ${(err as Error).message}`);
   }
 }
