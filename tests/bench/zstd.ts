@@ -24,7 +24,7 @@ function sample(size: number): Uint8Array {
 
 /** node:zlib zstd vs @bokuweb/zstd-wasm, level 3, 1 MiB records. */
 export async function benchZstd(): Promise<BenchRow[]> {
-  const wasm = await import("npm:@bokuweb/zstd-wasm@0.0.27");
+  const wasm = await import("@bokuweb/zstd-wasm");
   await wasm.init();
   const data = sample(64 * MiB);
   const records = Array.from({ length: 64 }, (_, i) => data.subarray(i * MiB, (i + 1) * MiB));
