@@ -14,7 +14,7 @@ import { openPointInTime, type PointInTime } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
 import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
 import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
-import { CancelledError, describeError } from "../core/errors.ts";
+import { CancelledError, describeError, UsageError } from "../core/errors.ts";
 import type { CbtStats } from "../cbt/layers.ts";
 import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./state.ts";
 import { backupDisk, type DiskBackupOutcome } from "./disk_backup.ts";
@@ -23,12 +23,26 @@ import { lockStateDir } from "./lock.ts";
 /** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
 export type RequestedLevel = Level | "auto";
 
+/**
+ * One disk of a job: the block node QEMU reads it through now, and the name
+ * that identifies it across backups (stream header `disk`, state dir key).
+ * They differ where node names are not stable: libvirt renumbers its
+ * `libvirt-N-format` nodes on every VM start, so a CloudStack disk is named
+ * by its volume id.
+ */
+export interface JobDisk {
+  node: string;
+  name: string;
+}
+
 /** A backup job of one VM's disks on a running QEMU. */
 export interface BackupJob {
   /** QMP socket path, or an open transport (e.g. through libvirt on a remote host). */
   qmp: string | QmpTransport;
-  /** Block nodes of the disks to back up (their names are the disk names). */
-  nodes: string[];
+  /** Block nodes of the disks, each named by its node (shorthand for `disks`). */
+  nodes?: string[];
+  /** The disks with stable names; give this or `nodes`. */
+  disks?: JobDisk[];
   level: RequestedLevel;
   stateDir: string;
   /** `zstd:N` or `none`. */
@@ -37,8 +51,21 @@ export interface BackupJob {
   metadata?: Record<string, unknown>;
   /** Unix socket of an NBD server the QEMU already runs (else one is started for the job). */
   nbdSocket?: string;
+  /**
+   * Directory QEMU can write for the fleece overlays (and the NBD socket it
+   * starts); default a private temp dir here, for a QEMU on this machine.
+   */
+  workDir?: string;
+  /** Removes an overlay file QEMU created in `workDir` (default `Deno.remove`). */
+  removeFile?: (path: string) => Promise<void>;
   /** Maps an export URI of the point in time to one this process can reach (SSH tunnels). */
   reachExport?: (uri: string) => Promise<string>;
+  /**
+   * Last check before the checkpoint is committed, once every stream is
+   * written (e.g. that the tunnel the reads went through is still up);
+   * throwing fails the job as if a read had failed.
+   */
+  beforeCommit?: () => Promise<void>;
   /** Freeze/thaw of guest file systems around the point in time. */
   quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
   signal?: AbortSignal;
@@ -66,16 +93,30 @@ export interface DiskBackupResult extends PlannedDisk {
 /** Where each disk's stream goes; called once the disk's level is known. */
 export type SinkFactory = (disk: PlannedDisk) => Promise<WritableStream<Uint8Array>>;
 
+/** The job's disks, from `disks` or from `nodes` (name = node). */
+export function jobDisks(job: Pick<BackupJob, "nodes" | "disks">): JobDisk[] {
+  if (job.disks && job.nodes) throw new UsageError("a backup job takes disks or nodes, not both");
+  const disks = job.disks ?? (job.nodes ?? []).map((node) => ({ node, name: node }));
+  if (disks.length === 0) throw new UsageError("a backup job needs at least one disk");
+  const names = new Set<string>();
+  for (const d of disks) {
+    if (names.has(d.name)) throw new UsageError(`disk ${d.name} is listed twice`);
+    names.add(d.name);
+  }
+  return disks;
+}
+
 /** Runs a backup job; resolves only when every disk was written and the checkpoint committed. */
 export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<DiskBackupResult[]> {
   const backupId = newBackupId();
+  const disks = jobDisks(job);
   await Deno.mkdir(job.stateDir, { recursive: true, mode: 0o700 });
   const lock = await lockStateDir(job.stateDir);
   let qmp: QmpTransport | undefined;
-  const workDir = await Deno.makeTempDir({ prefix: "dirtybit-job-" });
+  const localDir = await Deno.makeTempDir({ prefix: "dirtybit-job-" });
   try {
     qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
-    const left = await removeLeftovers(qmp);
+    const left = await removeLeftovers(qmp, { removeFile: job.removeFile });
     const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
     if (leftCount > 0) {
       job.onMessage?.(
@@ -83,15 +124,16 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
         `removed ${leftCount} leftovers of an earlier backup that did not end`,
       );
     }
-    const states = await Promise.all(job.nodes.map((node) => loadDiskState(job.stateDir, node)));
-    const resized = job.level === "full" ? [] : await resizedDisks(qmp, job.nodes, states);
+    const states = await Promise.all(disks.map((d) => loadDiskState(job.stateDir, d.name)));
+    const resized = job.level === "full" ? [] : await resizedDisks(qmp, disks, states);
     // A resized disk gets a full: no checkpoint is passed on for it.
     const pit = await openPointInTimeQuiesced(
       job,
       qmp,
+      disks,
       states.map((state, i) => resized[i] ? null : state),
       backupId,
-      workDir,
+      job.workDir ?? join(localDir, "fleece"),
     );
     let outcomes: DiskBackupOutcome[];
     try {
@@ -102,7 +144,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
           const state = states[i];
           const planned: PlannedDisk = {
             node: disk.node,
-            diskName: disk.node,
+            diskName: disks[i].name,
             level: disk.level,
             reason: resized[i] ?? disk.reason ??
               (disk.level === "full" && job.level !== "full" && !state
@@ -136,6 +178,12 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
       );
       throw err;
     }
+    try {
+      await job.beforeCommit?.();
+    } catch (err) {
+      await pit.abort().catch(() => {});
+      throw err;
+    }
     const checkpoints = await pit.commit();
     for (const [i, outcome] of outcomes.entries()) {
       outcome.commitHashes();
@@ -144,7 +192,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     return outcomes.map((o) => o.result);
   } finally {
     if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
-    await Deno.remove(workDir, { recursive: true }).catch(() => {});
+    await Deno.remove(localDir, { recursive: true }).catch(() => {});
     await lock.release();
   }
 }
@@ -165,18 +213,20 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
     const nodes = await queryBlockNodes(qmp);
     const names = bitmapNames("estimate");
     const level = job.level === "auto" ? "incremental" : job.level;
-    return await Promise.all(job.nodes.map(async (node) => {
-      const info = nodes.get(node);
-      if (!info) throw missingNode(node);
-      const state = await loadDiskState(job.stateDir, node);
-      const plan = planDisk(info, state?.checkpoint, level, names);
-      return {
-        diskName: node,
-        level: plan.level,
-        reason: plan.reason,
-        bytes: plan.source ? plan.source.count : info.size,
-      };
-    }));
+    return await Promise.all(
+      jobDisks(job).map(async ({ node, name }) => {
+        const info = nodes.get(node);
+        if (!info) throw missingNode(node);
+        const state = await loadDiskState(job.stateDir, name);
+        const plan = planDisk(info, state?.checkpoint, level, names);
+        return {
+          diskName: name,
+          level: plan.level,
+          reason: plan.reason,
+          bytes: plan.source ? plan.source.count : info.size,
+        };
+      }),
+    );
   } finally {
     if (typeof job.qmp === "string") await qmp.close().catch(() => {});
   }
@@ -185,18 +235,20 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
 async function openPointInTimeQuiesced(
   job: BackupJob,
   qmp: QmpTransport,
+  disks: JobDisk[],
   states: (DiskState | null)[],
   checkpointId: string,
   workDir: string,
 ): Promise<PointInTime> {
   const request = {
-    disks: job.nodes.map((node, i) => ({ node, checkpoint: states[i]?.checkpoint })),
+    disks: disks.map((d, i) => ({ node: d.node, checkpoint: states[i]?.checkpoint })),
     level: job.level === "auto" ? "incremental" as const : job.level,
     checkpointId,
-    workDir: join(workDir, "fleece"),
+    workDir,
     nbdSocket: job.nbdSocket,
+    removeFile: job.removeFile,
   };
-  await Deno.mkdir(request.workDir, { recursive: true });
+  if (!job.workDir) await Deno.mkdir(request.workDir, { recursive: true });
   if (!job.quiesce) return await openPointInTime(qmp, request);
   await job.quiesce.freeze();
   try {
@@ -212,11 +264,11 @@ async function openPointInTimeQuiesced(
  */
 async function resizedDisks(
   qmp: QmpTransport,
-  nodes: string[],
+  disks: JobDisk[],
   states: (DiskState | null)[],
 ): Promise<(string | undefined)[]> {
   const info = await queryBlockNodes(qmp);
-  return nodes.map((node, i) => {
+  return disks.map(({ node }, i) => {
     const was = states[i]?.virtualSize;
     const size = info.get(node)?.size;
     if (was === undefined || size === undefined || size === was) return undefined;
