@@ -102,6 +102,13 @@ export interface SimScenario {
   jobFailures?: Record<string, SimFailure>;
   /** File served at the URL extractVolume hands out. */
   extractFile?: string;
+  /**
+   * Per volume id, the file extractVolume serves for it, or for a volume
+   * created from a snapshot of it (as CloudStack would: the snapshot's data).
+   */
+  extractFiles?: Record<string, string>;
+  /** The server's clock (ms since the epoch) for `expires` checks; default Date.now. */
+  now?: () => number;
 }
 
 /** One request as the simulator saw it (signature left out). */
@@ -145,6 +152,9 @@ export class CloudStackSimulator {
   readonly requests: SimRequest[] = [];
   readonly #jobs = new Map<string, SimJob>();
   readonly #downloads = new Map<string, string>();
+  /** Snapshot id -> volume id, and volume created from a snapshot -> that volume id. */
+  readonly #snapshotOf = new Map<string, string>();
+  readonly #createdFrom = new Map<string, string>();
   #server!: Deno.HttpServer<Deno.NetAddr>;
 
   private constructor(readonly scenario: SimScenario, readonly scheme: "http" | "https") {}
@@ -232,7 +242,7 @@ export class CloudStackSimulator {
     if (version === "3") {
       if (!expires) return false;
       const when = parseExpires(expires);
-      if (when === undefined || when < Date.now()) return false;
+      if (when === undefined || when < (this.scenario.now ?? Date.now)()) return false;
     }
     const user = this.scenario.users.find((u) => u.apiKey === apiKey);
     if (!user) return false;
@@ -295,6 +305,7 @@ export class CloudStackSimulator {
       case "createSnapshot": {
         const volume = this.#volume(command, "volumeid", p.volumeid);
         const id = crypto.randomUUID();
+        this.#snapshotOf.set(id, volume.id);
         return this.#startJob(command, id, {
           snapshot: {
             id,
@@ -319,6 +330,9 @@ export class CloudStackSimulator {
             "Either disk Offering Id or snapshot Id must be passed whilst creating volume",
           );
         }
+        const source = p.snapshotid ? this.#snapshotOf.get(p.snapshotid) : undefined;
+        if (p.snapshotid && !source) throw invalidParam(command, "snapshotid", p.snapshotid);
+        if (source) this.#createdFrom.set(id, source);
         return this.#startJob(command, id, {
           volume: {
             id,
@@ -330,12 +344,15 @@ export class CloudStackSimulator {
         });
       }
       case "extractVolume": {
-        const volume = this.#volume(command, "id", p.id);
+        const source = this.#createdFrom.get(p.id ?? "");
+        const volume = source
+          ? { id: p.id!, name: `from-${source.slice(0, 8)}` }
+          : this.#volume(command, "id", p.id);
         if (!p.mode || !["HTTP_DOWNLOAD", "FTP_UPLOAD"].includes(p.mode)) {
           throw new ApiFailure(431, "Please specify a valid extract Mode");
         }
         const token = crypto.randomUUID();
-        this.#downloads.set(token, s.extractFile ?? "");
+        this.#downloads.set(token, s.extractFiles?.[source ?? volume.id] ?? s.extractFile ?? "");
         return this.#startJob(command, volume.id, {
           volume: {
             id: volume.id,
