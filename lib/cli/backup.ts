@@ -7,16 +7,26 @@
 import { join } from "node:path";
 import type { Command } from "./command.ts";
 import { choice, parseFlags, required } from "./args.ts";
-import { type DiskBackupResult, type PlannedDisk, runBackup } from "../backup/engine.ts";
+import {
+  type DiskBackupResult,
+  type PlannedDisk,
+  runBackup,
+  type SinkFactory,
+} from "../backup/engine.ts";
+import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
+import { flagToParam, parseParamEntries } from "./params.ts";
+import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, TargetError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
+       dirtybit backup --vm VM [CloudStack options] [options]
 
 Backs up the disks (QEMU block nodes) of a running QEMU through a point-in-time
 view, reading only what changed since the last backup for an incremental.
+With --vm, the VM is found through CloudStack and read on its KVM host.
 
   --qmp SOCKET        QMP unix socket of the QEMU process (required)
   --node NODE         block node of a disk; repeat for several disks (required)
@@ -30,9 +40,47 @@ view, reading only what changed since the last backup for an incremental.
                       stdout (one disk only; e.g. Bacula bpipe). Default: .
   --compress C        zstd:N (1-19) or none (default zstd:3)
   --json              print a JSON summary (on stderr when --out is -)
+
+CloudStack VM (instead of --qmp/--node; disks are named by their volume id):
+  --vm VM             UUID, name or instance name (i-2-10-VM)
+  --url URL, --apikey KEY, --secretkey-file FILE (or --secretkey KEY),
+  --config FILE, --verify-ssl BOOL, --ca-file FILE
+                      the API endpoint and keys, as for 'dirtybit api' (also
+                      from DIRTYBIT_URL, DIRTYBIT_APIKEY, DIRTYBIT_SECRETKEY_FILE,
+                      DIRTYBIT_CONFIG)
+  --disks LIST        volumes to back up: names, ids, device ids or vda/vdb
+                      (comma separated; default all)
+  --nbd-access-mode M ssh_tunnel (default: NBD through SSH), direct (NBD to
+                      the host's --nbd-port, default 10809) or api_only
+                      (CloudStack snapshot + download: always full, slow)
+  --ssh-user U, --ssh-port N, --ssh-key FILE, --known-hosts FILE
+                      how to reach the KVM host (root, 22, ~/.ssh/id_*, the
+                      system's known_hosts; host keys are always verified)
+  --quiesce BOOL      freeze guest file systems for the point in time
+                      (default true; no guest agent: crash-consistent with a
+                      warning; a freeze that fails or times out fails the job)
 `;
 
-type Flags = {
+/** Flags of the CloudStack VM source, each a row of the parameter table. */
+const VM_FLAGS = [
+  "vm",
+  "url",
+  "apikey",
+  "secretkey",
+  "secretkey-file",
+  "verify-ssl",
+  "ca-file",
+  "disks",
+  "nbd-access-mode",
+  "nbd-port",
+  "ssh-user",
+  "ssh-port",
+  "ssh-key",
+  "known-hosts",
+  "quiesce",
+] as const;
+
+type Flags = { [F in typeof VM_FLAGS[number] | "config"]?: string } & {
   qmp?: string;
   "nbd-socket"?: string;
   node?: string[];
@@ -56,15 +104,18 @@ export const backupCommand: Command = {
       out: { type: "string" },
       compress: { type: "string" },
       json: { type: "boolean" },
+      config: { type: "string" },
+      ...Object.fromEntries(VM_FLAGS.map((f) => [f, { type: "string" as const }])),
     }, HELP);
     if (!parsed) return 0;
     const { values, positionals } = parsed;
     if (positionals.length > 0) {
       throw new UsageError(`backup: unexpected argument '${positionals[0]}'`);
     }
-    const qmp = required("backup", "qmp", values.qmp);
+    const source = await vmSource(values);
+    const qmp = source ? "" : required("backup", "qmp", values.qmp);
     const nodes = values.node ?? [];
-    if (nodes.length === 0) {
+    if (!source && nodes.length === 0) {
       throw new UsageError("backup: --node is required: see 'dirtybit backup --help'");
     }
     const level = choice("backup", "level", values.level, [
@@ -100,20 +151,25 @@ export const backupCommand: Command = {
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
     let results: DiskBackupResult[];
+    let sinks = 0;
     try {
-      results = await runBackup({
-        qmp,
-        nbdSocket: values["nbd-socket"],
-        nodes,
+      const settings = {
         level,
         stateDir,
         compression,
         signal: controller.signal,
         // Warnings (why a full was taken, leftovers removed) are messages, not
         // progress: scripts and bpipe logs must see them without a terminal.
-        onMessage: (kind, text) =>
+        onMessage: (kind: "info" | "warning", text: string) =>
           kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
-      }, async (disk: PlannedDisk) => {
+      };
+      const sinkFor: SinkFactory = async (disk: PlannedDisk) => {
+        // A VM's disk count is known only once it is resolved.
+        if (++sinks > 1 && (toStdout || !outDir)) {
+          throw new UsageError(
+            `backup: --out ${out} takes one disk and the VM has several: give a directory or --disks`,
+          );
+        }
         if (toStdout) return Deno.stdout.writable;
         if (!outDir && await isSpecialFile(out)) {
           // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
@@ -123,10 +179,13 @@ export const backupCommand: Command = {
         const final = outDir ? join(outDir, streamFileName(disk)) : out;
         const partial = `${final}.partial`;
         const entry = { partial, final, complete: false };
-        files.set(disk.node, entry);
+        files.set(disk.diskName, entry);
         const file = await openOrFail(partial, { write: true, create: true, truncate: true });
         return streamFileSink(file, entry);
-      });
+      };
+      results = source
+        ? await runVmBackup(source, settings, sinkFor)
+        : await runBackup({ ...settings, qmp, nbdSocket: values["nbd-socket"], nodes }, sinkFor);
     } catch (err) {
       // Also a complete file of a disk that finished: the backup was not accepted.
       for (const f of files.values()) {
@@ -144,7 +203,7 @@ export const backupCommand: Command = {
     }
     const summary = results.map((r) => ({
       ...r,
-      file: files.get(r.node)?.final ?? (toStdout ? "-" : out),
+      file: files.get(r.diskName)?.final ?? (toStdout ? "-" : out),
     }));
     for (const r of summary) {
       reportLine(
@@ -165,6 +224,25 @@ export const backupCommand: Command = {
     return 0;
   },
 };
+
+/** The CloudStack VM source of `--vm` and its flags, or null without `--vm`. */
+async function vmSource(values: Flags): Promise<VmSource | null> {
+  const given = VM_FLAGS.filter((f) => values[f] !== undefined);
+  if (!values.vm) {
+    if (given.length > 0 || values.config !== undefined) {
+      throw new UsageError(`backup: --${given[0] ?? "config"} needs --vm`);
+    }
+    return null;
+  }
+  if (values.qmp !== undefined || values.node !== undefined || values["nbd-socket"]) {
+    throw new UsageError("backup: give --vm or --qmp/--node, not both");
+  }
+  const params = parseParamEntries(given.map((f) => [flagToParam(f), values[f]!]));
+  return await vmSourceFromParams(params, {
+    config: values.config,
+    warn: (m) => console.error(`dirtybit: warning: ${m}`),
+  });
+}
 
 /** A disk's stream file: written as `partial`, renamed to `final` once complete. */
 interface StreamFile {

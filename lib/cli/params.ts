@@ -70,6 +70,13 @@ export const PARAMS = {
     default: "ssh_tunnel",
     values: ["ssh_tunnel", "direct", "api_only"],
   },
+  nbd_port: {
+    kind: "int",
+    help: "TCP port of QEMU's NBD server on the KVM host (nbd_access_mode=direct)",
+    default: "10809",
+    min: 1,
+    max: 65535,
+  },
   ssh_user: { kind: "string", help: "user on the KVM host", default: "root" },
   ssh_key: { kind: "path", help: "private key for the KVM host" },
   ssh_port: { kind: "int", help: "SSH port of the KVM host", default: "22", min: 1, max: 65535 },
