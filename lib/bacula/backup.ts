@@ -18,6 +18,7 @@ import type {
   EnginePlannedDisk,
 } from "./engine_port.ts";
 import { DataPacker } from "./ptcomm.ts";
+import { vmSourceFromParams } from "../cli/vm_params.ts";
 
 /** Everything a job handler gets. */
 export interface JobContext {
@@ -40,23 +41,32 @@ export function stateDirOf(params: Params, workDir: string): string {
   return params.state_dir ?? defaultStateDir(workDir, vmName(params));
 }
 
-/** The engine job for this session; refuses a session without a usable source. */
-function engineJob(ctx: JobContext): EngineJob {
+/**
+ * The engine job for this session: a local QEMU (`qmp=` and `node=`), or a
+ * CloudStack VM (`vm=` with url and keys, no `qmp=`); refuses a session
+ * without a usable source.
+ */
+async function engineJob(ctx: JobContext): Promise<EngineJob> {
   const { params, job } = ctx;
-  if (!params.qmp) {
+  const vm = !params.qmp && params.vm
+    ? await vmSourceFromParams(params, {
+      warn: (m) => void ctx.ch.say("W", m).catch(() => {}),
+    })
+    : undefined;
+  if (!vm && !params.qmp) {
     throw new UsageError(
-      params.vm
-        ? "parameter vm without qmp needs the CloudStack source, which this version does not have yet: give qmp= and node="
-        : "parameter qmp is missing: give qmp=SOCKET and node=NODE (the disk to back up)",
+      "parameter qmp or vm is missing: give vm=VM with url, apikey and secretkey_file, " +
+        "or qmp=SOCKET and node=NODE",
     );
   }
-  if (!params.node?.length) {
+  if (!vm && !params.node?.length) {
     throw new UsageError("parameter node is missing: give node=NODE with qmp");
   }
   return {
     qmp: params.qmp,
+    vm,
     nbdSocket: params.nbd_socket,
-    nodes: params.node,
+    nodes: params.node ?? [],
     level: engineLevel(job.level),
     stateDir: stateDirOf(params, ctx.workDir),
     compression: params.compress ?? "zstd:3",
@@ -124,7 +134,7 @@ function statsMessage(r: EngineDiskResult): string {
 /** Backup: one file per disk, data = the engine's stream for that disk. */
 export async function runBackup(ctx: JobContext): Promise<void> {
   const { ch, job } = ctx;
-  const ej = engineJob(ctx);
+  const ej = await engineJob(ctx);
   if (!job.level) {
     throw new UsageError("the Bacula Job block has no Level: cannot choose full or incremental");
   }
@@ -180,7 +190,7 @@ export async function runBackup(ctx: JobContext): Promise<void> {
 /** Estimate: the files a backup of this level would make, with their expected sizes. */
 export async function runEstimate(ctx: JobContext): Promise<void> {
   const { ch, job } = ctx;
-  const ej = engineJob(ctx);
+  const ej = await engineJob(ctx);
   await ctx.started();
   const vm = vmName(ctx.params);
   const time = now();
@@ -193,7 +203,7 @@ export async function runEstimate(ctx: JobContext): Promise<void> {
 /** Listing: the namespace as a tree of directories, names relative to the listed path. */
 export async function runListing(ctx: JobContext): Promise<void> {
   const { ch } = ctx;
-  const ej = engineJob(ctx);
+  const ej = await engineJob(ctx);
   const path = `/${(ctx.params.listing ?? "/").replace(/^\/+|\/+$/g, "")}`;
   const vm = vmName(ctx.params);
   await ctx.started();
@@ -224,7 +234,7 @@ export async function runQuery(ctx: JobContext): Promise<void> {
     const table = Object.entries(PARAMS).map(([key, spec]) => ({ key, ...spec, check: undefined }));
     await ch.guard(ch.writer.send("D", JSON.stringify(table)));
   } else if (name === "disks") {
-    const ej = engineJob(ctx);
+    const ej = await engineJob(ctx);
     await ctx.started();
     for (const e of await ch.guard(ctx.engine.estimateBackup(ej))) {
       await ch.send(`disk=${e.diskName},level=${e.level},bytes=${e.bytes}`);

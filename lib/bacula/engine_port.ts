@@ -1,3 +1,5 @@
+import type { VmSource } from "../backup/vm_job.ts";
+
 /**
  * What the backend session needs from the backup engine and the restore
  * code, as one small interface: production passes the real engine
@@ -11,7 +13,10 @@ export type EngineLevel = "full" | "incremental" | "differential" | "auto";
 
 /** The job handed to the engine (a subset of lib/backup/engine.ts BackupJob). */
 export interface EngineJob {
-  qmp: string;
+  /** QMP socket of a local QEMU; unset when the disks come from a CloudStack `vm`. */
+  qmp?: string;
+  /** A CloudStack VM read on its KVM host (`vm=` with url and keys, without `qmp=`). */
+  vm?: VmSource;
   /** Unix socket of an NBD server the QEMU already runs. */
   nbdSocket?: string;
   nodes: string[];
