@@ -45,7 +45,7 @@ import {
   type QuiesceOptions,
   withFrozenGuest,
 } from "../hosts/guest_agent.ts";
-import { QmpError } from "../qemu/qmp.ts";
+import { QmpError, type QmpTransport } from "../qemu/qmp.ts";
 import { queryExportIds } from "../qemu/blocknodes.ts";
 import { isScopedTempId } from "../qemu/checkpoint.ts";
 import { vmDefinitionFromCloudStack } from "../crossrestore/vmdef.ts";
@@ -265,14 +265,19 @@ async function backupOnHost(
   metadata: Record<string, unknown>,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
-  const mode = source.accessMode ?? "ssh_tunnel";
+  const mode = source.accessMode === "direct" ? "direct" : "ssh_tunnel";
   await stopIdleNbdServer(domain, settings.onMessage);
   const scratch = await domain.makeScratchDir(crypto.randomUUID().slice(0, 8));
-  const tunnels = new Map<string, Promise<SshTunnel>>();
-  let directServer = false;
+  let path: DataPath | undefined;
   try {
+    path = await openDataPath(mode, host, domain.qmp, {
+      scratch,
+      address: vm.hostAddress!,
+      port: source.nbdPort ?? DEFAULT_NBD_PORT,
+    });
     const job: BackupJob = {
       ...settings,
+      ...path.job,
       metadata,
       qmp: domain.qmp,
       disks: jobDisks(selected),
@@ -287,46 +292,76 @@ async function backupOnHost(
         )
         : undefined,
     };
-    if (mode === "direct") {
-      const port = source.nbdPort ?? DEFAULT_NBD_PORT;
-      const address = vm.hostAddress!;
-      await domain.qmp.execute("nbd-server-start", {
+    return await runBackup(job, sinkFor);
+  } finally {
+    await path?.close().catch((err) =>
+      settings.onMessage?.("warning", `closing the NBD path failed: ${err.message}`)
+    );
+    await domain.removeScratchDir(scratch).catch((err) =>
+      settings.onMessage?.("warning", `removing ${scratch} on the host failed: ${err.message}`)
+    );
+  }
+}
+
+/** How the engine reaches the exports of one access mode; close it after the job. */
+export interface DataPath {
+  /** What the engine job needs for this path. */
+  job: Pick<BackupJob, "nbdSocket" | "reachExport" | "beforeCommit">;
+  /** Closes tunnels, stops a server this path started. */
+  close(): Promise<void>;
+}
+
+/**
+ * The data path of `ssh_tunnel` (the point in time's own NBD socket in
+ * `scratch`, one OpenSSH tunnel per socket, checked before the commit) or
+ * `direct` (QEMU's NBD server started on `address:port`, stopped by close).
+ */
+export async function openDataPath(
+  mode: "ssh_tunnel" | "direct",
+  host: SshHost,
+  qmp: QmpTransport,
+  where: { scratch: string; address: string; port: number },
+): Promise<DataPath> {
+  if (mode === "direct") {
+    const { address, port } = where;
+    try {
+      await qmp.execute("nbd-server-start", {
         addr: { type: "inet", data: { host: address, port: String(port) } },
-      }).catch((err) => {
-        throw new SourceError(
-          `cannot start QEMU's NBD server of ${vm.instanceName} on ${address}:${port}: ` +
-            `${(err as Error).message}; check nbd_port`,
-        );
       });
-      directServer = true;
-      // The server runs already, so the point in time uses it; this path only names it.
-      job.nbdSocket = `${scratch}/tcp-${port}`;
-      const hostPart = address.includes(":") ? `[${address}]` : address;
-      job.reachExport = (uri) => Promise.resolve(`nbd://${hostPart}:${port}/${exportPath(uri)}`);
-    } else {
-      job.reachExport = async (uri) => {
+    } catch (err) {
+      throw new SourceError(
+        `cannot start QEMU's NBD server on ${address}:${port}: ${(err as Error).message}; ` +
+          "check nbd_port",
+      );
+    }
+    const hostPart = address.includes(":") ? `[${address}]` : address;
+    return {
+      job: {
+        // The server runs already, so the point in time uses it; this path only names it.
+        nbdSocket: `${where.scratch}/tcp-${port}`,
+        reachExport: (uri) => Promise.resolve(`nbd://${hostPart}:${port}/${exportPath(uri)}`),
+      },
+      close: async () => void await qmp.execute("nbd-server-stop"),
+    };
+  }
+  const tunnels = new Map<string, Promise<SshTunnel>>();
+  return {
+    job: {
+      reachExport: async (uri) => {
         const socket = new URL(uri).searchParams.get("socket");
         if (!socket) throw new SourceError(`export ${uri} has no unix socket to tunnel to`);
         if (!tunnels.has(socket)) tunnels.set(socket, host.openTunnel({ socket }));
         const tunnel = await tunnels.get(socket)!;
         return tunnel.nbdUri(decodeURIComponent(exportPath(uri)));
-      };
-      job.beforeCommit = async () => {
+      },
+      beforeCommit: async () => {
         for (const tunnel of tunnels.values()) (await tunnel).check();
-      };
-    }
-    return await runBackup(job, sinkFor);
-  } finally {
-    for (const tunnel of tunnels.values()) await (await tunnel.catch(() => null))?.close();
-    if (directServer) {
-      await domain.qmp.execute("nbd-server-stop").catch((err) =>
-        settings.onMessage?.("warning", `stopping QEMU's NBD server failed: ${err.message}`)
-      );
-    }
-    await domain.removeScratchDir(scratch).catch((err) =>
-      settings.onMessage?.("warning", `removing ${scratch} on the host failed: ${err.message}`)
-    );
-  }
+      },
+    },
+    close: async () => {
+      for (const tunnel of tunnels.values()) await (await tunnel.catch(() => null))?.close();
+    },
+  };
 }
 
 /** The export name part of an NBD URI, still URI-encoded. */
