@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { TargetError, UsageError } from "../lib/core/errors.ts";
 import { restoreCommand } from "../lib/cli/restore.ts";
 import type { VmDefinition } from "../lib/crossrestore/vmdef.ts";
-import { startFakeHost } from "./crossrestore/fake_host.ts";
+import { type FakeHost, startFakeHost } from "./crossrestore/fake_host.ts";
 import { parseProperties, parseProxmoxConf, parseVmx } from "./crossrestore/parse.ts";
 import { assertSameDisk, referenceRestore, run, writeChain } from "./crossrestore/streams.ts";
 import { child, children, parseXml } from "./crossrestore/xml.ts";
@@ -51,6 +51,41 @@ async function twoDiskChains(dir: string, firmware: "bios" | "uefi") {
   return { streams: [...root, ...data], refs: [`${dir}/ROOT-7.raw`, `${dir}/DATA-1.raw`] };
 }
 
+/**
+ * SIGKILLs the processes that hold `path` open (the "host" is this machine:
+ * that is the remote receiver, `cat` or `dd`) once more than `bytes` of it are
+ * on disk. False when none was found in time.
+ */
+async function killWriterOf(path: string, bytes: number): Promise<boolean> {
+  for (let i = 0; i < 2000; i++) {
+    const stored = await Deno.stat(path).then((s) => (s.blocks ?? 0) * 512, () => 0);
+    if (stored > bytes) {
+      const out = await new Deno.Command("fuser", { args: [path], stdout: "piped", stderr: "null" })
+        .output();
+      const pids = new TextDecoder().decode(out.stdout).trim().split(/\s+/).filter(Boolean);
+      for (const pid of pids) Deno.kill(Number(pid), "SIGKILL");
+      if (pids.length) return true;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return false;
+}
+
+/** Runs `fn` with a fresh temp dir and a fake target host; removes both afterwards. */
+async function withWorkAndHost(
+  prefix: string,
+  fn: (work: string, host: FakeHost) => Promise<void>,
+): Promise<void> {
+  const work = await Deno.makeTempDir({ prefix });
+  const host = await startFakeHost();
+  try {
+    await fn(work, host);
+  } finally {
+    await host.stop();
+    await Deno.remove(work, { recursive: true });
+  }
+}
+
 async function listTree(dir: string, prefix = ""): Promise<string[]> {
   const out: string[] = [];
   for await (const e of Deno.readDir(dir)) {
@@ -61,10 +96,8 @@ async function listTree(dir: string, prefix = ""): Promise<string[]> {
   return out.sort();
 }
 
-Deno.test("proxmox over SSH: qcow2 disks, UEFI efidisk, conf with same bus and MACs, qm on --register", async () => {
-  const work = await Deno.makeTempDir({ prefix: "dbit-xr-pve-" });
-  const host = await startFakeHost();
-  try {
+Deno.test("proxmox over SSH: qcow2 disks, UEFI efidisk, conf with same bus and MACs, qm on --register", () =>
+  withWorkAndHost("dbit-xr-pve-", async (work, host) => {
     const { streams, refs } = await twoDiskChains(work, "uefi");
     const node = `${work}/node`;
     await Deno.mkdir(`${node}/etc/pve/qemu-server`, { recursive: true });
@@ -77,12 +110,7 @@ Deno.test("proxmox over SSH: qcow2 disks, UEFI efidisk, conf with same bus and M
     const code = await restoreCommand.run([
       "--to",
       "proxmox",
-      "--dest",
-      host.url(node),
-      "--ssh-key",
-      host.sshd.keyPath,
-      "--known-hosts",
-      host.sshd.knownHostsPath,
+      ...host.destArgs(node),
       "--register",
       "--bridge",
       "vmbr1",
@@ -108,16 +136,10 @@ Deno.test("proxmox over SSH: qcow2 disks, UEFI efidisk, conf with same bus and M
     assert.equal(conf.get("boot"), "order=virtio0;net0");
     assert.deepEqual(await host.calls(), ["qm rescan --vmid 101", "qm config 101"]);
     assert.ok(!(await listTree(node)).some((p) => p.endsWith(".partial")));
-  } finally {
-    await host.stop();
-    await Deno.remove(work, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("proxmox: a push interrupted mid-disk leaves no conf, no disk files, and fails", async () => {
-  const work = await Deno.makeTempDir({ prefix: "dbit-xr-cut-" });
-  const host = await startFakeHost();
-  try {
+Deno.test("proxmox: a push interrupted mid-disk leaves no conf, no disk files, and fails", () =>
+  withWorkAndHost("dbit-xr-cut-", async (work, host) => {
     const streams = await writeChain(work, "ROOT-7", 48 * MiB, 5, {
       vm: vmDef("bios", [48 * MiB]),
     });
@@ -126,61 +148,114 @@ Deno.test("proxmox: a push interrupted mid-disk leaves no conf, no disk files, a
     const restore = restoreCommand.run([
       "--to",
       "proxmox",
-      "--dest",
-      host.url(node),
-      "--ssh-key",
-      host.sshd.keyPath,
-      "--known-hosts",
-      host.sshd.knownHostsPath,
+      ...host.destArgs(node),
       "--disk-format",
       "raw",
       ...streams,
     ]);
     const outcome = restore.then(() => "finished", (err) => err);
-    // Kill the remote receiver (`cat > ...partial`, found by its unique path) once data flows.
-    let killed = false;
-    for (let i = 0; i < 2000 && !killed; i++) {
-      const size = await Deno.stat(partial).then((s) => s.size, () => 0);
-      if (size > 2 * MiB) {
-        const ps = await run("ps", ["-eo", "pid=,args="]);
-        const line = ps.split("\n").find((l) =>
-          l.includes(`cat > ${partial}`) && !l.includes("sh -c")
-        );
-        if (line) {
-          Deno.kill(Number(line.trim().split(/\s+/)[0]), "SIGKILL");
-          killed = true;
-        }
-      }
-      if (!killed) await new Promise((r) => setTimeout(r, 5));
-    }
+    const killed = await killWriterOf(partial, 2 * MiB);
     assert.ok(killed, "the remote receiver was found and killed mid-push");
     const err = await outcome;
     assert.ok(err instanceof TargetError, `push failed with a TargetError, got ${err}`);
     const tree = await listTree(node);
     assert.ok(!tree.some((p) => p.includes("qemu-server/") && p.endsWith(".conf")), tree.join(" "));
     assert.ok(!tree.some((p) => p.endsWith(".raw") || p.endsWith(".partial")), tree.join(" "));
-  } finally {
-    await host.stop();
-    await Deno.remove(work, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("vmware datastore over SSH: vmfs descriptor + flat extent, .vmx, vim-cmd on --register", async () => {
-  const work = await Deno.makeTempDir({ prefix: "dbit-xr-esx-" });
-  const host = await startFakeHost();
-  try {
+Deno.test("proxmox lvmthin over SSH: volumes allocated first, raw written in place and thin, conf names them", () =>
+  withWorkAndHost("dbit-xr-lvm-", async (work, host) => {
+    const { streams, refs } = await twoDiskChains(work, "uefi");
+    const node = `${work}/node`;
+    const template = `${node}/usr/share/pve-edk2-firmware/OVMF_VARS_4M.fd`;
+    await Deno.mkdir(`${node}/usr/share/pve-edk2-firmware`, { recursive: true });
+    await Deno.writeFile(template, new Uint8Array(540672).fill(0xa5));
+    const args = ["--to", "proxmox", ...host.destArgs(node), "--storage-type", "lvmthin"];
+    await assert.rejects(
+      () => restoreCommand.run([...args, "--disk-format", "qcow2", ...streams]),
+      /lvmthin volumes hold raw disks/,
+    );
+    assert.equal(await restoreCommand.run([...args, "--register", ...streams]), 0);
+    const vol = `${host.volumeDir}/local-lvm`;
+    // The stand-ins are 4 MiB-rounded like LVM extents: compare checks the excess is zero.
+    await assertSameDisk(`${vol}/vm-100-disk-0`, "raw", refs[0]);
+    await assertSameDisk(`${vol}/vm-100-disk-1`, "raw", refs[1]);
+    assert.equal((await Deno.stat(`${vol}/vm-100-disk-1`)).size, 4 * MiB);
+    assert.deepEqual(await Deno.readFile(`${vol}/vm-100-disk-2`), await Deno.readFile(template));
+    // Zero blocks were skipped, not written: the thin volume stays thin (6 MiB disk, 2 MiB zero gap).
+    const disk0 = await Deno.stat(`${vol}/vm-100-disk-0`);
+    assert.ok(disk0.blocks! * 512 <= 4 * MiB + 64 * 1024, `${disk0.blocks! * 512} bytes stored`);
+    const conf = parseProxmoxConf(await Deno.readTextFile(`${node}/etc/pve/qemu-server/100.conf`));
+    assert.equal(conf.get("virtio0"), "local-lvm:vm-100-disk-0,iothread=1,size=6M");
+    assert.equal(parseProperties(conf.get("scsi0")!).first, "local-lvm:vm-100-disk-1");
+    assert.equal(parseProperties(conf.get("efidisk0")!).first, "local-lvm:vm-100-disk-2");
+    assert.deepEqual(await host.calls(), [
+      "pvesm alloc local-lvm 100 vm-100-disk-0 6144",
+      "pvesm path local-lvm:vm-100-disk-0",
+      "pvesm alloc local-lvm 100 vm-100-disk-1 3073",
+      "pvesm path local-lvm:vm-100-disk-1",
+      "pvesm alloc local-lvm 100 vm-100-disk-2 528",
+      "pvesm path local-lvm:vm-100-disk-2",
+      "qm rescan --vmid 100",
+      "qm config 100",
+    ]);
+    assert.ok(!(await listTree(node)).some((p) => p.includes("var/lib/vz")));
+    await assert.rejects(
+      () =>
+        restoreCommand.run([
+          "--to",
+          "proxmox",
+          "--dest",
+          work,
+          "--storage-type",
+          "zfspool",
+          ...streams,
+        ]),
+      /storage type zfspool needs an ssh:\/\/ destination/,
+    );
+  }));
+
+Deno.test("proxmox zfspool: a push interrupted mid-disk frees the volumes, writes no conf, and fails", () =>
+  withWorkAndHost("dbit-xr-zcut-", async (work, host) => {
+    const streams = [
+      ...await writeChain(work, "ROOT-7", 48 * MiB, 5),
+      ...await writeChain(work, "DATA-1", 2 * MiB, 6),
+    ];
+    const restore = restoreCommand.run([
+      "--to",
+      "proxmox",
+      ...host.destArgs(`${work}/node`),
+      "--storage-type",
+      "zfspool",
+      "--storage",
+      "tank",
+      "--vmid",
+      "200",
+      ...streams,
+    ]);
+    const outcome = restore.then(() => "finished", (err) => err);
+    assert.ok(await killWriterOf(`${host.volumeDir}/tank/vm-200-disk-0`, 2 * MiB));
+    const err = await outcome;
+    assert.ok(err instanceof TargetError, `push failed with a TargetError, got ${err}`);
+    assert.match(err.message, /writing .*vm-200-disk-0 on 127\.0\.0\.1 failed/);
+    assert.deepEqual(await listTree(`${host.volumeDir}/tank`), []);
+    const calls = await host.calls();
+    assert.deepEqual(calls.filter((c) => c.startsWith("pvesm free")), [
+      "pvesm free tank:vm-200-disk-1",
+      "pvesm free tank:vm-200-disk-0",
+    ]);
+    assert.ok(!(await listTree(work)).some((p) => p.endsWith(".conf")));
+  }));
+
+Deno.test("vmware datastore over SSH: vmfs descriptor + flat extent, .vmx, vim-cmd on --register", () =>
+  withWorkAndHost("dbit-xr-esx-", async (work, host) => {
     const { streams, refs } = await twoDiskChains(work, "bios");
     const ds = `${work}/vmfs/volumes/datastore1`;
     await Deno.mkdir(ds, { recursive: true });
     const code = await restoreCommand.run([
       "--to",
       "vmware",
-      "--dest",
-      host.url(ds),
-      "--ssh-key",
-      host.sshd.keyPath,
-      "--known-hosts",
-      host.sshd.knownHostsPath,
+      ...host.destArgs(ds),
       "--register",
       "--name",
       "web02",
@@ -210,27 +285,16 @@ Deno.test("vmware datastore over SSH: vmfs descriptor + flat extent, .vmx, vim-c
     assert.equal(vmx.get("ethernet0.virtualDev"), "e1000");
     assert.equal(vmx.get("ethernet0.address"), "02:00:4c:5e:00:07");
     assert.deepEqual(await host.calls(), [`vim-cmd solo/registervm ${dir}/web02.vmx`]);
-  } finally {
-    await host.stop();
-    await Deno.remove(work, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("hyperv over SSH (posix staging host): VHDX disks, New-VM script, pwsh on --register", async () => {
-  const work = await Deno.makeTempDir({ prefix: "dbit-xr-hv-" });
-  const host = await startFakeHost();
-  try {
+Deno.test("hyperv over SSH (posix staging host): VHDX disks, New-VM script, pwsh on --register", () =>
+  withWorkAndHost("dbit-xr-hv-", async (work, host) => {
     const { streams, refs } = await twoDiskChains(work, "uefi");
     const folder = `${work}/VMs`;
     const code = await restoreCommand.run([
       "--to",
       "hyperv",
-      "--dest",
-      host.url(folder),
-      "--ssh-key",
-      host.sshd.keyPath,
-      "--known-hosts",
-      host.sshd.knownHostsPath,
+      ...host.destArgs(folder),
       "--remote-shell",
       "posix",
       "--switch",
@@ -257,11 +321,7 @@ Deno.test("hyperv over SSH (posix staging host): VHDX disks, New-VM script, pwsh
     assert.deepEqual(await host.calls(), [
       `pwsh -NoProfile -NonInteractive -File ${dir}/create-web01.ps1`,
     ]);
-  } finally {
-    await host.stop();
-    await Deno.remove(work, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("vmware OVA to a local file: tar with the .ovf first, streamOptimized VMDKs, manifest", async () => {
   const work = await Deno.makeTempDir({ prefix: "dbit-xr-ova-" });

@@ -123,6 +123,49 @@ Deno.test("remote commands over the loopback sshd: argv, output, exit code, time
   });
 });
 
+Deno.test("spawnScript streams stdin into a remote command over the master connection", async () => {
+  await withHost(async (host, sshd) => {
+    const data = new Uint8Array(4 << 20).map((_, i) => (i * 2654435761) >>> 24);
+    const sum = await host.spawnScript(shellCommand(["sha256sum"]));
+    const writer = sum.stdin.getWriter();
+    for (let at = 0; at < data.length; at += 256 << 10) {
+      await writer.write(data.subarray(at, at + (256 << 10)));
+    }
+    await writer.close();
+    const expected = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", data)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    assertEquals((await sum.status).stdout.split(" ")[0], expected);
+    assertEquals((await sum.status).code, 0);
+
+    // A receiver that stops reading fails the writes; its own status and message stay readable.
+    const bad = host.spawnScript("head -c 10 >/dev/null; echo 'disk full' >&2; exit 3");
+    const w = bad.stdin.getWriter();
+    await assertRejects(async () => {
+      for (let i = 0; i < 1000; i++) await w.write(new Uint8Array(256 << 10));
+    }, Error);
+    assertEquals(await bad.status, { code: 3, stdout: "", stderr: "disk full\n" });
+
+    // kill() ends the local client; the remote command sees end of input and exits.
+    const file = `${sshd.dir}/spawned.bin`;
+    const cat = host.spawnScript(`cat > ${shellCommand([file])}`);
+    await cat.stdin.getWriter().write(new Uint8Array(1000));
+    await waitFor("the remote cat to write", 5000, async () => {
+      return (await Deno.stat(file).catch(() => ({ size: 0 }))).size === 1000;
+    });
+    assertEquals((await sh("fuser", [file])).code, 0, "the remote cat holds the file");
+    cat.kill();
+    assert((await cat.status).code !== 0);
+    // The "host" is this machine: no process may hold the file open any more.
+    await waitFor(
+      "the remote cat to exit",
+      5000,
+      async () => (await sh("fuser", [file])).code === 1,
+    );
+  });
+});
+
 Deno.test("host key mismatch, unknown host, refused key and unreachable host are clear errors", async () => {
   const sshd = await startSshd();
   try {

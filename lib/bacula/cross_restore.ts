@@ -34,6 +34,7 @@ import type { StreamHeader } from "../stream/format.ts";
 const ONLY_FOR: [keyof Params, TargetKind][] = [
   ["vmid", "proxmox"],
   ["storage", "proxmox"],
+  ["storage_type", "proxmox"],
   ["storage_dir", "proxmox"],
   ["disk_format", "proxmox"],
   ["bridge", "proxmox"],
@@ -181,6 +182,7 @@ export async function runCrossRestore(
       return await restoreToProxmox(ctx, {
         vmid: params.vmid,
         storage: params.storage,
+        storageType: params.storage_type,
         storageDir: params.storage_dir,
         diskFormat: params.disk_format,
         bridge: params.bridge,

@@ -18,7 +18,7 @@ import {
 } from "../crossrestore/destination.ts";
 import { restoreToHyperv } from "../crossrestore/hyperv.ts";
 import { preflightWarnings, type TargetKind } from "../crossrestore/preflight.ts";
-import { restoreToProxmox } from "../crossrestore/proxmox.ts";
+import { PROXMOX_STORAGE_TYPES, restoreToProxmox } from "../crossrestore/proxmox.ts";
 import { posixDialect, powershellDialect } from "../crossrestore/remote_dialect.ts";
 import { RemoteDestination } from "../crossrestore/remote_destination.ts";
 import type { TargetResult } from "../crossrestore/target.ts";
@@ -40,7 +40,8 @@ flags below override it.
   --to TARGET          proxmox, hyperv or vmware
   --dest DEST          ssh://user@host[:port]/path or a local directory (staging)
                          proxmox: path is the node's root (normally /): disks go to
-                           STORAGE-DIR/images/VMID/, the config to etc/pve/qemu-server/
+                           STORAGE-DIR/images/VMID/ (or volumes), the config to
+                           etc/pve/qemu-server/
                          hyperv: path is a folder (ssh://u@h/D:/VMs): files go to PATH\\NAME\\
                          vmware: path is a datastore dir (/vmfs/volumes/DS): files go to PATH/NAME/
   --ova FILE|-         vmware: write an OVA package instead (to FILE, under DEST if given, or stdout)
@@ -53,9 +54,11 @@ flags below override it.
   --memory MIB         memory in MiB      --firmware F    bios or uefi
   --os FAMILY          linux or windows (guest adaptation warnings, OS type names)
   --vmid N             proxmox: VMID (default: lowest free, from 100)
-  --storage ID         proxmox: directory storage id (default local)
-  --storage-dir PATH   proxmox: that storage's path on the node (default /var/lib/vz)
-  --disk-format FMT    proxmox: qcow2 or raw (default qcow2)
+  --storage ID         proxmox: storage id (default local; local-lvm, local-zfs)
+  --storage-type T     proxmox: dir (default), lvmthin or zfspool: raw volumes created
+                       with pvesm alloc on the node (ssh:// only), freed if the push fails
+  --storage-dir PATH   proxmox: a dir storage's path on the node (default /var/lib/vz)
+  --disk-format FMT    proxmox dir storage: qcow2 or raw (default qcow2)
   --bridge BR          proxmox: bridge of the NICs (default vmbr0)
   --switch NAME        hyperv: virtual switch (default "Default Switch")
   --network NAME       vmware: port group (default "VM Network")
@@ -79,6 +82,7 @@ interface Flags {
   os?: string;
   vmid?: string;
   storage?: string;
+  "storage-type"?: string;
   "storage-dir"?: string;
   "disk-format"?: string;
   bridge?: string;
@@ -104,6 +108,7 @@ const OPTIONS = {
   os: { type: "string" },
   vmid: { type: "string" },
   storage: { type: "string" },
+  "storage-type": { type: "string" },
   "storage-dir": { type: "string" },
   "disk-format": { type: "string" },
   bridge: { type: "string" },
@@ -126,6 +131,7 @@ function positiveInt(flag: string, text: string | undefined, max: number): numbe
 const ONLY_FOR: Record<string, TargetKind> = {
   vmid: "proxmox",
   storage: "proxmox",
+  "storage-type": "proxmox",
   "storage-dir": "proxmox",
   "disk-format": "proxmox",
   bridge: "proxmox",
@@ -191,6 +197,9 @@ export async function runCrossRestore(args: string[]): Promise<number> {
   if (f.ova === "-" && f.dest) {
     throw new UsageError("restore: --ova - writes to stdout: drop --dest");
   }
+  if (f.ova === "-" && f.json) {
+    throw new UsageError("restore: --ova - writes the package to stdout: drop --json");
+  }
   if (f.ova && f.ova !== "-" && f.dest && /[\\/]/.test(f.ova)) {
     throw new UsageError("restore: with --dest, --ova takes a file name, not a path");
   }
@@ -206,7 +215,16 @@ export async function runCrossRestore(args: string[]): Promise<number> {
       : choice("restore", "os", f.os, ["linux", "windows"], "linux"),
   };
   const vmid = positiveInt("vmid", f.vmid, 999_999_999);
-  const diskFormat = choice("restore", "disk-format", f["disk-format"], ["qcow2", "raw"], "qcow2");
+  const diskFormat = f["disk-format"] === undefined
+    ? undefined
+    : choice("restore", "disk-format", f["disk-format"], ["qcow2", "raw"], "qcow2");
+  const storageType = choice(
+    "restore",
+    "storage-type",
+    f["storage-type"],
+    PROXMOX_STORAGE_TYPES,
+    "dir",
+  );
   const spec = checkDest(f);
   if (parsed.positionals.length === 0) throw new UsageError("restore: name at least one STREAM");
 
@@ -245,6 +263,7 @@ export async function runCrossRestore(args: string[]): Promise<number> {
       result = await restoreToProxmox(ctx, {
         vmid,
         storage: f.storage,
+        storageType,
         storageDir: f["storage-dir"],
         diskFormat,
         bridge: f.bridge,

@@ -155,7 +155,13 @@ export const PARAMS = {
     help: "cross-restore: register the VM on the target (qm rescan, New-VM, vim-cmd)",
   },
   vmid: { kind: "int", help: "cross-restore proxmox: VMID (default: lowest free)", min: 1 },
-  storage: { kind: "string", help: "cross-restore proxmox: directory storage id (default local)" },
+  storage: { kind: "string", help: "cross-restore proxmox: storage id (default local)" },
+  storage_type: {
+    kind: "enum",
+    help:
+      "cross-restore proxmox: dir (default), lvmthin or zfspool (raw volumes created with pvesm alloc)",
+    values: ["dir", "lvmthin", "zfspool"],
+  },
   storage_dir: {
     kind: "path",
     help: "cross-restore proxmox: that storage's path on the node (default /var/lib/vz)",
@@ -303,6 +309,7 @@ const CROSS_RESTORE_ONLY: readonly ParamName[] = [
   "register",
   "vmid",
   "storage",
+  "storage_type",
   "storage_dir",
   "disk_format",
   "bridge",

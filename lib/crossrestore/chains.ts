@@ -98,7 +98,11 @@ function fallbackDefinition(headers: StreamHeader[][]): VmDefinition {
 export async function openChains(paths: string[]): Promise<OpenedChains> {
   if (paths.length === 0) throw new UsageError("restore: name at least one STREAM");
   if (paths.includes("-")) {
-    throw new UsageError("restore --to: streams must be files ('-' cannot be read twice)");
+    throw new UsageError(
+      "restore --to: a STREAM cannot be '-': a cross-restore reads each stream more than once " +
+        "(headers, then the chain; an OVA twice), which stdin cannot do; save the stream to a " +
+        "file and name the file",
+    );
   }
   const groups = new Map<string, { paths: string[]; headers: StreamHeader[] }>();
   for (const path of paths) {

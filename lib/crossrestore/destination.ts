@@ -40,6 +40,12 @@ export interface Destination {
   list(dir: string): Promise<string[]>;
   /** Starts writing `path.partial`. */
   create(path: string): Promise<PendingFile>;
+  /**
+   * Starts writing over the existing `path` in place (a block device: there
+   * is no `.partial` to rename; `commit` waits for the data to be written,
+   * `discard` stops the writer and leaves what it wrote).
+   */
+  overwrite(path: string): Promise<PendingFile>;
   /** Writes a small file completely: `.partial`, then rename. */
   writeFile(path: string, bytes: Uint8Array): Promise<void>;
   /** Copies a file that already exists on the destination; false when `from` is missing. */
@@ -144,6 +150,21 @@ export class LocalDestination implements Destination {
         }
       },
       discard: () => Deno.remove(partial).catch(() => {}),
+    };
+  }
+
+  async overwrite(path: string): Promise<PendingFile> {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { write: true });
+    } catch (err) {
+      throw new TargetError(`cannot open ${path} for writing: ${describeError(err)}`);
+    }
+    return {
+      path,
+      writable: file.writable,
+      commit: () => Promise.resolve(),
+      discard: () => Promise.resolve(),
     };
   }
 

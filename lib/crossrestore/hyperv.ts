@@ -7,7 +7,7 @@
 import { TargetError } from "../core/errors.ts";
 import { vhdxDynamicWriter } from "../formats/vhdx.ts";
 import { hypervGeneration, hypervScript } from "./hyperv_script.ts";
-import { pushImages } from "./push.ts";
+import { pushImages, refuseExisting } from "./push.ts";
 import type { TargetContext, TargetResult } from "./target.ts";
 import { safeVmName } from "./vmdef.ts";
 
@@ -25,13 +25,7 @@ export async function restoreToHyperv(ctx: TargetContext, o: HypervOptions): Pro
   const folder = dest.join(dest.root, name);
   const vhdxFiles = def.disks.map((_, i) => `${name}-disk${i}.vhdx`);
   const scriptName = `create-${name}.ps1`;
-  const existing = new Set(await dest.list(folder));
-  const clash = [...vhdxFiles, scriptName].find((n) => existing.has(n));
-  if (clash) {
-    throw new TargetError(
-      `${dest.join(folder, clash)} already exists: remove it or give another --name`,
-    );
-  }
+  await refuseExisting(dest, folder, [...vhdxFiles, scriptName], "--name");
   await dest.mkdirp(folder);
   const pushed = await pushImages(
     dest,

@@ -3,10 +3,12 @@
  * streamed to `NAME.partial`, and only when all of them (and their companion
  * files) are complete are they renamed into place. On any failure the
  * partial files are removed and the error is rethrown, so the caller never
- * gets to write the VM configuration (which it writes last).
+ * gets to write the VM configuration (which it writes last). Volumes created
+ * beforehand are written in place; freeing them is the caller's part.
  *
  * @module
  */
+import { TargetError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import type { ImageWriteOptions, ImageWriter, ImageWriteReport } from "../formats/writer.ts";
 import type { Destination, PendingFile } from "./destination.ts";
@@ -18,6 +20,8 @@ export interface ImageJob {
   writer: ImageWriter;
   options?: ImageWriteOptions;
   source: DiskSource;
+  /** `path` is a volume created beforehand: written in place, no `.partial` ({@link Destination.overwrite}). */
+  inPlace?: boolean;
 }
 
 /** One image written. */
@@ -39,7 +43,7 @@ export async function pushImages(
   const pushed: PushedImage[] = [];
   try {
     for (const job of jobs) {
-      const file = await dest.create(job.path);
+      const file = await (job.inPlace ? dest.overwrite(job.path) : dest.create(job.path));
       pending.push(file);
       const report = await job.writer.write(job.source, file.writable, job.options);
       pushed.push({ path: job.path, report, companions: [] });
@@ -65,6 +69,25 @@ export async function pushImages(
     throw err;
   }
   return pushed;
+}
+
+/**
+ * Refuses to overwrite: throws a TargetError naming the first of `names`
+ * that already exists in `dir` and what to change (`hint`, e.g. `--name`).
+ */
+export async function refuseExisting(
+  dest: Destination,
+  dir: string,
+  names: string[],
+  hint: string,
+): Promise<void> {
+  const existing = new Set(await dest.list(dir));
+  const clash = names.find((n) => existing.has(n));
+  if (clash) {
+    throw new TargetError(
+      `${dest.join(dir, clash)} already exists: remove it or give another ${hint}`,
+    );
+  }
 }
 
 /** The directory part of a path with its trailing separator (`/` or `\\`). */

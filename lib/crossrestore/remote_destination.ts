@@ -1,13 +1,14 @@
 /**
- * A {@link Destination} on a target host over SSH. Commands ride on an
- * {@link SshHost} (host key verified, key auth); disk data goes through a
- * dedicated `ssh` whose stdin the remote `cat > NAME.partial` (or PowerShell
- * equivalent) reads, so nothing disk-sized is staged on either side.
+ * A {@link Destination} on a target host over SSH. Commands and disk data
+ * ride on one {@link SshHost} connection (host key verified, key auth); a
+ * disk streams into the stdin of a remote `cat > NAME.partial` (or its
+ * PowerShell equivalent, or `dd` onto a volume), so nothing disk-sized is
+ * staged on either side.
  *
  * @module
  */
 import { CancelledError, describeError, TargetError } from "../core/errors.ts";
-import { type RemoteResult, SshHost, type SshTarget } from "../hosts/ssh.ts";
+import { type RemoteProcess, type RemoteResult, SshHost, type SshTarget } from "../hosts/ssh.ts";
 import type { Destination, PendingFile } from "./destination.ts";
 import type { RemoteDialect } from "./remote_dialect.ts";
 
@@ -17,47 +18,13 @@ export interface RemoteDestinationOptions {
   /** Base path on the host (from `--dest`). */
   root: string;
   dialect: RemoteDialect;
-  /** Called with the pid of each data `ssh` (tests interrupt a push through it). */
-  onDataPid?: (pid: number) => void;
 }
+
+/** How long a stopped receiver gets to finish writing what it has before it is killed. */
+const STOP_GRACE_MS = 30_000;
 
 function lastLine(text: string): string {
   return text.trim().split("\n").map((l) => l.trim()).filter(Boolean).at(-1) ?? "";
-}
-
-/**
- * The data channel: `ssh` started with the same security options the
- * {@link SshHost} connection uses (strict host key checking against the
- * given known_hosts, key only, no user config), stdin streamed.
- */
-function sshArgs(t: SshTarget): string[] {
-  const verify = t.verifyHostKey ?? true;
-  return [
-    "-F",
-    "none",
-    "-p",
-    String(t.port ?? 22),
-    "-i",
-    t.keyPath,
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "IdentityAgent=none",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "LogLevel=ERROR",
-    "-o",
-    verify ? "StrictHostKeyChecking=yes" : "StrictHostKeyChecking=no",
-    ...(verify
-      ? (t.knownHostsPath
-        ? ["-o", `UserKnownHostsFile=${t.knownHostsPath}`, "-o", "GlobalKnownHostsFile=none"]
-        : [])
-      : ["-o", "UserKnownHostsFile=/dev/null"]),
-    "-c",
-    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
-    `${t.user ?? "root"}@${t.host}`,
-  ];
 }
 
 /** Target host over SSH. */
@@ -67,12 +34,10 @@ export class RemoteDestination implements Destination {
   readonly root: string;
   readonly label: string;
   readonly #host: SshHost;
-  readonly #options: RemoteDestinationOptions;
   readonly #dialect: RemoteDialect;
 
   private constructor(host: SshHost, options: RemoteDestinationOptions) {
     this.#host = host;
-    this.#options = options;
     this.#dialect = options.dialect;
     this.shell = options.dialect.name;
     this.root = options.root;
@@ -122,24 +87,65 @@ export class RemoteDestination implements Destination {
 
   create(path: string): Promise<PendingFile> {
     const partial = `${path}.partial`;
-    const child = new Deno.Command("ssh", {
-      args: [...sshArgs(this.#options.target), "--", this.#dialect.receive(partial)],
-      stdin: "piped",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    this.#options.onDataPid?.(child.pid);
-    const stderr = new Response(child.stderr).text().catch(() => "");
-    const finished = child.status.then(async (s) => ({ code: s.code, stderr: await stderr }));
+    const stream = this.#stream(this.#dialect.receive(partial), partial);
+    return Promise.resolve({
+      path,
+      writable: stream.writable,
+      commit: async () => {
+        await stream.done();
+        await this.#checked(this.#dialect.rename(partial, path), `renaming ${partial}`);
+      },
+      discard: async () => {
+        await stream.stop();
+        await this.remove([partial]);
+      },
+    });
+  }
+
+  overwrite(path: string): Promise<PendingFile> {
+    const stream = this.#stream(this.#dialect.overwrite(path), path);
+    return Promise.resolve({
+      path,
+      writable: stream.writable,
+      commit: () => stream.done(),
+      discard: () => stream.stop(),
+    });
+  }
+
+  /**
+   * Streams into `command`'s stdin. A failed write ends with the receiver's
+   * own error rather than a bare "Broken pipe"; stopping closes its input and
+   * waits for it to end, so whatever it wrote to is no longer open.
+   */
+  #stream(command: string, what: string): {
+    writable: WritableStream<Uint8Array>;
+    done: () => Promise<void>;
+    stop: () => Promise<void>;
+  } {
     const host = this.#host.target.host;
-    const failure = (r: { code: number; stderr: string }) =>
+    const proc: RemoteProcess = this.#host.spawnScript(command);
+    const finished = proc.status.catch((err) => ({
+      code: 255,
+      stdout: "",
+      stderr: describeError(err),
+    }));
+    const failure = (r: RemoteResult) =>
       new TargetError(
-        `writing ${partial} on ${host} failed (exit ${r.code}): ${
+        `writing ${what} on ${host} failed (exit ${r.code}): ${
           lastLine(r.stderr) || "connection lost"
         }`,
       );
-    // Ends the stream with the receiver's error instead of a bare "Broken pipe".
-    const stdin = child.stdin.getWriter();
+    const done = async () => {
+      const r = await finished;
+      if (r.code !== 0) throw failure(r);
+    };
+    const stdin = proc.stdin.getWriter();
+    const stop = async () => {
+      const timer = setTimeout(() => proc.kill(), STOP_GRACE_MS);
+      stdin.close().catch(() => {}); // waits for queued writes: a hung link ends at the timer
+      await finished;
+      clearTimeout(timer);
+    };
     const writable = new WritableStream<Uint8Array>({
       write: async (chunk) => {
         try {
@@ -150,33 +156,11 @@ export class RemoteDestination implements Destination {
       },
       close: async () => {
         await stdin.close().catch(() => {});
-        const r = await finished;
-        if (r.code !== 0) throw failure(r);
+        await done();
       },
-      abort: async () => {
-        await stdin.abort().catch(() => {});
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        await finished;
-      },
+      abort: stop,
     });
-    return Promise.resolve({
-      path,
-      writable,
-      commit: async () => {
-        const r = await finished;
-        if (r.code !== 0) throw failure(r);
-        await this.#checked(this.#dialect.rename(partial, path), `renaming ${partial}`);
-      },
-      discard: async () => {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-        await finished;
-        await this.remove([partial]);
-      },
-    });
+    return { writable, done, stop };
   }
 
   async writeFile(path: string, bytes: Uint8Array): Promise<void> {

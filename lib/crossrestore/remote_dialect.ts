@@ -16,6 +16,8 @@ export interface RemoteDialect {
   join(dir: string, name: string): string;
   /** Copies stdin into `path` (created or truncated). */
   receive(path: string): string;
+  /** Copies stdin over the start of the existing `path` (a block device), in place. */
+  overwrite(path: string): string;
   /** Renames `from` to `to` (same directory). */
   rename(from: string, to: string): string;
   /** Removes files, ignoring missing ones. */
@@ -35,6 +37,16 @@ export const posixDialect: RemoteDialect = {
   name: "posix",
   join: (dir, name) => `${dir.replace(/\/+$/, "")}/${name}`,
   receive: (path) => `cat > ${shellCommand([path])}`,
+  // A new thin volume (LVM-thin, zvol) reads as zeros: seeking over zero blocks keeps it thin.
+  overwrite: (path) =>
+    shellCommand([
+      "dd",
+      `of=${path}`,
+      "bs=1M",
+      "iflag=fullblock",
+      "conv=notrunc,sparse,fsync",
+      "status=none",
+    ]),
   rename: (from, to) => shellCommand(["mv", "-f", from, to]),
   remove: (paths) => shellCommand(["rm", "-f", ...paths]),
   mkdirp: (path) => shellCommand(["mkdir", "-p", path]),
@@ -66,15 +78,19 @@ export function powershellCommand(script: string): string {
   }`;
 }
 
+/** Copies standard input into the file stream that `open` (a PowerShell expression) gives. */
+function copyStdinTo(open: string): string {
+  return powershellCommand(
+    `$o = ${open}; try { [Console]::OpenStandardInput().CopyTo($o) } finally { $o.Close() }`,
+  );
+}
+
 /** PowerShell behind Windows OpenSSH. */
 export const powershellDialect: RemoteDialect = {
   name: "powershell",
   join: (dir, name) => `${dir.replace(/[\\/]+$/, "")}\\${name}`,
-  receive: (path) =>
-    powershellCommand(
-      `$o = [IO.File]::Create(${psQuote(path)}); ` +
-        `try { [Console]::OpenStandardInput().CopyTo($o) } finally { $o.Close() }`,
-    ),
+  receive: (path) => copyStdinTo(`[IO.File]::Create(${psQuote(path)})`),
+  overwrite: (path) => copyStdinTo(`[IO.File]::Open(${psQuote(path)}, 'Open', 'Write')`),
   rename: (from, to) =>
     powershellCommand(`Move-Item -Force -LiteralPath ${psQuote(from)} -Destination ${psQuote(to)}`),
   remove: (paths) =>

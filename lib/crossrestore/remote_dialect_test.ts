@@ -10,6 +10,10 @@ function decodePowerShell(cmd: string): string {
 Deno.test("posix dialect quotes paths for sh", () => {
   assert.equal(posixDialect.receive("/a b/x.partial"), "cat > '/a b/x.partial'");
   assert.equal(posixDialect.rename("/x.partial", "/x"), "mv -f /x.partial /x");
+  assert.equal(
+    posixDialect.overwrite("/dev/pve/vm-100-disk-0"),
+    "dd of=/dev/pve/vm-100-disk-0 bs=1M iflag=fullblock conv=notrunc,sparse,fsync status=none",
+  );
   assert.equal(posixDialect.join("/vmfs/volumes/ds1/", "vm"), "/vmfs/volumes/ds1/vm");
   assert.equal(posixDialect.exec(["qm", "config", "100"]), "qm config 100");
 });
@@ -23,6 +27,10 @@ Deno.test("powershell dialect: encoded commands, Windows joins, single-quoted pa
   assert.match(script, /^\$ErrorActionPreference = 'Stop'; /);
   assert.match(script, /\[IO\.File\]::Create\('D:\\VMs\\it''s\.vhdx\.partial'\)/);
   assert.match(script, /OpenStandardInput\(\)\.CopyTo\(\$o\)/);
+  assert.match(
+    decodePowerShell(powershellDialect.overwrite("\\\\.\\PhysicalDrive2")),
+    /\[IO\.File\]::Open\('\\\\\.\\PhysicalDrive2', 'Open', 'Write'\)/,
+  );
   assert.match(
     decodePowerShell(powershellDialect.rename("a.partial", "a")),
     /Move-Item -Force -LiteralPath 'a\.partial' -Destination 'a'/,

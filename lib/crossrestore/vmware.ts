@@ -10,7 +10,7 @@
 import { TargetError } from "../core/errors.ts";
 import { flatExtentName, vmdkFlatWriter } from "../formats/vmdk.ts";
 import { writeOva } from "./ova.ts";
-import { pushImages } from "./push.ts";
+import { pushImages, refuseExisting } from "./push.ts";
 import type { TargetContext, TargetResult } from "./target.ts";
 import { safeVmName } from "./vmdef.ts";
 import { type VmwareHardware, vmxConfig } from "./vmware_config.ts";
@@ -28,15 +28,12 @@ export async function restoreToEsxi(ctx: TargetContext, hw: VmwareHardware): Pro
   const folder = dest.join(dest.root, name);
   const descriptors = def.disks.map((_, i) => vmwareDiskName(name, i));
   const vmxName = `${name}.vmx`;
-  const existing = new Set(await dest.list(folder));
-  const clash = [...descriptors, ...descriptors.map(flatExtentName), vmxName].find((n) =>
-    existing.has(n)
+  await refuseExisting(
+    dest,
+    folder,
+    [...descriptors, ...descriptors.map(flatExtentName), vmxName],
+    "--name",
   );
-  if (clash) {
-    throw new TargetError(
-      `${dest.join(folder, clash)} already exists: remove it or give another --name`,
-    );
-  }
   await dest.mkdirp(folder);
   const pushed = await pushImages(
     dest,
@@ -102,9 +99,7 @@ export async function restoreToOva(
     };
   }
   const path = dest.join(dest.root, file);
-  if ((await dest.list(dest.root)).includes(file)) {
-    throw new TargetError(`${path} already exists: remove it or give another --ova name`);
-  }
+  await refuseExisting(dest, dest.root, [file], "--ova name");
   const pending = await dest.create(path);
   try {
     const report = await writeOva(pending.writable, name, def, hw, disks, {

@@ -64,6 +64,18 @@ export interface RunOptions {
   stdin?: Uint8Array;
 }
 
+/** A remote command started by {@link SshHost.spawnScript}, its stdin streamed. */
+export interface RemoteProcess {
+  /** The remote command's stdin: close it for end of input. */
+  readonly stdin: WritableStream<Uint8Array>;
+  /** Settles when the command ends (output kept up to 16 KiB each); rejects if SSH failed. */
+  readonly status: Promise<RemoteResult>;
+  /** Pid of the local `ssh` client. */
+  readonly pid: number;
+  /** Stops the local client; the remote command sees end of input (best effort, never throws). */
+  kill(): void;
+}
+
 /** A remote command ran out of time (it was stopped on the host too). */
 export class RemoteTimeoutError extends SourceError {}
 
@@ -181,6 +193,7 @@ export class SshHost {
   readonly #master: Deno.ChildProcess;
   readonly #masterLog: { text: () => string; done: Promise<void> };
   readonly #tunnels = new Set<SshTunnel>();
+  readonly #spawned = new Set<Deno.ChildProcess>();
   #closed = false;
 
   private constructor(
@@ -237,6 +250,7 @@ export class SshHost {
     const dir = await Deno.makeTempDir({ prefix: "dirtybit-ssh-" });
     const args = [
       ...baseOptions(resolved),
+      ...FAST_CIPHERS, // data streamed by spawnScript rides on this connection
       "-o",
       "ControlMaster=yes",
       "-o",
@@ -349,18 +363,55 @@ export class SshHost {
             `${script.slice(0, 80)}`,
         );
       }
-      if (
-        status.code === 255 &&
-        /^(ssh|mux_client|Control socket)|Connection (closed|reset)/m.test(stderr)
-      ) {
-        throw new SourceError(
-          `SSH connection to ${this.name} failed: ${lastLine(redactKeyText(stderr))}`,
-        );
-      }
-      return { code: status.code, stdout, stderr };
+      return this.#result(status.code, stdout, stderr);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Starts a command line as given (the caller quotes; no timeout, unlike
+   * {@link runScript}: it runs as long as its input flows) through the master
+   * connection, for streaming data into it.
+   */
+  spawnScript(script: string): RemoteProcess {
+    if (this.#closed) throw new SourceError(`SSH connection to ${this.name} is closed`);
+    const child = new Deno.Command("ssh", {
+      args: [...this.#muxOptions(), destination(this.target), "--", script],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#spawned.add(child);
+    const [stdout, stderr] = [collect(child.stdout), collect(child.stderr)];
+    const status = child.status.then(async (s) => {
+      this.#spawned.delete(child);
+      await Promise.all([stdout.done, stderr.done]);
+      return this.#result(s.code, stdout.text(), stderr.text());
+    });
+    status.catch(() => {}); // the caller may only look at it after a failed write
+    return {
+      stdin: child.stdin,
+      status,
+      pid: child.pid,
+      kill: () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+      },
+    };
+  }
+
+  /** Exit code 255 with an ssh error is the connection failing, not the command. */
+  #result(code: number, stdout: string, stderr: string): RemoteResult {
+    if (
+      code === 255 && /^(ssh|mux_client|Control socket)|Connection (closed|reset)/m.test(stderr)
+    ) {
+      throw new SourceError(
+        `SSH connection to ${this.name} failed: ${lastLine(redactKeyText(stderr))}`,
+      );
+    }
+    return { code, stdout, stderr };
   }
 
   /**
@@ -380,9 +431,7 @@ export class SshHost {
     const child = new Deno.Command("ssh", {
       args: [
         ...baseOptions(this.target),
-        // AES-GCM runs on AES-NI; chacha20 (OpenSSH's default) is slower here.
-        "-c",
-        "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        ...FAST_CIPHERS,
         "-o",
         "ExitOnForwardFailure=yes",
         "-o",
@@ -438,6 +487,11 @@ export class SshHost {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all([...this.#tunnels].map((t) => t.close()));
+    for (const child of this.#spawned) {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+    }
     try {
       this.#master.kill("SIGTERM");
     } catch { /* gone */ }
@@ -549,6 +603,12 @@ export class SshTunnel {
     this.#host.forget(this);
   }
 }
+
+/** AES-GCM runs on AES-NI; chacha20 (OpenSSH's default) is slower here. */
+const FAST_CIPHERS = [
+  "-c",
+  "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com",
+];
 
 function destination(t: { user: string; host: string }): string {
   return `${t.user}@${t.host}`;
