@@ -171,25 +171,29 @@ Deno.test("a crash at any point of a commit leaves the old or the new state", as
   });
 });
 
-Deno.test("lookups are O(1): a 4 TiB disk's DB opens and answers as fast as a tiny one", () =>
+Deno.test("a 4 TiB disk's DB is indexed directly: sparse on disk, nothing scanned or filled", () =>
   withDir((dir) => {
-    const time = (g: { blockSize: number; diskSize: number }, name: string) => {
-      const t0 = performance.now();
-      const db = HashDb.open(`${dir}/${name}`, g);
-      const opened = performance.now() - t0;
-      const picks = Array.from({ length: 2000 }, (_, i) => (i * 2654435761) % db.blockCount);
-      let x = 0n;
-      for (const i of picks) x ^= db.get(i); // first touch maps the pages in
-      const t1 = performance.now();
-      for (let round = 0; round < 50; round++) for (const i of picks) x ^= db.get(i);
-      const lookups = performance.now() - t1;
+    // Speed is the benchmark's business (tests/bench/engine.ts); here the
+    // structure that makes lookups O(1): one slot per block, addressed by index,
+    // so opening and using a huge DB touches only the pages it needs.
+    const g = { blockSize: 65536, diskSize: 2 ** 42 }; // 2^26 blocks
+    const db = HashDb.open(`${dir}/large`, g);
+    try {
+      assert.equal(db.blockCount, 2 ** 26);
+      const last = db.blockCount - 1;
+      db.stage(last, 42n);
+      db.stage(12345, 7n);
+      db.commit("b1");
+      assert.equal(db.get(last), 42n);
+      assert.equal(db.get(12345), 7n);
+      assert.equal(db.get(last - 1), 0n);
+    } finally {
       db.close();
-      return { opened, lookups, x: Number(x & 1n) };
-    };
-    time({ blockSize: 65536, diskSize: 1 << 30 }, "warm");
-    const small = time({ blockSize: 65536, diskSize: 1 << 30 }, "small");
-    const large = time({ blockSize: 65536, diskSize: 2 ** 42 }, "large"); // 2^26 blocks, sparse
-    const report = JSON.stringify({ small, large });
-    assert.ok(large.opened < 500, report);
-    assert.ok(large.lookups < Math.max(20, small.lookups * 4), report);
+    }
+    const info = Deno.statSync(`${dir}/large`);
+    assert.ok(info.size >= 2 ** 26 * 8, "one 8-byte slot per block");
+    assert.ok(
+      info.blocks! * 512 < 1 << 20,
+      `allocated ${info.blocks! * 512} bytes: the file was filled`,
+    );
   }));
