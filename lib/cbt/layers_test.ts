@@ -135,17 +135,3 @@ Deno.test("odd disk size: the partial last block is hashed, zero-checked and sta
     assert.equal(db.get(3), xxh64(new Uint8Array(1000)));
     assert.equal(db.get(2), xxh64(new Uint8Array(B)));
   }));
-
-Deno.test("classification keeps up with the hot path", () =>
-  withDb(64 << 20, (db) => {
-    const c = new BlockClassifier(db, { compareWithParent: false });
-    const chunk = new Uint8Array(2 << 20);
-    for (let i = 0; i < chunk.length; i += 4096) chunk[i] = i & 0xff; // data, not zero
-    const t0 = performance.now();
-    for (let round = 0; round < 4; round++) {
-      for (let at = 0; at < 64 << 20; at += chunk.length) c.classify(at, chunk);
-    }
-    const gbps = (4 * (64 << 20)) / ((performance.now() - t0) / 1000) / 1e9;
-    db.discard();
-    assert.ok(gbps > 1, `${gbps.toFixed(2)} GB/s`);
-  }));
