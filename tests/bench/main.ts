@@ -11,6 +11,7 @@ import { benchZstd } from "./zstd.ts";
 import { benchBackend } from "./backend.ts";
 import { benchConvert } from "./convert.ts";
 import { benchReplication } from "./replication.ts";
+import { benchVmBackup } from "./vm_backup.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["backup engine", benchBackup],
@@ -20,6 +21,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["bacula backend", (dir) => benchBackend(dir)],
   ["conversion", benchConvert],
   ["replication", (dir) => benchReplication(dir)],
+  ["vm backup", (dir) => benchVmBackup(dir)],
 ];
 
 const only = Deno.args;
