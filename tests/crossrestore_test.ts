@@ -17,6 +17,7 @@ import { type FakeHost, startFakeHost } from "./crossrestore/fake_host.ts";
 import { parseProperties, parseProxmoxConf, parseVmx } from "./crossrestore/parse.ts";
 import { assertSameDisk, referenceRestore, run, writeChain } from "./crossrestore/streams.ts";
 import { child, children, parseXml } from "./crossrestore/xml.ts";
+import { assertOneLineError, cliCommand, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 
 const MiB = 1 << 20;
 
@@ -409,6 +410,70 @@ Deno.test("proxmox to a local staging dir: raw disks, free VMID from the nodes t
   }
 });
 
+Deno.test("vmware OVA to stdout piped into tar: same members and descriptor as the OVA written to a file, disks equal", async () => {
+  const work = await Deno.makeTempDir({ prefix: "dbit-xr-ova1-" });
+  try {
+    const { streams, refs } = await twoDiskChains(work, "bios");
+    const args = ["restore", "--to", "vmware", "--name", "db1", ...streams];
+    const cli = cliCommand([...args, "--ova", "-"], { stdin: "null" }).spawn();
+    await Deno.mkdir(`${work}/piped`);
+    const tar = new Deno.Command("tar", {
+      args: ["xvf", "-", "-C", `${work}/piped`],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const [, listed, cliErr] = await Promise.all([
+      cli.stdout.pipeTo(tar.stdin),
+      tar.output(),
+      new Response(cli.stderr).text(),
+    ]);
+    assert.equal((await cli.status).code, 0, cliErr);
+    assert.equal(listed.code, 0, new TextDecoder().decode(listed.stderr));
+    const members = new TextDecoder().decode(listed.stdout).trim().split("\n");
+    assert.deepEqual(members, ["db1.ovf", "db1-disk1.vmdk", "db1-disk2.vmdk", "db1.mf"]);
+    await dirtybitOk([...args, "--ova", `${work}/db1.ova`]);
+    assert.deepEqual((await run("tar", ["tf", `${work}/db1.ova`])).trim().split("\n"), members);
+    await Deno.mkdir(`${work}/file`);
+    await run("tar", ["xf", `${work}/db1.ova`, "-C", `${work}/file`]);
+    // VMDKs carry a random CID, so only the descriptor is compared byte for byte.
+    await run("cmp", [`${work}/piped/db1.ovf`, `${work}/file/db1.ovf`]);
+    await assertSameDisk(`${work}/piped/db1-disk1.vmdk`, "vmdk", refs[0]);
+    await assertSameDisk(`${work}/piped/db1-disk2.vmdk`, "vmdk", refs[1]);
+    const mf = await Deno.readTextFile(`${work}/piped/db1.mf`);
+    for (const name of members.slice(0, 3)) {
+      const sum = (await run("sha256sum", [`${work}/piped/${name}`])).split(" ")[0];
+      assert.ok(mf.includes(`SHA256(${name})= ${sum}\n`), `manifest entry of ${name}`);
+    }
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
+});
+
+Deno.test("vmware OVA under an SSH --dest: the package alone in the dir (no .partial), an existing one refused", () =>
+  withWorkAndHost("dbit-xr-ova2-", async (work, host) => {
+    const { streams, refs } = await twoDiskChains(work, "uefi");
+    const out = `${work}/out`;
+    await Deno.mkdir(out);
+    const args = ["--to", "vmware", "--ova", "web01.ova", ...host.destArgs(out), ...streams];
+    assert.equal(await restoreCommand.run(args), 0);
+    assert.deepEqual(await listTree(out), ["web01.ova"]);
+    const members = (await run("tar", ["tf", `${out}/web01.ova`])).trim().split("\n");
+    assert.deepEqual(members, ["web01.ovf", "web01-disk1.vmdk", "web01-disk2.vmdk", "web01.mf"]);
+    await Deno.mkdir(`${work}/x`);
+    await run("tar", ["xf", `${out}/web01.ova`, "-C", `${work}/x`]);
+    await assertSameDisk(`${work}/x/web01-disk1.vmdk`, "vmdk", refs[0]);
+    const env = parseXml(await Deno.readTextFile(`${work}/x/web01.ovf`));
+    assert.equal(children(child(env, "References"), "File").length, 2);
+    await assert.rejects(() => restoreCommand.run(args), /web01\.ova already exists/);
+  }));
+
+Deno.test("restore --to refuses '-' as a STREAM in one line that says why and what to do", async () => {
+  const r = await dirtybit(["restore", "--to", "vmware", "--ova", "x.ova", "-"]);
+  const line = assertOneLineError(r, 2, "reads each stream more than once");
+  assert.match(line, /save the stream to a file and name the file$/);
+});
+
 Deno.test("restore --to: usage errors name the flag", async () => {
   const run = (args: string[]) => restoreCommand.run(["--to", ...args, "x.dbit"]);
   await assert.rejects(() => run(["proxmox"]), /--dest/);
@@ -420,5 +485,10 @@ Deno.test("restore --to: usage errors name the flag", async () => {
   await assert.rejects(() => run(["proxmox", "--dest", "ssh://h/x"]), /--ssh-key/);
   await assert.rejects(() => run(["proxmox", "--dest", "http://h/x"]), UsageError);
   await assert.rejects(() => run(["vmware", "--ova", "a.ova", "--register"]), /--register/);
+  await assert.rejects(() => run(["vmware", "--ova", "-", "--json"]), /drop --json/);
+  await assert.rejects(
+    () => run(["hyperv", "--dest", "/tmp", "--storage-type", "lvmthin"]),
+    /--storage-type applies to --to proxmox only/,
+  );
   await assert.rejects(() => run(["proxmox", "--dest", "/tmp", "--cpus", "0"]), /--cpus/);
 });

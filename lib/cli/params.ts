@@ -155,7 +155,10 @@ export const PARAMS = {
     help: "cross-restore: register the VM on the target (qm rescan, New-VM, vim-cmd)",
   },
   vmid: { kind: "int", help: "cross-restore proxmox: VMID (default: lowest free)", min: 1 },
-  storage: { kind: "string", help: "cross-restore proxmox: storage id (default local)" },
+  storage: {
+    kind: "string",
+    help: "cross-restore proxmox: storage id (default local; local-lvm, local-zfs for volumes)",
+  },
   storage_type: {
     kind: "enum",
     help:
