@@ -60,10 +60,38 @@ export class RemoteDestination implements Destination {
     return names.reduce((d, n) => this.#dialect.join(d, n), dir);
   }
 
+  /**
+   * Runs one command line. POSIX hosts get {@link SshHost.runScript}, which
+   * bounds it on the host with `timeout ... sh -c`; Windows OpenSSH hands the
+   * line to `cmd.exe`, which has neither, so there the line is sent as it is
+   * and the deadline stops the local client.
+   */
+  async #run(command: string, timeoutMs: number, stdin?: Uint8Array): Promise<RemoteResult> {
+    if (this.#dialect.name === "posix") return this.#host.runScript(command, { stdin, timeoutMs });
+    const proc = this.#host.spawnScript(command);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      proc.kill();
+    }, timeoutMs);
+    try {
+      const writer = proc.stdin.getWriter();
+      if (stdin) await writer.write(stdin).catch(() => {});
+      await writer.close().catch(() => {});
+      const result = await proc.status;
+      if (timedOut) {
+        throw new TargetError(`timed out after ${timeoutMs} ms: ${command.slice(0, 60)}`);
+      }
+      return result;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async #checked(command: string, what: string, stdin?: Uint8Array): Promise<RemoteResult> {
     let result: RemoteResult;
     try {
-      result = await this.#host.runScript(command, { stdin, timeoutMs: 120_000 });
+      result = await this.#run(command, 120_000, stdin);
     } catch (err) {
       throw new TargetError(`${what} on ${this.#host.target.host}: ${describeError(err)}`);
     }
@@ -175,7 +203,7 @@ export class RemoteDestination implements Destination {
   }
 
   async copy(from: string, to: string): Promise<boolean> {
-    const r = await this.#host.runScript(this.#dialect.copy(from, to)).catch((err) => {
+    const r = await this.#run(this.#dialect.copy(from, to), 120_000).catch((err) => {
       throw new TargetError(`copying ${from} on ${this.#host.target.host}: ${describeError(err)}`);
     });
     return r.code === 0;
@@ -183,12 +211,12 @@ export class RemoteDestination implements Destination {
 
   async remove(paths: string[]): Promise<void> {
     if (paths.length === 0) return;
-    await this.#host.runScript(this.#dialect.remove(paths)).catch(() => {});
+    await this.#run(this.#dialect.remove(paths), 120_000).catch(() => {});
   }
 
   async exec(argv: string[]): Promise<RemoteResult> {
     try {
-      return await this.#host.runScript(this.#dialect.exec(argv), { timeoutMs: 300_000 });
+      return await this.#run(this.#dialect.exec(argv), 300_000);
     } catch (err) {
       throw new TargetError(`${argv[0]} on ${this.#host.target.host}: ${describeError(err)}`);
     }
