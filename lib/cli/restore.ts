@@ -26,6 +26,9 @@ A stream whose parent is not the last one applied is refused.
   --format FMT    raw or qcow2 (default: qcow2 for *.qcow2, else raw)
   --force         replace an existing FILE that is not a dirtybit restore target
   --json          print a JSON summary on stdout
+
+Cross-restore into another hypervisor: dirtybit restore --to proxmox|hyperv|vmware
+(see 'dirtybit restore --to proxmox --help').
 `;
 
 export const restoreCommand: Command = {
