@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import type { Command } from "./command.ts";
+import { isSpecialFile, openForWriting } from "./output.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import {
   type DiskBackupResult,
@@ -16,7 +17,7 @@ import {
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
-import { CancelledError, TargetError, UsageError } from "../core/errors.ts";
+import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
 
@@ -174,13 +175,13 @@ export const backupCommand: Command = {
         if (!outDir && await isSpecialFile(out)) {
           // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
           // renaming a partial file over it would replace the device.
-          return (await openOrFail(out, { write: true })).writable;
+          return (await openForWriting(out, { write: true })).writable;
         }
         const final = outDir ? join(outDir, streamFileName(disk)) : out;
         const partial = `${final}.partial`;
         const entry = { partial, final, complete: false };
         files.set(disk.diskName, entry);
-        const file = await openOrFail(partial, { write: true, create: true, truncate: true });
+        const file = await openForWriting(partial, { write: true, create: true, truncate: true });
         return streamFileSink(file, entry);
       };
       results = source
@@ -284,23 +285,5 @@ async function directoryOrNull(path: string): Promise<string | null> {
     return (await Deno.stat(path)).isDirectory ? path : null;
   } catch {
     return null;
-  }
-}
-
-/** True for an existing path that is not a regular file or directory (device, FIFO, socket). */
-async function isSpecialFile(path: string): Promise<boolean> {
-  try {
-    const info = await Deno.stat(path);
-    return !info.isFile && !info.isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-async function openOrFail(path: string, options: Deno.OpenOptions): Promise<Deno.FsFile> {
-  try {
-    return await Deno.open(path, options);
-  } catch (err) {
-    throw new TargetError(`cannot open ${path} for writing: ${(err as Error).message}`);
   }
 }

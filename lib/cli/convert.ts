@@ -6,6 +6,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
+import { openOutput } from "./output.ts";
 import { parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
@@ -106,15 +107,6 @@ async function openSource(
     : await openImageFile(from, { connections });
 }
 
-async function openOut(path: string): Promise<WritableStream<Uint8Array>> {
-  if (path === "-") return Deno.stdout.writable;
-  try {
-    return (await Deno.open(path, { write: true, create: true, truncate: true })).writable;
-  } catch (err) {
-    throw new TargetError(`cannot create ${path}: ${(err as Error).message.split("\n")[0]}`);
-  }
-}
-
 function baseName(path: string): string {
   return path.split("/").pop()!;
 }
@@ -168,11 +160,13 @@ export const convertCommand: Command = {
     const source = await openSource(f, parsed.positionals, connections);
     let report: ImageWriteReport;
     try {
-      const sink = await openOut(dataPath);
+      const output = dataPath === "-"
+        ? { writable: Deno.stdout.writable, discard: () => Promise.resolve() }
+        : await openOutput(dataPath);
       try {
-        report = await writer.write(source, sink, options);
+        report = await writer.write(source, output.writable, options);
       } catch (err) {
-        if (dataPath !== "-") await Deno.remove(dataPath).catch(() => {});
+        await output.discard();
         throw err;
       }
     } finally {
