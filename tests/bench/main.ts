@@ -8,6 +8,7 @@
 import { benchBackup, benchHashDb, benchMemory } from "./engine.ts";
 import { type BenchRow, renderTable } from "./table.ts";
 import { benchZstd } from "./zstd.ts";
+import { benchTunnel } from "./tunnel.ts";
 import { benchBackend } from "./backend.ts";
 import { benchConvert } from "./convert.ts";
 import { benchReplication } from "./replication.ts";
@@ -18,6 +19,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["memory", benchMemory],
   ["hash DB", benchHashDb],
   ["zstd", () => benchZstd()],
+  ["ssh tunnel", () => benchTunnel()],
   ["bacula backend", (dir) => benchBackend(dir)],
   ["conversion", benchConvert],
   ["replication", (dir) => benchReplication(dir)],

@@ -25,15 +25,7 @@ import { Client } from "ssh2";
 import { SshHost } from "../../lib/hosts/ssh.ts";
 import { startSshd, type TestSshd } from "../fixtures/sshd.ts";
 import { withQemuNbd } from "../fixtures/qemu_nbd.ts";
-
-/** One benchmark result. */
-export interface Row {
-  name: string;
-  dirtybitSeconds: number;
-  referenceSeconds: number;
-  ratio: number;
-  bar: number;
-}
+import { atLeast, type BenchRow } from "./table.ts";
 
 const SIZE = 128 << 20;
 const ROUNDS = 3;
@@ -118,18 +110,24 @@ function ssh2Exec(client: Client, command: string): Promise<void> {
   });
 }
 
-function row(name: string, dirtybitSeconds: number, referenceSeconds: number, bar: number): Row {
-  return {
+function row(
+  name: string,
+  dirtybitSeconds: number,
+  referenceSeconds: number,
+  bar: number,
+): BenchRow {
+  const seconds = (x: number) => `${x.toFixed(3)} s`;
+  return atLeast(
     name,
-    dirtybitSeconds,
-    referenceSeconds,
-    ratio: referenceSeconds / dirtybitSeconds,
+    seconds(dirtybitSeconds),
+    seconds(referenceSeconds),
+    referenceSeconds / dirtybitSeconds,
     bar,
-  };
+  );
 }
 
 /** Runs the SSH benchmarks (see the module doc). */
-export async function benchTunnel(): Promise<Row[]> {
+export async function benchTunnel(): Promise<BenchRow[]> {
   const sshd = await startSshd();
   try {
     return await withQemuNbd(
@@ -263,12 +261,6 @@ export async function benchTunnel(): Promise<Row[]> {
 }
 
 if (import.meta.main) {
-  for (const r of await benchTunnel()) {
-    console.log(
-      `${r.name.padEnd(66)} ${r.dirtybitSeconds.toFixed(3)} s vs ${
-        r.referenceSeconds.toFixed(3)
-      } s ` +
-        `ratio ${r.ratio.toFixed(2)} (bar ${r.bar}) ${r.ratio >= r.bar ? "ok" : "BELOW BAR"}`,
-    );
-  }
+  const { renderTable } = await import("./table.ts");
+  console.log(renderTable(await benchTunnel()));
 }
