@@ -23,7 +23,7 @@ import net from "node:net";
 import type { Duplex, Readable } from "node:stream";
 import { Client } from "ssh2";
 import { SshHost } from "../../lib/hosts/ssh.ts";
-import { startSshd, type TestSshd } from "../fixtures/sshd.ts";
+import { plainForward, plainSshArgs, startSshd, type TestSshd } from "../fixtures/sshd.ts";
 import { withQemuNbd } from "../fixtures/qemu_nbd.ts";
 import { atLeast, type BenchRow } from "./table.ts";
 
@@ -53,18 +53,6 @@ async function nbdcopy(uri: string): Promise<void> {
     .output();
   if (!out.success) {
     throw new Error(`nbdcopy ${uri} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-}
-
-async function waitForPath(path: string, child?: Deno.ChildProcess): Promise<void> {
-  let exited = false;
-  child?.status.then(() => (exited = true));
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exited) throw new Error(`process for ${path} exited`);
-    if (await Deno.lstat(path).then(() => true, () => false)) return;
-    if (Date.now() > deadline) throw new Error(`${path} did not appear`);
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 
@@ -153,30 +141,9 @@ export async function benchTunnel(): Promise<BenchRow[]> {
           await stopForward();
 
           const plainLocal = `${sshd.dir}/plain.sock`;
-          const plain = new Deno.Command("ssh", {
-            args: [
-              "-F",
-              "none",
-              "-p",
-              String(sshd.port),
-              "-i",
-              sshd.keyPath,
-              "-o",
-              `UserKnownHostsFile=${sshd.knownHostsPath}`,
-              "-o",
-              "BatchMode=yes",
-              "-N",
-              "-L",
-              `${plainLocal}:${socket}`,
-              `${sshd.user}@${sshd.host}`,
-            ],
-            stdin: "null",
-            stdout: "null",
-            stderr: "null",
-          }).spawn();
+          const plain = await plainForward(sshd, plainLocal, socket);
           let viaPlain: number;
           try {
-            await waitForPath(plainLocal, plain);
             viaPlain = await best(() => nbdcopy(`nbd+unix:///disk0?socket=${plainLocal}`));
           } finally {
             plain.kill("SIGTERM");
@@ -189,21 +156,7 @@ export async function benchTunnel(): Promise<BenchRow[]> {
           });
           const catThrough = await best(async () => {
             const out = await new Deno.Command("ssh", {
-              args: [
-                "-F",
-                "none",
-                "-p",
-                String(sshd.port),
-                "-i",
-                sshd.keyPath,
-                "-o",
-                `UserKnownHostsFile=${sshd.knownHostsPath}`,
-                "-o",
-                "BatchMode=yes",
-                `${sshd.user}@${sshd.host}`,
-                "cat",
-                srv.imagePath,
-              ],
+              args: plainSshArgs(sshd, "cat", srv.imagePath),
               stdout: "null",
               stderr: "null",
             }).output();

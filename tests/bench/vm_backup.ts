@@ -22,7 +22,7 @@ import { QmpSocket } from "../../lib/qemu/qmp.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
 import { openDataPath } from "../../lib/backup/vm_job.ts";
 import { SshHost } from "../../lib/hosts/ssh.ts";
-import { startSshd, type TestSshd } from "../fixtures/sshd.ts";
+import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
 
 const MiB = 1 << 20;
@@ -57,40 +57,6 @@ function freePort(): number {
 }
 
 /** A plain `ssh -N -L local:remote` with OpenSSH's defaults (no cipher choice). */
-async function plainTunnel(
-  sshd: TestSshd,
-  local: string,
-  remote: string,
-): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command("ssh", {
-    args: [
-      "-F",
-      "none",
-      "-p",
-      String(sshd.port),
-      "-i",
-      sshd.keyPath,
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      `UserKnownHostsFile=${sshd.knownHostsPath}`,
-      "-N",
-      "-L",
-      `${local}:${remote}`,
-      `${sshd.user}@${sshd.host}`,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const deadline = Date.now() + 15_000;
-  while (!(await Deno.lstat(local).then(() => true, () => false))) {
-    if (Date.now() > deadline) throw new Error("plain ssh -L did not come up");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return child;
-}
-
 /** Rows: ssh_tunnel and direct full backups vs nbdcopy on the same path, and vs plain ssh -L. */
 export async function benchVmBackup(dir: string, size = 512 * MiB): Promise<BenchRow[]> {
   const raw = join(dir, "vm-src.raw");
@@ -137,7 +103,7 @@ export async function benchVmBackup(dir: string, size = 512 * MiB): Promise<Benc
         }
         if (mode === "plain") {
           const local = join(scratch, "plain.sock");
-          const child = await plainTunnel(sshd, local, socket);
+          const child = await plainForward(sshd, local, socket);
           try {
             return await timed(() => run("nbdcopy", [`nbd+unix:///ref?socket=${local}`, "null:"]));
           } finally {
