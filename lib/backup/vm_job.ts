@@ -92,6 +92,17 @@ export type VmJobSettings = Pick<
   "level" | "stateDir" | "compression" | "metadata" | "signal" | "onMessage"
 >;
 
+/**
+ * Exactly the settings of a VM job: a caller may pass a wider object (the
+ * Bacula backend passes its whole job, with `nodes` and `qmp`), and none of
+ * that may reach the engine job this module builds.
+ */
+function onlySettings(
+  { level, stateDir, compression, metadata, signal, onMessage }: VmJobSettings,
+): VmJobSettings {
+  return { level, stateDir, compression, metadata, signal, onMessage };
+}
+
 /** Default TCP port of the NBD server in direct mode (IANA's NBD port). */
 export const DEFAULT_NBD_PORT = 10809;
 
@@ -247,7 +258,7 @@ export function estimateVmBackup(
       }));
     }
     return await estimateBackup({
-      ...settings,
+      ...onlySettings(settings),
       qmp: open.domain.qmp,
       disks: jobDisks(open.selected),
     });
@@ -276,7 +287,7 @@ async function backupOnHost(
       port: source.nbdPort ?? DEFAULT_NBD_PORT,
     });
     const job: BackupJob = {
-      ...settings,
+      ...onlySettings(settings),
       ...path.job,
       metadata,
       qmp: domain.qmp,
