@@ -18,7 +18,7 @@ import {
   match as assertMatch,
   ok as assert,
 } from "node:assert/strict";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { SourceError } from "../lib/core/errors.ts";
 import type { DiskBackupResult, PlannedDisk } from "../lib/backup/engine.ts";
 import { runVmBackup, type VmSource } from "../lib/backup/vm_job.ts";
@@ -182,7 +182,8 @@ async function tunnelPids(): Promise<number[]> {
       const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
       const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
       const argv = (await Deno.readTextFile(`/proc/${entry.name}/cmdline`)).split("\0");
-      if (ppid === Deno.pid && argv[0] === "ssh" && argv.includes("-L")) {
+      // Deno.Command runs a command found on PATH as its full path (argv[0] /usr/bin/ssh).
+      if (ppid === Deno.pid && basename(argv[0]) === "ssh" && argv.includes("-L")) {
         pids.push(Number(entry.name));
       }
     } catch { /* gone */ }
@@ -287,10 +288,13 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
           const port = (listener.addr as Deno.NetAddr).port;
           listener.close();
+          // A full on the chain's own state dir: a second state dir would own the
+          // same unscoped bitmaps and remove the ssh_tunnel chain's as stale.
           const { results, files, warnings } = await backup(
             bed.source({ accessMode: "direct", nbdPort: port, guestAgent: () => qga.agent }),
-            join(dir, "state-direct"),
+            state,
             join(dir, "t3"),
+            { level: "full" },
           );
           const source = await snapshotSource(bed, "t3");
           assertEquals(results.map((r) => r.level), ["full", "full"]);
@@ -299,6 +303,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           for (const v of vm.volumes) {
             await assertRestoresTo([files.get(v.id)!], source.get(v.id)!, dir);
           }
+          fullFiles = files;
           // The server is gone: nothing listens on the port any more.
           const probe = await Deno.connect({ hostname: "127.0.0.1", port }).then(
             (c) => c.close(),
@@ -409,7 +414,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           if (killed) return;
           killed = true;
           const pids = await tunnelPids();
-          assertEquals(pids.length, 1);
+          assertEquals(pids.length, 1, `ssh -L children: ${pids.join(" ")}`);
           Deno.kill(pids[0], "SIGKILL");
           while ((await tunnelPids()).length > 0) {
             await new Promise((r) => setTimeout(r, 10));
@@ -489,8 +494,12 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         API_KEY,
         "--secretkey-file",
         secretFile,
+        "--ssh-port",
+        String(sshd.port),
         "--ssh-key",
         sshd.keyPath,
+        "--known-hosts",
+        sshd.knownHostsPath,
         "--disks",
         "vdz",
       ]);
