@@ -8,7 +8,7 @@
 import { NbdClient } from "../nbd/client.ts";
 import { allocationMap, BASE_ALLOCATION, dirtyExtents } from "../nbd/maps.ts";
 import { readExtents } from "../nbd/reader.ts";
-import { alignExtents, type Extent } from "../core/extent.ts";
+import { alignExtents, type Extent, totalLength } from "../core/extent.ts";
 import { CancelledError } from "../core/errors.ts";
 import { HashDb } from "../cbt/hashdb.ts";
 import { BlockClassifier, fullBackupPlan } from "../cbt/layers.ts";
@@ -35,6 +35,7 @@ export interface DiskBackupInput {
   sink: WritableStream<Uint8Array>;
   signal?: AbortSignal;
   onMessage?: (kind: "info" | "warning", text: string) => void;
+  onProgress?: (diskName: string, done: number, total: number) => void;
 }
 
 /** A written disk stream whose hash DB update waits for the job to be accepted. */
@@ -103,8 +104,12 @@ export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutc
     });
     const classifier = new BlockClassifier(hashDb, { compareWithParent: useL2 });
     for (const extent of unread) classifier.stageUnread(extent);
+    const total = totalLength(read);
+    let done = 0;
     for await (const chunk of readExtents(clients, read)) {
       if (input.signal?.aborted) throw new CancelledError("backup cancelled");
+      done += chunk.data.length;
+      input.onProgress?.(planned.diskName, done, total);
       for (const run of classifier.classify(chunk.offset, chunk.data)) {
         if (run.kind === "data") await writer.writeData(run.offset, run.data);
         else if (run.kind === "zero") await writer.writeZero(run.offset, run.length);

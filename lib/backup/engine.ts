@@ -70,6 +70,8 @@ export interface BackupJob {
   quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
   signal?: AbortSignal;
   onMessage?: (kind: "info" | "warning", text: string) => void;
+  /** Bytes of a disk read so far out of the bytes it has to read (after every chunk). */
+  onProgress?: (diskName: string, done: number, total: number) => void;
 }
 
 /** A disk as planned: what level it gets and why. */
@@ -169,6 +171,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
             sink: await sinkFor(planned),
             signal: job.signal,
             onMessage: job.onMessage,
+            onProgress: job.onProgress,
           });
         })),
       );

@@ -89,7 +89,7 @@ export interface VmSource {
 /** The engine settings of a VM job (what the source does not decide). */
 export type VmJobSettings = Pick<
   BackupJob,
-  "level" | "stateDir" | "compression" | "metadata" | "signal" | "onMessage"
+  "level" | "stateDir" | "compression" | "metadata" | "signal" | "onMessage" | "onProgress"
 >;
 
 /**
@@ -98,9 +98,9 @@ export type VmJobSettings = Pick<
  * that may reach the engine job this module builds.
  */
 function onlySettings(
-  { level, stateDir, compression, metadata, signal, onMessage }: VmJobSettings,
+  { level, stateDir, compression, metadata, signal, onMessage, onProgress }: VmJobSettings,
 ): VmJobSettings {
-  return { level, stateDir, compression, metadata, signal, onMessage };
+  return { level, stateDir, compression, metadata, signal, onMessage, onProgress };
 }
 
 /** Default TCP port of the NBD server in direct mode (IANA's NBD port). */

@@ -18,7 +18,7 @@ import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
-import { formatBytes, reportLine } from "./report.ts";
+import { formatBytes, reportLine, reportProgress } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
 
 const HELP = `
@@ -163,6 +163,7 @@ export const backupCommand: Command = {
         // progress: scripts and bpipe logs must see them without a terminal.
         onMessage: (kind: "info" | "warning", text: string) =>
           kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
+        onProgress: progressLine(),
       };
       const sinkFor: SinkFactory = async (disk: PlannedDisk) => {
         // A VM's disk count is known only once it is resolved.
@@ -273,6 +274,18 @@ function streamFileSink(file: Deno.FsFile, entry: StreamFile): WritableStream<Ui
       file.close();
     },
   });
+}
+
+/** A progress reporter that redraws the terminal's line at most five times a second. */
+function progressLine(): (disk: string, done: number, total: number) => void {
+  let last = 0;
+  return (disk, done, total) => {
+    const now = Date.now();
+    if (now - last < 200 && done < total) return;
+    last = now;
+    const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+    reportProgress(`${disk}: ${pct}% (${formatBytes(done)} of ${formatBytes(total)})`);
+  };
 }
 
 /** `DISK-LEVEL-BACKUPID.dbit`, with the disk name made file-name safe. */
