@@ -58,7 +58,7 @@ function freePort(): number {
 
 /** A plain `ssh -N -L local:remote` with OpenSSH's defaults (no cipher choice). */
 /** Rows: ssh_tunnel and direct full backups vs nbdcopy on the same path, and vs plain ssh -L. */
-export async function benchVmBackup(dir: string, size = 512 * MiB): Promise<BenchRow[]> {
+export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<BenchRow[]> {
   const raw = join(dir, "vm-src.raw");
   const image = join(dir, "vm-disk.qcow2");
   await run("sh", ["-c", `head -c ${size} /dev/urandom > ${raw}`]);
