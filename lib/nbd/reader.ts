@@ -13,15 +13,19 @@ import type { DiskSource } from "../core/source.ts";
 import { type BlockStatusEntry, NbdClient } from "./client.ts";
 import { allocationMap, BASE_ALLOCATION, dirtyBitmapContext, dirtyExtents } from "./maps.ts";
 
-/** Default request size: 2 MiB. */
-export const DEFAULT_REQUEST_SIZE = 2 * 1024 * 1024;
+/**
+ * Default request size: 1 MiB. Measured here against qemu-storage-daemon with
+ * 2 connections and 4 requests in flight: 3.1-3.6 GB/s with 1 MiB requests,
+ * 1.6-1.9 GB/s with 2 MiB (QEMU's per-request bounce buffers fault in).
+ */
+export const DEFAULT_REQUEST_SIZE = 1024 * 1024;
 /** Requests must be smaller than this (4 MiB). */
 export const REQUEST_SIZE_LIMIT = 4 * 1024 * 1024;
 /** Default number of requests in flight over all connections. */
 export const DEFAULT_IN_FLIGHT = 4;
 
 export interface ReadExtentsOptions {
-  /** Bytes per NBD request; default 2 MiB, must be < 4 MiB. */
+  /** Bytes per NBD request; default 1 MiB, must be < 4 MiB. */
   requestSize?: number;
   /** Requests in flight over all connections; default 4. */
   inFlight?: number;
