@@ -49,38 +49,67 @@ function params(dir: string): string[] {
   ];
 }
 
-/** A whole backup session; returns the files. */
-async function backup(dir: string, id: number, level: "F" | "I" | "D") {
-  const fd = emulate(dir);
+/** Runs `body` against a fresh emulated backend working in `dir`; always disposes of it. */
+async function withBackend<T>(
+  dir: string,
+  body: (fd: FdEmulator) => Promise<T>,
+  env: Record<string, string> = {},
+): Promise<T> {
+  const fd = emulate(dir, env);
   try {
-    await fd.open(backupJob(id, level), params(dir));
-    await fd.command("BackupStart");
-    await fd.expect("F");
-    const files = await fd.readFiles(true);
-    await fd.end();
-    const { code, stderr } = await fd.exit();
-    assert.equal(stderr, "");
-    assert.equal(code, 0);
-    return { files, messages: fd.messages };
+    return await body(fd);
   } finally {
     await fd.dispose();
   }
 }
 
+/** Runs `body` with a temporary directory and one emulated backend working in it. */
+function inSession(
+  body: (fd: FdEmulator, dir: string) => Promise<void>,
+  env: Record<string, string> = {},
+): Promise<void> {
+  return withDir((dir) => withBackend(dir, (fd) => body(fd, dir), env));
+}
+
+/** Opens a session and sends the job's start command, which the backend acknowledges with F. */
+async function start(fd: FdEmulator, job: string[], params: string[], command: string) {
+  await fd.open(job, params);
+  await fd.command(command);
+  await fd.expect("F");
+}
+
+/** Waits for the backend to exit with nothing on stderr and `code` ("failure": any but 0). */
+async function expectExit(fd: FdEmulator, code: number | "failure"): Promise<void> {
+  const exit = await fd.exit();
+  assert.equal(exit.stderr, "");
+  if (code === "failure") assert.notEqual(exit.code, 0);
+  else assert.equal(exit.code, code);
+}
+
+/** Closes the backend's input and checks that it fails cleanly. */
+async function expectFailure(fd: FdEmulator): Promise<void> {
+  await fd.closeInput();
+  await expectExit(fd, "failure");
+}
+
+/** A whole backup session; returns the files. */
+function backup(dir: string, id: number, level: "F" | "I" | "D") {
+  return withBackend(dir, async (fd) => {
+    await start(fd, backupJob(id, level), params(dir), "BackupStart");
+    const files = await fd.readFiles(true);
+    await fd.end();
+    await expectExit(fd, 0);
+    return { files, messages: fd.messages };
+  });
+}
+
 /** Checks that a session ends with an A naming `text`, a clean exit and nothing on stderr. */
 async function expectAbort(fd: FdEmulator, text: string): Promise<void> {
-  try {
-    let p = await fd.next("A");
-    while (p && p.kind !== "A") p = await fd.next("A");
-    const abort = fd.said("A").join("\n");
-    assert.ok(abort.includes(text), `A message '${abort}' should mention '${text}'`);
-    await fd.closeInput();
-    const { code, stderr } = await fd.exit();
-    assert.equal(stderr, "");
-    assert.notEqual(code, 0);
-  } finally {
-    await fd.dispose();
-  }
+  let p = await fd.next("A");
+  while (p && p.kind !== "A") p = await fd.next("A");
+  const abort = fd.said("A").join("\n");
+  assert.ok(abort.includes(text), `A message '${abort}' should mention '${text}'`);
+  await expectFailure(fd);
 }
 
 Deno.test("backup Full then Incremental: names, packets, messages, exit 0", async () => {
@@ -116,65 +145,57 @@ Deno.test("incremental without a parent falls back to full with a warning naming
 });
 
 Deno.test("estimate lists the files with expected sizes and no data", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
-    try {
-      await fd.open(["Name=-Console-.2026", "JobID=0", "Type=E", "Level=F"], params(dir));
-      await fd.command("EstimateStart");
-      await fd.expect("F");
-      const files = await fd.readFiles(false);
-      assert.deepEqual(files.map((f) => f.fname), ["/@cloudstack/web01/disk0/full-0.dbit"]);
-      assert.ok(files[0].attrs.includes(`STAT:F ${PAYLOAD} 0 0 100640 1`));
-      await fd.end();
-      assert.equal((await fd.exit()).code, 0);
-    } finally {
-      await fd.dispose();
-    }
+  await inSession(async (fd, dir) => {
+    await start(
+      fd,
+      ["Name=-Console-.2026", "JobID=0", "Type=E", "Level=F"],
+      params(dir),
+      "EstimateStart",
+    );
+    const files = await fd.readFiles(false);
+    assert.deepEqual(files.map((f) => f.fname), ["/@cloudstack/web01/disk0/full-0.dbit"]);
+    assert.ok(files[0].attrs.includes(`STAT:F ${PAYLOAD} 0 0 100640 1`));
+    await fd.end();
+    await expectExit(fd, 0);
   });
 });
 
 Deno.test("listing and query sessions", async () => {
   await withDir(async (dir) => {
-    const fd = emulate(dir);
-    try {
-      await fd.open(["Name=-Console-.1", "JobID=0", "Type=E"], [
+    await withBackend(dir, async (fd) => {
+      await start(fd, ["Name=-Console-.1", "JobID=0", "Type=E"], [
         ...params(dir),
         "listing=/@cloudstack/web01",
-      ]);
-      await fd.command("ListingStart");
-      await fd.expect("F");
+      ], "ListingStart");
       const files = await fd.readFiles(false);
       assert.deepEqual(files.map((f) => f.fname), ["disk0/"]);
       await fd.end();
-      assert.equal((await fd.exit()).code, 0);
-    } finally {
-      await fd.dispose();
-    }
-    const q = emulate(dir);
-    try {
-      await q.open(["Name=-Console-.2", "JobID=0", "Type=E"], [...params(dir), "query=disks"]);
-      await q.command("QueryStart");
-      await q.expect("F");
+      await expectExit(fd, 0);
+    });
+    await withBackend(dir, async (q) => {
+      await start(
+        q,
+        ["Name=-Console-.2", "JobID=0", "Type=E"],
+        [...params(dir), "query=disks"],
+        "QueryStart",
+      );
       assert.match(await q.expect("C"), /^disk=disk0,level=\w+,bytes=\d+$/);
       await q.expect("F");
       await q.send("T");
       await q.closeInput();
-      assert.equal((await q.exit()).code, 0);
-    } finally {
-      await q.dispose();
-    }
+      await expectExit(q, 0);
+    });
   });
 });
 
 /** Restores files in the given order into where=DIR/r; returns the per-file answers. */
-async function restore(
+function restore(
   dir: string,
   files: { fname: string; data: Uint8Array }[],
   where = `${dir}/r`,
 ) {
-  const fd = emulate(dir);
-  try {
-    await fd.open([
+  return withBackend(dir, async (fd) => {
+    await start(fd, [
       "Name=CSRestore.1",
       "JobID=9",
       "Type=R",
@@ -184,9 +205,7 @@ async function restore(
     ], [
       ...params(dir),
       "format=raw",
-    ]);
-    await fd.command("RestoreStart");
-    await fd.expect("F");
+    ], "RestoreStart");
     const answers = [];
     for (const f of files) answers.push(await fd.restoreFile(`${where}${f.fname}`, f.data));
     await fd.command("FINISH");
@@ -195,9 +214,7 @@ async function restore(
     const { code, stderr } = await fd.exit();
     assert.equal(stderr, "");
     return { answers, code, messages: fd.messages };
-  } finally {
-    await fd.dispose();
-  }
+  });
 }
 
 Deno.test("restore of the chain in job order, and a wrong order refused", async () => {
@@ -226,67 +243,47 @@ Deno.test("in-place restore without guest_stopped=true is refused with a clear e
   });
 });
 
+/** A slow stand-in engine with a large disk, so that a backup is still running when interrupted. */
+const SLOW = { STANDIN_BYTES: String(64 << 20), STANDIN_SLOW_MS: "20" };
+
 Deno.test("cancel by SIGUSR1 mid-backup: prompt clean exit, engine cleaned up", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir, { STANDIN_BYTES: String(64 << 20), STANDIN_SLOW_MS: "20" });
-    try {
-      await fd.open(backupJob(5, "F"), params(dir));
-      await fd.command("BackupStart");
-      await fd.expect("F");
-      await fd.expect("C");
-      let p = await fd.next("data");
-      while (p?.kind !== "D") p = await fd.next("data");
-      const t0 = Date.now();
-      fd.process.kill("SIGUSR1");
-      const { code, stderr } = await fd.exit();
-      assert.ok(Date.now() - t0 < 5000, "backend must exit promptly on SIGUSR1");
-      assert.equal(stderr, "");
-      assert.equal(code, 8);
-      assert.equal(await Deno.readTextFile(`${dir}/state/cancel-cleanup`), "disk0");
-    } finally {
-      await fd.dispose();
-    }
-  });
+  await inSession(async (fd, dir) => {
+    await start(fd, backupJob(5, "F"), params(dir), "BackupStart");
+    await fd.expect("C");
+    let p = await fd.next("data");
+    while (p?.kind !== "D") p = await fd.next("data");
+    const t0 = Date.now();
+    fd.process.kill("SIGUSR1");
+    await expectExit(fd, 8);
+    assert.ok(Date.now() - t0 < 5000, "backend must exit promptly on SIGUSR1");
+    assert.equal(await Deno.readTextFile(`${dir}/state/cancel-cleanup`), "disk0");
+  }, SLOW);
 });
 
 Deno.test("plugin going away (EOF) mid-backup stops the backend", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir, { STANDIN_BYTES: String(64 << 20), STANDIN_SLOW_MS: "20" });
-    try {
-      await fd.open(backupJob(6, "F"), params(dir));
-      await fd.command("BackupStart");
-      await fd.expect("F");
-      await fd.closeInput();
-      const { code, stderr } = await fd.exit();
-      assert.equal(stderr, "");
-      assert.notEqual(code, 0);
-    } finally {
-      await fd.dispose();
-    }
-  });
+  await inSession(async (fd, dir) => {
+    await start(fd, backupJob(6, "F"), params(dir), "BackupStart");
+    await expectFailure(fd);
+  }, SLOW);
 });
 
 Deno.test("malformed input: bad header", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
+  await inSession(async (fd) => {
     await fd.raw("X000005\nHello");
     await expectAbort(fd, "unknown packet kind");
   });
 });
 
 Deno.test("malformed input: oversized length (7 digits)", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
-    await fd.command("Hello cloudstack 1");
-    await fd.expect("C", "Hello Bacula");
+  await inSession(async (fd) => {
+    await fd.hello();
     await fd.raw("C1000000\nJob\n");
     await expectAbort(fd, "not a newline");
   });
 });
 
 Deno.test("malformed input: unknown job start command", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
+  await inSession(async (fd, dir) => {
     await fd.open(backupJob(1, "F"), params(dir));
     await fd.command("BOGUSCOMMAND");
     await expectAbort(fd, "unknown job start command 'BOGUSCOMMAND'");
@@ -294,10 +291,8 @@ Deno.test("malformed input: unknown job start command", async () => {
 });
 
 Deno.test("malformed input: wrong packet kind (D in the Job block)", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
-    await fd.command("Hello cloudstack 1");
-    await fd.expect("C", "Hello Bacula");
+  await inSession(async (fd) => {
+    await fd.hello();
     await fd.command("Job");
     await fd.send("D", "Name=x\n");
     await expectAbort(fd, "expected a Job line or F, got D");
@@ -305,11 +300,13 @@ Deno.test("malformed input: wrong packet kind (D in the Job block)", async () =>
 });
 
 Deno.test("malformed input: unknown restore command and DATA without a file", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
-    await fd.open(["Name=R", "JobID=3", "Type=R", `Where=${dir}/r`, "Replace=a"], params(dir));
-    await fd.command("RestoreStart");
-    await fd.expect("F");
+  await inSession(async (fd, dir) => {
+    await start(
+      fd,
+      ["Name=R", "JobID=3", "Type=R", `Where=${dir}/r`, "Replace=a"],
+      params(dir),
+      "RestoreStart",
+    );
     await fd.command("DATA");
     await expectAbort(fd, "DATA without an accepted file");
   });
@@ -317,22 +314,16 @@ Deno.test("malformed input: unknown restore command and DATA without a file", as
 
 Deno.test("early EOF inside a packet and between packets", async () => {
   await withDir(async (dir) => {
-    const fd = emulate(dir);
-    await fd.raw("C000019\nHello clou");
-    await fd.closeInput();
-    try {
-      const { code, stderr } = await fd.exit();
-      assert.equal(stderr, "");
-      assert.notEqual(code, 0);
-    } finally {
-      await fd.dispose();
-    }
-    const fd2 = emulate(dir);
-    await fd2.command("Hello cloudstack 1");
-    await fd2.expect("C", "Hello Bacula");
-    await fd2.command("Job");
-    await fd2.closeInput();
-    await expectAbort(fd2, "plugin closed the connection");
+    await withBackend(dir, async (fd) => {
+      await fd.raw("C000019\nHello clou");
+      await expectFailure(fd);
+    });
+    await withBackend(dir, async (fd) => {
+      await fd.hello();
+      await fd.command("Job");
+      await fd.closeInput();
+      await expectAbort(fd, "plugin closed the connection");
+    });
   });
 });
 
@@ -345,46 +336,35 @@ Deno.test("parameters: unknown, invalid, conflicting and mode= are job errors na
   ];
   await withDir(async (dir) => {
     for (const [extra, text] of cases) {
-      const fd = emulate(dir);
-      await fd.command("Hello cloudstack 1");
-      await fd.expect("C", "Hello Bacula");
-      await fd.command("Job");
-      for (const l of backupJob(1, "F")) await fd.command(l);
-      await fd.send("F");
-      await fd.expect("F");
-      await fd.command("Params");
-      for (const l of [...params(dir), ...extra]) await fd.command(l);
-      await fd.send("F");
-      await expectAbort(fd, text);
-      assert.ok(!fd.said("A").join().includes("tooshortsecret"));
+      await withBackend(dir, async (fd) => {
+        await fd.hello();
+        await fd.block("Job", backupJob(1, "F"));
+        await fd.expect("F");
+        await fd.block("Params", [...params(dir), ...extra]);
+        await expectAbort(fd, text);
+        assert.ok(!fd.said("A").join().includes("tooshortsecret"));
+      });
     }
-    const m = emulate(dir);
-    await m.open(backupJob(1, "F"), [...params(dir), "mode=seed"]);
-    await m.command("BackupStart");
-    await expectAbort(m, "mode=seed is not available yet");
+    await withBackend(dir, async (m) => {
+      await m.open(backupJob(1, "F"), [...params(dir), "mode=seed"]);
+      await m.command("BackupStart");
+      await expectAbort(m, "mode=seed is not available yet");
+    });
   });
 });
 
 Deno.test("handshake: wrong plugin name is refused with A", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
+  await inSession(async (fd) => {
     await fd.command("Hello kubernetes 3");
     await expectAbort(fd, "serves the 'cloudstack' plugin");
   });
 });
 
 Deno.test("old plugins' E CANCEL is a cancel", async () => {
-  await withDir(async (dir) => {
-    const fd = emulate(dir);
-    try {
-      await fd.open(backupJob(1, "F"), params(dir));
-      await fd.send("E", "CANCEL");
-      const { code, stderr } = await fd.exit();
-      assert.equal(stderr, "");
-      assert.equal(code, 8);
-    } finally {
-      await fd.dispose();
-    }
+  await inSession(async (fd, dir) => {
+    await fd.open(backupJob(1, "F"), params(dir));
+    await fd.send("E", "CANCEL");
+    await expectExit(fd, 8);
   });
 });
 

@@ -137,16 +137,24 @@ export class FdEmulator {
 
   /** Hello, Job block, Params block (§13.1), each acknowledged as the plugin requires. */
   async open(job: string[], params: string[], plugin = "cloudstack"): Promise<void> {
+    await this.hello(plugin);
+    await this.block("Job", job);
+    await this.expect("F");
+    await this.block("Params", params);
+    await this.expect("F");
+  }
+
+  /** The Hello handshake (§13.1), expecting the backend's greeting. */
+  async hello(plugin = "cloudstack"): Promise<void> {
     await this.command(`Hello ${plugin} 1`);
     await this.expect("C", "Hello Bacula");
-    await this.command("Job");
-    for (const line of job) await this.command(line);
+  }
+
+  /** A Job or Params block: its name, its lines, then F; the caller awaits the answer. */
+  async block(name: string, lines: string[]): Promise<void> {
+    await this.command(name);
+    for (const line of lines) await this.command(line);
     await this.send("F");
-    await this.expect("F");
-    await this.command("Params");
-    for (const line of params) await this.command(line);
-    await this.send("F");
-    await this.expect("F");
   }
 
   /** Reads a backup or estimate stream up to its final F (§5.1, §7). */
