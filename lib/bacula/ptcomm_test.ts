@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "../core/bytes.ts";
 import { InputError } from "../core/errors.ts";
 import {
   type ByteReader,
@@ -53,22 +54,9 @@ function collectingWriter(chunk = Infinity): ByteWriter & { bytes(): Uint8Array 
       return Promise.resolve(n);
     },
     bytes() {
-      const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-      let o = 0;
-      for (const p of parts) out.set(p, (o += p.length) - p.length);
-      return out;
+      return concatBytes(...parts);
     },
   };
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 Deno.test("encodePacket matches the spec's byte examples (§13.1)", () => {
@@ -114,7 +102,7 @@ Deno.test("decodeHeader accepts every letter and rejects malformed headers", () 
 
 Deno.test("PacketReader reassembles packets from 1-byte reads", async () => {
   const big = new Uint8Array(MAX_PAYLOAD).map((_, i) => i % 251);
-  const wire = concat(
+  const wire = concatBytes(
     encodePacket("C", "Hello cloudstack 1\n"),
     encodePacket("D", big),
     encodePacket("F"),
@@ -138,7 +126,7 @@ Deno.test("PacketReader reassembles packets from 1-byte reads", async () => {
 });
 
 Deno.test("PacketReader payloads stay valid after later reads", async () => {
-  const wire = concat(encodePacket("D", "aaaa"), encodePacket("D", "bbbb"));
+  const wire = concatBytes(encodePacket("D", "aaaa"), encodePacket("D", "bbbb"));
   const r = new PacketReader(chunkedReader(wire, 3));
   const a = await r.read();
   await r.read();

@@ -13,6 +13,7 @@ import {
   PacketReader,
   packetText,
 } from "../../lib/bacula/ptcomm.ts";
+import { concatBytes } from "../../lib/core/bytes.ts";
 
 /** A message packet the backend sent (I, W, E, A, ...). */
 export interface JobMessage {
@@ -198,7 +199,7 @@ export class FdEmulator {
             if (keepData) parts.push(d.payload);
             file.packetSizes.push(d.payload.length);
           }
-          file.data = concat(parts);
+          file.data = concatBytes(...parts);
         } else if (body?.kind !== "F") {
           throw new EmulatorError(`expected DATA or F as the body, got ${body?.kind ?? "EOF"}`);
         }
@@ -265,14 +266,4 @@ export class FdEmulator {
   said(...kinds: PacketKind[]): string[] {
     return this.messages.filter((m) => kinds.includes(m.kind)).map((m) => m.text);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -1,0 +1,16 @@
+/**
+ * Byte-array helpers shared by the protocol code and its tests.
+ *
+ * @module
+ */
+
+/** One new array holding `parts` back to back. */
+export function concatBytes(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
