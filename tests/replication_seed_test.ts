@@ -6,7 +6,6 @@
  * stopped and starts again from 0 (docs/replication-protocol.md, §8).
  */
 import assert from "node:assert/strict";
-import { NbdClient } from "../lib/nbd/client.ts";
 import { ReceiverProcess, run, Sites } from "./replication/sites.ts";
 
 const MiB = 1 << 20;
@@ -66,46 +65,13 @@ Deno.test("replication: a SIGKILLed seed starts again from 0 and completes", asy
   const receiver = await ReceiverProcess.start(sites.receiverArgs());
   try {
     // Incompressible, so the bandwidth limit makes the seed last seconds.
-    const client = await NbdClient.connect({ uri: sites.qsd.disks[0].uri });
-    const random = new Uint8Array(8 * MiB);
-    for (let off = 0; off < random.length; off += 65536) {
-      crypto.getRandomValues(random.subarray(off, off + 65536));
-    }
-    await client.pwrite(random, 4 * MiB);
-    await client.flush();
-    await client.close();
-    const child = new Deno.Command("deno", {
-      args: [
-        "run",
-        "-A",
-        new URL("../main.ts", import.meta.url).pathname,
-        "replicate",
-        "seed",
-        "--qmp",
-        sites.qsd.qmpSocket,
-        "--node",
-        sites.qsd.disks[0].node,
-        "--nbd-socket",
-        sites.qsd.nbdSocket,
-        "--dr",
-        `127.0.0.1:${receiver.port}`,
-        "--psk-file",
-        sites.pskFile,
-        "--name",
-        "vda",
-        "--state-dir",
-        sites.stateDir,
-        "--seed-window",
-        "4",
-        "--bandwidth-limit",
-        "2MB",
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    await new Promise((r) => setTimeout(r, 2500));
-    child.kill("SIGKILL");
-    await child.status;
+    await sites.randomWrite(4 * MiB, 8 * MiB);
+    await sites.killSenderAfter(2500, "seed", receiver.port, [
+      "--seed-window",
+      "4",
+      "--bandwidth-limit",
+      "2MB",
+    ]);
     const now = await sites.snapshot("killed");
     const r = await sites.send("seed", receiver.port, ["--seed-window", "4"]);
     assert.equal(r.code, 0, r.stderr);

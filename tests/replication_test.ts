@@ -5,24 +5,9 @@
  * tampered, replayed and truncated frames; the bandwidth limit.
  */
 import assert from "node:assert/strict";
-import { NbdClient } from "../lib/nbd/client.ts";
 import { ReceiverProcess, Sites } from "./replication/sites.ts";
 
 const DISK = 32 << 20;
-
-async function randomWrite(uri: string, offset: number, length: number): Promise<void> {
-  const client = await NbdClient.connect({ uri });
-  try {
-    const buf = new Uint8Array(length);
-    for (let off = 0; off < length; off += 65536) {
-      crypto.getRandomValues(buf.subarray(off, Math.min(off + 65536, length)));
-    }
-    await client.pwrite(buf, offset);
-    await client.flush();
-  } finally {
-    await client.close();
-  }
-}
 
 /** Scattered 1 MiB writes, so a cycle has more records than the crash points' threshold. */
 async function scatter(sites: Sites, pattern: number, count = 12): Promise<void> {
@@ -116,39 +101,13 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
     }
 
     await t.step("sender killed during send: nothing lost, next cycle catches up", async () => {
-      await randomWrite(sites.qsd.disks[0].uri, 8 << 20, 4 << 20);
+      await sites.randomWrite(8 << 20, 4 << 20);
       const stateBefore = await Deno.readTextFile(`${sites.stateDir}/vda.replication.json`);
-      const child = new Deno.Command("deno", {
-        args: [
-          "run",
-          "-A",
-          new URL("../main.ts", import.meta.url).pathname,
-          "replicate",
-          "push",
-          "--once",
-          "--qmp",
-          sites.qsd.qmpSocket,
-          "--node",
-          "disk0",
-          "--nbd-socket",
-          sites.qsd.nbdSocket,
-          "--dr",
-          `127.0.0.1:${receiver.port}`,
-          "--psk-file",
-          sites.pskFile,
-          "--name",
-          "vda",
-          "--state-dir",
-          sites.stateDir,
-          "--bandwidth-limit",
-          "1MB",
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      await new Promise((r) => setTimeout(r, 2500));
-      child.kill("SIGKILL");
-      await child.status;
+      await sites.killSenderAfter(2500, "push", receiver.port, [
+        "--once",
+        "--bandwidth-limit",
+        "1MB",
+      ]);
       assert.equal(
         await Deno.readTextFile(`${sites.stateDir}/vda.replication.json`),
         stateBefore,

@@ -6,6 +6,7 @@
  * @module
  */
 import { join } from "node:path";
+import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -155,14 +156,9 @@ export class Sites {
     ];
   }
 
-  /** Runs `replicate seed|push` against `port`. */
-  send(
-    sub: "seed" | "push",
-    port: number,
-    extra: string[] = [],
-    env: Record<string, string> = {},
-  ): Promise<CliResult> {
-    return cli([
+  /** `replicate seed|push` arguments for disk 0 of this bed, sending to `port`. */
+  senderArgs(sub: "seed" | "push", port: number): string[] {
+    return [
       "replicate",
       sub,
       "--qmp",
@@ -179,10 +175,49 @@ export class Sites {
       "vda",
       "--state-dir",
       this.stateDir,
-      "--retry-count",
-      "0",
-      ...extra,
-    ], env);
+    ];
+  }
+
+  /** Runs `replicate seed|push` against `port`, without retries. */
+  send(
+    sub: "seed" | "push",
+    port: number,
+    extra: string[] = [],
+    env: Record<string, string> = {},
+  ): Promise<CliResult> {
+    return cli([...this.senderArgs(sub, port), "--retry-count", "0", ...extra], env);
+  }
+
+  /** Starts `replicate seed|push` against `port` and SIGKILLs it `ms` later, mid-transfer. */
+  async killSenderAfter(
+    ms: number,
+    sub: "seed" | "push",
+    port: number,
+    extra: string[] = [],
+  ): Promise<void> {
+    const child = new Deno.Command("deno", {
+      args: ["run", "-A", MAIN, ...this.senderArgs(sub, port), ...extra],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await new Promise((r) => setTimeout(r, ms));
+    child.kill("SIGKILL");
+    await child.status;
+  }
+
+  /** Writes `length` random (incompressible) bytes at `offset` of disk 0, as the guest would. */
+  async randomWrite(offset: number, length: number): Promise<void> {
+    const client = await NbdClient.connect({ uri: this.qsd.disks[0].uri });
+    try {
+      const buf = new Uint8Array(length);
+      for (let off = 0; off < length; off += 65536) {
+        crypto.getRandomValues(buf.subarray(off, Math.min(off + 65536, length)));
+      }
+      await client.pwrite(buf, offset);
+      await client.flush();
+    } finally {
+      await client.close();
+    }
   }
 
   /** Runs `replicate status ARGS`. */
