@@ -21,6 +21,30 @@ function allEqual(data: Uint8Array, value: number): boolean {
   return true;
 }
 
+/** Runs `program ARGS` as a server while `body` runs, once its unix socket `sock` accepts connections. */
+async function withServer(
+  program: string,
+  args: string[],
+  sock: string,
+  body: () => Promise<void>,
+): Promise<void> {
+  const child = new Deno.Command(program, { args, stdout: "null", stderr: "null" }).spawn();
+  try {
+    for (let i = 0; i < 500; i++) {
+      try {
+        (await Deno.connect({ transport: "unix", path: sock })).close();
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    await body();
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+}
+
 Deno.test("NbdClient: size, flags and pread of written patterns (unix and tcp)", async () => {
   for (const tcp of [false, true]) {
     await withQemuNbd({
@@ -246,30 +270,22 @@ Deno.test("NbdSource: a server without base:allocation maps everything as data",
   // nbdkit --no-sr: no structured replies, so no meta contexts at all
   const dir = await Deno.makeTempDir();
   const sock = `${dir}/nbdkit.sock`;
-  const child = new Deno.Command("nbdkit", {
-    args: ["--foreground", "--no-sr", "-U", sock, "memory", "size=1M"],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
   try {
-    for (let i = 0; i < 500; i++) {
-      try {
-        (await Deno.connect({ transport: "unix", path: sock })).close();
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-    const src = await NbdSource.open(`nbd+unix:///?socket=${sock}`);
-    try {
-      ok(!src.canMetaContext(BASE_ALLOCATION));
-      assertEquals(await src.map(), [{ offset: 0, length: MiB, kind: "data" }]);
-    } finally {
-      await src.close();
-    }
+    await withServer(
+      "nbdkit",
+      ["--foreground", "--no-sr", "-U", sock, "memory", "size=1M"],
+      sock,
+      async () => {
+        const src = await NbdSource.open(`nbd+unix:///?socket=${sock}`);
+        try {
+          ok(!src.canMetaContext(BASE_ALLOCATION));
+          assertEquals(await src.map(), [{ offset: 0, length: MiB, kind: "data" }]);
+        } finally {
+          await src.close();
+        }
+      },
+    );
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -293,29 +309,17 @@ Deno.test("NbdClient against qemu-storage-daemon: bitmap export and reads", asyn
       }).output()).success,
     );
     const sock = `${dir}/qsd.sock`;
-    const qsd = new Deno.Command("qemu-storage-daemon", {
-      args: [
-        "--blockdev",
-        `driver=file,node-name=file0,filename=${img}`,
-        "--blockdev",
-        "driver=qcow2,node-name=disk0,file=file0",
-        "--nbd-server",
-        `addr.type=unix,addr.path=${sock}`,
-        "--export",
-        "type=nbd,id=e0,node-name=disk0,name=d0,writable=on,bitmaps.0=bm0",
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    try {
-      for (let i = 0; i < 500; i++) {
-        try {
-          (await Deno.connect({ transport: "unix", path: sock })).close();
-          break;
-        } catch {
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      }
+    const qsdArgs = [
+      "--blockdev",
+      `driver=file,node-name=file0,filename=${img}`,
+      "--blockdev",
+      "driver=qcow2,node-name=disk0,file=file0",
+      "--nbd-server",
+      `addr.type=unix,addr.path=${sock}`,
+      "--export",
+      "type=nbd,id=e0,node-name=disk0,name=d0,writable=on,bitmaps.0=bm0",
+    ];
+    await withServer("qemu-storage-daemon", qsdArgs, sock, async () => {
       const src = await NbdSource.open(`nbd+unix:///d0?socket=${sock}`, {
         metaContexts: [dirtyBitmapContext("bm0")],
       });
@@ -326,10 +330,7 @@ Deno.test("NbdClient against qemu-storage-daemon: bitmap export and reads", asyn
       } finally {
         await src.close();
       }
-    } finally {
-      qsd.kill("SIGTERM");
-      await qsd.status;
-    }
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
