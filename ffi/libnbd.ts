@@ -201,6 +201,35 @@ function readExtents(
   sink(context, num(offset), copy);
 }
 
+/**
+ * The body of an extent callback feeding `sink`. An exception must not
+ * unwind into libnbd, so the callback keeps the first one and `check`
+ * rethrows it once the libnbd call has returned (else returns its result).
+ */
+function extentCallback(sink: ExtentSink): {
+  fn: Deno.UnsafeCallbackFunction<
+    typeof EXTENT_CALLBACK_DEF.parameters,
+    typeof EXTENT_CALLBACK_DEF.result
+  >;
+  check<T>(result: T): T;
+} {
+  let thrown: unknown;
+  return {
+    fn: (_ud, ctx, off, ents, n, _err) => {
+      try {
+        readExtents(sink, ctx, off, ents, n);
+      } catch (e) {
+        thrown ??= e;
+      }
+      return 0;
+    },
+    check(result) {
+      if (thrown !== undefined) throw thrown;
+      return result;
+    },
+  };
+}
+
 /** The 24-byte `nbd_extent_callback` struct: { callback, user_data = NULL, free = NULL }. */
 function extentCallbackStruct(cb: { pointer: Deno.PointerObject }): Uint8Array<ArrayBuffer> {
   const s = new BigUint64Array(3);
@@ -339,25 +368,18 @@ export class NbdHandle {
    * call, with a copy of the (length, flags) pairs.
    */
   blockStatus(count: number, offset: number, sink: ExtentSink, flags = 0): number {
-    let thrown: unknown;
-    const cb = new Deno.UnsafeCallback(EXTENT_CALLBACK_DEF, (_ud, ctx, off, ents, n, _err) => {
-      try {
-        readExtents(sink, ctx, off, ents, n);
-      } catch (e) {
-        thrown ??= e;
-      }
-      return 0;
-    });
+    const { fn, check } = extentCallback(sink);
+    const cb = new Deno.UnsafeCallback(EXTENT_CALLBACK_DEF, fn);
     try {
-      const r = this.#lib.nbd_block_status(
-        this.#ptr(),
-        BigInt(count),
-        BigInt(offset),
-        extentCallbackStruct(cb),
-        flags,
+      return check(
+        this.#lib.nbd_block_status(
+          this.#ptr(),
+          BigInt(count),
+          BigInt(offset),
+          extentCallbackStruct(cb),
+          flags,
+        ),
       );
-      if (thrown !== undefined) throw thrown;
-      return r;
     } finally {
       cb.close();
     }
@@ -375,15 +397,8 @@ export class NbdHandle {
     sink: ExtentSink,
     flags = 0,
   ): Promise<number> {
-    let thrown: unknown;
-    const cb = Deno.UnsafeCallback.threadSafe(EXTENT_CALLBACK_DEF, (_ud, ctx, off, ents, n, _e) => {
-      try {
-        readExtents(sink, ctx, off, ents, n);
-      } catch (e) {
-        thrown ??= e;
-      }
-      return 0;
-    });
+    const { fn, check } = extentCallback(sink);
+    const cb = Deno.UnsafeCallback.threadSafe(EXTENT_CALLBACK_DEF, fn);
     try {
       const struct = extentCallbackStruct(cb);
       const r = await this.#lib.nbd_block_status_nb(
@@ -393,9 +408,7 @@ export class NbdHandle {
         struct,
         flags,
       );
-      keepAlive(struct, r);
-      if (thrown !== undefined) throw thrown;
-      return r;
+      return check(keepAlive(struct, r));
     } finally {
       cb.close();
     }
