@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Qsd } from "./fixtures/qsd.ts";
+import { Qsd, withQsd } from "./fixtures/qsd.ts";
 import { assertSameImage, cliCommand, dirtybit, dirtybitJson, dirtybitOk } from "./fixtures/cli.ts";
 import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
@@ -99,7 +99,7 @@ async function assertNoLeftovers(qsd: Qsd, stateDir: string, nodes = ["disk0"]):
 }
 
 Deno.test("full + incrementals: each point restores equal; only written blocks; L2 and L3", async () => {
-  const qsd = await Qsd.start({
+  await withQsd({
     disks: [{
       size: 64 * MiB,
       writes: [
@@ -107,11 +107,8 @@ Deno.test("full + incrementals: each point restores equal; only written blocks; 
         { pattern: 0xa2, offset: 20 * MiB, length: 4 * MiB },
       ],
     }],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const state = join(dir, "state");
-  const at = (name: string) => join(dir, name);
-  try {
+  }, async ({ qsd, at }) => {
+    const state = at("state");
     const [full] = await backup(qsd, state, at("s0.dbit"));
     assert.equal(full.level, "full");
     assert.equal(full.parentId, null);
@@ -172,25 +169,19 @@ Deno.test("full + incrementals: each point restores equal; only written blocks; 
       at("s2.dbit"),
     ]);
     await assertSameImage(at("t.raw"), at("p2.raw"));
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("multi-disk: one point in time for both disks while the guest writes during the backup", async () => {
   const size = 32 * MiB;
-  const qsd = await Qsd.start({
+  const nodes = ["disk0", "disk1"];
+  await withQsd({
     disks: [
       { size, writes: [{ pattern: 0x01, offset: 0, length: 4 * MiB }] },
       { size, writes: [{ pattern: 0x02, offset: 8 * MiB, length: 4 * MiB }] },
     ],
-  });
-  const nodes = ["disk0", "disk1"];
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const state = join(dir, "state");
-  const at = (name: string) => join(dir, name);
-  try {
+  }, async ({ qsd, at }) => {
+    const state = at("state");
     await Deno.mkdir(at("full"));
     const fulls = await backup(qsd, state, at("full"), [], nodes);
     assert.deepEqual(fulls.map((r) => [r.node, r.level]), [["disk0", "full"], ["disk1", "full"]]);
@@ -245,10 +236,7 @@ Deno.test("multi-disk: one point in time for both disks while the guest writes d
       await assertSameImage(at(`t${d}.raw`), at(`p2-${d}.raw`));
     }
     await assertNoLeftovers(qsd, state, nodes);
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 /** A file sink that runs `beforeRecords` before passing on the first record (after the header). */
@@ -298,11 +286,8 @@ async function interruptedBackup(
 }
 
 Deno.test("killed, cancelled, broken pipe: the next incremental is complete, nothing left", async () => {
-  const qsd = await Qsd.start({ disks: [{ size: 64 * MiB }] });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const state = join(dir, "state");
-  const at = (name: string) => join(dir, name);
-  try {
+  await withQsd({ disks: [{ size: 64 * MiB }] }, async ({ qsd, at }) => {
+    const state = at("state");
     const [full] = await backup(qsd, state, at("s0.dbit"));
     for (let i = 0; i < 6; i++) await qsd.guestWrite(0, 0x40 + i, i * 8 * MiB, 8 * MiB);
     await qsd.snapshotImage(0, at("p1.raw"));
@@ -335,20 +320,14 @@ Deno.test("killed, cancelled, broken pipe: the next incremental is complete, not
     await assertNoLeftovers(qsd, state);
     await dirtybitOk(["restore", "--out", at("t.raw"), at("s0.dbit"), at("s1.dbit")]);
     await assertSameImage(at("t.raw"), at("p1.raw"));
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a lost bitmap gives a full with the reason (inconsistent after a crash, removed)", async () => {
-  const qsd = await Qsd.start({
+  await withQsd({
     disks: [{ size: 32 * MiB, writes: [{ pattern: 0x51, offset: 0, length: MiB }] }],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const state = join(dir, "state");
-  const at = (name: string) => join(dir, name);
-  try {
+  }, async ({ qsd, at }) => {
+    const state = at("state");
     await backup(qsd, state, at("s0.dbit"));
     // A clean quit stores the bitmap in the image; the daemon that reopens it
     // flags it in use, and dying then leaves it inconsistent.
@@ -380,22 +359,16 @@ Deno.test("a lost bitmap gives a full with the reason (inconsistent after a cras
     await dirtybitOk(["restore", "--out", at("t.qcow2"), at("s2.dbit"), at("s3.dbit")]);
     await assertSameImage(at("t.qcow2"), at("p3.raw"));
     await assertNoLeftovers(qsd, state);
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a disk size that is not a multiple of the block size, written in its last block", async () => {
   const size = 32 * MiB + 7680;
   const lastBlock = Math.floor(size / BLOCK) * BLOCK;
-  const qsd = await Qsd.start({
+  await withQsd({
     disks: [{ size, writes: [{ pattern: 0x61, offset: lastBlock, length: 7680 }] }],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const state = join(dir, "state");
-  const at = (name: string) => join(dir, name);
-  try {
+  }, async ({ qsd, at }) => {
+    const state = at("state");
     const [full] = await backup(qsd, state, at("s0.dbit"));
     assert.equal(full.stats.dataBytes, 7680);
     await qsd.snapshotImage(0, at("p0.raw"));
@@ -412,10 +385,7 @@ Deno.test("a disk size that is not a multiple of the block size, written in its 
     await assertSameImage(at("t.raw"), at("p1.raw"));
     await dirtybitOk(["restore", "--out", at("t.qcow2"), at("s0.dbit"), at("s1.dbit")]);
     await assertSameImage(at("t.qcow2"), at("p1.raw"));
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 /** Grows disk 0 of `qsd` (its guest export is taken down meanwhile: it blocks resizing). */
@@ -440,13 +410,10 @@ async function resizeDisk0(qsd: Qsd, size: number): Promise<void> {
 }
 
 Deno.test("a resized disk gets a full with the reason, not an incremental no restore accepts", async () => {
-  const qsd = await Qsd.start({
+  await withQsd({
     disks: [{ size: 32 * MiB, writes: [{ pattern: 0x91, offset: 0, length: MiB }] }],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const state = join(dir, "state");
-  const at = (name: string) => join(dir, name);
-  try {
+  }, async ({ qsd, at }) => {
+    const state = at("state");
     await backup(qsd, state, at("s0.dbit"));
     await resizeDisk0(qsd, 40 * MiB);
     await qsd.guestWrite(0, 0x92, 36 * MiB, MiB);
@@ -460,10 +427,7 @@ Deno.test("a resized disk gets a full with the reason, not an incremental no res
     assert.equal(inc.stats.dirtyBytes, MiB);
     await dirtybitOk(["restore", "--out", at("t.raw"), at("s1.dbit"), at("s2.dbit")]);
     await assertSameImage(at("t.raw"), at("p2.raw"));
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("the state directory lock: one of many jobs starting together gets it", async () => {

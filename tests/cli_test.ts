@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Qsd } from "./fixtures/qsd.ts";
+import { withQsd } from "./fixtures/qsd.ts";
 import { assertOneLineError, assertSameImage, cliCommand, dirtybit } from "./fixtures/cli.ts";
 
 const MiB = 1 << 20;
@@ -60,13 +60,10 @@ Deno.test("cli: usage errors and unreachable sources exit 2 or 5 with one line",
 });
 
 Deno.test("cli: backup --out - piped into restore --out X - (bpipe), full then incremental", async () => {
-  const qsd = await Qsd.start({
+  await withQsd({
     disks: [{ size: 32 * MiB, writes: [{ pattern: 0x81, offset: 0, length: 4 * MiB }] }],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  const at = (name: string) => join(dir, name);
-  const target = at("t.qcow2");
-  try {
+  }, async ({ qsd, at }) => {
+    const target = at("t.qcow2");
     for (const level of ["full", "incremental"]) {
       const backup = cliCommand([
         "backup",
@@ -98,18 +95,13 @@ Deno.test("cli: backup --out - piped into restore --out X - (bpipe), full then i
       await assertSameImage(target, at("p.raw"));
       await qsd.guestWrite(0, 0x82, 10 * MiB, 3 * MiB);
     }
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("cli: backup --out to a FIFO writes through it and leaves the FIFO in place", async () => {
-  const qsd = await Qsd.start({
+  await withQsd({
     disks: [{ size: 8 * MiB, writes: [{ pattern: 0x61, offset: 0, length: MiB }] }],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  try {
+  }, async ({ qsd, dir }) => {
     const fifo = join(dir, "pipe");
     const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
     assert.ok(mk.success);
@@ -133,8 +125,5 @@ Deno.test("cli: backup --out to a FIFO writes through it and leaves the FIFO in 
     assert.ok((await reader.status).success);
     assert.ok(Deno.lstatSync(fifo).isFifo, "the FIFO is still a FIFO");
     assert.equal((await dirtybit(["verify", join(dir, "s.dbit")])).code, 0);
-  } finally {
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
