@@ -23,6 +23,16 @@ import { UsageError } from "../core/errors.ts";
 import { name as checkName } from "../replication/messages.ts";
 import { type ParamName, type Params, parseParams } from "./params.ts";
 
+/** Where a sender keeps its state, and how it paces, throttles and retries its cycles. */
+export const CYCLE_PARAMS: readonly ParamName[] = [
+  "state_dir",
+  "cycle_interval",
+  "bandwidth_limit",
+  "retry_count",
+  "retry_delay_ms",
+  "retry_jitter_ms",
+];
+
 /** Parameters a daemon disk (or `defaults`) may set. */
 export const DISK_PARAMS: readonly ParamName[] = [
   "qmp",
@@ -32,12 +42,7 @@ export const DISK_PARAMS: readonly ParamName[] = [
   "dr_port",
   "psk",
   "psk_file",
-  "state_dir",
-  "cycle_interval",
-  "bandwidth_limit",
-  "retry_count",
-  "retry_delay_ms",
-  "retry_jitter_ms",
+  ...CYCLE_PARAMS,
   "compress",
 ];
 

@@ -24,7 +24,7 @@ import {
   seedDisk,
 } from "../replication/sender.ts";
 import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
-import { DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
+import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
 import { type BatchPoint, ReplicaStore } from "../replication/store.ts";
 
@@ -56,20 +56,7 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
                           are the parameters below (snake_case) plus name, qmp, node,
                           nbd_socket, work_dir; see docs/replication-protocol.md §9
-${
-  flagHelp([
-    "psk_file",
-    "psk",
-    "qmp",
-    "node",
-    "state_dir",
-    "cycle_interval",
-    "bandwidth_limit",
-    "retry_count",
-    "retry_delay_ms",
-    "retry_jitter_ms",
-  ])
-}
+${flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS])}
 `;
 
 /** The daemon's disk parameters but nbd_socket, which is --nbd-socket here. */
