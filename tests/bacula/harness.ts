@@ -126,9 +126,8 @@ Job {
   Messages = Std
   Write Bootstrap = "${d}/dir/%n.bsr"
 }`).join("\n");
-    await Deno.writeTextFile(
-      `${d}/bacula-dir.conf`,
-      `
+    const configs: Record<string, string> = {
+      "bacula-dir.conf": `
 Director {
   Name = lab-dir
   DIRport = ${dirPort}
@@ -190,10 +189,7 @@ Pool {
   Pool Type = Backup
 }
 `,
-    );
-    await Deno.writeTextFile(
-      `${d}/bacula-sd.conf`,
-      `
+      "bacula-sd.conf": `
 Storage {
   Name = lab-sd
   SDPort = ${sdPort}
@@ -221,10 +217,7 @@ Messages {
   director = lab-dir = all
 }
 `,
-    );
-    await Deno.writeTextFile(
-      `${d}/bacula-fd.conf`,
-      `
+      "bacula-fd.conf": `
 FileDaemon {
   Name = lab-fd
   FDport = ${fdPort}
@@ -243,10 +236,7 @@ Messages {
   director = lab-dir = all, !skipped, !restored
 }
 `,
-    );
-    await Deno.writeTextFile(
-      `${d}/bconsole.conf`,
-      `
+      "bconsole.conf": `
 Director {
   Name = lab-dir
   DIRport = ${dirPort}
@@ -254,7 +244,10 @@ Director {
   Password = "lab-dir-pw"
 }
 `,
-    );
+    };
+    for (const [name, text] of Object.entries(configs)) {
+      await Deno.writeTextFile(`${d}/${name}`, text);
+    }
     const script = (await Deno.readTextFile(TABLES_SCRIPT))
       .replace("cd /var/lib/bacula", `cd "${d}/dir"`)
       .replace("XXX_DBNAME_XXX", "bacula");
