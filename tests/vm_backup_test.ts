@@ -445,25 +445,30 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
     await t.step("dirtybit backup --vm on the command line, --disks by guest target", async () => {
       const out = join(dir, "t9");
       await Deno.mkdir(out);
-      const r = await run(Deno.execPath(), [
-        "run",
-        "-A",
-        MAIN,
-        "backup",
-        "--vm",
-        vm.name,
-        "--url",
-        sim.apiUrl,
-        "--apikey",
-        API_KEY,
-        "--secretkey-file",
-        secretFile,
-        "--ssh-port",
-        String(sshd.port),
-        "--ssh-key",
-        sshd.keyPath,
-        "--known-hosts",
-        sshd.knownHostsPath,
+      /** `dirtybit backup --vm NAME ARGS` against the simulator through the test sshd. */
+      const backupVm = (name: string, args: string[]) =>
+        run(Deno.execPath(), [
+          "run",
+          "-A",
+          MAIN,
+          "backup",
+          "--vm",
+          name,
+          "--url",
+          sim.apiUrl,
+          "--apikey",
+          API_KEY,
+          "--secretkey-file",
+          secretFile,
+          "--ssh-port",
+          String(sshd.port),
+          "--ssh-key",
+          sshd.keyPath,
+          "--known-hosts",
+          sshd.knownHostsPath,
+          ...args,
+        ]);
+      const r = await backupVm(vm.name, [
         "--disks",
         "vdb",
         "--level",
@@ -481,28 +486,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
       await assertRestoresTo([summary[0].file], source.get(data.id)!, dir);
       assert(!r.err.includes(SECRET));
 
-      const bad = await run(Deno.execPath(), [
-        "run",
-        "-A",
-        MAIN,
-        "backup",
-        "--vm",
-        "web01",
-        "--url",
-        sim.apiUrl,
-        "--apikey",
-        API_KEY,
-        "--secretkey-file",
-        secretFile,
-        "--ssh-port",
-        String(sshd.port),
-        "--ssh-key",
-        sshd.keyPath,
-        "--known-hosts",
-        sshd.knownHostsPath,
-        "--disks",
-        "vdz",
-      ]);
+      const bad = await backupVm("web01", ["--disks", "vdz"]);
       assertEquals(bad.code, 2, bad.err);
       assertMatch(bad.err, /disks: 'vdz' matches none/);
     });
