@@ -32,11 +32,7 @@ async function backupWithWarnings(
 ): Promise<{ disks: BackupSummary[]; stderr: string }> {
   const r = await dirtybit([
     "backup",
-    "--qmp",
-    qsd.qmpSocket,
-    "--nbd-socket",
-    qsd.nbdSocket,
-    ...nodes.flatMap((n) => ["--node", n]),
+    ...qsd.sourceArgs(nodes),
     "--state-dir",
     stateDir,
     "--out",
@@ -266,7 +262,7 @@ async function interruptedBackup(
 ): Promise<{ status: Deno.CommandStatus; stderr: string; pid: number }> {
   const child = cliCommand([
     "backup",
-    ...["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk0"],
+    ...qsd.sourceArgs(),
     ...["--state-dir", stateDir, "--out", "-", "--compress", "none"],
   ], { stdin: "null" }).spawn();
   const stderr = new Response(child.stderr).text();

@@ -67,7 +67,7 @@ Deno.test("cli: backup --out - piped into restore --out X - (bpipe), full then i
     for (const level of ["full", "incremental"]) {
       const backup = cliCommand([
         "backup",
-        ...["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk0"],
+        ...qsd.sourceArgs(),
         ...["--state-dir", at("state"), "--out", "-", "--json"],
       ], { stdin: "null" }).spawn();
       const restore = cliCommand(["restore", "--out", target, "--json", "-"], {
@@ -110,12 +110,7 @@ Deno.test("cli: backup --out to a FIFO writes through it and leaves the FIFO in 
       .spawn();
     const r = await dirtybit([
       "backup",
-      "--qmp",
-      qsd.qmpSocket,
-      "--nbd-socket",
-      qsd.nbdSocket,
-      "--node",
-      qsd.disks[0].node,
+      ...qsd.sourceArgs([qsd.disks[0].node]),
       "--state-dir",
       join(dir, "state"),
       "--out",
