@@ -50,7 +50,8 @@ export const LIBNBD_SONAME = "libnbd.so.0";
 const EXTENT_CALLBACK_STRUCT = { struct: ["pointer", "pointer", "pointer"] } as const;
 
 const H = "pointer" as const;
-const SYMBOLS = {
+/** The blocking calls; see {@link SYMBOLS} for their nonblocking twins. */
+const BLOCKING = {
   nbd_create: { parameters: [], result: "pointer" },
   nbd_close: { parameters: [H], result: "void" },
   nbd_get_error: { parameters: [], result: "pointer" },
@@ -59,12 +60,6 @@ const SYMBOLS = {
   nbd_add_meta_context: { parameters: [H, "buffer"], result: "i32" },
   nbd_set_pread_initialize: { parameters: [H, "bool"], result: "i32" },
   nbd_connect_uri: { parameters: [H, "buffer"], result: "i32" },
-  nbd_connect_uri_nb: {
-    name: "nbd_connect_uri",
-    parameters: [H, "buffer"],
-    result: "i32",
-    nonblocking: true,
-  },
   nbd_connect_unix: { parameters: [H, "buffer"], result: "i32" },
   nbd_connect_tcp: { parameters: [H, "buffer", "buffer"], result: "i32" },
   nbd_can_meta_context: { parameters: [H, "buffer"], result: "i32" },
@@ -75,46 +70,38 @@ const SYMBOLS = {
   nbd_can_zero: { parameters: [H], result: "i32" },
   nbd_can_trim: { parameters: [H], result: "i32" },
   nbd_pread: { parameters: [H, "buffer", "usize", "u64", "u32"], result: "i32" },
-  nbd_pread_nb: {
-    name: "nbd_pread",
-    parameters: [H, "buffer", "usize", "u64", "u32"],
-    result: "i32",
-    nonblocking: true,
-  },
   nbd_pwrite: { parameters: [H, "buffer", "usize", "u64", "u32"], result: "i32" },
-  nbd_pwrite_nb: {
-    name: "nbd_pwrite",
-    parameters: [H, "buffer", "usize", "u64", "u32"],
-    result: "i32",
-    nonblocking: true,
-  },
   nbd_flush: { parameters: [H, "u32"], result: "i32" },
-  nbd_flush_nb: { name: "nbd_flush", parameters: [H, "u32"], result: "i32", nonblocking: true },
   nbd_zero: { parameters: [H, "u64", "u64", "u32"], result: "i32" },
-  nbd_zero_nb: {
-    name: "nbd_zero",
-    parameters: [H, "u64", "u64", "u32"],
-    result: "i32",
-    nonblocking: true,
-  },
   nbd_trim: { parameters: [H, "u64", "u64", "u32"], result: "i32" },
-  nbd_trim_nb: {
-    name: "nbd_trim",
-    parameters: [H, "u64", "u64", "u32"],
-    result: "i32",
-    nonblocking: true,
-  },
   nbd_block_status: {
     parameters: [H, "u64", "u64", EXTENT_CALLBACK_STRUCT, "u32"],
     result: "i32",
   },
-  nbd_block_status_nb: {
-    name: "nbd_block_status",
-    parameters: [H, "u64", "u64", EXTENT_CALLBACK_STRUCT, "u32"],
-    result: "i32",
-    nonblocking: true,
-  },
   nbd_shutdown: { parameters: [H, "u32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** `def` run on a libnbd thread (`nonblocking`), so that JS can await it. */
+function nonblocking<
+  N extends string,
+  P extends readonly Deno.NativeType[],
+  R extends Deno.NativeResultType,
+>(
+  name: N,
+  def: { parameters: P; result: R },
+): { name: N; parameters: P; result: R; nonblocking: true } {
+  return { name, ...def, nonblocking: true };
+}
+
+const SYMBOLS = {
+  ...BLOCKING,
+  nbd_connect_uri_nb: nonblocking("nbd_connect_uri", BLOCKING.nbd_connect_uri),
+  nbd_pread_nb: nonblocking("nbd_pread", BLOCKING.nbd_pread),
+  nbd_pwrite_nb: nonblocking("nbd_pwrite", BLOCKING.nbd_pwrite),
+  nbd_flush_nb: nonblocking("nbd_flush", BLOCKING.nbd_flush),
+  nbd_zero_nb: nonblocking("nbd_zero", BLOCKING.nbd_zero),
+  nbd_trim_nb: nonblocking("nbd_trim", BLOCKING.nbd_trim),
+  nbd_block_status_nb: nonblocking("nbd_block_status", BLOCKING.nbd_block_status),
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** `int (*)(void *user_data, const char *metacontext, uint64_t offset, uint32_t *entries, size_t nr_entries, int *error)` */
