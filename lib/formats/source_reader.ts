@@ -10,8 +10,8 @@ import type { MappedExtent } from "../core/extent.ts";
 import type { DiskSource } from "../core/source.ts";
 import type { RunSet } from "./run_set.ts";
 
-/** Largest single read sent to the source (NBD servers are fastest at 1–2 MiB). */
-export const MAX_READ = 2 << 20;
+/** Largest single read sent to the source: QEMU's NBD server is fastest at 1 MiB (lib/nbd/reader.ts). */
+export const MAX_READ = 1 << 20;
 
 /** A contiguous range of the virtual disk, read and ready to append. */
 export interface Piece {
