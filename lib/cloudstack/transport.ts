@@ -8,6 +8,7 @@
  */
 import https from "node:https";
 import { Readable } from "node:stream";
+import { concatBytes } from "../core/bytes.ts";
 
 /** Status and text of one answer. */
 export interface HttpAnswer {
@@ -91,7 +92,7 @@ export class UnverifiedTransport implements Transport {
         res.on("end", () =>
           resolve({
             status: res.statusCode ?? 0,
-            body: new TextDecoder().decode(concat(chunks)),
+            body: new TextDecoder().decode(concatBytes(...chunks)),
           }));
         res.on("error", reject);
       });
@@ -118,14 +119,4 @@ export class UnverifiedTransport implements Transport {
   close(): void {
     this.#plain.close();
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
 }

@@ -11,6 +11,7 @@
  */
 import { InputError, UsageError } from "../core/errors.ts";
 import { type DirectionKeys, MAGIC, PROTOCOL_VERSION } from "./frames.ts";
+import { concatBytes } from "../core/bytes.ts";
 
 /** Bytes of a hello message. */
 export const HELLO_BYTES = 40;
@@ -106,7 +107,7 @@ export async function deriveSessionKeys(
   senderHello: Uint8Array,
   receiverHello: Uint8Array,
 ): Promise<SessionKeys> {
-  const transcript = concat(senderHello, receiverHello);
+  const transcript = concatBytes(senderHello, receiverHello);
   const salt = new Uint8Array(await crypto.subtle.digest("SHA-256", transcript));
   const ikm = await crypto.subtle.importKey(
     "raw",
@@ -136,7 +137,7 @@ export async function deriveSessionKeys(
   );
   const proof = async (role: Role) =>
     new Uint8Array(
-      await crypto.subtle.sign("HMAC", proofKey, concat(PROOF_LABEL[role], transcript)),
+      await crypto.subtle.sign("HMAC", proofKey, concatBytes(PROOF_LABEL[role], transcript)),
     );
   return {
     senderToReceiver: {
@@ -160,14 +161,4 @@ export function proofMatches(received: Uint8Array, expected: Uint8Array): boolea
   let diff = 0;
   for (let i = 0; i < expected.length; i++) diff |= received[i] ^ expected[i];
   return diff === 0;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
