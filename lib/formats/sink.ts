@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { TargetError } from "../core/errors.ts";
+import { describeError, TargetError } from "../core/errors.ts";
 
 const ZEROS = new Uint8Array(1 << 20);
 
@@ -29,7 +29,7 @@ export class AppendSink {
     try {
       await this.#writer.write(bytes);
     } catch (err) {
-      throw new TargetError(`cannot write the image: ${oneLine(err)}`, { cause: err });
+      throw new TargetError(`cannot write the image: ${describeError(err)}`, { cause: err });
     }
     this.#position += bytes.length;
   }
@@ -63,7 +63,7 @@ export class AppendSink {
     try {
       await this.#writer.close();
     } catch (err) {
-      throw new TargetError(`cannot finish the image: ${oneLine(err)}`, { cause: err });
+      throw new TargetError(`cannot finish the image: ${describeError(err)}`, { cause: err });
     }
   }
 
@@ -71,8 +71,4 @@ export class AppendSink {
   async abort(reason: unknown): Promise<void> {
     await this.#writer.abort(reason).catch(() => {});
   }
-}
-
-function oneLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { InputError, TargetError } from "../core/errors.ts";
+import { describeError, InputError, TargetError } from "../core/errors.ts";
 import {
   checkFrameLength,
   type DirectionKeys,
@@ -109,7 +109,7 @@ export class SecureChannel {
       );
     } catch (err) {
       throw new TransportError(
-        `cannot reach the replication receiver at ${host}:${port}: ${oneLine(err)}`,
+        `cannot reach the replication receiver at ${host}:${port}: ${describeError(err)}`,
       );
     }
     try {
@@ -220,7 +220,7 @@ export class SecureChannel {
           await writeAll(this.#conn, frame);
         }
       } catch (err) {
-        throw new TransportError(`replication channel write failed: ${oneLine(err)}`);
+        throw new TransportError(`replication channel write failed: ${describeError(err)}`);
       }
       this.bytesSent += length;
     }).finally(() => {
@@ -324,7 +324,7 @@ class ConnReader {
       if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
         throw new TransportError("the replication channel was closed");
       }
-      throw new TransportError(`replication channel read failed: ${oneLine(err)}`);
+      throw new TransportError(`replication channel read failed: ${describeError(err)}`);
     }
     if (got !== null) this.bytesRead += got;
     return got;
@@ -362,8 +362,4 @@ function tryClose(conn: Deno.Conn): void {
   } catch {
     // already closed
   }
-}
-
-function oneLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
 }
