@@ -7,6 +7,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
+import { type ByteWriter, writeAll } from "../core/bytes.ts";
 
 /** Largest payload a packet may carry (`PTCOMM_MAX_PACKET_SIZE`). */
 export const MAX_PAYLOAD = 999999;
@@ -46,11 +47,6 @@ export interface Packet {
 /** Where packets come from: `read` returns the byte count or null at end of input. */
 export interface ByteReader {
   read(into: Uint8Array): Promise<number | null>;
-}
-
-/** Where packets go: `write` may write fewer bytes than given (Deno.Writer). */
-export interface ByteWriter {
-  write(bytes: Uint8Array): Promise<number>;
 }
 
 const encoder = new TextEncoder();
@@ -118,12 +114,6 @@ export function encodePacket(kind: PacketKind, payload: Uint8Array | string = ""
 /** Payload as text without trailing whitespace, as the plugin reads commands (§2.2). */
 export function packetText(packet: Packet): string {
   return decoder.decode(packet.payload).replace(/\s+$/, "");
-}
-
-/** Writes all of `bytes`, looping over short writes. */
-export async function writeAll(writer: ByteWriter, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await writer.write(bytes.subarray(done));
 }
 
 /**

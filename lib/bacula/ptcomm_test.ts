@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { concatBytes } from "../core/bytes.ts";
+import { type ByteWriter, concatBytes } from "../core/bytes.ts";
 import { InputError } from "../core/errors.ts";
 import {
   type ByteReader,
-  type ByteWriter,
   DataPacker,
   decodeHeader,
   encodePacket,

@@ -14,3 +14,13 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   }
   return out;
 }
+
+/** Something bytes are written to: `write` may take fewer bytes than given (a Deno.Conn). */
+export interface ByteWriter {
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/** Writes all of `bytes`, looping over short writes. */
+export async function writeAll(writer: ByteWriter, bytes: Uint8Array): Promise<void> {
+  for (let done = 0; done < bytes.length;) done += await writer.write(bytes.subarray(done));
+}

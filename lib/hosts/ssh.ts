@@ -27,6 +27,7 @@
  * @module
  */
 import { CancelledError, SourceError, UsageError } from "../core/errors.ts";
+import { delay } from "../core/async.ts";
 
 /** How to reach one KVM host (the `ssh_*` and `known_hosts` parameters). */
 export interface SshTarget {
@@ -140,10 +141,6 @@ function redactKeyText(text: string): string {
 function lastLine(text: string): string {
   const lines = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("debug"));
   return lines.at(-1) ?? "";
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 async function exists(path: string): Promise<boolean> {

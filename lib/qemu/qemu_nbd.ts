@@ -16,6 +16,7 @@
  */
 import { join } from "node:path";
 import { DependencyError, SourceError } from "../core/errors.ts";
+import { delay } from "../core/async.ts";
 
 /** A running `qemu-nbd` and the URI of its export. */
 export interface ServedImage {
@@ -241,8 +242,4 @@ function freePort(): number {
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -6,6 +6,8 @@
  * @module
  */
 import { SourceError } from "../core/errors.ts";
+import { writeAll } from "../core/bytes.ts";
+import { withTimeout } from "../core/async.ts";
 
 /** The one thing the QEMU layer needs from a monitor connection. */
 export interface QmpTransport {
@@ -270,24 +272,6 @@ export class QmpSocket implements QmpTransport {
   #closedError(): SourceError {
     return new SourceError(`QMP connection ${this.#path} is closed (${this.#closeReason})`);
   }
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < data.length) written += await conn.write(data.subarray(written));
-}
-
-/** Races `promise` against a timer; the timer never outlives the race. */
-export function withTimeout<T>(
-  promise: Promise<T>,
-  timeoutMs: number,
-  onTimeout: () => Error,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function errorText(err: unknown): string {

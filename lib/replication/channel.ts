@@ -25,6 +25,8 @@ import {
 } from "./handshake.ts";
 import { decodeMessage, encodeMessage, type Message } from "./messages.ts";
 import { TokenBucket } from "./bandwidth.ts";
+import { writeAll } from "../core/bytes.ts";
+import { withTimeout } from "../core/async.ts";
 
 /** The transport failed (refused, reset, closed, timed out): worth retrying later. */
 export class TransportError extends TargetError {}
@@ -102,7 +104,7 @@ export class SecureChannel {
   ): Promise<SecureChannel> {
     let conn: Deno.Conn;
     try {
-      conn = await withTimeout(
+      conn = await peerTimeout(
         Deno.connect({ hostname: host, port, transport: "tcp" }),
         options.handshakeTimeoutMs ?? 10_000,
         () => {},
@@ -113,7 +115,7 @@ export class SecureChannel {
       );
     }
     try {
-      return await withTimeout(
+      return await peerTimeout(
         SecureChannel.#handshake(conn, "sender", options),
         options.handshakeTimeoutMs ?? 10_000,
         () => conn.close(),
@@ -127,7 +129,7 @@ export class SecureChannel {
   /** Runs the receiver's side of the handshake on an accepted connection. */
   static async accept(conn: Deno.Conn, options: ChannelOptions): Promise<SecureChannel> {
     try {
-      return await withTimeout(
+      return await peerTimeout(
         SecureChannel.#handshake(conn, "receiver", options),
         options.handshakeTimeoutMs ?? 10_000,
         () => tryClose(conn),
@@ -244,7 +246,7 @@ export class SecureChannel {
    */
   async receive(): Promise<Message> {
     try {
-      return await withTimeout(this.#receiveFrame(), this.#idleTimeoutMs, () => this.close());
+      return await peerTimeout(this.#receiveFrame(), this.#idleTimeoutMs, () => this.close());
     } catch (err) {
       if (err instanceof InputError) this.close();
       throw err;
@@ -341,25 +343,18 @@ class ConnReader {
   }
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onTimeout();
-      reject(new TransportError(`the replication peer did not answer within ${ms} ms`));
-    }, ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
 function tryClose(conn: Deno.Conn): void {
   try {
     conn.close();
   } catch {
     // already closed
   }
+}
+
+/** Races `p` against the peer timeout; on timeout runs `cleanup` and fails as a transport error. */
+function peerTimeout<T>(p: Promise<T>, ms: number, cleanup: () => void): Promise<T> {
+  return withTimeout(p, ms, () => {
+    cleanup();
+    return new TransportError(`the replication peer did not answer within ${ms} ms`);
+  });
 }
