@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { shellQuote } from "../hosts/ssh.ts";
 
 /** The VM to start on a promoted image. */
 export interface PromotedVm {
@@ -73,10 +74,6 @@ export function libvirtXml(vm: PromotedVm): string {
   </devices>
 </domain>
 `;
-}
-
-function shellQuote(s: string): string {
-  return /^[A-Za-z0-9_./:=,+-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
 function xml(s: string): string {
