@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { basename, dirname, join } from "node:path";
 import type { Command } from "./command.ts";
 import { openOutput } from "./output.ts";
 import { parseFlags, required } from "./args.ts";
@@ -107,15 +108,6 @@ async function openSource(
     : await openImageFile(from, { connections });
 }
 
-function baseName(path: string): string {
-  return path.split("/").pop()!;
-}
-
-function dirName(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i < 0 ? "" : path.slice(0, i + 1);
-}
-
 export const convertCommand: Command = {
   name: "convert",
   summary: "write a disk as raw/qcow2/vmdk/vhdx/vhd append-only to a file or pipe",
@@ -146,14 +138,14 @@ export const convertCommand: Command = {
       );
     }
     const descriptorPath = vmfs ? (out === "-" ? f.descriptor! : out) : undefined;
-    const dataPath = vmfs && out !== "-" ? dirName(out) + flatExtentName(baseName(out)) : out;
+    const dataPath = vmfs && out !== "-" ? join(dirname(out), flatExtentName(basename(out))) : out;
     const options: ImageWriteOptions = {
       clusterSize: f["cluster-size"] ? parseSize("cluster-size", f["cluster-size"]) : undefined,
       blockSize: f["block-size"] ? parseSize("block-size", f["block-size"]) : undefined,
       compressionLevel: parseCount("compress-level", f["compress-level"], 0, 9),
       workers: parseCount("workers", f.workers, 1, 64),
       fileName: f.name ??
-        (descriptorPath ? baseName(descriptorPath) : out === "-" ? undefined : baseName(out)),
+        (descriptorPath ? basename(descriptorPath) : out === "-" ? undefined : basename(out)),
     };
     const connections = parseCount("connections", f.connections, 1, 16) ?? 2;
 
@@ -175,7 +167,7 @@ export const convertCommand: Command = {
     for (const c of report.companions) {
       const path = c.role === "descriptor" && descriptorPath
         ? descriptorPath
-        : dirName(dataPath) + c.name;
+        : join(dirname(dataPath), c.name);
       try {
         await Deno.writeFile(path, c.bytes);
       } catch (err) {
