@@ -6,7 +6,8 @@
  */
 import { join } from "node:path";
 import type { Command } from "./command.ts";
-import { isSpecialFile, openForWriting } from "./output.ts";
+import { isSpecialFile } from "./output.ts";
+import { openForWriting } from "../core/files.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import {
   type DiskBackupResult,

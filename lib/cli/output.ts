@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { TargetError } from "../core/errors.ts";
+import { openForWriting } from "../core/files.ts";
 
 /** True for an existing path that is not a regular file or directory (device, FIFO, socket). */
 export async function isSpecialFile(path: string): Promise<boolean> {
@@ -14,20 +14,6 @@ export async function isSpecialFile(path: string): Promise<boolean> {
     return !info.isFile && !info.isDirectory;
   } catch {
     return false;
-  }
-}
-
-/** Opens `path` for writing, or a TargetError naming it. */
-export async function openForWriting(
-  path: string,
-  options: Deno.OpenOptions,
-): Promise<Deno.FsFile> {
-  try {
-    return await Deno.open(path, options);
-  } catch (err) {
-    throw new TargetError(
-      `cannot open ${path} for writing: ${(err as Error).message.split("\n")[0]}`,
-    );
   }
 }
 

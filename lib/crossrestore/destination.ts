@@ -10,6 +10,7 @@
 import { dirname, join } from "node:path";
 import { describeError, TargetError, UsageError } from "../core/errors.ts";
 import type { RemoteResult } from "../hosts/ssh.ts";
+import { openForWriting } from "../core/files.ts";
 
 /** A file being written as `path.partial`. */
 export interface PendingFile {
@@ -154,12 +155,7 @@ export class LocalDestination implements Destination {
   }
 
   async overwrite(path: string): Promise<PendingFile> {
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(path, { write: true });
-    } catch (err) {
-      throw new TargetError(`cannot open ${path} for writing: ${describeError(err)}`);
-    }
+    const file = await openForWriting(path, { write: true });
     return {
       path,
       writable: file.writable,

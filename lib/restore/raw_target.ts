@@ -5,6 +5,7 @@
  */
 import { TargetError } from "../core/errors.ts";
 import type { RestoreTarget } from "./target.ts";
+import { openForWriting } from "../core/files.ts";
 
 const ZERO_CHUNK = new Uint8Array(1 << 20);
 
@@ -23,14 +24,14 @@ export class RawFileTarget implements RestoreTarget {
 
   /** Creates (or truncates) `path` as a sparse file of `size` bytes. */
   static async create(path: string, size: number): Promise<RawFileTarget> {
-    const file = await openOrFail(path, { write: true, create: true, truncate: true });
+    const file = await openForWriting(path, { write: true, create: true, truncate: true });
     await file.truncate(size);
     return new RawFileTarget(path, file, size);
   }
 
   /** Opens an existing raw image for writing in place. */
   static async open(path: string): Promise<RawFileTarget> {
-    const file = await openOrFail(path, { read: true, write: true });
+    const file = await openForWriting(path, { read: true, write: true });
     const { size } = await file.stat();
     return new RawFileTarget(path, file, size);
   }
@@ -69,13 +70,5 @@ export class RawFileTarget implements RestoreTarget {
       this.#file.close();
     }
     return Promise.resolve();
-  }
-}
-
-async function openOrFail(path: string, options: Deno.OpenOptions): Promise<Deno.FsFile> {
-  try {
-    return await Deno.open(path, options);
-  } catch (err) {
-    throw new TargetError(`cannot open ${path} for writing: ${(err as Error).message}`);
   }
 }
