@@ -265,10 +265,16 @@ function getU64(view: DataView, at: number, what: string): number {
   return Number(v);
 }
 
-/** Encodes a data or zero record header; the payload (if any) follows it. */
-export function encodeRecordHeader(rec: RecordHeader): Uint8Array {
-  const out = new Uint8Array(RECORD_HEADER_SIZE);
-  const view = new DataView(out.buffer);
+/**
+ * Encodes a data or zero record header into the first 40 bytes of `into`
+ * (a new buffer by default) and returns them; the payload (if any) follows it.
+ */
+export function encodeRecordHeader(
+  rec: RecordHeader,
+  into: Uint8Array = new Uint8Array(RECORD_HEADER_SIZE),
+): Uint8Array {
+  const out = into.subarray(0, RECORD_HEADER_SIZE);
+  const view = new DataView(out.buffer, out.byteOffset, RECORD_HEADER_SIZE);
   out[0] = RecordKind[rec.kind];
   out[1] = rec.compressed ? FLAG_ZSTD : 0;
   view.setUint32(4, rec.storedLength, true);

@@ -1,13 +1,13 @@
 /**
  * Writes a dirtybit backup stream strictly sequentially to any byte sink
- * (file, pipe, Bacula). Records are compressed in a shared Worker pool while
- * their output order is kept.
+ * (file, pipe, Bacula). Compressed records are checksummed, compressed and
+ * framed in a shared Worker pool while their output order is kept.
  *
  * @module
  */
-import { Xxh64, xxh64 } from "@node-rs/xxhash";
+import { Xxh64 } from "@node-rs/xxhash";
 import { describeError, TargetError } from "../core/errors.ts";
-import { acquireCompressPool, type CompressPoolHandle } from "./compress_pool.ts";
+import { acquireRecordPool, type RecordPoolHandle } from "./record_pool.ts";
 import {
   completeHeader,
   compressionLevel,
@@ -15,12 +15,11 @@ import {
   encodeRecordHeader,
   encodeTrailer,
   RECORD_HEADER_SIZE,
-  type RecordHeader,
   type StreamHeader,
   type StreamHeaderInit,
   type StreamTrailer,
 } from "./format.ts";
-import { zstdCompress } from "./zstd.ts";
+import { encodeDataRecordInPlace } from "./data_record.ts";
 
 /** Uncompressed size at which the writer cuts data into records. */
 export const RECORD_DATA_TARGET = 1 << 20;
@@ -28,10 +27,27 @@ export const RECORD_DATA_TARGET = 1 << 20;
 /** Writer tuning. */
 export interface StreamWriterOptions {
   /**
-   * Compression workers (shared process-wide); 0 compresses inline on the
+   * Record workers (shared process-wide); 0 compresses inline on the
    * calling thread. Default: up to 4, by CPU count, when compressing.
    */
   readonly workers?: number;
+}
+
+/** Size of a reusable record buffer: room for the header and a full piece of data. */
+const RECORD_BUFFER_SIZE = RECORD_HEADER_SIZE + RECORD_DATA_TARGET;
+
+const releasingSinks = new WeakSet<WritableStream<Uint8Array>>();
+
+/**
+ * Declares that `sink` is done with every chunk once its write resolves
+ * (a file, a pipe, PTCOMM packets it copies): StreamWriter then reuses record
+ * buffers for it instead of allocating a fresh megabyte per record. Sinks
+ * that keep chunks (in memory, or queued in a TransformStream) must not be
+ * marked. Returns `sink`.
+ */
+export function chunkReleasingSink(sink: WritableStream<Uint8Array>): WritableStream<Uint8Array> {
+  releasingSinks.add(sink);
+  return sink;
 }
 
 type Totals = { records: number; dataBytes: number; zeroBytes: number; storedBytes: number };
@@ -43,8 +59,10 @@ export class StreamWriter {
   readonly #out: WritableStreamDefaultWriter<Uint8Array>;
   readonly #hash = new Xxh64();
   readonly #level: number;
-  readonly #pool: CompressPoolHandle | null;
+  readonly #pool: RecordPoolHandle | null;
   readonly #maxInFlight: number;
+  /** Record buffers to reuse; null when the sink may keep chunks. */
+  readonly #spares: ArrayBuffer[] | null;
   readonly #totals: Totals = { records: 0, dataBytes: 0, zeroBytes: 0, storedBytes: 0 };
   #queue: Promise<void>;
   #inFlight = 0;
@@ -65,8 +83,9 @@ export class StreamWriter {
     const workers = this.#level === 0
       ? 0
       : opts?.workers ?? Math.max(1, Math.min(4, navigator.hardwareConcurrency));
-    this.#pool = workers > 0 ? acquireCompressPool(workers) : null;
+    this.#pool = workers > 0 ? acquireRecordPool(workers) : null;
     this.#maxInFlight = Math.max(2, workers * 2);
+    this.#spares = releasingSinks.has(sink) ? [] : null;
     this.#out = sink.getWriter();
     this.#queue = Promise.resolve();
     this.#enqueue(Promise.resolve(encodeHeader(this.header)));
@@ -167,26 +186,34 @@ export class StreamWriter {
     if (this.#error) throw this.#error;
   }
 
-  /** A frame for one piece: header + payload, the payload copied or compressed now or in a worker. */
+  /** The record for one piece, encoded now (no workers) or in a worker. */
   #dataFrame(offset: number, piece: Uint8Array): Promise<Uint8Array> {
-    const checksum = xxh64(piece);
-    const frame = (payload: Uint8Array, compressed: boolean) => {
-      this.#totals.storedBytes += payload.length;
-      return buildFrame({
-        kind: "data",
-        compressed,
-        storedLength: payload.length,
-        offset,
-        length: piece.length,
-        checksum,
-      }, payload);
+    const counted = (record: Uint8Array) => {
+      this.#totals.storedBytes += record.length - RECORD_HEADER_SIZE;
+      return record;
     };
-    if (this.#level === 0) return Promise.resolve(frame(piece, false));
+    // A copy the record owns: the caller may reuse `piece` once writeData resolves.
+    const spare = this.#spares?.pop();
+    const buf = spare
+      ? new Uint8Array(spare)
+      : new Uint8Array(this.#spares ? RECORD_BUFFER_SIZE : RECORD_HEADER_SIZE + piece.length);
+    buf.set(piece, RECORD_HEADER_SIZE);
     if (!this.#pool) {
-      const z = zstdCompress(piece, this.#level);
-      return Promise.resolve(z.length < piece.length ? frame(z, true) : frame(piece, false));
+      return Promise.resolve(
+        counted(encodeDataRecordInPlace(buf, offset, piece.length, this.#level)),
+      );
     }
-    return this.#pool.compress(piece.slice(), this.#level).then((r) => frame(r.out, r.compressed));
+    return this.#pool.encode(buf, offset, piece.length, this.#level).then(counted);
+  }
+
+  /** Keeps a written record's buffer for the next record, when the sink let go of it. */
+  #recycle(bytes: Uint8Array): void {
+    const spares = this.#spares;
+    if (
+      spares && bytes.buffer.byteLength === RECORD_BUFFER_SIZE && spares.length < this.#maxInFlight
+    ) {
+      spares.push(bytes.buffer as ArrayBuffer);
+    }
   }
 
   #enqueue(frame: Promise<Uint8Array>): void {
@@ -200,6 +227,7 @@ export class StreamWriter {
         this.#hash.update(bytes);
         await this.#out.write(bytes);
         this.#written += bytes.length;
+        this.#recycle(bytes);
       } catch (err) {
         this.#error ??= sinkError(err);
       } finally {
@@ -219,13 +247,6 @@ export class StreamWriter {
   #wake(count: number): void {
     for (let i = 0; i < count && this.#waiters.length > 0; i++) this.#waiters.shift()!();
   }
-}
-
-function buildFrame(rec: RecordHeader, payload: Uint8Array): Uint8Array {
-  const frame = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
-  frame.set(encodeRecordHeader(rec), 0);
-  frame.set(payload, RECORD_HEADER_SIZE);
-  return frame;
 }
 
 function sinkError(err: unknown): Error {

@@ -2,13 +2,26 @@ import assert from "node:assert/strict";
 import { InputError, TargetError } from "../core/errors.ts";
 import type { StreamHeaderInit } from "./format.ts";
 import { StreamReader, type StreamRecord } from "./reader.ts";
-import { RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
+import { chunkReleasingSink, RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
 
-function memorySink() {
+/**
+ * Keeps what is written. A `releasing` sink copies each chunk, as files and
+ * pipes are done with it once written, and says so to the writer.
+ */
+function memorySink(releasing = false) {
   const chunks: Uint8Array[] = [];
-  const sink = new WritableStream<Uint8Array>({ write: (c) => void chunks.push(c) });
+  const buffers = new Set<ArrayBufferLike>();
+  const stream = new WritableStream<Uint8Array>({
+    write(c) {
+      buffers.add(c.buffer);
+      chunks.push(releasing ? c.slice() : c);
+    },
+  });
+  const sink = releasing ? chunkReleasingSink(stream) : stream;
   return {
     sink,
+    /** How many writes went by (header, records, trailer) and in how many distinct buffers. */
+    writes: () => ({ chunks: chunks.length, buffers: buffers.size }),
     bytes(): Uint8Array {
       const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
       let at = 0;
@@ -63,8 +76,12 @@ function random(length: number, seed: number): Uint8Array {
   return out;
 }
 
-async function writeSample(compression: StreamHeaderInit["compression"], workers?: number) {
-  const mem = memorySink();
+async function writeSample(
+  compression: StreamHeaderInit["compression"],
+  workers?: number,
+  releasing = false,
+) {
+  const mem = memorySink(releasing);
   const w = new StreamWriter(mem.sink, header(compression), { workers });
   const reused = new Uint8Array(3 * RECORD_DATA_TARGET + 100);
   const expect: { offset: number; data?: Uint8Array; length: number }[] = [];
@@ -79,7 +96,7 @@ async function writeSample(compression: StreamHeaderInit["compression"], workers
   await w.writeData(tailAt, tail);
   expect.push({ offset: tailAt, data: tail, length: tail.length });
   const trailer = await w.finish();
-  return { bytes: mem.bytes(), trailer };
+  return { bytes: mem.bytes(), trailer, writes: mem.writes() };
 }
 
 async function readAll(src: ReadableStream<Uint8Array>) {
@@ -95,9 +112,21 @@ function flatten(recs: StreamRecord[], size: number): Uint8Array {
   return disk;
 }
 
-for (const [compression, workers] of [["none", 0], ["zstd:3", 0], ["zstd:3", 2]] as const) {
-  Deno.test(`round trip ${compression} with ${workers} workers`, async () => {
-    const { bytes, trailer } = await writeSample(compression, workers);
+const configs = [["none", 0], ["zstd:3", 0], ["zstd:3", 2]] as const;
+for (
+  const [[compression, workers], releasing] of configs.flatMap((c) =>
+    [[c, false], [c, true]] as const
+  )
+) {
+  const sinkKind = releasing
+    ? "a chunk-releasing sink (buffers reused)"
+    : "a sink that keeps chunks";
+  Deno.test(`round trip ${compression} with ${workers} workers into ${sinkKind}`, async () => {
+    const { bytes, trailer, writes } = await writeSample(compression, workers, releasing);
+    // Inline, a reused buffer is the same object; one lent to a worker comes back as a new one.
+    if (releasing && workers === 0) {
+      assert.ok(writes.buffers < writes.chunks, "record buffers were reused");
+    }
     const got = await readAll(chunkedSource(bytes));
     assert.deepEqual(got.trailer, trailer);
     assert.equal(got.header.compression, compression);

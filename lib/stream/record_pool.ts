@@ -1,0 +1,94 @@
+/**
+ * A process-wide pool of record Workers shared by every StreamWriter, so
+ * concurrent backups of many disks do not each pay for their own isolates.
+ * Writers acquire it, submit data and release it; the last release ends the
+ * workers.
+ *
+ * @module
+ */
+import type { RecordRequest, RecordResponse } from "./record_worker.ts";
+
+interface Pending {
+  resolve(record: Uint8Array): void;
+  reject(err: Error): void;
+}
+
+class RecordPool {
+  readonly #workers: Worker[] = [];
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #turn = 0;
+  users = 0;
+
+  grow(count: number): void {
+    while (this.#workers.length < count) {
+      const w = new Worker(new URL("./record_worker.ts", import.meta.url), { type: "module" });
+      w.onmessage = (ev: MessageEvent<RecordResponse>) => this.#settle(ev.data);
+      w.onerror = (ev) => {
+        ev.preventDefault();
+        this.#failAll(new Error(`record worker failed: ${ev.message}`));
+      };
+      this.#workers.push(w);
+    }
+  }
+
+  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<Uint8Array> {
+    const id = this.#nextId++;
+    const worker = this.#workers[this.#turn++ % this.#workers.length];
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      const req: RecordRequest = { id, offset, length, level, buf };
+      worker.postMessage(req, [buf.buffer as ArrayBuffer]);
+    });
+  }
+
+  #settle(res: RecordResponse): void {
+    const p = this.#pending.get(res.id);
+    if (!p) return;
+    this.#pending.delete(res.id);
+    if (res.record) p.resolve(res.record);
+    else p.reject(new Error(`encoding a record failed: ${res.error}`));
+  }
+
+  #failAll(err: Error): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+
+  terminate(): void {
+    for (const w of this.#workers) w.terminate();
+    this.#workers.length = 0;
+    this.#failAll(new Error("record pool was shut down"));
+  }
+}
+
+let shared: RecordPool | null = null;
+
+/** A handle on the shared pool; `release` exactly once. */
+export interface RecordPoolHandle {
+  /**
+   * encodeDataRecordInPlace in a worker. `buf` is transferred: it must own
+   * its whole buffer, which comes back as the record's.
+   */
+  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<Uint8Array>;
+  release(): void;
+}
+
+/** Acquires the shared pool with at least `workers` workers (> 0). */
+export function acquireRecordPool(workers: number): RecordPoolHandle {
+  const pool = shared ?? (shared = new RecordPool());
+  pool.grow(workers);
+  pool.users++;
+  let released = false;
+  return {
+    encode: (buf, offset, length, level) => pool.encode(buf, offset, length, level),
+    release() {
+      if (released) return;
+      released = true;
+      if (--pool.users === 0) {
+        pool.terminate();
+        if (shared === pool) shared = null;
+      }
+    },
+  };
+}

@@ -1,0 +1,40 @@
+/**
+ * Web Worker body that turns record buffers into finished data records
+ * (checksum, zstd, header; see encodeDataRecordInPlace) off the main thread;
+ * node:zlib's async zstd would still run on the calling thread. Messages are
+ * {@link RecordRequest} in and {@link RecordResponse} out.
+ *
+ * @module
+ */
+import { encodeDataRecordInPlace } from "./data_record.ts";
+
+/** A buffer holding `length` bytes of disk data after the header's room; transferred both ways. */
+export interface RecordRequest {
+  readonly id: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly level: number;
+  readonly buf: Uint8Array;
+}
+
+/** The encoded record (a view of the request's buffer, transferred back), or an error message. */
+export interface RecordResponse {
+  readonly id: number;
+  readonly record?: Uint8Array;
+  readonly error?: string;
+}
+
+const scope = globalThis as unknown as {
+  onmessage: ((ev: MessageEvent<RecordRequest>) => void) | null;
+  postMessage(msg: RecordResponse, transfer?: Transferable[]): void;
+};
+
+scope.onmessage = (ev) => {
+  const { id, offset, length, level, buf } = ev.data;
+  try {
+    const record = encodeDataRecordInPlace(buf, offset, length, level);
+    scope.postMessage({ id, record }, [record.buffer as ArrayBuffer]);
+  } catch (err) {
+    scope.postMessage({ id, error: String(err) });
+  }
+};
