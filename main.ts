@@ -15,6 +15,7 @@ import { apiCommand } from "./lib/cli/api.ts";
 import { replicateCommand } from "./lib/cli/replicate.ts";
 import { failbackCommand, failoverCommand, reprotectCommand } from "./lib/cli/failover.ts";
 import { backendCommand } from "./lib/cli/backend.ts";
+import { tuneMalloc } from "./ffi/libc.ts";
 
 register(
   backupCommand,
@@ -32,5 +33,6 @@ register(
 );
 
 if (import.meta.main) {
+  tuneMalloc();
   Deno.exit(await runCli(Deno.args));
 }

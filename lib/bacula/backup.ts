@@ -18,6 +18,7 @@ import type {
   EnginePlannedDisk,
 } from "./engine_port.ts";
 import { DataPacker } from "./ptcomm.ts";
+import { chunkReleasingSink } from "../stream/writer.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
 
 /** Everything a job handler gets. */
@@ -159,7 +160,8 @@ export async function runBackup(ctx: JobContext): Promise<void> {
         await sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time);
         await ch.send("DATA");
       })();
-    return Promise.resolve(
+    // The packer copies every chunk into its packets before a write resolves.
+    return Promise.resolve(chunkReleasingSink(
       new WritableStream<Uint8Array>({
         async write(chunk) {
           await open();
@@ -172,7 +174,7 @@ export async function runBackup(ctx: JobContext): Promise<void> {
           turn.release();
         },
       }),
-    );
+    ));
   };
   const running = ctx.engine.runBackup(ej, sinkFor);
   let results: EngineDiskResult[];

@@ -21,6 +21,8 @@ import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine, reportProgress } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
+import { chunkReleasingSink } from "../stream/writer.ts";
+import { growPipe } from "../../ffi/libc.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -173,18 +175,22 @@ export const backupCommand: Command = {
             `backup: --out ${out} takes one disk and the VM has several: give a directory or --disks`,
           );
         }
-        if (toStdout) return Deno.stdout.writable;
+        if (toStdout) {
+          // bpipe and shell pipelines read megabyte records: one fits the pipe whole.
+          growPipe(1);
+          return chunkReleasingSink(Deno.stdout.writable);
+        }
         if (!outDir && await isSpecialFile(out)) {
           // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
           // renaming a partial file over it would replace the device.
-          return (await openForWriting(out, { write: true })).writable;
+          return chunkReleasingSink((await openForWriting(out, { write: true })).writable);
         }
         const final = outDir ? join(outDir, streamFileName(disk)) : out;
         const partial = `${final}.partial`;
         const entry = { partial, final, complete: false };
         files.set(disk.diskName, entry);
         const file = await openForWriting(partial, { write: true, create: true, truncate: true });
-        return streamFileSink(file, entry);
+        return chunkReleasingSink(streamFileSink(file, entry));
       };
       results = source
         ? await runVmBackup(source, settings, sinkFor)

@@ -15,6 +15,7 @@ import { RestoreSession } from "../restore/session.ts";
 import { openStreamFile } from "../stream/reader.ts";
 import { DependencyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "./report.ts";
+import { chunkReleasingSink } from "../stream/writer.ts";
 
 const HELP = `
 usage: dirtybit demo [--size MiB] [--dir DIR] [--keep]
@@ -84,7 +85,10 @@ async function runDemo(dir: string, size: number): Promise<number> {
       const t0 = performance.now();
       const [r] = await runBackup(
         { ...job, level },
-        async () => (await Deno.open(file, { write: true, create: true, truncate: true })).writable,
+        async () =>
+          chunkReleasingSink(
+            (await Deno.open(file, { write: true, create: true, truncate: true })).writable,
+          ),
       );
       results.push({ what, r, seconds: (performance.now() - t0) / 1000, file });
       step(`${what} backup ${r.backupId}: ${formatBytes(r.streamBytes)} stream`);

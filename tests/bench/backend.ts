@@ -83,6 +83,7 @@ export async function benchBackend(dir: string, size = 512 * MiB): Promise<Bench
       directRuns.push(await seconds(() => direct(round)));
       backendRuns.push(await seconds(() => backend(round)));
     }
+    console.error("runs", directRuns, backendRuns);
     const d = Math.min(...directRuns);
     const b = Math.min(...backendRuns);
     return [

@@ -10,6 +10,7 @@ import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
 import { HashDb } from "../../lib/cbt/hashdb.ts";
 import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
+import { chunkReleasingSink } from "../../lib/stream/writer.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -49,7 +50,7 @@ async function run(program: string, args: string[]): Promise<string> {
 }
 
 function nullSink(): WritableStream<Uint8Array> {
-  return new WritableStream({ write() {} });
+  return chunkReleasingSink(new WritableStream({ write() {} }));
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {

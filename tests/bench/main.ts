@@ -13,6 +13,7 @@ import { benchBackend } from "./backend.ts";
 import { benchConvert } from "./convert.ts";
 import { benchReplication } from "./replication.ts";
 import { benchVmBackup } from "./vm_backup.ts";
+import { tuneMalloc } from "../../ffi/libc.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["backup engine", benchBackup],
@@ -26,6 +27,8 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["vm backup", (dir) => benchVmBackup(dir)],
 ];
 
+// As main.ts does: the engine benchmarks run in this process.
+tuneMalloc();
 const only = Deno.args;
 const dir = await Deno.makeTempDir({ prefix: "dirtybit-bench-" });
 const rows: BenchRow[] = [];

@@ -24,6 +24,8 @@ import { openDataPath } from "../../lib/backup/vm_job.ts";
 import { SshHost } from "../../lib/hosts/ssh.ts";
 import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
+import { chunkReleasingSink } from "../../lib/stream/writer.ts";
+import { tuneMalloc } from "../../ffi/libc.ts";
 
 const MiB = 1 << 20;
 
@@ -56,7 +58,6 @@ function freePort(): number {
   return port;
 }
 
-/** A plain `ssh -N -L local:remote` with OpenSSH's defaults (no cipher choice). */
 /** Rows: ssh_tunnel and direct full backups vs nbdcopy on the same path, and vs plain ssh -L. */
 export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<BenchRow[]> {
   const raw = join(dir, "vm-src.raw");
@@ -78,7 +79,8 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
     knownHostsPath: sshd.knownHostsPath,
   });
   const rows: BenchRow[] = [];
-  const nullSink = () => Promise.resolve(new WritableStream<Uint8Array>({ write() {} }));
+  const nullSink = () =>
+    Promise.resolve(chunkReleasingSink(new WritableStream<Uint8Array>({ write() {} })));
   const scratch = join(dir, "vm-scratch");
   await Deno.mkdir(scratch, { recursive: true });
   try {
@@ -200,6 +202,7 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
 }
 
 if (import.meta.main) {
+  tuneMalloc();
   const { renderTable } = await import("./table.ts");
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-bench-vm-" });
   try {

@@ -59,13 +59,16 @@ export class FdEmulator {
       stderr: "piped",
     }).spawn();
     this.#stdin = this.process.stdin.getWriter();
-    const out = this.process.stdout.getReader();
-    let left: Uint8Array = new Uint8Array(0);
+    // Reads as an FD does: whatever the pipe holds, into one reused buffer.
+    const out = this.process.stdout.getReader({ mode: "byob" });
+    let staging = new Uint8Array(2 << 20);
+    let left: Uint8Array = staging.subarray(0, 0);
     this.#reader = new PacketReader({
       async read(into: Uint8Array): Promise<number | null> {
         if (left.length === 0) {
-          const { value, done } = await out.read();
+          const { value, done } = await out.read(staging);
           if (done || !value) return null;
+          staging = new Uint8Array(value.buffer);
           left = value;
         }
         const n = Math.min(into.length, left.length);
@@ -113,10 +116,14 @@ export class FdEmulator {
     return Promise.race([p, t]).finally(() => clearTimeout(timer));
   }
 
-  /** The next non-message packet (messages are recorded), or null at EOF. */
-  async next(what = "a packet"): Promise<Packet | null> {
+  /**
+   * The next non-message packet (messages are recorded), or null at EOF. A
+   * `transient` packet's payload is only valid until the next call.
+   */
+  async next(what = "a packet", transient = false): Promise<Packet | null> {
     for (;;) {
-      const p = await this.#timeout(this.#reader.read(), what);
+      const read = transient ? this.#reader.readTransient() : this.#reader.read();
+      const p = await this.#timeout(read, what);
       if (p && MESSAGE_KINDS.has(p.kind)) {
         this.messages.push({ kind: p.kind, text: packetText(p) });
         if (p.kind === "E" || p.kind === "A") return p;
@@ -191,7 +198,7 @@ export class FdEmulator {
         if (body?.kind === "C" && packetText(body) === "DATA") {
           const parts: Uint8Array[] = [];
           for (;;) {
-            const d = await this.next("D or F");
+            const d = await this.next("D or F", !keepData);
             if (d?.kind === "F") break;
             if (d?.kind !== "D") {
               throw new EmulatorError(`expected D or F, got ${d?.kind ?? "EOF"}`);
