@@ -121,13 +121,28 @@ export function packetText(packet: Packet): string {
  * at a packet boundary and throws InputError on a truncated packet.
  */
 export class PacketReader {
-  #source: ByteReader;
+  /** Fills the start of `into`; the bytes read (in a new buffer for a byte stream), empty or null at EOF. */
+  readonly #readInto: (into: Uint8Array) => Promise<Uint8Array | null>;
   #buf = new Uint8Array(HEADER_SIZE + MAX_PAYLOAD + 65536);
   #start = 0;
   #end = 0;
 
-  constructor(source: ByteReader) {
-    this.#source = source;
+  /**
+   * Reads from a file-like `source`, or from a byte stream (a child
+   * process's stdout), which is read straight into the packet buffer
+   * instead of copying every chunk.
+   */
+  constructor(source: ByteReader | ReadableStream<Uint8Array>) {
+    if (source instanceof ReadableStream) {
+      const byob = source.getReader({ mode: "byob" });
+      // The buffer comes back (transferred) even with `done`: the empty view still carries it.
+      this.#readInto = async (into) => (await byob.read(into)).value ?? null;
+    } else {
+      this.#readInto = async (into) => {
+        const n = await source.read(into);
+        return n ? into.subarray(0, n) : null;
+      };
+    }
   }
 
   /** Ensures `n` buffered bytes; false if input ended first. */
@@ -139,9 +154,13 @@ export class PacketReader {
       this.#start = 0;
     }
     while (this.#end - this.#start < n) {
-      const got = await this.#source.read(this.#buf.subarray(this.#end));
-      if (got === null || got === 0) return false;
-      this.#end += got;
+      const got = await this.#readInto(this.#buf.subarray(this.#end));
+      // A byte stream hands the (transferred) buffer back as a new ArrayBuffer.
+      if (got && got.buffer !== this.#buf.buffer) {
+        this.#buf = new Uint8Array(got.buffer as ArrayBuffer);
+      }
+      if (!got?.length) return false;
+      this.#end += got.length;
     }
     return true;
   }

@@ -43,6 +43,26 @@ function chunkedReader(bytes: Uint8Array, chunk: number): ByteReader {
   };
 }
 
+/** The same as a byte stream (a child's stdout), filling BYOB reads with at most `chunk` bytes. */
+function chunkedStream(bytes: Uint8Array, chunk: number): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream({
+    type: "bytes",
+    pull(ctl) {
+      if (at >= bytes.length) {
+        ctl.close();
+        ctl.byobRequest?.respond(0);
+        return;
+      }
+      const view = ctl.byobRequest!.view! as Uint8Array;
+      const n = Math.min(chunk, view.byteLength, bytes.length - at);
+      view.set(bytes.subarray(at, at + n));
+      at += n;
+      ctl.byobRequest!.respond(n);
+    },
+  });
+}
+
 /** Collects writes, accepting at most `chunk` bytes per call (short writes). */
 function collectingWriter(chunk = Infinity): ByteWriter & { bytes(): Uint8Array } {
   const parts: Uint8Array[] = [];
@@ -99,7 +119,7 @@ Deno.test("decodeHeader accepts every letter and rejects malformed headers", () 
   assertThrows(() => decodeHeader(enc.encode("C0001\n")), InputError, "8 bytes");
 });
 
-Deno.test("PacketReader reassembles packets from 1-byte reads", async () => {
+Deno.test("PacketReader reassembles packets from 1-byte reads, from a reader or a byte stream", async () => {
   const big = new Uint8Array(MAX_PAYLOAD).map((_, i) => i % 251);
   const wire = concatBytes(
     encodePacket("C", "Hello cloudstack 1\n"),
@@ -108,8 +128,13 @@ Deno.test("PacketReader reassembles packets from 1-byte reads", async () => {
     encodePacket("D", "x"),
     encodePacket("T"),
   );
-  for (const chunk of [1, 7, 8, 9, 65536, wire.length]) {
-    const r = new PacketReader(chunkedReader(wire, chunk));
+  const sources = [chunkedReader, chunkedStream];
+  for (
+    const [chunk, source] of [1, 7, 8, 9, 65536, wire.length].flatMap((c) =>
+      sources.map((s) => [c, s] as const)
+    )
+  ) {
+    const r = new PacketReader(source(wire, chunk));
     const p1 = await r.read();
     assertEquals(p1?.kind, "C");
     assertEquals(packetText(p1!), "Hello cloudstack 1");
@@ -122,6 +147,15 @@ Deno.test("PacketReader reassembles packets from 1-byte reads", async () => {
     assertEquals(await r.read(), null);
     assertEquals(await r.read(), null);
   }
+});
+
+Deno.test("PacketReader transient payloads are views that the next read may overwrite", async () => {
+  const wire = concatBytes(encodePacket("D", "aaaa"), encodePacket("D", "bbbb"));
+  const r = new PacketReader(chunkedStream(wire, 5));
+  const a = await r.readTransient();
+  assertEquals(dec.decode(a!.payload), "aaaa");
+  assertEquals(dec.decode((await r.readTransient())!.payload), "bbbb");
+  assertEquals(await r.readTransient(), null);
 });
 
 Deno.test("PacketReader payloads stay valid after later reads", async () => {

@@ -59,24 +59,8 @@ export class FdEmulator {
       stderr: "piped",
     }).spawn();
     this.#stdin = this.process.stdin.getWriter();
-    // Reads as an FD does: whatever the pipe holds, into one reused buffer.
-    const out = this.process.stdout.getReader({ mode: "byob" });
-    let staging = new Uint8Array(2 << 20);
-    let left: Uint8Array = staging.subarray(0, 0);
-    this.#reader = new PacketReader({
-      async read(into: Uint8Array): Promise<number | null> {
-        if (left.length === 0) {
-          const { value, done } = await out.read(staging);
-          if (done || !value) return null;
-          staging = new Uint8Array(value.buffer);
-          left = value;
-        }
-        const n = Math.min(into.length, left.length);
-        into.set(left.subarray(0, n));
-        left = left.subarray(n);
-        return n;
-      },
-    });
+    // Reads as an FD does: whatever the pipe holds, straight into the packet buffer.
+    this.#reader = new PacketReader(this.process.stdout);
     this.#stderr = new Response(this.process.stderr).text();
   }
 
