@@ -10,7 +10,7 @@
  * as zeros, so its receiver is `dd conv=sparse`, which seeks over zero blocks
  * and leaves the holes unallocated as qemu-img's output has them. The pipe
  * still carries the whole 2 GiB where qemu-img writes only the 40 % of data:
- * on 2 shared cores raw measured 0.55-0.95x against its 1.0x bar.
+ * on 2 shared cores raw measured 0.27-0.74x against its 1.0x bar.
  *
  * The source image is made once and kept in the given directory, so later
  * runs in the same directory reuse it.
