@@ -8,8 +8,14 @@
  */
 import type { RecordRequest, RecordResponse } from "./record_worker.ts";
 
+/** An encoded record, and the buffer it was encoded in when the record is a compact copy. */
+export interface EncodedRecord {
+  readonly record: Uint8Array;
+  readonly spare?: Uint8Array;
+}
+
 interface Pending {
-  resolve(record: Uint8Array): void;
+  resolve(result: EncodedRecord): void;
   reject(err: Error): void;
 }
 
@@ -32,7 +38,7 @@ class RecordPool {
     }
   }
 
-  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<Uint8Array> {
+  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<EncodedRecord> {
     const id = this.#nextId++;
     const worker = this.#workers[this.#turn++ % this.#workers.length];
     return new Promise((resolve, reject) => {
@@ -46,7 +52,7 @@ class RecordPool {
     const p = this.#pending.get(res.id);
     if (!p) return;
     this.#pending.delete(res.id);
-    if (res.record) p.resolve(res.record);
+    if (res.record) p.resolve({ record: res.record, spare: res.spare });
     else p.reject(new Error(`encoding a record failed: ${res.error}`));
   }
 
@@ -68,9 +74,9 @@ let shared: RecordPool | null = null;
 export interface RecordPoolHandle {
   /**
    * encodeDataRecordInPlace in a worker. `buf` is transferred: it must own
-   * its whole buffer, which comes back as the record's.
+   * its whole buffer, which comes back as the record's or as the spare.
    */
-  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<Uint8Array>;
+  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<EncodedRecord>;
   release(): void;
 }
 

@@ -17,10 +17,17 @@ export interface RecordRequest {
   readonly buf: Uint8Array;
 }
 
-/** The encoded record (a view of the request's buffer, transferred back), or an error message. */
+/**
+ * The encoded record, or an error message. A record that compressed to at
+ * most half its buffer comes as a compact copy, with the buffer handed back
+ * as `spare` for the next piece: in-flight records then hold what they
+ * store, not a megabyte each. Otherwise the record is a view of the
+ * request's buffer. Both are transferred back.
+ */
 export interface RecordResponse {
   readonly id: number;
   readonly record?: Uint8Array;
+  readonly spare?: Uint8Array;
   readonly error?: string;
 }
 
@@ -33,7 +40,15 @@ scope.onmessage = (ev) => {
   const { id, offset, length, level, buf } = ev.data;
   try {
     const record = encodeDataRecordInPlace(buf, offset, length, level);
-    scope.postMessage({ id, record }, [record.buffer as ArrayBuffer]);
+    if (record.length <= buf.length / 2) {
+      const compact = record.slice();
+      scope.postMessage({ id, record: compact, spare: buf }, [
+        compact.buffer as ArrayBuffer,
+        buf.buffer as ArrayBuffer,
+      ]);
+    } else {
+      scope.postMessage({ id, record }, [record.buffer as ArrayBuffer]);
+    }
   } catch (err) {
     scope.postMessage({ id, error: String(err) });
   }

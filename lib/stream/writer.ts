@@ -203,15 +203,20 @@ export class StreamWriter {
         counted(encodeDataRecordInPlace(buf, offset, piece.length, this.#level)),
       );
     }
-    return this.#pool.encode(buf, offset, piece.length, this.#level).then(counted);
+    return this.#pool.encode(buf, offset, piece.length, this.#level).then(({ record, spare }) => {
+      if (spare) this.#recycle(spare);
+      return counted(record);
+    });
   }
 
-  /** Keeps a written record's buffer for the next record, when the sink let go of it. */
+  /**
+   * Keeps a record buffer for the next record: a written record's, when the
+   * sink let go of it, or one a compact record was made from. Two are enough
+   * to keep the workers fed; more would only hold memory.
+   */
   #recycle(bytes: Uint8Array): void {
     const spares = this.#spares;
-    if (
-      spares && bytes.buffer.byteLength === RECORD_BUFFER_SIZE && spares.length < this.#maxInFlight
-    ) {
+    if (spares && bytes.buffer.byteLength === RECORD_BUFFER_SIZE && spares.length < 2) {
       spares.push(bytes.buffer as ArrayBuffer);
     }
   }
