@@ -16,8 +16,18 @@ import { StreamWriter } from "../stream/writer.ts";
 import { type DiskState, diskStatePaths } from "./state.ts";
 import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
 
-/** NBD connections per disk: two overlap one request's latency with another's. */
-const CONNECTIONS = 2;
+/** How a disk is read: NBD connections and requests in flight over them. */
+export interface ReadParallelism {
+  connections: number;
+  inFlight: number;
+}
+
+/**
+ * Against a QEMU on this machine or over TCP: two connections overlap one
+ * request's latency with another's; more measured slower (2 GiB over TCP:
+ * 1.2 s with 2 x 4, 1.4 s with 4 x 8).
+ */
+export const LOCAL_READS: ReadParallelism = { connections: 2, inFlight: 4 };
 
 /** Everything one disk's backup needs. */
 export interface DiskBackupInput {
@@ -33,6 +43,8 @@ export interface DiskBackupInput {
   compression: string;
   metadata?: Record<string, unknown>;
   sink: WritableStream<Uint8Array>;
+  /** Default LOCAL_READS. */
+  reads?: ReadParallelism;
   signal?: AbortSignal;
   onMessage?: (kind: "info" | "warning", text: string) => void;
   onProgress?: (diskName: string, done: number, total: number) => void;
@@ -55,7 +67,8 @@ export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutc
   let hashDb: HashDb | undefined;
   let writer: StreamWriter | undefined;
   try {
-    for (let i = 0; i < CONNECTIONS; i++) {
+    const reads = input.reads ?? LOCAL_READS;
+    for (let i = 0; i < reads.connections; i++) {
       clients.push(await NbdClient.connect({ uri: input.uri, metaContexts: contexts }));
     }
     const size = clients[0].size;
@@ -106,7 +119,7 @@ export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutc
     for (const extent of unread) classifier.stageUnread(extent);
     const total = totalLength(read);
     let done = 0;
-    for await (const chunk of readExtents(clients, read)) {
+    for await (const chunk of readExtents(clients, read, { inFlight: reads.inFlight })) {
       if (input.signal?.aborted) throw new CancelledError("backup cancelled");
       done += chunk.data.length;
       input.onProgress?.(planned.diskName, done, total);

@@ -17,7 +17,7 @@ import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
 import type { CbtStats } from "../cbt/layers.ts";
 import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./state.ts";
-import { backupDisk, type DiskBackupOutcome } from "./disk_backup.ts";
+import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk_backup.ts";
 import { lockStateDir } from "./lock.ts";
 
 /** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
@@ -60,6 +60,8 @@ export interface BackupJob {
   removeFile?: (path: string) => Promise<void>;
   /** Maps an export URI of the point in time to one this process can reach (SSH tunnels). */
   reachExport?: (uri: string) => Promise<string>;
+  /** How each disk is read (default LOCAL_READS); a tunnel wants more in flight. */
+  reads?: ReadParallelism;
   /**
    * Last check before the checkpoint is committed, once every stream is
    * written (e.g. that the tunnel the reads went through is still up);
@@ -169,6 +171,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
             compression: job.compression,
             metadata: job.metadata,
             sink: await sinkFor(planned),
+            reads: job.reads,
             signal: job.signal,
             onMessage: job.onMessage,
             onProgress: job.onProgress,

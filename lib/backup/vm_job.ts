@@ -59,6 +59,7 @@ import {
   type SinkFactory,
 } from "./engine.ts";
 import { newBackupId } from "./state.ts";
+import type { ReadParallelism } from "./disk_backup.ts";
 import { backupSnapshotByDownload, withVolumeSnapshots } from "./download_backup.ts";
 
 /** How disks are read (DESIGN 1.1). */
@@ -314,10 +315,18 @@ async function backupOnHost(
   }
 }
 
+/**
+ * Reads through an SSH tunnel: every request waits on the ssh processes'
+ * ciphers, so four connections (four SSH channels) with eight requests in
+ * flight keep them busy. Measured on 2 GiB: 4.4 s with 2 x 4, 3.75 s with
+ * 4 x 8 (nbdcopy through the same tunnel: 3.47 s).
+ */
+const TUNNEL_READS: ReadParallelism = { connections: 4, inFlight: 8 };
+
 /** How the engine reaches the exports of one access mode; close it after the job. */
 export interface DataPath {
   /** What the engine job needs for this path. */
-  job: Pick<BackupJob, "nbdSocket" | "reachExport" | "beforeCommit">;
+  job: Pick<BackupJob, "nbdSocket" | "reachExport" | "beforeCommit" | "reads">;
   /** Closes tunnels, stops a server this path started. */
   close(): Promise<void>;
 }
@@ -358,6 +367,7 @@ export async function openDataPath(
   const tunnels = new Map<string, Promise<SshTunnel>>();
   return {
     job: {
+      reads: TUNNEL_READS,
       reachExport: async (uri) => {
         const socket = new URL(uri).searchParams.get("socket");
         if (!socket) throw new SourceError(`export ${uri} has no unix socket to tunnel to`);
