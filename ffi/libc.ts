@@ -1,7 +1,7 @@
 /**
- * Deno FFI to libc for memory-mapped files (mmap, msync, munmap), pipe
- * sizes (fcntl) and malloc tuning (mallopt). Only `ffi/` touches pointers: callers get a
- * {@link MappedFile} whose `buffer` is an ArrayBuffer over the mapping.
+ * Deno FFI to libc for memory-mapped files (mmap, msync, munmap), pipe sizes
+ * (fcntl) and malloc tuning (mallopt). Only `ffi/` touches pointers: callers
+ * get a {@link MappedFile} whose `buffer` is an ArrayBuffer over the mapping.
  *
  * @module
  */
@@ -67,12 +67,13 @@ function lastErrno(): number {
 
 /**
  * Grows the kernel buffer of the pipe on file descriptor `fd` to `bytes`,
- * 1 MiB by default: one megabyte record or packet fits whole (Linux allows unprivileged processes up to /proc/sys/fs/pipe-max-size,
- * 1 MiB by default). The default 64 KiB makes every megabyte-sized packet
- * cost a dozen writer/reader wake-ups; measured here, 1 MiB pipes carry
- * twice the throughput between two processes. Returns the pipe's size
- * afterwards, or null when `fd` is not a pipe, cannot grow or libc is not
- * reachable (nothing changes then: this only ever speeds things up).
+ * 1 MiB by default, so that one megabyte record or packet fits whole (Linux
+ * lets unprivileged processes go up to /proc/sys/fs/pipe-max-size, 1 MiB by
+ * default). With the default 64 KiB every megabyte costs a dozen
+ * writer/reader wake-ups; measured here, 1 MiB pipes carry 1.5-2x the
+ * throughput between two processes. Returns the pipe's size afterwards, or
+ * null when `fd` is not a pipe, cannot grow or libc is not reachable
+ * (nothing changes then: this only ever speeds things up).
  */
 export function growPipe(fd: number, bytes = 1 << 20): number | null {
   let c: ReturnType<typeof lib>;

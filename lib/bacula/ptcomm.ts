@@ -121,7 +121,10 @@ export function packetText(packet: Packet): string {
  * at a packet boundary and throws InputError on a truncated packet.
  */
 export class PacketReader {
-  /** Fills the start of `into`; the bytes read (in a new buffer for a byte stream), empty or null at EOF. */
+  /**
+   * Fills the start of `into`; returns the bytes read (in a new buffer for a
+   * byte stream), empty or null at EOF.
+   */
   readonly #readInto: (into: Uint8Array) => Promise<Uint8Array | null>;
   #buf = new Uint8Array(HEADER_SIZE + MAX_PAYLOAD + 65536);
   #start = 0;
