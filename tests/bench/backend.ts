@@ -11,45 +11,19 @@ import { join } from "node:path";
 import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { backupSession } from "../ptcomm/sessions.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
+import { randomQcow2, run, seconds } from "./measure.ts";
 
 const MiB = 1 << 20;
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-
-async function run(program: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(program, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${program} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-/** A qcow2 image of `size` bytes of random data. */
-async function randomImage(dir: string, size: number): Promise<string> {
-  const raw = join(dir, "backend-random.raw");
-  const file = await Deno.open(raw, { write: true, create: true, truncate: true });
-  const chunk = new Uint8Array(4 * MiB);
-  for (let off = 0; off < size; off += chunk.length) {
-    for (let i = 0; i < chunk.length; i += 65536) {
-      crypto.getRandomValues(chunk.subarray(i, i + 65536));
-    }
-    await file.write(chunk);
-  }
-  file.close();
-  const image = join(dir, "backend-random.qcow2");
-  await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, image]);
-  await Deno.remove(raw);
-  return image;
-}
-
-async function seconds(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return (performance.now() - t0) / 1000;
-}
 
 /** Full through the PTCOMM backend vs `dirtybit backup --out /dev/null`, on a random 512 MiB disk. */
 export async function benchBackend(dir: string, size = 512 * MiB): Promise<BenchRow[]> {
   const work = await Deno.makeTempDir({ dir, prefix: "backend-" });
   const nbdSocket = join(work, "nbd.sock");
+  const image = join(work, "backend-random.qcow2");
+  await randomQcow2(image, size);
   const daemon = await StorageDaemon.start({
-    disks: [{ node: "vda", image: await randomImage(work, size) }],
+    disks: [{ node: "vda", image }],
     qmpSocket: join(work, "qmp.sock"),
     nbdSocket,
   });

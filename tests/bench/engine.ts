@@ -10,6 +10,7 @@ import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
 import { HashDb } from "../../lib/cbt/hashdb.ts";
 import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
+import { median, run } from "./measure.ts";
 import { chunkReleasingSink } from "../../lib/stream/writer.ts";
 
 const MiB = 1 << 20;
@@ -41,12 +42,6 @@ async function makeImage(dir: string, size: number): Promise<string> {
   await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, image]);
   await Deno.remove(raw);
   return image;
-}
-
-async function run(program: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command(program, { args, stdin: "null" }).output();
-  if (!out.success) throw new Error(`${program} failed: ${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
 }
 
 function nullSink(): WritableStream<Uint8Array> {
@@ -267,9 +262,4 @@ function randomBytes(n: number): Uint8Array {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
   return out;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }

@@ -26,21 +26,16 @@ import { SshHost } from "../../lib/hosts/ssh.ts";
 import { plainForward, plainSshArgs, startSshd, type TestSshd } from "../fixtures/sshd.ts";
 import { withQemuNbd } from "../fixtures/qemu_nbd.ts";
 import { atLeast, type BenchRow } from "./table.ts";
+import { seconds } from "./measure.ts";
 
 const SIZE = 128 << 20;
 const ROUNDS = 3;
 const CONTROL_CALLS = 20;
 
-async function timed(fn: () => Promise<void>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return (performance.now() - t0) / 1000;
-}
-
 /** Best of `ROUNDS` runs: the least disturbed by other work on the machine. */
 async function best(fn: () => Promise<void>): Promise<number> {
   let min = Infinity;
-  for (let i = 0; i < ROUNDS; i++) min = Math.min(min, await timed(fn));
+  for (let i = 0; i < ROUNDS; i++) min = Math.min(min, await seconds(fn));
   return min;
 }
 
@@ -104,11 +99,11 @@ function row(
   referenceSeconds: number,
   bar: number,
 ): BenchRow {
-  const seconds = (x: number) => `${x.toFixed(3)} s`;
+  const shown = (x: number) => `${x.toFixed(3)} s`;
   return atLeast(
     name,
-    seconds(dirtybitSeconds),
-    seconds(referenceSeconds),
+    shown(dirtybitSeconds),
+    shown(referenceSeconds),
     referenceSeconds / dirtybitSeconds,
     bar,
   );
@@ -163,10 +158,10 @@ export async function benchTunnel(): Promise<BenchRow[]> {
             if (!out.success) throw new Error("ssh cat failed");
           });
 
-          const mux = await timed(async () => {
+          const mux = await seconds(async () => {
             for (let i = 0; i < CONTROL_CALLS; i++) await host.run(["true"]);
           });
-          const ssh2Calls = await timed(async () => {
+          const ssh2Calls = await seconds(async () => {
             for (let i = 0; i < CONTROL_CALLS; i++) await ssh2Exec(client, "true");
           });
 

@@ -24,32 +24,11 @@ import { openDataPath } from "../../lib/backup/vm_job.ts";
 import { SshHost } from "../../lib/hosts/ssh.ts";
 import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
+import { median, randomQcow2, run, seconds } from "./measure.ts";
 import { chunkReleasingSink } from "../../lib/stream/writer.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 
 const MiB = 1 << 20;
-
-async function run(program: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(program, {
-    args,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!out.success) throw new Error(`${program} failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return (performance.now() - t0) / 1000;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
 
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -60,11 +39,8 @@ function freePort(): number {
 
 /** Rows: ssh_tunnel and direct full backups vs nbdcopy on the same path, and vs plain ssh -L. */
 export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<BenchRow[]> {
-  const raw = join(dir, "vm-src.raw");
   const image = join(dir, "vm-disk.qcow2");
-  await run("sh", ["-c", `head -c ${size} /dev/urandom > ${raw}`]);
-  await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, image]);
-  await Deno.remove(raw);
+  await randomQcow2(image, size);
   const sshd = await startSshd();
   const qsd = await StorageDaemon.start({
     disks: [{ node: "vda", image }],
@@ -101,13 +77,15 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
       });
       try {
         if (mode === "direct") {
-          return await timed(() => run("nbdcopy", [`nbd://127.0.0.1:${port}/ref`, "null:"]));
+          return await seconds(() => run("nbdcopy", [`nbd://127.0.0.1:${port}/ref`, "null:"]));
         }
         if (mode === "plain") {
           const local = join(scratch, "plain.sock");
           const child = await plainForward(sshd, local, socket);
           try {
-            return await timed(() => run("nbdcopy", [`nbd+unix:///ref?socket=${local}`, "null:"]));
+            return await seconds(() =>
+              run("nbdcopy", [`nbd+unix:///ref?socket=${local}`, "null:"])
+            );
           } finally {
             child.kill("SIGTERM");
             await child.status;
@@ -116,7 +94,7 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
         }
         const tunnel = await host.openTunnel({ socket });
         try {
-          return await timed(() => run("nbdcopy", [tunnel.nbdUri("ref"), "null:"]));
+          return await seconds(() => run("nbdcopy", [tunnel.nbdUri("ref"), "null:"]));
         } finally {
           await tunnel.close();
         }
@@ -135,7 +113,7 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
         port: freePort(),
       });
       try {
-        return await timed(() =>
+        return await seconds(() =>
           runBackup({
             ...path.job,
             qmp,
