@@ -20,6 +20,8 @@ import type {
 import { DataPacker } from "./ptcomm.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
+import { delay } from "../core/async.ts";
+import { formatBytes } from "../cli/report.ts";
 
 /** Everything a job handler gets. */
 export interface JobContext {
@@ -80,8 +82,6 @@ async function engineJob(ctx: JobContext): Promise<EngineJob> {
 /** How long a cancelled backup may take to clean up (the FD closes the pipes after 5 s). */
 const CLEANUP_GRACE_MS = 4000;
 
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 const now = () => Math.floor(Date.now() / 1000);
 
 /** FNAME, STAT, TSTAMP and the attributes' F of one file. */
@@ -109,26 +109,16 @@ class FileTurns {
   }
 }
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
-}
-
 /** The job message with a disk's per-layer statistics. */
 function statsMessage(r: EngineDiskResult): string {
   const s = r.stats;
   return `${r.diskName}: ${r.level} backup ${r.backupId}` +
     (r.parentId ? ` on ${r.parentId}` : "") +
-    `: dirty (L1) ${bytes(s.dirtyBytes)}, unchanged by hash (L2) ${bytes(s.unchangedBytes)}, ` +
-    `zero (L3) ${bytes(s.zeroBytes)}, data stored ${bytes(s.dataBytes)}, stream ${
-      bytes(r.streamBytes)
+    `: dirty (L1) ${formatBytes(s.dirtyBytes)}, unchanged by hash (L2) ${
+      formatBytes(s.unchangedBytes)
+    }, ` +
+    `zero (L3) ${formatBytes(s.zeroBytes)}, data stored ${formatBytes(s.dataBytes)}, stream ${
+      formatBytes(r.streamBytes)
     }`;
 }
 

@@ -16,6 +16,7 @@ import {
   type Transport,
   UnverifiedTransport,
 } from "./transport.ts";
+import { delay } from "../core/async.ts";
 
 /** Where the API is and whose keys sign the calls. */
 export interface CloudStackEndpoint extends ApiKeys {
@@ -243,7 +244,7 @@ export class CloudStackClient {
           jobId,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, pause));
+      await delay(pause);
     }
   }
 

@@ -8,6 +8,7 @@
  */
 import { SourceError } from "../core/errors.ts";
 import { QmpError, type QmpTransport } from "./qmp.ts";
+import { delay } from "../core/async.ts";
 
 /** A dirty bitmap as `query-named-block-nodes` reports it. */
 export interface BitmapInfo {
@@ -79,13 +80,13 @@ export async function pollUntil(
   timeoutMs = 30_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let delay = 5;
+  let pause = 5;
   while (!(await check())) {
     if (Date.now() > deadline) {
       throw new SourceError(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, delay));
-    delay = Math.min(delay * 2, 200);
+    await delay(pause);
+    pause = Math.min(pause * 2, 200);
   }
 }
 

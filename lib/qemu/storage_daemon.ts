@@ -7,6 +7,7 @@
  */
 import { DependencyError, SourceError } from "../core/errors.ts";
 import { QmpSocket } from "./qmp.ts";
+import { delay } from "../core/async.ts";
 
 /** One disk opened by the daemon. */
 export interface DaemonDisk {
@@ -100,7 +101,7 @@ export class StorageDaemon {
           const why = (await daemon.#stderr).trim().split("\n").pop();
           throw new SourceError(`qemu-storage-daemon did not start: ${why || "timed out"}`);
         }
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await delay(50);
       }
     }
   }

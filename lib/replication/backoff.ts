@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { delay } from "../core/async.ts";
 
 /** The retry parameters of DESIGN 1.2. */
 export interface RetryPolicy {
@@ -44,7 +45,7 @@ export async function withRetries<T>(
   hooks: RetryHooks,
   attempt: (n: number) => Promise<T>,
 ): Promise<T> {
-  const sleep = hooks.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = hooks.sleep ?? delay;
   const random = hooks.random ?? Math.random;
   for (let retry = 0;; retry++) {
     try {

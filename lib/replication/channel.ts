@@ -26,7 +26,7 @@ import {
 import { decodeMessage, encodeMessage, type Message } from "./messages.ts";
 import { TokenBucket } from "./bandwidth.ts";
 import { writeAll } from "../core/bytes.ts";
-import { withTimeout } from "../core/async.ts";
+import { delay, withTimeout } from "../core/async.ts";
 
 /** The transport failed (refused, reset, closed, timed out): worth retrying later. */
 export class TransportError extends TargetError {}
@@ -208,7 +208,7 @@ export class SecureChannel {
       const length = header.length + body.length;
       if (this.#bucket) {
         const wait = this.#bucket.take(length, performance.now());
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) await delay(wait);
       }
       try {
         if (body.length >= SPLIT_WRITE_BYTES) {
