@@ -15,7 +15,7 @@ import { apiCommand } from "./lib/cli/api.ts";
 import { replicateCommand } from "./lib/cli/replicate.ts";
 import { failbackCommand, failoverCommand, reprotectCommand } from "./lib/cli/failover.ts";
 import { backendCommand } from "./lib/cli/backend.ts";
-import { tuneMalloc } from "./ffi/libc.ts";
+import { growPipe, tuneMalloc } from "./ffi/libc.ts";
 
 register(
   backupCommand,
@@ -33,6 +33,9 @@ register(
 );
 
 if (import.meta.main) {
+  // Process-wide data-path settings (README "Memory and pipes"): streams, PTCOMM packets and
+  // images go through stdin/stdout as megabyte writes, which a 1 MiB pipe takes whole.
   tuneMalloc();
+  for (const fd of [0, 1]) growPipe(fd);
   Deno.exit(await runCli(Deno.args));
 }

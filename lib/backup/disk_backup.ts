@@ -27,7 +27,7 @@ export interface ReadParallelism {
  * request's latency with another's; more measured slower (2 GiB over TCP:
  * 1.2 s with 2 x 4, 1.4 s with 4 x 8).
  */
-export const LOCAL_READS: ReadParallelism = { connections: 2, inFlight: 4 };
+const LOCAL_READS: ReadParallelism = { connections: 2, inFlight: 4 };
 
 /** Everything one disk's backup needs. */
 export interface DiskBackupInput {

@@ -10,7 +10,6 @@ import { BackendLog } from "./log.ts";
 import { PacketReader, PacketWriter } from "./ptcomm.ts";
 import { runSession } from "./session.ts";
 import type { BackendEngine } from "./engine_port.ts";
-import { growPipe } from "../../ffi/libc.ts";
 
 /**
  * Bacula's cancel is SIGUSR1. Deno also starts its inspector on SIGUSR1 (and says so on
@@ -59,8 +58,6 @@ export async function serveBackend(engine: BackendEngine): Promise<number> {
   };
   const listeners = CANCEL_SIGNALS.map((name) => [name, onSignal(name)] as const);
   for (const [name, fn] of listeners) Deno.addSignalListener(name, fn);
-  // Backup data leaves on stdout and restore data arrives on stdin.
-  for (const fd of [0, 1]) growPipe(fd);
   try {
     return await Promise.race([
       runSession({

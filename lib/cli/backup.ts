@@ -22,7 +22,6 @@ import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine, reportProgress } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
-import { growPipe } from "../../ffi/libc.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -175,11 +174,7 @@ export const backupCommand: Command = {
             `backup: --out ${out} takes one disk and the VM has several: give a directory or --disks`,
           );
         }
-        if (toStdout) {
-          // bpipe and shell pipelines read megabyte records: one fits the pipe whole.
-          growPipe(1);
-          return chunkReleasingSink(Deno.stdout.writable);
-        }
+        if (toStdout) return chunkReleasingSink(Deno.stdout.writable);
         if (!outDir && await isSpecialFile(out)) {
           // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
           // renaming a partial file over it would replace the device.

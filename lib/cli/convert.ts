@@ -17,7 +17,6 @@ import { getImageWriter, imageWriters } from "../formats/registry.ts";
 import { flatExtentName } from "../formats/vmdk.ts";
 import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";
 import { ChainSource } from "../stream/chain_source.ts";
-import { growPipe } from "../../ffi/libc.ts";
 
 const HELP = `
 usage: dirtybit convert --from NBD-URI|IMAGE --format FMT --out FILE|- [options]
@@ -153,8 +152,6 @@ export const convertCommand: Command = {
     const source = await openSource(f, parsed.positionals, connections);
     let report: ImageWriteReport;
     try {
-      // A megabyte of image per pipe write instead of 64 KiB at a time.
-      if (dataPath === "-") growPipe(1);
       const output = dataPath === "-"
         ? { writable: Deno.stdout.writable, discard: () => Promise.resolve() }
         : await openOutput(dataPath);
