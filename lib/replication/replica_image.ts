@@ -1,27 +1,20 @@
 /**
  * The replica image at the DR site, written in place: raw files with plain
- * positioned writes and fsync, qcow2 through a writable `qemu-nbd` and the NBD
- * client (pwrite, write-zeroes, flush), so QEMU keeps the qcow2 metadata.
+ * positioned writes and fsync, qcow2 through the restore layer's
+ * NbdImageTarget (a writable `qemu-nbd` and the NBD client: pwrite,
+ * write-zeroes, flush), so QEMU keeps the qcow2 metadata.
  *
  * @module
  */
 import { DependencyError, TargetError } from "../core/errors.ts";
-import { NbdClient } from "../nbd/client.ts";
-import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
+import { NbdImageTarget } from "../restore/nbd_target.ts";
+import type { RestoreTarget } from "../restore/target.ts";
 
 /** Image formats a replica can have. */
 export type ReplicaFormat = "qcow2" | "raw";
 
-/** A replica image open for writing. */
-export interface ReplicaImage {
-  readonly size: number;
-  write(offset: number, data: Uint8Array): Promise<void>;
-  /** Makes `[offset, offset+length)` read as zeros. */
-  zero(offset: number, length: number): Promise<void>;
-  /** Makes every completed write durable. */
-  flush(): Promise<void>;
-  close(): Promise<void>;
-}
+/** A replica image open for writing: the same random-access contract as a restore target. */
+export type ReplicaImage = RestoreTarget;
 
 /** Creates an empty (all-zero) image of `size` bytes, replacing any file at `path`. */
 export async function createReplicaImage(
@@ -44,7 +37,8 @@ export async function createReplicaImage(
 
 /** Opens an existing replica image for writing. */
 export function openReplicaImage(path: string, format: ReplicaFormat): Promise<ReplicaImage> {
-  return format === "raw" ? RawImage.open(path) : Qcow2Image.open(path);
+  // A qemu-nbd left by a crashed receiver is stopped by serveImage.
+  return format === "raw" ? RawImage.open(path) : NbdImageTarget.open(path, "qcow2");
 }
 
 const ZERO_CHUNK = 1 << 20;
@@ -64,14 +58,14 @@ class RawImage implements ReplicaImage {
     }
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  async writeData(offset: number, data: Uint8Array): Promise<void> {
     this.#check(offset, data.length);
     await this.file.seek(offset, Deno.SeekMode.Start);
     for (let off = 0; off < data.length;) off += await this.file.write(data.subarray(off));
   }
 
   /** Overwrites only chunks that are not zero already, so holes stay holes. */
-  async zero(offset: number, length: number): Promise<void> {
+  async writeZero(offset: number, length: number): Promise<void> {
     this.#check(offset, length);
     for (let pos = offset; pos < offset + length; pos += ZERO_CHUNK) {
       const n = Math.min(ZERO_CHUNK, offset + length - pos);
@@ -84,7 +78,7 @@ class RawImage implements ReplicaImage {
         got += r;
       }
       if (current.subarray(0, got).some((b) => b !== 0)) {
-        await this.write(pos, this.#zeros.subarray(0, n));
+        await this.writeData(pos, this.#zeros.subarray(0, n));
       }
     }
   }
@@ -108,43 +102,6 @@ class RawImage implements ReplicaImage {
         `write ${offset}+${length} is outside replica ${this.path} (size ${this.size})`,
       );
     }
-  }
-}
-
-class Qcow2Image implements ReplicaImage {
-  private constructor(
-    readonly served: ServedImage,
-    readonly client: NbdClient,
-    readonly size: number,
-  ) {}
-
-  static async open(path: string): Promise<Qcow2Image> {
-    // A qemu-nbd left by a crashed receiver is stopped by serveImage.
-    const served = await serveImage(path, { format: "qcow2", readOnly: false, connections: 1 });
-    try {
-      const client = await NbdClient.connect({ uri: served.uri });
-      return new Qcow2Image(served, client, client.size);
-    } catch (err) {
-      await served.close();
-      throw err;
-    }
-  }
-
-  write(offset: number, data: Uint8Array): Promise<void> {
-    return this.client.pwrite(data, offset);
-  }
-
-  zero(offset: number, length: number): Promise<void> {
-    return this.client.zero(offset, length);
-  }
-
-  flush(): Promise<void> {
-    return this.client.flush();
-  }
-
-  async close(): Promise<void> {
-    await this.client.close();
-    await this.served.close();
   }
 }
 

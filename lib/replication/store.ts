@@ -534,11 +534,11 @@ export class ReplicaStore {
   }
 
   async #write(image: ReplicaImage, msg: DataMessage | ZeroMessage): Promise<void> {
-    if (msg.type === "zero") return await image.zero(msg.offset, msg.length);
+    if (msg.type === "zero") return await image.writeZero(msg.offset, msg.length);
     const data = msg.codec === "zstd"
       ? zstdDecompressExact(msg.payload, msg.length, `record at ${msg.offset}`)
       : msg.payload;
-    await image.write(msg.offset, data);
+    await image.writeData(msg.offset, data);
   }
 
   async #image(state: ReplicaState): Promise<ReplicaImage> {
