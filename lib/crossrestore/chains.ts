@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { describeError, InputError, SourceError, UsageError } from "../core/errors.ts";
+import { InputError, UsageError } from "../core/errors.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 import {
   decodeHeader,
@@ -16,6 +16,8 @@ import {
   type StreamHeader,
 } from "../stream/format.ts";
 import { parseVmDefinition, type VmDefinition, type VmDisk } from "./vmdef.ts";
+import { openStreamPath } from "../stream/reader.ts";
+import { concatBytes } from "../core/bytes.ts";
 
 /** One disk to restore: its chain and its place in the VM. */
 export interface ChainDisk {
@@ -35,20 +37,12 @@ export interface OpenedChains {
 
 /** Reads only the header of a stream file (prefix, JSON, checksum). */
 export async function readStreamHeader(path: string): Promise<StreamHeader> {
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (err) {
-    throw new SourceError(`cannot open backup stream '${path}': ${describeError(err)}`);
-  }
+  const file = await openStreamPath(path);
   try {
     const prefix = await readExactly(file, HEADER_PREFIX_SIZE, path);
     const jsonLength = decodeHeaderPrefix(prefix);
     const rest = await readExactly(file, jsonLength + 8, path);
-    const whole = new Uint8Array(prefix.length + rest.length);
-    whole.set(prefix);
-    whole.set(rest, prefix.length);
-    return decodeHeader(whole);
+    return decodeHeader(concatBytes(prefix, rest));
   } catch (err) {
     if (err instanceof InputError) throw new InputError(`${path}: ${err.message}`);
     throw err;

@@ -216,14 +216,18 @@ function named(err: unknown, name: string): unknown {
   return err;
 }
 
-/** Opens a stream file for sequential reading (SourceError if it cannot be opened). */
-export async function openStreamFile(path: string): Promise<StreamReader> {
-  let file: Deno.FsFile;
+/** Opens a stream file for reading; SourceError naming it if it cannot be opened. */
+export async function openStreamPath(path: string): Promise<Deno.FsFile> {
   try {
-    file = await Deno.open(path, { read: true });
+    return await Deno.open(path, { read: true });
   } catch (err) {
     throw new SourceError(`cannot open backup stream '${path}': ${describeError(err)}`);
   }
+}
+
+/** Opens a stream file for sequential reading (SourceError if it cannot be opened). */
+export async function openStreamFile(path: string): Promise<StreamReader> {
+  const file = await openStreamPath(path);
   return await StreamReader.open(file.readable, path);
 }
 
