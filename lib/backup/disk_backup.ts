@@ -63,14 +63,15 @@ export interface DiskBackupOutcome {
 export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutcome> {
   const { planned } = input;
   const contexts = [BASE_ALLOCATION, ...(input.dirtyContext ? [input.dirtyContext] : [])];
-  const clients: NbdClient[] = [];
+  let clients: NbdClient[] = [];
   let hashDb: HashDb | undefined;
   let writer: StreamWriter | undefined;
   try {
     const reads = input.reads ?? LOCAL_READS;
-    for (let i = 0; i < reads.connections; i++) {
-      clients.push(await NbdClient.connect({ uri: input.uri, metaContexts: contexts }));
-    }
+    clients = await NbdClient.connectMany(
+      { uri: input.uri, metaContexts: contexts },
+      reads.connections,
+    );
     const size = clients[0].size;
     const blockSize = planned.level === "full" || !input.state
       ? input.granularity

@@ -104,6 +104,24 @@ export class NbdClient {
     return new NbdClient(uri, h, contexts);
   }
 
+  /**
+   * Opens `count` connections at once (each one's handshake is a few round
+   * trips, which add up through an SSH tunnel when made one after another).
+   * If any fails, the others are closed and the first failure is thrown.
+   */
+  static async connectMany(opts: NbdConnectOptions, count: number): Promise<NbdClient[]> {
+    const settled = await Promise.allSettled(
+      Array.from({ length: count }, () => NbdClient.connect(opts)),
+    );
+    const failed = settled.find((r) => r.status === "rejected");
+    const clients = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    if (failed) {
+      await Promise.all(clients.map((c) => c.close()));
+      throw failed.reason;
+    }
+    return clients;
+  }
+
   /** True when the meta context was requested at connect and the server offers it. */
   canMetaContext(name: string): boolean {
     return this.#contexts.has(name);

@@ -157,12 +157,7 @@ export class NbdSource implements DiskSource {
     try {
       const want = Math.max(1, Math.floor(opts.connections ?? 1));
       if (want > 1 && first.canMultiConn) {
-        const more = await Promise.allSettled(
-          Array.from({ length: want - 1 }, () => NbdClient.connect({ uri, metaContexts })),
-        );
-        for (const r of more) if (r.status === "fulfilled") clients.push(r.value);
-        const failed = more.find((r) => r.status === "rejected");
-        if (failed) throw (failed as PromiseRejectedResult).reason;
+        clients.push(...await NbdClient.connectMany({ uri, metaContexts }, want - 1));
       }
       return new NbdSource(uri, clients, opts.read ?? {});
     } catch (err) {
