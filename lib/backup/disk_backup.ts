@@ -125,7 +125,7 @@ export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutc
       done += chunk.data.length;
       input.onProgress?.(planned.diskName, done, total);
       for (const run of classifier.classify(chunk.offset, chunk.data)) {
-        if (run.kind === "data") await writer.writeData(run.offset, run.data);
+        if (run.kind === "data") await writer.writeData(run.offset, run.data, run.blockHashes);
         else if (run.kind === "zero") await writer.writeZero(run.offset, run.length);
       }
     }

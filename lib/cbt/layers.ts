@@ -23,10 +23,18 @@ export interface CbtStats {
   dataBytes: number;
 }
 
-/** A classified run: zeros, or data with its bytes (a view of the chunk given). */
+/**
+ * A classified run: zeros, or data with its bytes (a view of the chunk given)
+ * and the xxHash64 of each of its blocks (the stream writer's record checksums
+ * are made from them).
+ */
 export type ClassifiedExtent =
   | (MappedExtent & { readonly kind: "zero" })
-  | (MappedExtent & { readonly kind: "data"; readonly data: Uint8Array });
+  | (MappedExtent & {
+    readonly kind: "data";
+    readonly data: Uint8Array;
+    readonly blockHashes: BigUint64Array;
+  });
 
 /** True when every byte is zero; 8 bytes per step when the view is aligned. */
 export function isAllZero(bytes: Uint8Array): boolean {
@@ -98,6 +106,7 @@ export class BlockClassifier {
       );
     }
     const out: ClassifiedExtent[] = [];
+    const hashes = new BigUint64Array(Math.ceil(chunk.length / blockSize));
     let runKind: "zero" | "data" | null = null;
     let runStart = 0;
     const closeRun = (at: number) => {
@@ -107,6 +116,7 @@ export class BlockClassifier {
           length: at - runStart,
           kind: "data",
           data: chunk.subarray(runStart, at),
+          blockHashes: hashes.subarray(runStart / blockSize, Math.ceil(at / blockSize)),
         });
       } else if (runKind === "zero") {
         out.push({ offset: offset + runStart, length: at - runStart, kind: "zero" });
@@ -117,6 +127,7 @@ export class BlockClassifier {
     for (let at = 0; at < chunk.length; at += blockSize, index++) {
       const block = chunk.subarray(at, Math.min(at + blockSize, chunk.length));
       const hash = xxh64(block);
+      hashes[at / blockSize] = hash;
       this.#db.stage(index, hash);
       this.stats.dirtyBytes += block.length;
       let kind: "unchanged" | "zero" | "data";

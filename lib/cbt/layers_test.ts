@@ -46,6 +46,14 @@ Deno.test("full: zero blocks become zero extents, data merges, hashes staged for
     assert.deepEqual(shape(runs), [["data", 0, 2], ["zero", 2, 1], ["data", 3, 1], ["zero", 4, 2]]);
     const first = runs[0];
     assert.ok(first.kind === "data" && first.data.buffer === chunk.buffer); // a view, no copy
+    // Each data run carries its blocks' hashes, as staged in the DB.
+    assert.deepEqual([...first.blockHashes], [
+      xxh64(chunk.subarray(0, B)),
+      xxh64(chunk.subarray(B, 2 * B)),
+    ]);
+    const third = runs[2];
+    assert.ok(third.kind === "data");
+    assert.deepEqual([...third.blockHashes], [xxh64(chunk.subarray(3 * B, 4 * B))]);
     assert.deepEqual(c.stats, {
       dirtyBytes: 6 * B,
       unchangedBytes: 0,

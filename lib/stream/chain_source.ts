@@ -7,12 +7,11 @@
  * @module
  */
 import { type FileHandle, open } from "node:fs/promises";
-import { xxh64 } from "@node-rs/xxhash";
 import { coalesceMapped, extentEnd, type MappedExtent } from "../core/extent.ts";
 import { describeError, InputError, SourceError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { checkChainOrder } from "./chain.ts";
-import type { StreamHeader } from "./format.ts";
+import { dataChecksum, type StreamHeader } from "./format.ts";
 import { openStreamFile } from "./reader.ts";
 import { zstdDecompressExact } from "./zstd.ts";
 
@@ -200,7 +199,7 @@ export class ChainSource implements DiskSource {
       throw new InputError(`${where}: the file was truncated after indexing`);
     }
     const data = rec.compressed ? zstdDecompressExact(payload, rec.length, where) : payload;
-    if (xxh64(data) !== rec.checksum) {
+    if (dataChecksum(this.headers[rec.file], rec.offset, data) !== rec.checksum) {
       throw new InputError(`${where}: data checksum mismatch (the file changed after indexing)`);
     }
     this.#cached = { rec, data };

@@ -8,23 +8,33 @@
  *
  * @module
  */
-import { xxh64 } from "@node-rs/xxhash";
-import { encodeRecordHeader, RECORD_HEADER_SIZE } from "./format.ts";
+import { dataChecksum, encodeRecordHeader, RECORD_HEADER_SIZE, STREAM_VERSION } from "./format.ts";
 import { zstdCompress } from "./zstd.ts";
 
+/** What a data record is of, and how to store it. */
+export interface DataRecordSpec {
+  /** Disk offset of the data. */
+  readonly offset: number;
+  /** Bytes of data. */
+  readonly length: number;
+  /** zstd level; 0 stores the data uncompressed. */
+  readonly level: number;
+  /** The stream's block size (the data checksum's piece size). */
+  readonly blockSize: number;
+  /** The data checksum when the caller has it from the hash DB's block hashes; else computed. */
+  readonly checksum?: bigint;
+}
+
 /**
- * Encodes the record for the `length` bytes of disk data from `offset` that
- * `buf` holds at RECORD_HEADER_SIZE; `level` 0 stores them uncompressed.
- * Returns the record: a view of `buf` from its start.
+ * Encodes the record for the `spec.length` bytes of disk data that `buf`
+ * holds at RECORD_HEADER_SIZE. Returns the record: a view of `buf` from its
+ * start.
  */
-export function encodeDataRecordInPlace(
-  buf: Uint8Array,
-  offset: number,
-  length: number,
-  level: number,
-): Uint8Array {
+export function encodeDataRecordInPlace(buf: Uint8Array, spec: DataRecordSpec): Uint8Array {
+  const { offset, length, level } = spec;
   const data = buf.subarray(RECORD_HEADER_SIZE, RECORD_HEADER_SIZE + length);
-  const checksum = xxh64(data);
+  const checksum = spec.checksum ??
+    dataChecksum({ version: STREAM_VERSION, blockSize: spec.blockSize }, offset, data);
   const z = level > 0 ? zstdCompress(data, level) : null;
   const compressed = z !== null && z.length < length;
   if (compressed) buf.set(z, RECORD_HEADER_SIZE);

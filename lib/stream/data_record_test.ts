@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
-import { xxh64 } from "@node-rs/xxhash";
 import { encodeDataRecordInPlace } from "./data_record.ts";
-import { decodeRecordHeader, RECORD_HEADER_SIZE } from "./format.ts";
+import { dataChecksum, decodeRecordHeader, RECORD_HEADER_SIZE, STREAM_VERSION } from "./format.ts";
 import { zstdDecompressExact } from "./zstd.ts";
+
+const B = 4096;
+const v2 = { version: STREAM_VERSION, blockSize: B };
 
 function recordBuffer(data: Uint8Array, room = 0): Uint8Array {
   const buf = new Uint8Array(RECORD_HEADER_SIZE + data.length + room);
@@ -13,14 +15,15 @@ function recordBuffer(data: Uint8Array, room = 0): Uint8Array {
 Deno.test("a compressible record is compressed in place, in front of what is left of the buffer", () => {
   const data = new Uint8Array(65536).map((_, i) => (i >> 8) & 0xff);
   const buf = recordBuffer(data, 4096);
-  const record = encodeDataRecordInPlace(buf, 1 << 20, data.length, 3);
+  const spec = { offset: 1 << 20, length: data.length, level: 3, blockSize: B };
+  const record = encodeDataRecordInPlace(buf, spec);
   assert.equal(record.buffer, buf.buffer);
   assert.equal(record.byteOffset, 0);
   const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE));
   assert.equal(h.compressed, true);
   assert.equal(h.offset, 1 << 20);
   assert.equal(h.length, data.length);
-  assert.equal(h.checksum, xxh64(data));
+  assert.equal(h.checksum, dataChecksum(v2, 1 << 20, data));
   assert.equal(record.length, RECORD_HEADER_SIZE + h.storedLength);
   const payload = record.subarray(RECORD_HEADER_SIZE);
   assert.deepEqual(zstdDecompressExact(payload, data.length, "test"), data);
@@ -29,11 +32,19 @@ Deno.test("a compressible record is compressed in place, in front of what is lef
 Deno.test("incompressible data and level 0 are stored as they are", () => {
   const data = crypto.getRandomValues(new Uint8Array(65536));
   for (const level of [0, 3]) {
-    const record = encodeDataRecordInPlace(recordBuffer(data), 0, data.length, level);
+    const spec = { offset: 0, length: data.length, level, blockSize: B };
+    const record = encodeDataRecordInPlace(recordBuffer(data), spec);
     const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE));
     assert.equal(h.compressed, false);
     assert.equal(h.storedLength, data.length);
-    assert.equal(h.checksum, xxh64(data));
+    assert.equal(h.checksum, dataChecksum(v2, 0, data));
     assert.deepEqual(record.subarray(RECORD_HEADER_SIZE), data);
   }
+});
+
+Deno.test("a checksum the caller has is taken as it is, not computed again", () => {
+  const data = new Uint8Array(1000).fill(7);
+  const spec = { offset: 0, length: data.length, level: 0, blockSize: B, checksum: 42n };
+  const record = encodeDataRecordInPlace(recordBuffer(data), spec);
+  assert.equal(decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE)).checksum, 42n);
 });

@@ -1,7 +1,8 @@
 /**
- * The dirtybit backup stream format, version 1: pure encoders and decoders of
- * the stream header, record headers and trailer. No I/O. The byte layout is
- * specified in docs/stream-format.md; this module is its single implementation.
+ * The dirtybit backup stream format, version 2 (and version 1, still read):
+ * pure encoders and decoders of the stream header, record headers, data
+ * checksums and trailer. No I/O. The byte layout is specified in
+ * docs/stream-format.md; this module is its single implementation.
  *
  * @module
  */
@@ -12,8 +13,10 @@ import { InputError } from "../core/errors.ts";
 export const STREAM_MAGIC = new TextEncoder().encode("DIRTYBIT");
 /** Last bytes of every stream, after the trailer checksum. */
 export const END_MAGIC = new TextEncoder().encode("DBITEND\n");
-/** The one format version this code writes and reads. */
-export const STREAM_VERSION = 1;
+/** The format version this code writes. */
+export const STREAM_VERSION = 2;
+/** The versions this code reads: 1 differs only in what its two checksums cover. */
+const READABLE_VERSIONS: readonly number[] = [1, 2];
 /** Bytes before the header JSON: magic, version, flags, JSON length. */
 export const HEADER_PREFIX_SIZE = 16;
 /** Largest header JSON accepted (the VM definition in `metadata` must fit). */
@@ -78,7 +81,7 @@ export interface RecordHeader {
   readonly offset: number;
   /** Uncompressed length of the range. */
   readonly length: number;
-  /** xxHash64 of the uncompressed data (0 for zero records). */
+  /** The uncompressed data's checksum, see {@link dataChecksum} (0 for zero records). */
   readonly checksum: bigint;
 }
 
@@ -92,7 +95,7 @@ export interface StreamTrailer {
   readonly zeroBytes: number;
   /** Payload bytes as stored (after compression). */
   readonly storedBytes: number;
-  /** xxHash64 of every stream byte before it, as 16 hex digits. */
+  /** xxHash64 of the stream before it (see {@link streamHashCoversPayloads}), as 16 hex digits. */
   readonly checksum: string;
 }
 
@@ -133,7 +136,9 @@ function requireSize(o: Record<string, unknown>, key: string): number {
 /** Checks a header's fields and their combination; throws InputError naming the field. */
 export function validateHeader(o: Record<string, unknown>): StreamHeader {
   const version = requireSize(o, "version");
-  if (version !== STREAM_VERSION) fail(`unknown version ${version} (this dirtybit reads 1)`);
+  if (!READABLE_VERSIONS.includes(version)) {
+    fail(`unknown version ${version} (this dirtybit reads ${READABLE_VERSIONS.join(" and ")})`);
+  }
   const disk = requireString(o, "disk", true);
   const virtualSize = requireSize(o, "virtualSize");
   const blockSize = requireSize(o, "blockSize");
@@ -204,7 +209,7 @@ export function encodeHeader(header: StreamHeader): Uint8Array {
   const out = new Uint8Array(HEADER_PREFIX_SIZE + json.length + 8);
   const view = new DataView(out.buffer);
   out.set(STREAM_MAGIC, 0);
-  view.setUint16(8, STREAM_VERSION, true);
+  view.setUint16(8, header.version, true);
   view.setUint16(10, 0, true);
   view.setUint32(12, json.length, true);
   out.set(json, HEADER_PREFIX_SIZE);
@@ -223,9 +228,11 @@ export function decodeHeaderPrefix(prefix: Uint8Array): number {
   }
   const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
   const version = view.getUint16(8, true);
-  if (version !== STREAM_VERSION) {
+  if (!READABLE_VERSIONS.includes(version)) {
     throw new InputError(
-      `backup stream version ${version} is not supported (this dirtybit reads version ${STREAM_VERSION})`,
+      `backup stream version ${version} is not supported (this dirtybit reads versions ${
+        READABLE_VERSIONS.join(" and ")
+      })`,
     );
   }
   if (view.getUint16(10, true) !== 0) fail("reserved flags are set");
@@ -250,7 +257,13 @@ export function decodeHeader(bytes: Uint8Array): StreamHeader {
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     fail("JSON is not an object");
   }
-  return validateHeader(parsed as Record<string, unknown>);
+  const header = validateHeader(parsed as Record<string, unknown>);
+  if (header.version !== view.getUint16(8, true)) {
+    fail(
+      `JSON version ${header.version} differs from the binary version ${view.getUint16(8, true)}`,
+    );
+  }
+  return header;
 }
 
 function putU64(view: DataView, at: number, value: number): void {
@@ -329,6 +342,50 @@ export function decodeRecordHeader(bytes: Uint8Array): RecordHeader {
   return { kind, compressed, storedLength, offset, length, checksum };
 }
 
+/**
+ * The checksum of a data record's uncompressed `data` at disk `offset`.
+ * Version 1: xxHash64 of the data. Version 2: xxHash64 of the xxHash64s of
+ * the data's pieces, cut at multiples of `blockSize` from the disk's start,
+ * each digest as 8 little-endian bytes. Those piece digests are the hash DB's
+ * block hashes, so a backup that has them checksums a record without hashing
+ * its data again ({@link checksumOfDigests}).
+ */
+export function dataChecksum(
+  header: Pick<StreamHeader, "version" | "blockSize">,
+  offset: number,
+  data: Uint8Array,
+): bigint {
+  if (header.version === 1) return xxh64(data);
+  const { blockSize } = header;
+  const first = Math.min(data.length, blockSize - (offset % blockSize));
+  const count = data.length === 0 ? 0 : 1 + Math.ceil((data.length - first) / blockSize);
+  const digests = new BigUint64Array(count);
+  for (let i = 0, at = 0; i < count; i++) {
+    const end = i === 0 ? first : Math.min(at + blockSize, data.length);
+    digests[i] = xxh64(data.subarray(at, end));
+    at = end;
+  }
+  return checksumOfDigests(digests);
+}
+
+/** Version 2's data checksum from the piece digests of {@link dataChecksum}. */
+export function checksumOfDigests(digests: BigUint64Array): bigint {
+  const bytes = new Uint8Array(digests.length * 8);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < digests.length; i++) view.setBigUint64(i * 8, digests[i], true);
+  return xxh64(bytes);
+}
+
+/**
+ * Whether the trailer's stream checksum covers data payloads: version 1
+ * hashes every byte, version 2 every byte but the payloads, which their
+ * records' data checksums cover (and the record headers holding those are
+ * in the stream checksum).
+ */
+export function streamHashCoversPayloads(version: number): boolean {
+  return version === 1;
+}
+
 /** Kind of the frame a byte starts: data/zero record or trailer; InputError otherwise. */
 export function frameKind(firstByte: number): "record" | "trailer" {
   if (firstByte === RecordKind.data || firstByte === RecordKind.zero) return "record";
@@ -338,7 +395,8 @@ export function frameKind(firstByte: number): "record" | "trailer" {
 
 /**
  * Encodes the trailer. `hashBefore` must be the running xxHash64 state over the
- * whole stream so far; it is fed the trailer's first 40 bytes and digested.
+ * stream so far (payloads left out, {@link streamHashCoversPayloads}); it is fed
+ * the trailer's first 40 bytes and digested.
  */
 export function encodeTrailer(
   totals: Omit<StreamTrailer, "checksum">,
@@ -361,7 +419,7 @@ export function encodeTrailer(
 
 /**
  * Decodes and verifies a trailer against what the reader counted, given the
- * running hash over every byte before the trailer.
+ * running hash over the stream before the trailer (as for {@link encodeTrailer}).
  */
 export function decodeTrailer(
   bytes: Uint8Array,

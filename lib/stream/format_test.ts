@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { Xxh64 } from "@node-rs/xxhash";
+import { Xxh64, xxh64 } from "@node-rs/xxhash";
 import { InputError } from "../core/errors.ts";
 import {
+  checksumOfDigests,
   completeHeader,
   compressionLevel,
+  dataChecksum,
   decodeHeader,
   decodeRecordHeader,
   decodeTrailer,
@@ -11,6 +13,7 @@ import {
   encodeRecordHeader,
   encodeTrailer,
   type RecordHeader,
+  STREAM_VERSION,
   type StreamHeaderInit,
 } from "./format.ts";
 
@@ -30,7 +33,7 @@ const init: StreamHeaderInit = {
 Deno.test("header round trip keeps every field", () => {
   const header = completeHeader({ ...init, createdAt: "2025-01-02T03:04:05.000Z" });
   assert.deepEqual(decodeHeader(encodeHeader(header)), header);
-  assert.equal(header.version, 1);
+  assert.equal(header.version, 2);
 });
 
 Deno.test("header without metadata and full level round-trips", () => {
@@ -72,8 +75,33 @@ Deno.test("bad magic and unknown version have their own messages", () => {
   magic[0] = 0x41;
   assert.throws(() => decodeHeader(magic), /bad magic/);
   const version = bytes.slice();
-  version[8] = 2;
-  assert.throws(() => decodeHeader(version), /version 2 is not supported/);
+  version[8] = 3;
+  assert.throws(() => decodeHeader(version), /version 3 is not supported/);
+});
+
+Deno.test("a version 1 header is still read, with its version", () => {
+  const header = { ...completeHeader(init), version: 1 };
+  assert.equal(decodeHeader(encodeHeader(header)).version, 1);
+});
+
+Deno.test("version 2 data checksums hash the digests of pieces cut at disk block boundaries", () => {
+  const B = 512;
+  const data = crypto.getRandomValues(new Uint8Array(2000));
+  // From offset 100: pieces of 412, 512, 512, 512 and 52 bytes.
+  const cuts = [0, 412, 924, 1436, 1948, 2000];
+  const digests = new BigUint64Array(cuts.length - 1);
+  for (let i = 0; i + 1 < cuts.length; i++) digests[i] = xxh64(data.subarray(cuts[i], cuts[i + 1]));
+  const bytes = new Uint8Array(digests.length * 8);
+  digests.forEach((d, i) => new DataView(bytes.buffer).setBigUint64(i * 8, d, true));
+  const expected = xxh64(bytes);
+  assert.equal(checksumOfDigests(digests), expected);
+  assert.equal(dataChecksum({ version: STREAM_VERSION, blockSize: B }, 100, data), expected);
+  // Aligned data: one digest per block, the last one short.
+  const aligned = dataChecksum({ version: 2, blockSize: B }, 1024, data);
+  const blocks = new BigUint64Array(4);
+  for (let i = 0; i < 4; i++) blocks[i] = xxh64(data.subarray(i * B, Math.min((i + 1) * B, 2000)));
+  assert.equal(aligned, checksumOfDigests(blocks));
+  assert.equal(dataChecksum({ version: 1, blockSize: B }, 100, data), xxh64(data));
 });
 
 Deno.test("record headers round-trip and every corrupted byte is caught", () => {

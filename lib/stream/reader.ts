@@ -5,10 +5,11 @@
  *
  * @module
  */
-import { Xxh64, xxh64 } from "@node-rs/xxhash";
+import { Xxh64 } from "@node-rs/xxhash";
 import { describeError, InputError, SourceError } from "../core/errors.ts";
 import { ByteReader } from "./byte_reader.ts";
 import {
+  dataChecksum,
   decodeHeader,
   decodeHeaderPrefix,
   decodeRecordHeader,
@@ -16,6 +17,7 @@ import {
   frameKind,
   HEADER_PREFIX_SIZE,
   RECORD_HEADER_SIZE,
+  streamHashCoversPayloads,
   type StreamHeader,
   type StreamTrailer,
   TRAILER_SIZE,
@@ -33,7 +35,7 @@ export interface DataRecord {
   readonly payloadPosition: number;
   readonly storedLength: number;
   readonly compressed: boolean;
-  /** xxHash64 of `data`. */
+  /** The record's data checksum (`dataChecksum` of `data`). */
   readonly checksum: bigint;
 }
 
@@ -158,12 +160,12 @@ export class StreamReader {
         }
         const payloadPosition = this.#in.position;
         const payload = await readOrFail(this.#in, rec.storedLength, this.#name, "a record");
-        this.#hash.update(payload);
+        if (streamHashCoversPayloads(this.header.version)) this.#hash.update(payload);
         const where = `${this.#name}: record at ${rec.offset}`;
         const data = rec.compressed
           ? zstdDecompressExact(payload, rec.length, where)
           : payload.slice();
-        if (xxh64(data) !== rec.checksum) {
+        if (dataChecksum(this.header, rec.offset, data) !== rec.checksum) {
           throw new InputError(`${where}: data checksum mismatch (corrupt stream)`);
         }
         counted.dataBytes += rec.length;

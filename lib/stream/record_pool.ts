@@ -7,6 +7,7 @@
  * @module
  */
 import type { RecordRequest, RecordResponse } from "./record_worker.ts";
+import type { DataRecordSpec } from "./data_record.ts";
 
 /** An encoded record, and the buffer it was encoded in when the record is a compact copy. */
 export interface EncodedRecord {
@@ -38,12 +39,12 @@ class RecordPool {
     }
   }
 
-  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<EncodedRecord> {
+  encode(buf: Uint8Array, spec: DataRecordSpec): Promise<EncodedRecord> {
     const id = this.#nextId++;
     const worker = this.#workers[this.#turn++ % this.#workers.length];
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      const req: RecordRequest = { id, offset, length, level, buf };
+      const req: RecordRequest = { id, spec, buf };
       worker.postMessage(req, [buf.buffer as ArrayBuffer]);
     });
   }
@@ -76,7 +77,7 @@ export interface RecordPoolHandle {
    * encodeDataRecordInPlace in a worker. `buf` is transferred: it must own
    * its whole buffer, which comes back as the record's or as the spare.
    */
-  encode(buf: Uint8Array, offset: number, length: number, level: number): Promise<EncodedRecord>;
+  encode(buf: Uint8Array, spec: DataRecordSpec): Promise<EncodedRecord>;
   release(): void;
 }
 
@@ -87,7 +88,7 @@ export function acquireRecordPool(workers: number): RecordPoolHandle {
   pool.users++;
   let released = false;
   return {
-    encode: (buf, offset, length, level) => pool.encode(buf, offset, length, level),
+    encode: (buf, spec) => pool.encode(buf, spec),
     release() {
       if (released) return;
       released = true;

@@ -6,14 +6,12 @@
  *
  * @module
  */
-import { encodeDataRecordInPlace } from "./data_record.ts";
+import { type DataRecordSpec, encodeDataRecordInPlace } from "./data_record.ts";
 
-/** A buffer holding `length` bytes of disk data after the header's room; transferred both ways. */
+/** A buffer holding `spec.length` bytes of disk data after the header's room; transferred both ways. */
 export interface RecordRequest {
   readonly id: number;
-  readonly offset: number;
-  readonly length: number;
-  readonly level: number;
+  readonly spec: DataRecordSpec;
   readonly buf: Uint8Array;
 }
 
@@ -37,9 +35,9 @@ const scope = globalThis as unknown as {
 };
 
 scope.onmessage = (ev) => {
-  const { id, offset, length, level, buf } = ev.data;
+  const { id, spec, buf } = ev.data;
   try {
-    const record = encodeDataRecordInPlace(buf, offset, length, level);
+    const record = encodeDataRecordInPlace(buf, spec);
     if (record.length <= buf.length / 2) {
       const compact = record.slice();
       scope.postMessage({ id, record: compact, spare: buf }, [

@@ -9,6 +9,7 @@ import { Xxh64 } from "@node-rs/xxhash";
 import { describeError, TargetError } from "../core/errors.ts";
 import { acquireRecordPool, type RecordPoolHandle } from "./record_pool.ts";
 import {
+  checksumOfDigests,
   completeHeader,
   compressionLevel,
   encodeHeader,
@@ -88,18 +89,40 @@ export class StreamWriter {
     this.#spares = releasingSinks.has(sink) ? [] : null;
     this.#out = sink.getWriter();
     this.#queue = Promise.resolve();
-    this.#enqueue(Promise.resolve(encodeHeader(this.header)));
+    this.#enqueue(Promise.resolve(encodeHeader(this.header)), Infinity);
   }
 
   /**
    * Adds the data of `[offset, offset + data.length)`. Ranges must come in
    * ascending order without overlap. `data` may be reused once this resolves.
+   *
+   * `blockHashes`, for data starting on a block boundary: the xxHash64 of
+   * each of its blocks (the last may be short), as the hash DB has them.
+   * Records then get their checksums from those instead of hashing the data
+   * again.
    */
-  async writeData(offset: number, data: Uint8Array): Promise<void> {
+  async writeData(
+    offset: number,
+    data: Uint8Array,
+    blockHashes?: BigUint64Array,
+  ): Promise<void> {
     this.#checkRange(offset, data.length);
+    const { blockSize } = this.header;
+    const perBlock = blockHashes !== undefined && offset % blockSize === 0 &&
+      RECORD_DATA_TARGET % blockSize === 0;
+    if (perBlock && blockHashes.length !== Math.ceil(data.length / blockSize)) {
+      throw new RangeError(
+        `${blockHashes.length} block hashes for ${data.length} bytes of ${blockSize}-byte blocks`,
+      );
+    }
     for (let at = 0; at < data.length; at += RECORD_DATA_TARGET) {
       const piece = data.subarray(at, Math.min(at + RECORD_DATA_TARGET, data.length));
-      this.#enqueue(this.#dataFrame(offset + at, piece));
+      const checksum = perBlock
+        ? checksumOfDigests(
+          blockHashes.subarray(at / blockSize, Math.ceil((at + piece.length) / blockSize)),
+        )
+        : undefined;
+      this.#enqueue(this.#dataFrame(offset + at, piece, checksum), RECORD_HEADER_SIZE);
       this.#totals.records++;
       this.#totals.dataBytes += piece.length;
       await this.#slot();
@@ -118,7 +141,7 @@ export class StreamWriter {
       length,
       checksum: 0n,
     });
-    this.#enqueue(Promise.resolve(frame));
+    this.#enqueue(Promise.resolve(frame), Infinity);
     this.#totals.records++;
     this.#totals.zeroBytes += length;
     await this.#slot();
@@ -187,7 +210,7 @@ export class StreamWriter {
   }
 
   /** The record for one piece, encoded now (no workers) or in a worker. */
-  #dataFrame(offset: number, piece: Uint8Array): Promise<Uint8Array> {
+  #dataFrame(offset: number, piece: Uint8Array, checksum?: bigint): Promise<Uint8Array> {
     const counted = (record: Uint8Array) => {
       this.#totals.storedBytes += record.length - RECORD_HEADER_SIZE;
       return record;
@@ -198,12 +221,15 @@ export class StreamWriter {
       ? new Uint8Array(spare)
       : new Uint8Array(this.#spares ? RECORD_BUFFER_SIZE : RECORD_HEADER_SIZE + piece.length);
     buf.set(piece, RECORD_HEADER_SIZE);
-    if (!this.#pool) {
-      return Promise.resolve(
-        counted(encodeDataRecordInPlace(buf, offset, piece.length, this.#level)),
-      );
-    }
-    return this.#pool.encode(buf, offset, piece.length, this.#level).then(({ record, spare }) => {
+    const spec = {
+      offset,
+      length: piece.length,
+      level: this.#level,
+      blockSize: this.header.blockSize,
+      checksum,
+    };
+    if (!this.#pool) return Promise.resolve(counted(encodeDataRecordInPlace(buf, spec)));
+    return this.#pool.encode(buf, spec).then(({ record, spare }) => {
       if (spare) this.#recycle(spare);
       return counted(record);
     });
@@ -221,7 +247,8 @@ export class StreamWriter {
     }
   }
 
-  #enqueue(frame: Promise<Uint8Array>): void {
+  /** Queues a frame for the sink; its first `hashed` bytes go into the stream checksum. */
+  #enqueue(frame: Promise<Uint8Array>, hashed: number): void {
     // A rejected frame must not go unhandled before its turn in the queue comes.
     frame.catch(() => {});
     this.#inFlight++;
@@ -229,7 +256,7 @@ export class StreamWriter {
       try {
         if (this.#error) return;
         const bytes = await frame;
-        this.#hash.update(bytes);
+        this.#hash.update(hashed < bytes.length ? bytes.subarray(0, hashed) : bytes);
         await this.#out.write(bytes);
         this.#written += bytes.length;
         this.#recycle(bytes);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { xxh64 } from "@node-rs/xxhash";
 import { InputError, TargetError } from "../core/errors.ts";
 import type { StreamHeaderInit } from "./format.ts";
 import { StreamReader, type StreamRecord } from "./reader.ts";
@@ -208,6 +209,35 @@ Deno.test("corruption of any single byte is an InputError", async () => {
     bad[at] ^= 1 << (at % 8);
     await assert.rejects(readAll(chunkedSource(bad)), InputError, `byte ${at}`);
   }
+});
+
+Deno.test("a changed payload byte is caught by its record's data checksum", async () => {
+  const { bytes } = await writeSample("none", 0);
+  for (let at = 200; at < bytes.length - 200; at += 997) {
+    const bad = bytes.slice();
+    bad[at] ^= 0x20;
+    await assert.rejects(readAll(chunkedSource(bad)), InputError, `byte ${at}`);
+  }
+});
+
+Deno.test("records checksummed from the caller's block hashes are the same bytes", async () => {
+  const fixed = { ...header("zstd:3"), createdAt: "2026-01-01T00:00:00.000Z" };
+  const data = pattern(2 * RECORD_DATA_TARGET + 5000, 3);
+  const blockHashes = new BigUint64Array(Math.ceil(data.length / 65536));
+  for (let i = 0; i < blockHashes.length; i++) {
+    blockHashes[i] = xxh64(data.subarray(i * 65536, (i + 1) * 65536));
+  }
+  const write = async (hashes?: BigUint64Array) => {
+    const mem = memorySink();
+    const w = new StreamWriter(mem.sink, fixed, { workers: 0 });
+    await w.writeData(65536, data, hashes);
+    await w.finish();
+    return mem.bytes();
+  };
+  assert.deepEqual(await write(blockHashes), await write());
+  const w = new StreamWriter(memorySink().sink, fixed, { workers: 0 });
+  await assert.rejects(w.writeData(0, data, blockHashes.subarray(1)), /block hashes for/);
+  w.abort();
 });
 
 Deno.test("trailing garbage and empty input are InputErrors", async () => {
