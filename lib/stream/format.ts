@@ -85,7 +85,7 @@ export interface RecordHeader {
   readonly checksum: bigint;
 }
 
-/** Totals and whole-stream checksum written at the end of a stream. */
+/** Totals and stream checksum written at the end of a stream. */
 export interface StreamTrailer {
   /** Data and zero records. */
   readonly records: number;
