@@ -9,16 +9,10 @@ import { ChainSource } from "../lib/stream/chain_source.ts";
 import type { StreamHeaderInit } from "../lib/stream/format.ts";
 import { openStreamFile, StreamReader } from "../lib/stream/reader.ts";
 import { StreamWriter } from "../lib/stream/writer.ts";
+import { pseudoRandom as random } from "./fixtures/bytes.ts";
 
 const MiB = 1 << 20;
 const SIZE = 8 * MiB + 4321; // not a multiple of the block size
-
-function random(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let s = seed;
-  for (let i = 0; i < length; i++) out[i] = (s = (s * 1664525 + 1013904223) >>> 0) >>> 24;
-  return out;
-}
 
 function headerOf(over: Partial<StreamHeaderInit>): StreamHeaderInit {
   return {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { InputError } from "../core/errors.ts";
 import { ChainSource } from "./chain_source.ts";
 import { StreamReader, type StreamRecord } from "./reader.ts";
+import { pseudoRandom as random } from "../../tests/fixtures/bytes.ts";
 
 const FIXTURE = new URL("../../tests/fixtures/streams/v1-full.dbit", import.meta.url).pathname;
 const MiB = 1 << 20;
@@ -18,13 +19,6 @@ function expectedDisk(): Uint8Array {
   disk.set(random(2 * 65536, 1), MiB);
   disk.set(random(1000, 2), 3 * MiB);
   return disk;
-}
-
-function random(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let s = seed;
-  for (let i = 0; i < length; i++) out[i] = (s = (s * 1664525 + 1013904223) >>> 0) >>> 24;
-  return out;
 }
 
 async function readAll(bytes: Uint8Array): Promise<{ reader: StreamReader; recs: StreamRecord[] }> {

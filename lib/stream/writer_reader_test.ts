@@ -4,6 +4,7 @@ import { InputError, TargetError } from "../core/errors.ts";
 import type { StreamHeaderInit } from "./format.ts";
 import { StreamReader, type StreamRecord } from "./reader.ts";
 import { chunkReleasingSink, RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
+import { pseudoRandom as random } from "../../tests/fixtures/bytes.ts";
 
 /**
  * Keeps what is written. A `releasing` sink copies each chunk, as files and
@@ -67,13 +68,6 @@ function pattern(length: number, seed: number): Uint8Array {
     // Half compressible, half random: both record kinds of payload appear.
     out[i] = i % 8192 < 4096 ? (i >> 6) & 0xff : s >>> 24;
   }
-  return out;
-}
-
-function random(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let s = seed;
-  for (let i = 0; i < length; i++) out[i] = (s = (s * 1664525 + 1013904223) >>> 0) >>> 24;
   return out;
 }
 

@@ -8,16 +8,9 @@
 import { restoreCommand } from "../../lib/cli/restore.ts";
 import type { StreamHeaderInit } from "../../lib/stream/format.ts";
 import { StreamWriter } from "../../lib/stream/writer.ts";
+import { pseudoRandom } from "../fixtures/bytes.ts";
 
 const MiB = 1 << 20;
-
-/** Deterministic pseudo-random bytes. */
-export function pseudoRandom(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let s = seed >>> 0;
-  for (let i = 0; i < length; i++) out[i] = (s = (s * 1664525 + 1013904223) >>> 0) >>> 24;
-  return out;
-}
 
 async function writeStream(
   path: string,
