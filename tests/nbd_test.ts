@@ -104,6 +104,7 @@ Deno.test("NbdClient: connecting to a missing socket gives SourceError naming th
         e instanceof SourceError && e.message.includes(uri) &&
         /No such file/.test(e.message),
     );
+    await rejects(NbdClient.connectMany({ uri }, 3), SourceError);
     await rejects(NbdClient.connect({ uri: "nbd://127.0.0.1:1/x" }), SourceError);
     await rejects(NbdClient.connect({ uri: "http://example.invalid/" }), SourceError);
   } finally {
@@ -203,7 +204,8 @@ Deno.test("readExtents over 2 connections: 64 MiB in order, right content", asyn
     pattern: (i * 37 + 1) & 0xff,
   }));
   await withQemuNbd({ size, writes }, async (srv) => {
-    const clients = await Promise.all([0, 1].map(() => NbdClient.connect({ uri: srv.uri })));
+    const clients = await NbdClient.connectMany({ uri: srv.uri }, 2);
+    ok(clients.length === 2 && clients[0] !== clients[1]);
     try {
       const extents = [
         { offset: 0, length: size },
