@@ -10,7 +10,10 @@
  * path under test (QEMU's NBD server -> tunnel or TCP -> dirtybit) is the
  * same; the rows say so. The engine runs with the data path of
  * lib/backup/vm_job.ts (`openDataPath`), compression off, into a null sink;
- * the median of 3 rounds (shared 2-core machine).
+ * the median of 5 rounds (shared 2-core machine: single runs move ±15 %).
+ * A backup opens its SSH tunnel as part of the job, so each reference's time
+ * includes opening its tunnel too (about 0.16 s here); the NBD export it
+ * reads is set up untimed.
  *
  * Run alone: `deno run -A tests/bench/vm_backup.ts`.
  *
@@ -21,7 +24,7 @@ import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { QmpSocket } from "../../lib/qemu/qmp.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
 import { openDataPath } from "../../lib/backup/vm_job.ts";
-import { SshHost } from "../../lib/hosts/ssh.ts";
+import { SshHost, type SshTunnel } from "../../lib/hosts/ssh.ts";
 import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
 import { median, randomQcow2, run, seconds } from "./measure.ts";
@@ -81,22 +84,26 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
         }
         if (mode === "plain") {
           const local = join(scratch, "plain.sock");
-          const child = await plainForward(sshd, local, socket);
+          let child: Deno.ChildProcess | undefined;
           try {
-            return await seconds(() =>
-              run("nbdcopy", [`nbd+unix:///ref?socket=${local}`, "null:"])
-            );
+            return await seconds(async () => {
+              child = await plainForward(sshd, local, socket);
+              await run("nbdcopy", [`nbd+unix:///ref?socket=${local}`, "null:"]);
+            });
           } finally {
-            child.kill("SIGTERM");
-            await child.status;
+            child?.kill("SIGTERM");
+            await child?.status;
             await Deno.remove(local).catch(() => {});
           }
         }
-        const tunnel = await host.openTunnel({ socket });
+        let tunnel: SshTunnel | undefined;
         try {
-          return await seconds(() => run("nbdcopy", [tunnel.nbdUri("ref"), "null:"]));
+          return await seconds(async () => {
+            tunnel = await host.openTunnel({ socket });
+            await run("nbdcopy", [tunnel.nbdUri("ref"), "null:"]);
+          });
         } finally {
-          await tunnel.close();
+          await tunnel?.close();
         }
       } finally {
         await qmp.execute("block-export-del", { id: "ref", mode: "hard" });
@@ -136,7 +143,7 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
       directRef: [],
       plain: [],
     };
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < 5; round++) {
       times.tunnelRef.push(await nbdcopyOver("ssh_tunnel"));
       times.tunnel.push(await backupOver("ssh_tunnel"));
       times.directRef.push(await nbdcopyOver("direct"));
