@@ -59,6 +59,22 @@ Deno.test("cli: usage errors and unreachable sources exit 2 or 5 with one line",
   }
 });
 
+Deno.test("cli: a version 1 stream (older dirtybit) inspects and restores", async () => {
+  const fixture = new URL("./fixtures/streams/v1-full.dbit", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  try {
+    const shown = await dirtybit(["inspect", fixture]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^format: +version 1$/m);
+    assert.match(shown.stdout, /^checksum: +cb37623f7adafa91 \(verified\)$/m);
+    const restored = await dirtybit(["restore", "--out", join(dir, "v1.raw"), fixture]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.equal((await Deno.stat(join(dir, "v1.raw"))).size, 3 * MiB + 1000);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("cli: backup --out - piped into restore --out X - (bpipe), full then incremental", async () => {
   await withQsd({
     disks: [{ size: 32 * MiB, writes: [{ pattern: 0x81, offset: 0, length: 4 * MiB }] }],

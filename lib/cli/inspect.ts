@@ -33,6 +33,7 @@ async function readThrough(reader: StreamReader): Promise<StreamSummary> {
 function describe(s: StreamSummary): string {
   const h = s.header;
   return [
+    `format:        version ${h.version}`,
     `disk:          ${h.disk}`,
     `level:         ${h.level}`,
     `backup id:     ${h.backupId}`,
