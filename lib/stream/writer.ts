@@ -16,6 +16,7 @@ import {
   encodeRecordHeader,
   encodeTrailer,
   RECORD_HEADER_SIZE,
+  streamHashCoversPayloads,
   type StreamHeader,
   type StreamHeaderInit,
   type StreamTrailer,
@@ -72,6 +73,8 @@ export class StreamWriter {
   #end = 0;
   #state: "open" | "finishing" | "finished" | "aborted" = "open";
   #written = 0;
+  /** Bytes of a data record that go into the stream checksum. */
+  readonly #hashedOfData: number;
 
   /** Starts a stream on `sink` (RangeError for an invalid header: a caller bug). */
   constructor(
@@ -81,6 +84,9 @@ export class StreamWriter {
   ) {
     this.header = completeHeader(header);
     this.#level = compressionLevel(this.header.compression);
+    this.#hashedOfData = streamHashCoversPayloads(this.header.version)
+      ? Infinity
+      : RECORD_HEADER_SIZE;
     const workers = this.#level === 0
       ? 0
       : opts?.workers ?? Math.max(1, Math.min(4, navigator.hardwareConcurrency));
@@ -122,7 +128,7 @@ export class StreamWriter {
           blockHashes.subarray(at / blockSize, Math.ceil((at + piece.length) / blockSize)),
         )
         : undefined;
-      this.#enqueue(this.#dataFrame(offset + at, piece, checksum), RECORD_HEADER_SIZE);
+      this.#enqueue(this.#dataFrame(offset + at, piece, checksum), this.#hashedOfData);
       this.#totals.records++;
       this.#totals.dataBytes += piece.length;
       await this.#slot();
