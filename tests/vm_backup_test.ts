@@ -31,6 +31,7 @@ import { CloudStackSimulator, type SimScenario } from "./sim/cloudstack.ts";
 import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
 import { backupSession } from "./ptcomm/sessions.ts";
+import { writeAll } from "../lib/core/bytes.ts";
 
 const API_KEY = "vm-test-apikey";
 const SECRET = "vm-test-SeCrEt-0123456789abcdef";
@@ -131,7 +132,7 @@ async function backup(
     return new WritableStream<Uint8Array>({
       async write(chunk) {
         await options.onWrite?.();
-        for (let done = 0; done < chunk.length;) done += await file.write(chunk.subarray(done));
+        await writeAll(file, chunk);
       },
       close: () => file.close(),
       abort: () => file.close(),

@@ -22,6 +22,7 @@ import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine, reportProgress } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
+import { writeAll } from "../core/bytes.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -264,7 +265,7 @@ interface StreamFile {
 function streamFileSink(file: Deno.FsFile, entry: StreamFile): WritableStream<Uint8Array> {
   return new WritableStream({
     async write(chunk) {
-      for (let done = 0; done < chunk.length;) done += await file.write(chunk.subarray(done));
+      await writeAll(file, chunk);
     },
     async close() {
       await file.sync();

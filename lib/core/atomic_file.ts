@@ -6,6 +6,7 @@
  */
 import { dirname } from "node:path";
 import { InputError } from "./errors.ts";
+import { writeAll } from "./bytes.ts";
 
 /** Writes `text` to `path` via a synced temporary file and a rename, then syncs the directory. */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
@@ -13,7 +14,7 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+    await writeAll(file, bytes);
     await file.sync();
   } finally {
     file.close();

@@ -10,6 +10,7 @@
  */
 import { InputError } from "../core/errors.ts";
 import { decodeMessage, encodeMessage, type Message } from "./messages.ts";
+import { writeAll } from "../core/bytes.ts";
 
 /** Appends messages to a new journal file. */
 export class JournalWriter {
@@ -33,7 +34,7 @@ export class JournalWriter {
     const record = new Uint8Array(4 + body.length);
     new DataView(record.buffer).setUint32(0, body.length);
     record.set(body, 4);
-    for (let off = 0; off < record.length;) off += await this.file.write(record.subarray(off));
+    await writeAll(this.file, record);
     this.#bytes += record.length;
   }
 

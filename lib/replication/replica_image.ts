@@ -9,6 +9,7 @@
 import { DependencyError, TargetError } from "../core/errors.ts";
 import { NbdImageTarget } from "../restore/nbd_target.ts";
 import type { RestoreTarget } from "../restore/target.ts";
+import { writeAll } from "../core/bytes.ts";
 
 /** Image formats a replica can have. */
 export type ReplicaFormat = "qcow2" | "raw";
@@ -61,7 +62,7 @@ class RawImage implements ReplicaImage {
   async writeData(offset: number, data: Uint8Array): Promise<void> {
     this.#check(offset, data.length);
     await this.file.seek(offset, Deno.SeekMode.Start);
-    for (let off = 0; off < data.length;) off += await this.file.write(data.subarray(off));
+    await writeAll(this.file, data);
   }
 
   /** Overwrites only chunks that are not zero already, so holes stay holes. */

@@ -6,6 +6,7 @@
 import { TargetError } from "../core/errors.ts";
 import type { RestoreTarget } from "./target.ts";
 import { openForWriting } from "../core/files.ts";
+import { writeAll } from "../core/bytes.ts";
 
 const ZERO_CHUNK = new Uint8Array(1 << 20);
 
@@ -39,9 +40,7 @@ export class RawFileTarget implements RestoreTarget {
   async writeData(offset: number, data: Uint8Array): Promise<void> {
     try {
       await this.#file.seek(offset, Deno.SeekMode.Start);
-      for (let done = 0; done < data.length;) {
-        done += await this.#file.write(data.subarray(done));
-      }
+      await writeAll(this.#file, data);
     } catch (err) {
       throw new TargetError(`cannot write ${this.#path} at ${offset}: ${(err as Error).message}`);
     }

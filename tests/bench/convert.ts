@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { writeAll } from "../../lib/core/bytes.ts";
 import { pattern } from "../formats/memory_source.ts";
 import { serveImage } from "../../lib/qemu/qemu_nbd.ts";
 import { atLeast, type BenchRow, mbps, renderTable } from "./table.ts";
@@ -67,8 +68,7 @@ async function ensureSource(path: string, size: number): Promise<void> {
     for (let off = 0, seed = 1; off < size; off += 10 * MiB, seed++) {
       await f.seek(off, Deno.SeekMode.Start);
       const data = pattern(Math.min(4 * MiB, size - off), seed);
-      let done = 0;
-      while (done < data.length) done += await f.write(data.subarray(done));
+      await writeAll(f, data);
     }
     await f.sync();
   }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { writeAll } from "../../lib/core/bytes.ts";
 
 /** Runs `program`; throws with its stderr unless it succeeds. */
 export async function run(program: string, args: string[]): Promise<void> {
@@ -39,7 +40,7 @@ export async function randomQcow2(image: string, size: number): Promise<void> {
       crypto.getRandomValues(chunk.subarray(i, i + 65536));
     }
     const piece = chunk.subarray(0, Math.min(chunk.length, size - off));
-    for (let done = 0; done < piece.length;) done += await file.write(piece.subarray(done));
+    await writeAll(file, piece);
   }
   file.close();
   await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, image]);

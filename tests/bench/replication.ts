@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { writeAll } from "../../lib/core/bytes.ts";
 import { join } from "node:path";
 import { runBackup } from "../../lib/backup/engine.ts";
 import { NbdClient } from "../../lib/nbd/client.ts";
@@ -163,7 +164,7 @@ async function timeRawTcp(bytes: number, chunk: Uint8Array): Promise<number> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
   const started = performance.now();
   for (let sent = 0; sent < bytes; sent += chunk.length) {
-    for (let off = 0; off < chunk.length;) off += await conn.write(chunk.subarray(off));
+    await writeAll(conn, chunk);
   }
   conn.close();
   await sink;

@@ -7,6 +7,7 @@
  */
 import type { MappedExtent } from "../../lib/core/extent.ts";
 import type { DiskSource } from "../../lib/core/source.ts";
+import { writeAll } from "../../lib/core/bytes.ts";
 
 /** A chunk of disk content at an offset. */
 export interface Chunk {
@@ -79,8 +80,7 @@ export class MemorySource implements DiskSource {
     await f.truncate(this.size);
     for (const c of this.chunks) {
       await f.seek(c.offset, Deno.SeekMode.Start);
-      let done = 0;
-      while (done < c.bytes.length) done += await f.write(c.bytes.subarray(done));
+      await writeAll(f, c.bytes);
     }
   }
 }
