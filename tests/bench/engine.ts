@@ -10,8 +10,7 @@ import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
 import { HashDb } from "../../lib/cbt/hashdb.ts";
 import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
-import { median, run } from "./measure.ts";
-import { chunkReleasingSink } from "../../lib/stream/writer.ts";
+import { median, nullSink, run } from "./measure.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -44,10 +43,6 @@ async function makeImage(dir: string, size: number): Promise<string> {
   return image;
 }
 
-function nullSink(): WritableStream<Uint8Array> {
-  return chunkReleasingSink(new WritableStream({ write() {} }));
-}
-
 async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
   const t0 = performance.now();
   const value = await fn();
@@ -77,7 +72,7 @@ export async function benchBackup(dir: string, size = 2 * GiB): Promise<BenchRow
         (await timed(() =>
           runBackup(
             { ...job, level: "full", compression: "none" },
-            () => Promise.resolve(nullSink()),
+            nullSink,
           )
         ))[1],
       );
@@ -94,7 +89,7 @@ export async function benchBackup(dir: string, size = 2 * GiB): Promise<BenchRow
       ),
     );
     const [fullZstd, zstdSeconds] = await timed(() =>
-      runBackup({ ...job, level: "full", compression: "zstd:3" }, () => Promise.resolve(nullSink()))
+      runBackup({ ...job, level: "full", compression: "zstd:3" }, nullSink)
     );
     rows.push(atLeast(
       `full backup 2 GiB, zstd:3 in workers (stream ${
@@ -120,7 +115,7 @@ export async function benchBackup(dir: string, size = 2 * GiB): Promise<BenchRow
     const [inc, incSeconds] = await timed(() =>
       runBackup(
         { ...job, level: "incremental", compression: "zstd:3" },
-        () => Promise.resolve(nullSink()),
+        nullSink,
       )
     );
     const s = inc[0].stats;

@@ -1,10 +1,12 @@
 /**
  * What the benchmarks share besides the table: running a tool, timing a
- * step, the median of rounds, and a disk image of random data.
+ * step, the median of rounds, a disk image of random data and a stream sink
+ * that discards.
  *
  * @module
  */
 import { writeAll } from "../../lib/core/bytes.ts";
+import { chunkReleasingSink } from "../../lib/stream/writer.ts";
 
 /** Runs `program`; throws with its stderr unless it succeeds. */
 export async function run(program: string, args: string[]): Promise<void> {
@@ -45,4 +47,9 @@ export async function randomQcow2(image: string, size: number): Promise<void> {
   file.close();
   await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, image]);
   await Deno.remove(raw);
+}
+
+/** A backup's sink factory whose streams go nowhere (done with each chunk once written). */
+export function nullSink(): Promise<WritableStream<Uint8Array>> {
+  return Promise.resolve(chunkReleasingSink(new WritableStream<Uint8Array>({ write() {} })));
 }

@@ -19,7 +19,7 @@ import { pushCycle, type ReplicatedDisk, seedDisk } from "../../lib/replication/
 import { ReplicaStore } from "../../lib/replication/store.ts";
 import { Qsd } from "../fixtures/qsd.ts";
 import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
-import { chunkReleasingSink } from "../../lib/stream/writer.ts";
+import { nullSink } from "./measure.ts";
 
 const MiB = 1 << 20;
 const PSK = "benchmark pre-shared key, 32 characters or more";
@@ -66,8 +66,6 @@ async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
       nodes: [qsd.disks[0].node],
       stateDir: join(dir, "backup-state"),
     };
-    const nullSink = () =>
-      Promise.resolve(chunkReleasingSink(new WritableStream<Uint8Array>({ write() {} })));
     await runBackup({ ...backupJob, level: "full", compression: "zstd:3" }, nullSink);
     // 1 % of the disk in 1 MiB writes spread over it; half of each 4 KiB
     // block random, half zeros: compressible about 2:1, like real data.

@@ -27,8 +27,7 @@ import { openDataPath } from "../../lib/backup/vm_job.ts";
 import { SshHost, type SshTunnel } from "../../lib/hosts/ssh.ts";
 import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
-import { median, randomQcow2, run, seconds } from "./measure.ts";
-import { chunkReleasingSink } from "../../lib/stream/writer.ts";
+import { median, nullSink, randomQcow2, run, seconds } from "./measure.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 
 const MiB = 1 << 20;
@@ -58,8 +57,6 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
     knownHostsPath: sshd.knownHostsPath,
   });
   const rows: BenchRow[] = [];
-  const nullSink = () =>
-    Promise.resolve(chunkReleasingSink(new WritableStream<Uint8Array>({ write() {} })));
   const scratch = join(dir, "vm-scratch");
   await Deno.mkdir(scratch, { recursive: true });
   try {
