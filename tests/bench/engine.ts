@@ -11,6 +11,7 @@ import { runBackup } from "../../lib/backup/engine.ts";
 import { HashDb } from "../../lib/cbt/hashdb.ts";
 import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
 import { median, nullSink, run } from "./measure.ts";
+import { fillRandom } from "../fixtures/bytes.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -25,9 +26,7 @@ async function makeImage(dir: string, size: number): Promise<string> {
   );
   for (let off = 0; off < size; off += chunk.length) {
     if (off < size / 2) {
-      for (let i = 0; i < chunk.length; i += 65536) {
-        crypto.getRandomValues(chunk.subarray(i, i + 65536));
-      }
+      fillRandom(chunk);
     } else {
       for (let i = 0; i < chunk.length; i += text.length) {
         chunk.set(text.subarray(0, Math.min(text.length, chunk.length - i)), i);
@@ -104,7 +103,7 @@ export async function benchBackup(dir: string, size = 2 * GiB): Promise<BenchRow
     // 1 % of the disk dirty: 1 MiB random writes spread over the disk.
     const dirtyCount = Math.round(size / MiB / 100);
     const blob = join(dir, "blob.bin");
-    await Deno.writeFile(blob, randomBytes(MiB));
+    await Deno.writeFile(blob, fillRandom(new Uint8Array(MiB)));
     const commands: string[] = [];
     for (let i = 0; i < dirtyCount; i++) {
       const offset = Math.floor((i + 0.5) * size / dirtyCount / MiB) * MiB;
@@ -256,10 +255,4 @@ export function benchHashDb(dir: string): Promise<BenchRow[]> {
     huge / small,
     0.5,
   )]);
-}
-
-function randomBytes(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
-  return out;
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import { writeAll } from "../../lib/core/bytes.ts";
+import { fillRandom } from "../fixtures/bytes.ts";
 import { chunkReleasingSink } from "../../lib/stream/writer.ts";
 
 /** Runs `program`; throws with its stderr unless it succeeds. */
@@ -38,9 +39,7 @@ export async function randomQcow2(image: string, size: number): Promise<void> {
   const file = await Deno.open(raw, { write: true, create: true, truncate: true });
   const chunk = new Uint8Array(4 << 20);
   for (let off = 0; off < size; off += chunk.length) {
-    for (let i = 0; i < chunk.length; i += 65536) {
-      crypto.getRandomValues(chunk.subarray(i, i + 65536));
-    }
+    fillRandom(chunk);
     const piece = chunk.subarray(0, Math.min(chunk.length, size - off));
     await writeAll(file, piece);
   }

@@ -9,6 +9,7 @@
 import zlib from "node:zlib";
 import { Buffer } from "node:buffer";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
+import { fillRandom } from "../fixtures/bytes.ts";
 
 const MiB = 1 << 20;
 
@@ -18,7 +19,7 @@ function sample(size: number): Uint8Array {
   for (let i = 0; i < size; i += text.length) {
     out.set(text.subarray(0, Math.min(text.length, size - i)), i);
   }
-  for (let i = 0; i < size / 2; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  fillRandom(out.subarray(0, size / 2));
   return out;
 }
 

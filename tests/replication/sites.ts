@@ -8,6 +8,7 @@
 import { join } from "node:path";
 import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
+import { fillRandom } from "../fixtures/bytes.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -209,11 +210,7 @@ export class Sites {
   async randomWrite(offset: number, length: number): Promise<void> {
     const client = await NbdClient.connect({ uri: this.qsd.disks[0].uri });
     try {
-      const buf = new Uint8Array(length);
-      for (let off = 0; off < length; off += 65536) {
-        crypto.getRandomValues(buf.subarray(off, Math.min(off + 65536, length)));
-      }
-      await client.pwrite(buf, offset);
+      await client.pwrite(fillRandom(new Uint8Array(length)), offset);
       await client.flush();
     } finally {
       await client.close();
