@@ -13,6 +13,7 @@ import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
 import { lockStateDir } from "../lib/backup/lock.ts";
 import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";
+import { delay } from "../lib/core/async.ts";
 
 const KiB = 1 << 10;
 const MiB = 1 << 20;
@@ -390,7 +391,7 @@ async function resizeDisk0(qsd: Qsd, size: number): Promise<void> {
   try {
     await qmp.execute("block-export-del", { id: "vm" });
     while ((await qmp.execute<{ id: string }[]>("query-block-exports")).length > 0) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await delay(20);
     }
     await qmp.execute("block_resize", { "node-name": "disk0", size });
     await qmp.execute("block-export-add", {

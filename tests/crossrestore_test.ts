@@ -18,6 +18,7 @@ import { parseProperties, parseProxmoxConf, parseVmx } from "./crossrestore/pars
 import { assertSameDisk, referenceRestore, run, writeChain } from "./crossrestore/streams.ts";
 import { child, children, parseXml } from "./crossrestore/xml.ts";
 import { assertOneLineError, cliCommand, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
+import { delay } from "../lib/core/async.ts";
 
 const MiB = 1 << 20;
 
@@ -67,7 +68,7 @@ async function killWriterOf(path: string, bytes: number): Promise<boolean> {
       for (const pid of pids) Deno.kill(Number(pid), "SIGKILL");
       if (pids.length) return true;
     }
-    await new Promise((r) => setTimeout(r, 5));
+    await delay(5);
   }
   return false;
 }

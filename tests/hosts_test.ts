@@ -27,6 +27,7 @@ import { QmpError } from "../lib/qemu/qmp.ts";
 import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
 import { withQemuNbd } from "./fixtures/qemu_nbd.ts";
+import { delay } from "../lib/core/async.ts";
 
 function connect(sshd: TestSshd, extra: Partial<Parameters<typeof SshHost.connect>[0]> = {}) {
   return SshHost.connect({
@@ -91,7 +92,7 @@ async function waitFor(what: string, ms: number, cond: () => boolean | Promise<b
   const deadline = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await delay(50);
   }
 }
 
@@ -271,7 +272,7 @@ Deno.test("a tunnel dropped mid-read fails the read and check()", async () => {
         tunnel.nbdUri(""),
         "null:",
       ]);
-      await new Promise((r) => setTimeout(r, 500));
+      await delay(500);
       Deno.kill(tunnel.pid, "SIGKILL");
       const result = await reading;
       assert(result.code !== 0, "nbdcopy must fail when the tunnel drops");

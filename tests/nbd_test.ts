@@ -9,6 +9,7 @@ import { BASE_ALLOCATION, dirtyBitmapContext, dirtyExtents } from "../lib/nbd/ma
 import { NbdSource, readExtents } from "../lib/nbd/reader.ts";
 import { DependencyError, SourceError } from "../lib/core/errors.ts";
 import { startQemuNbd, withQemuNbd } from "./fixtures/qemu_nbd.ts";
+import { delay } from "../lib/core/async.ts";
 
 const MiB = 1 << 20;
 
@@ -35,7 +36,7 @@ async function withServer(
         (await Deno.connect({ transport: "unix", path: sock })).close();
         break;
       } catch {
-        await new Promise((r) => setTimeout(r, 20));
+        await delay(20);
       }
     }
     await body();

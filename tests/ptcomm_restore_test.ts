@@ -12,6 +12,7 @@ import { backupSession, qsdParams, restoreSession, withDir } from "./ptcomm/sess
 import { startFakeHost } from "./crossrestore/fake_host.ts";
 import { parseProperties, parseProxmoxConf } from "./crossrestore/parse.ts";
 import { assertSameDisk } from "./crossrestore/streams.ts";
+import { delay } from "../lib/core/async.ts";
 
 const MiB = 1 << 20;
 
@@ -196,7 +197,7 @@ Deno.test("in-place restore onto a disk a running guest device holds: QEMU's ref
     }).spawn();
     try {
       for (let i = 0; i < 100 && !(await Deno.stat(qmp).catch(() => null)); i++) {
-        await new Promise((r) => setTimeout(r, 100));
+        await delay(100);
       }
       const p = ["vm=tcg1", `qmp=${qmp}`, "node=disk0", `log_file=${dir}/backend.log`];
       const full = await backupSession(dir, 41, "F", p);

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
 import { cli, imagesEqual, ReceiverProcess, run } from "./replication/sites.ts";
+import { delay } from "../lib/core/async.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1 << 20;
@@ -38,7 +39,7 @@ class DaemonProcess {
     const deadline = Date.now() + timeoutMs;
     while (!re.test(this.log.slice(from))) {
       if (Date.now() > deadline) throw new Error(`daemon log never matched ${re}:\n${this.log}`);
-      await new Promise((r) => setTimeout(r, 100));
+      await delay(100);
     }
   }
 

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { ReceiverProcess, Sites } from "./replication/sites.ts";
+import { delay } from "../lib/core/async.ts";
 
 const DISK = 32 << 20;
 
@@ -58,7 +59,7 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
         for (let i = 1; i <= 6; i++) {
           await sites.qsd.guestWrite(0, 0x30 + i, (i % 4) << 20, 1 << 20);
           snapshots.push(await sites.snapshot(`w${i}`));
-          await new Promise((r) => setTimeout(r, 300));
+          await delay(300);
         }
         const r = await push;
         assert.equal(r.code, 0, r.stderr);

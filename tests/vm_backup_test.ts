@@ -32,6 +32,7 @@ import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
 import { backupSession } from "./ptcomm/sessions.ts";
 import { writeAll } from "../lib/core/bytes.ts";
+import { delay } from "../lib/core/async.ts";
 
 const API_KEY = "vm-test-apikey";
 const SECRET = "vm-test-SeCrEt-0123456789abcdef";
@@ -418,7 +419,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           assertEquals(pids.length, 1, `ssh -L children: ${pids.join(" ")}`);
           Deno.kill(pids[0], "SIGKILL");
           while ((await tunnelPids()).length > 0) {
-            await new Promise((r) => setTimeout(r, 10));
+            await delay(10);
           }
         };
         await assertRejects(

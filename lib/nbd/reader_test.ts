@@ -2,6 +2,7 @@ import { deepStrictEqual as assertEquals, ok, rejects } from "node:assert/strict
 import type { NbdClient } from "./client.ts";
 import { readExtents } from "./reader.ts";
 import { SourceError } from "../core/errors.ts";
+import { delay } from "../core/async.ts";
 
 /** Byte at disk offset `o` of the fake disk. */
 const byteAt = (o: number) => (o * 7 + (o >> 12)) & 0xff;
@@ -64,7 +65,7 @@ Deno.test("readExtents: a yielded buffer stays intact until the next chunk is as
   for await (const { offset, data } of gen) {
     buffers.add(data.buffer);
     // let the reads in flight complete while we hold the chunk
-    await new Promise((r) => setTimeout(r, 5));
+    await delay(5);
     for (let i = 0; i < data.length; i++) {
       if (data[i] !== byteAt(offset + i)) throw new Error(`chunk at ${offset} was overwritten`);
     }

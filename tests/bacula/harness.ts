@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { delay } from "../../lib/core/async.ts";
 
 const SBIN = "/usr/sbin";
 const TABLES_SCRIPT = "/usr/share/bacula-director/make_sqlite3_tables";
@@ -276,7 +277,7 @@ Director {
         // not up yet
       }
       if (Date.now() > deadline) throw new Error("Bacula director did not come up within 20 s");
-      await new Promise((r) => setTimeout(r, 300));
+      await delay(300);
     }
   }
 

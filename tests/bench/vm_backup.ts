@@ -29,6 +29,7 @@ import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
 import { median, nullSink, randomQcow2, run, seconds } from "./measure.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
+import { delay } from "../../lib/core/async.ts";
 
 const MiB = 1 << 20;
 
@@ -105,7 +106,7 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
       } finally {
         await qmp.execute("block-export-del", { id: "ref", mode: "hard" });
         while ((await qmp.execute<unknown[]>("query-block-exports")).length > 0) {
-          await new Promise((r) => setTimeout(r, 10));
+          await delay(10);
         }
         await qmp.execute("nbd-server-stop");
       }

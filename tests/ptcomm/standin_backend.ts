@@ -11,6 +11,7 @@
 import { serveBackend } from "../../lib/bacula/serve.ts";
 import type { BackendEngine, EngineDiskResult, EngineJob } from "../../lib/bacula/engine_port.ts";
 import { CancelledError, ChainError, InputError } from "../../lib/core/errors.ts";
+import { delay } from "../../lib/core/async.ts";
 
 const payloadBytes = Number(Deno.env.get("STANDIN_BYTES") ?? 3 << 20);
 const slowMs = Number(Deno.env.get("STANDIN_SLOW_MS") ?? 0);
@@ -66,7 +67,7 @@ const engine: BackendEngine = {
         await sink.write(header);
         for (let at = 0; at < body.length; at += 65536) {
           if (job.signal?.aborted) throw new CancelledError("backup cancelled");
-          if (slowMs) await new Promise((r) => setTimeout(r, slowMs));
+          if (slowMs) await delay(slowMs);
           await sink.write(body.subarray(at, at + 65536));
         }
         await sink.close();

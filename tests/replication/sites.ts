@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
+import { delay } from "../../lib/core/async.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -201,7 +202,7 @@ export class Sites {
       stdout: "null",
       stderr: "null",
     }).spawn();
-    await new Promise((r) => setTimeout(r, ms));
+    await delay(ms);
     child.kill("SIGKILL");
     await child.status;
   }
