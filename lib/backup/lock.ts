@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { writeAll } from "../core/bytes.ts";
 import { join } from "node:path";
 import { describeError, TargetError, UsageError } from "../core/errors.ts";
 
@@ -36,7 +37,7 @@ export async function lockStateDir(stateDir: string): Promise<JobLock> {
     );
   }
   await file.truncate(0);
-  await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+  await writeAll(file, new TextEncoder().encode(`${Deno.pid}\n`));
   return {
     release: async () => {
       // Emptied, not removed (see above); closing drops the lock.

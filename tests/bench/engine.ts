@@ -12,6 +12,7 @@ import { HashDb } from "../../lib/cbt/hashdb.ts";
 import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
 import { median, nullSink, run } from "./measure.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
+import { writeAll } from "../../lib/core/bytes.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -33,7 +34,7 @@ async function makeImage(dir: string, size: number): Promise<string> {
       }
       crypto.getRandomValues(chunk.subarray(0, 4096));
     }
-    await file.write(chunk);
+    await writeAll(file, chunk);
   }
   file.close();
   const image = join(dir, "disk.qcow2");
