@@ -165,6 +165,36 @@ Deno.test("proxmox: a push interrupted mid-disk leaves no conf, no disk files, a
     assert.ok(!tree.some((p) => p.endsWith(".raw") || p.endsWith(".partial")), tree.join(" "));
   }));
 
+Deno.test("proxmox: kill -9 of dirtybit mid-push, then the same command again replaces its stale .partial", () =>
+  withWorkAndHost("dbit-xr-rerun-", async (work, host) => {
+    const def = vmDef("bios", [48 * MiB]);
+    const streams = await writeChain(work, "ROOT-7", 48 * MiB, 5, { vm: def });
+    await referenceRestore(`${work}/ROOT-7.raw`, streams);
+    const node = `${work}/node`;
+    const args = ["restore", "--to", "proxmox", ...host.destArgs(node), "--disk-format", "raw"];
+    const partial = `${node}/var/lib/vz/images/100/vm-100-disk-0.raw.partial`;
+    const first = cliCommand([...args, ...streams], { stdout: "null", stderr: "null" }).spawn();
+    let killed = false;
+    for (let i = 0; i < 2000 && !killed; i++) {
+      const stored = await Deno.stat(partial).then((s) => (s.blocks ?? 0) * 512, () => 0);
+      if (stored > 2 * MiB) {
+        first.kill("SIGKILL");
+        killed = true;
+      } else await delay(5);
+    }
+    assert.ok(killed, "dirtybit was killed mid-push");
+    await first.status;
+    await delay(200); // the remote receiver ends once its input closes
+    assert.ok(await Deno.stat(partial).then(() => true, () => false), "the kill left a .partial");
+    await dirtybitOk([...args, ...streams]);
+    await assertSameDisk(
+      `${node}/var/lib/vz/images/100/vm-100-disk-0.raw`,
+      "raw",
+      `${work}/ROOT-7.raw`,
+    );
+    assert.ok(!(await listTree(node)).some((p) => p.endsWith(".partial")));
+  }));
+
 Deno.test("proxmox lvmthin over SSH: volumes allocated first, raw written in place and thin, conf names them", () =>
   withWorkAndHost("dbit-xr-lvm-", async (work, host) => {
     const { streams, refs } = await twoDiskChains(work, "uefi");

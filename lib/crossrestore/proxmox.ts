@@ -106,12 +106,8 @@ async function placeInDirectory(
   const imagesDir = dest.join(dest.root, storageDir, "images", String(vmid));
   const fileNames = def.disks.map((_, i) => `vm-${vmid}-disk-${i}.${format}`);
   const efiName = `vm-${vmid}-disk-${def.disks.length}.raw`;
-  await refuseExisting(
-    dest,
-    imagesDir,
-    [...fileNames, efiName].flatMap((n) => [n, `${n}.partial`]),
-    "--vmid",
-  );
+  // A `.partial` is what a killed push of this restore left: create() replaces it.
+  await refuseExisting(dest, imagesDir, [...fileNames, efiName], "--vmid");
   await dest.mkdirp(imagesDir);
   const pushed = await pushImages(
     dest,
