@@ -64,7 +64,7 @@ Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", as
   });
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon-" });
   const psk = join(dir, "psk");
-  await Deno.writeTextFile(psk, "the daemon test's pre-shared key, long enough\n");
+  await Deno.writeTextFile(psk, "the daemon test's pre-shared key, long enough\n", { mode: 0o600 });
   const receiver = await ReceiverProcess.start([
     "--psk-file",
     psk,

@@ -65,7 +65,7 @@ function refused(r: CliResult, reason: RegExp): void {
 Deno.test("replication: failover, failback and reprotect round trip", async () => {
   const root = await Deno.makeTempDir({ prefix: "dirtybit-failover-" });
   const psk = join(root, "psk");
-  await Deno.writeTextFile(psk, PSK_TEXT);
+  await Deno.writeTextFile(psk, PSK_TEXT, { mode: 0o600 });
   const stateA = join(root, "a-state");
   const dirB = join(root, "b-dr");
   const imageA = join(root, "a-disk.qcow2");

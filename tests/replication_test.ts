@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { ReceiverProcess, Sites } from "./replication/sites.ts";
 import { delay } from "../lib/core/async.ts";
+import { assertOneLineError } from "./fixtures/cli.ts";
 
 const DISK = 32 << 20;
 
@@ -159,7 +160,7 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
 
     await t.step("wrong and short pre-shared keys are refused", async () => {
       const wrong = `${sites.dir}/wrong-psk`;
-      await Deno.writeTextFile(wrong, "a different key that is long enough!!");
+      await Deno.writeTextFile(wrong, "a different key that is long enough!!", { mode: 0o600 });
       const r = await sites.cliStatus(["--dr", `127.0.0.1:${receiver.port}`, "--psk-file", wrong]);
       assert.equal(r.code, 3);
       assert.match(r.stderr, /pre-shared keys differ/);
@@ -167,11 +168,22 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
       await new Promise((res) => setTimeout(res, 200));
       assert.match(receiver.log, /pre-shared keys differ/);
       const short = `${sites.dir}/short-psk`;
-      await Deno.writeTextFile(short, "tooshort");
+      await Deno.writeTextFile(short, "tooshort", { mode: 0o600 });
       const s = await sites.cliStatus(["--dr", `127.0.0.1:${receiver.port}`, "--psk-file", short]);
       assert.equal(s.code, 2);
       assert.match(s.stderr, /at least 32/);
       assert.doesNotMatch(s.stderr, /tooshort/);
+      const open = `${sites.dir}/open-psk`;
+      await Deno.writeTextFile(open, "a key that others on this host could read!!", {
+        mode: 0o644,
+      });
+      await Deno.chmod(open, 0o644);
+      const o = await sites.cliStatus(["--dr", `127.0.0.1:${receiver.port}`, "--psk-file", open]);
+      assertOneLineError(o, 2, `run 'chmod 600 ${open}'`);
+      const literal = "a key typed on the command line, long enough";
+      const l = await sites.cliStatus(["--dr", `127.0.0.1:${receiver.port}`, "--psk", literal]);
+      assertOneLineError(l, 2, "--psk is refused: a key on the command line is visible");
+      assert.doesNotMatch(l.stderr, /typed on the command line/);
     });
 
     await t.step("SIGTERM stops the receiver cleanly", async () => {

@@ -23,6 +23,8 @@ export interface ParamSpec {
   readonly values?: readonly string[];
   /** Extra check on the text; returns the problem or null. */
   readonly check?: (text: string) => string | null;
+  /** Why the parameter is refused as a command-line flag (plugin and config files only). */
+  readonly notAFlag?: string;
 }
 
 /** Operating modes (DESIGN 1.1); unset means a normal backup or restore. */
@@ -97,7 +99,13 @@ export const PARAMS = {
   mode: { kind: "enum", help: "operating mode (unset: backup or restore)", values: MODES },
   dr_host: { kind: "string", help: "replication receiver host" },
   dr_port: { kind: "int", help: "replication receiver port", default: "10900", min: 1, max: 65535 },
-  psk: { kind: "secret", help: "replication pre-shared key (prefer psk_file)", check: checkPsk },
+  psk: {
+    kind: "secret",
+    help: "replication pre-shared key (prefer psk_file)",
+    check: checkPsk,
+    notAFlag: "a key on the command line is visible to every user in ps: " +
+      "put it in a file only its owner can read (chmod 600) and give --psk-file",
+  },
   psk_file: { kind: "path", help: "file holding the replication pre-shared key" },
   cycle_interval: {
     kind: "int",
@@ -456,6 +464,7 @@ export function parseParamFlags(
     const spec: ParamSpec | undefined = isParamName(name) ? PARAMS[name] : undefined;
     const allowed = spec && (!options.only || options.only.includes(name as ParamName));
     if (!own && !allowed) throw new UsageError(`unknown option --${flag}: see --help`);
+    if (!own && spec?.notAFlag) throw new UsageError(`--${flag} is refused: ${spec.notAFlag}`);
     const isBool = own ? own === "bool" : spec?.kind === "bool";
     let value = inline;
     if (value === undefined) {
@@ -485,7 +494,8 @@ export function parseParamFlags(
 
 /** Help lines for the given parameters, as `--flags` or as plugin `keys`. */
 export function flagHelp(names: readonly ParamName[], style: "flag" | "plugin" = "flag"): string {
-  return names.map((n) => {
+  const shown = style === "flag" ? names.filter((n) => !(PARAMS[n] as ParamSpec).notAFlag) : names;
+  return shown.map((n) => {
     const spec: ParamSpec = PARAMS[n];
     const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
     const label = style === "flag" ? paramToFlag(n) : n;

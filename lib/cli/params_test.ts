@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { UsageError } from "../core/errors.ts";
 import {
   describeParams,
+  flagHelp,
   flagToParam,
   paramToFlag,
   parseParamEntries,
   parseParamFlags,
   parseParams,
 } from "./params.ts";
+import { pskModeProblem } from "../replication/psk.ts";
 
 function usageError(text: string) {
   return (e: unknown) => e instanceof UsageError && e.message.includes(text);
@@ -123,4 +125,20 @@ Deno.test("flags: unknown, restricted, missing value", () => {
     () => parseParamFlags(["--ssh-port", "99999"]),
     usageError("ssh_port='99999'"),
   );
+});
+
+Deno.test("the PSK is a plugin or config parameter, never a flag (ps shows flags)", () => {
+  assert.throws(() => parseParamFlags(["--psk", PSK]), usageError("--psk is refused"));
+  assert.throws(() => parseParamFlags([`--psk=${PSK}`]), (e: unknown) => !String(e).includes(PSK));
+  assert.equal(parseParams({ psk: PSK }).psk, PSK);
+  assert.doesNotMatch(flagHelp(["psk_file", "psk"]), /--psk /);
+  assert.match(flagHelp(["psk_file", "psk"], "plugin"), /\bpsk /);
+});
+
+Deno.test("a PSK file open to group or others is named with its mode", () => {
+  assert.equal(pskModeProblem(0o100600), null);
+  assert.equal(pskModeProblem(0o100400), null);
+  assert.equal(pskModeProblem(0o100640), "open to group or others (mode 0640)");
+  assert.equal(pskModeProblem(0o100604), "open to group or others (mode 0604)");
+  assert.equal(pskModeProblem(null), null);
 });

@@ -37,7 +37,8 @@ usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir 
        dirtybit replicate status  [--state-dir DIR | --dr HOST:PORT --psk-file F] [--json | --prometheus]
 
 Replicates a QEMU disk to a DR receiver over an AES-256-GCM channel keyed from
-a pre-shared key (at least 32 characters; --psk-file preferred). A cycle counts
+a pre-shared key (at least 32 characters, in a file only its owner may read:
+chmod 600; never on the command line, where ps shows it). A cycle counts
 only once the receiver has it durably; an unreachable receiver just makes the
 next cycle larger. SIGTERM stops cleanly; the next run resumes.
 
@@ -98,7 +99,7 @@ export function log(line: string): void {
 async function pskOf(params: Params): Promise<string> {
   if (params.psk_file) return await readPskFile(params.psk_file);
   if (params.psk) return validatePsk(params.psk, "parameter psk");
-  throw new UsageError("replicate: --psk-file (or --psk) is required");
+  throw new UsageError("replicate: --psk-file is required");
 }
 
 function hostPort(text: string, flag: string, defaultPort: number): { host: string; port: number } {

@@ -134,7 +134,7 @@ export class Sites {
     });
     const dir = await Deno.makeTempDir({ prefix: "dirtybit-repl-" });
     const pskFile = join(dir, "psk");
-    await Deno.writeTextFile(pskFile, "correct horse battery staple 0123456789\n");
+    await Deno.writeTextFile(pskFile, "correct horse battery staple 0123456789\n", { mode: 0o600 });
     return new Sites(qsd, dir, pskFile);
   }
 
