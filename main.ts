@@ -33,6 +33,10 @@ register(
 );
 
 if (import.meta.main) {
+  // Streams, replicas, hash DBs, journals and state are copies of VM disks or hold their chains:
+  // every file dirtybit and the tools it starts (qemu-img, qemu-nbd) create is 0600, every
+  // directory 0700. Directories the operator made keep their own mode.
+  Deno.umask(0o077);
   // Process-wide data-path settings (README "Memory and pipes"): streams, PTCOMM packets and
   // images go through stdin/stdout as megabyte writes, which a 1 MiB pipe takes whole.
   tuneMalloc();

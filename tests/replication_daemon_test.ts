@@ -4,6 +4,7 @@
  * stops it cleanly, a restart resumes (no new seed) and catches up; a bad
  * configuration is refused with one line naming the key.
  */
+import { assertPrivate } from "./fixtures/modes.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
@@ -115,6 +116,8 @@ Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", as
     assert.equal(await daemon.stop(), 0);
     assert.ok(await imagesEqual(fast, join(dir, "dr", "fast.qcow2")));
     assert.ok(await imagesEqual(slow, join(dir, "dr", "slow.qcow2")));
+    assert.ok(await assertPrivate(join(dir, "state")) > 2);
+    assert.ok(await assertPrivate(join(dir, "dr")) > 2);
   } finally {
     await daemon.stop();
     await receiver.stop();
