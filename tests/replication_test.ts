@@ -22,15 +22,37 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
   const sites = await Sites.start(DISK);
   let receiver = await ReceiverProcess.start(sites.receiverArgs());
   try {
-    await t.step("seed copies the disk; a second seed is a no-op", async () => {
-      const before = await sites.snapshot("seed");
-      const r = await sites.send("seed", receiver.port);
-      assert.equal(r.code, 0, r.stderr);
-      assert.ok(await sites.replicaEquals(before));
-      const again = await sites.send("seed", receiver.port);
-      assert.equal(again.code, 0, again.stderr);
-      assert.match(again.stderr, /already seeded/);
-    });
+    await t.step(
+      "seed copies the disk; status shows it seeding; a second seed is a no-op",
+      async () => {
+        const before = await sites.snapshot("seed");
+        // Slowed down so that status is asked while the seed runs.
+        const seed = sites.send("seed", receiver.port, ["--bandwidth-limit", "1MB"]);
+        let done = false;
+        seed.finally(() => done = true);
+        const phases = new Set<string>();
+        while (!done) {
+          const replicaStarted = await Deno.stat(`${sites.replicaDir}/vda.qcow2`).then(
+            () => true,
+            () => false,
+          );
+          const status = await sites.cliStatus(["--state-dir", sites.stateDir, "--json"]);
+          const rows = JSON.parse(status.stdout);
+          if (replicaStarted && !done) {
+            assert.equal(rows.length, 1, `status while the seed runs: ${status.stdout}`);
+          }
+          for (const row of rows) phases.add(row.phase);
+          await delay(100);
+        }
+        assert.ok(phases.has("seeding"), [...phases].join());
+        const r = await seed;
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(await sites.replicaEquals(before));
+        const again = await sites.send("seed", receiver.port);
+        assert.equal(again.code, 0, again.stderr);
+        assert.match(again.stderr, /already seeded/);
+      },
+    );
 
     await t.step("a cycle sends only what the guest wrote", async () => {
       await sites.qsd.guestWrite(0, 0x22, 10 << 20, 1 << 20);

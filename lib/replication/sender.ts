@@ -199,7 +199,10 @@ async function seedAttempt(
   options: SendOptions,
 ): Promise<SeedResult> {
   checkStep(await loadRole(disk.stateDir, disk.name, "primary"), "cycle");
-  const state = (await loadSenderState(disk.stateDir, disk.name)) ?? freshState(disk, target);
+  const saved = await loadSenderState(disk.stateDir, disk.name);
+  const state = saved ?? freshState(disk, target);
+  // `replicate status` lists state files: a first seed shows as seeding from its start.
+  if (!saved) await saveSenderState(disk.stateDir, state);
   const channel = await connect(target);
   try {
     const probe = await openReplica(channel, disk.name, 0);

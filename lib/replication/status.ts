@@ -11,6 +11,8 @@ import type { StateMessage } from "./messages.ts";
 /** One disk's status line. */
 export interface DiskStatus {
   name: string;
+  /** `seeding` until the seed is confirmed (cycle 0), then `replicating`. */
+  phase: "seeding" | "replicating";
   /** Last confirmed cycle (0 = seed), null while not seeded. */
   confirmedCycle: number | null;
   confirmedAt: string | null;
@@ -30,6 +32,7 @@ export interface DiskStatus {
 export function senderStatus(states: SenderState[], now: Date): DiskStatus[] {
   return states.map((s) => ({
     name: s.name,
+    phase: phaseOf(s.confirmedCycle),
     confirmedCycle: s.confirmedCycle ?? null,
     confirmedAt: s.confirmedAt ?? null,
     lagSeconds: s.confirmedAt
@@ -49,6 +52,7 @@ export function senderStatus(states: SenderState[], now: Date): DiskStatus[] {
 export function receiverStatus(replicas: StateMessage[]): DiskStatus[] {
   return replicas.map((r) => ({
     name: r.name,
+    phase: phaseOf(r.cycle),
     confirmedCycle: r.cycle ?? null,
     confirmedAt: null,
     lagSeconds: null,
@@ -60,6 +64,10 @@ export function receiverStatus(replicas: StateMessage[]): DiskStatus[] {
     errors: 0,
     lastError: null,
   }));
+}
+
+function phaseOf(confirmedCycle: number | undefined): DiskStatus["phase"] {
+  return confirmedCycle === undefined ? "seeding" : "replicating";
 }
 
 /** Prometheus text exposition format. */
@@ -106,7 +114,7 @@ export function toPrometheus(rows: DiskStatus[]): string {
 export function toText(rows: DiskStatus[]): string {
   if (rows.length === 0) return "no replicated disks\n";
   return rows.map((r) => {
-    const where = r.confirmedCycle === null
+    const where = r.phase === "seeding"
       ? `seeding${r.seedOffset !== null ? ` (${r.seedOffset} bytes durable)` : ""}`
       : `cycle ${r.confirmedCycle}`;
     const lag = r.lagSeconds === null ? "" : `, lag ${Math.round(r.lagSeconds)} s`;

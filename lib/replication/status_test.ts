@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { senderStatus, toPrometheus, toText } from "./status.ts";
+import { receiverStatus, senderStatus, toPrometheus, toText } from "./status.ts";
 
 Deno.test("status rows give lag, traffic and errors, as text and Prometheus metrics", () => {
   const rows = senderStatus([{
@@ -22,4 +22,22 @@ Deno.test("status rows give lag, traffic and errors, as text and Prometheus metr
     toText(rows),
     "vda: cycle 4, lag 90 s, 320 bytes sent for 1000 dirty, 1 errors (last: cannot reach)\n",
   );
+});
+
+Deno.test("a disk whose seed is not confirmed is seeding, in every output", () => {
+  const rows = senderStatus([{
+    name: "vdb",
+    node: "disk1",
+    dr: "127.0.0.1:10900",
+    totals: { cycles: 0, dirtyBytes: 0, payloadBytes: 0, wireBytes: 0 },
+    errors: 0,
+  }], new Date());
+  assert.equal(rows[0].phase, "seeding");
+  assert.equal(rows[0].confirmedCycle, null);
+  assert.equal(toText(rows), "vdb: seeding\n");
+  assert.equal(
+    receiverStatus([{ type: "state", name: "vdb", seedOffset: 4096 }])[0].phase,
+    "seeding",
+  );
+  assert.equal(receiverStatus([{ type: "state", name: "vdb", cycle: 0 }])[0].phase, "replicating");
 });
