@@ -126,6 +126,65 @@ Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", as
   }
 });
 
+Deno.test("replication daemon: three QEMUs' disks under one state dir, 20 cycles each, none fails", async () => {
+  // No NBD server runs in these QEMUs: each disk's attempt starts its own, on a path of its own.
+  const patterns = [0x31, 0x32, 0x33];
+  const qsds = await Promise.all(
+    patterns.map((pattern) =>
+      Qsd.start({
+        disks: [{ size: 4 * MiB, writes: [{ pattern, offset: 0, length: MiB }] }],
+        guestNbd: false,
+      })
+    ),
+  );
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon3-" });
+  const psk = join(dir, "psk");
+  await Deno.writeTextFile(psk, "the daemon test's pre-shared key, long enough\n", { mode: 0o600 });
+  const receiver = await ReceiverProcess.start([
+    "--psk-file",
+    psk,
+    "--replica-dir",
+    join(dir, "dr"),
+  ]);
+  const config = join(dir, "daemon.json");
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      defaults: {
+        dr_host: "127.0.0.1",
+        dr_port: receiver.port,
+        psk_file: psk,
+        state_dir: join(dir, "state"),
+        retry_count: 0,
+        cycle_interval: 1,
+      },
+      disks: qsds.map((q, i) => ({ name: `d${i}`, node: "disk0", qmp: q.qmpSocket })),
+    }),
+  );
+  const daemon = DaemonProcess.start(config);
+  try {
+    for (let i = 0; i < 3; i++) {
+      await daemon.waitFor(new RegExp(`d${i}: cycle 20 confirmed`), 0, 60_000);
+    }
+    assert.equal(await daemon.stop(), 0);
+    const lines = daemon.log.split("\n").filter((l) => /^d\d: /.test(l.replace(/^\S+ /, "")));
+    const bad = lines.filter((l) => !/: (seeded|cycle \d+ confirmed)/.test(l));
+    assert.deepEqual(bad, [], daemon.log);
+    for (const [i, pattern] of patterns.entries()) {
+      // The disk as written before the start (no guest writes since).
+      const expected = new Uint8Array(4 * MiB);
+      expected.fill(pattern, 0, MiB);
+      await Deno.writeFile(join(dir, `d${i}.raw`), expected);
+      assert.ok(await imagesEqual(join(dir, `d${i}.raw`), join(dir, "dr", `d${i}.qcow2`)));
+    }
+  } finally {
+    await daemon.stop();
+    await receiver.stop();
+    await Promise.all(qsds.map((q) => q.stop()));
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
 Deno.test("replication daemon: a bad configuration is one line naming the key", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon-" });
   try {

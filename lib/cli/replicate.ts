@@ -22,6 +22,7 @@ import {
   type ReplicatedDisk,
   type ReplicationTarget,
   seedDisk,
+  senderWorkDir,
 } from "../replication/sender.ts";
 import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
 import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
@@ -47,7 +48,7 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --replica-format FMT    receive: qcow2 (default) or raw, for new replicas
   --dr HOST:PORT          the receiver (or --dr-host and --dr-port)
   --name NAME             replica name (default: the node name)
-  --work-dir DIR          temporary overlays, writable by QEMU (default: STATE-DIR/work)
+  --work-dir DIR          temporary overlays, writable by QEMU (default: STATE-DIR/work/NAME)
   --nbd-socket PATH       QEMU's NBD server socket, if it already runs one
   --seed-window MiB       seed: bytes per confirmed batch (default 64); an interrupted
                           seed resumes after the last confirmed one
@@ -56,7 +57,8 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --json, --prometheus    status: output format
   --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
                           are the parameters below (snake_case) plus name, qmp, node,
-                          nbd_socket, work_dir; see docs/replication-protocol.md §9
+                          nbd_socket, work_dir (each disk works in work_dir/NAME);
+                          see docs/replication-protocol.md §9
 ${flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS])}
 `;
 
@@ -203,7 +205,8 @@ export async function senderSetup(
   const psk = await pskOf(params);
   const node = params.node[0];
   const stateDir = params.state_dir ?? defaultStateDir();
-  const workDir = (extra["work-dir"] as string | undefined) ?? join(stateDir, "work");
+  const name = (extra.name as string | undefined) ?? node;
+  const workDir = (extra["work-dir"] as string | undefined) ?? senderWorkDir(stateDir, name);
   await Deno.mkdir(workDir, { recursive: true });
   const compressLevel = compressLevelOf(params, what);
   const retry = retryOf(params);
@@ -212,7 +215,7 @@ export async function senderSetup(
     disk: {
       qmp,
       node,
-      name: (extra.name as string | undefined) ?? node,
+      name,
       stateDir,
       workDir,
       nbdSocket: extra["nbd-socket"] as string | undefined,
@@ -258,7 +261,7 @@ async function daemon(args: string[]): Promise<number> {
   for (const c of parseDaemonConfig(text, path)) {
     const p = c.params;
     const stateDir = p.state_dir ?? defaultStateDir();
-    const workDir = c.workDir ?? join(stateDir, "work");
+    const workDir = senderWorkDir(stateDir, c.name, c.workDir);
     await Deno.mkdir(workDir, { recursive: true });
     scheduled.push({
       qmpPath: p.qmp,

@@ -110,6 +110,16 @@ export function senderStatePath(stateDir: string, name: string): string {
   return join(stateDir, `${checkName(name)}.replication.json`);
 }
 
+/**
+ * Scratch directory of a disk's attempts (overlays, NBD socket) below
+ * `parent` (default `STATE/work`): one per disk, since disks of other QEMUs
+ * may share the state directory and each QEMU's NBD server needs a socket
+ * path of its own.
+ */
+export function senderWorkDir(stateDir: string, name: string, parent?: string): string {
+  return join(parent ?? join(stateDir, "work"), checkName(name));
+}
+
 /** Reads a disk's sender state (null before its first seed). */
 export function loadSenderState(stateDir: string, name: string): Promise<SenderState | null> {
   return readJsonFile<SenderState>(senderStatePath(stateDir, name));
