@@ -524,7 +524,7 @@ Deno.test("kill -9 of the backend while the guest is frozen: the host-side guard
       JSON.stringify(qga.agent)
     }, () => new Promise(() => {}), { guardSeconds: 3 });
     `;
-    const backend = new Deno.Command("deno", {
+    const backend = new Deno.Command(Deno.execPath(), {
       args: ["eval", code],
       env: { TMPDIR: backendTmp },
       stdout: "null",

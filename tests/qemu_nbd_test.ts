@@ -37,7 +37,7 @@ async function withImage(fn: (image: string) => Promise<void>): Promise<void> {
 Deno.test("serveImage stops the qemu-nbd a killed owner left holding the image", () =>
   withImage(async (image) => {
     // A process serves the image writable, prints qemu-nbd's pid, and is killed.
-    const owner = new Deno.Command("deno", {
+    const owner = new Deno.Command(Deno.execPath(), {
       args: [
         "eval",
         `import { serveImage } from "${MODULE}";

@@ -22,7 +22,7 @@ export interface CliResult {
 
 /** Runs `dirtybit ARGS` to completion. */
 export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const out = await new Deno.Command("deno", {
+  const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     env,
     stdin: "null",
@@ -56,7 +56,7 @@ export class ReceiverProcess {
     args: string[],
     env: Record<string, string> = {},
   ): Promise<ReceiverProcess> {
-    const child = new Deno.Command("deno", {
+    const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, "replicate", "receive", "--listen", "127.0.0.1:0", ...args],
       env,
       stdin: "null",
@@ -197,7 +197,7 @@ export class Sites {
     port: number,
     extra: string[] = [],
   ): Promise<void> {
-    const child = new Deno.Command("deno", {
+    const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, ...this.senderArgs(sub, port), ...extra],
       stdout: "null",
       stderr: "null",
