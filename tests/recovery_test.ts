@@ -55,18 +55,10 @@ Deno.test("backup killed -9 after starting QEMU's NBD server and mid-stream: the
     const state = at("state");
     const out = at("out");
     await Deno.mkdir(out);
-    const backup = (extra: string[] = []) =>
-      dirtybitJson<(DiskBackupResult & { file: string })[]>([
-        "backup",
-        ...qsd.sourceArgs(),
-        "--state-dir",
-        state,
-        "--out",
-        out,
-        ...extra,
-      ]);
+    const args = ["backup", ...qsd.sourceArgs(), "--state-dir", state, "--out", out];
+    const backup = () => dirtybitJson<(DiskBackupResult & { file: string })[]>(args);
     const spawnBackup = () =>
-      cliCommand(["backup", ...qsd.sourceArgs(), "--state-dir", state, "--out", out], {
+      cliCommand(args, {
         stdin: "null",
         stdout: "null",
         stderr: "null",
@@ -111,14 +103,7 @@ Deno.test("backup killed -9 after starting QEMU's NBD server and mid-stream: the
       qmp.execute("nbd-server-start", {
         addr: { type: "unix", data: { path: at("foreign.sock") } },
       }));
-    const refused = await dirtybit([
-      "backup",
-      ...qsd.sourceArgs(),
-      "--state-dir",
-      state,
-      "--out",
-      out,
-    ]);
+    const refused = await dirtybit(args);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /QEMU already runs an NBD server: pass its unix socket/);
     await withQmp(qsd, (qmp) => qmp.execute("nbd-server-stop"));
