@@ -5,9 +5,9 @@ APT_PACKAGES = qemu-utils qemu-system-x86 qemu-system-common libnbd0 libnbd-bin 
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-daemon-system \
 	openssh-server openssh-client bacula-director bacula-director-sqlite3 bacula-sd bacula-fd \
 	bacula-console sqlite3 iproute2 procps
+# Not put on PATH: child Deno processes are started with Deno.execPath(), and
+# `deno` inside a task is the task runner's own binary.
 DENO = .tools/node_modules/.bin/deno
-# Tests and the demo start further deno processes: put this Deno first on PATH.
-export PATH := $(CURDIR)/.tools/node_modules/.bin:$(PATH)
 
 .PHONY: setup demo test bench check
 setup: .setup-done

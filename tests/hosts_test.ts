@@ -28,6 +28,7 @@ import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
 import { withQemuNbd } from "./fixtures/qemu_nbd.ts";
 import { delay } from "../lib/core/async.ts";
+import { waitFor } from "./fixtures/kills.ts";
 
 function connect(sshd: TestSshd, extra: Partial<Parameters<typeof SshHost.connect>[0]> = {}) {
   return SshHost.connect({
@@ -86,14 +87,6 @@ async function guardProcesses(host: SshHost, needle: string): Promise<number> {
   const script = `for f in $(grep -l 'dirtybit-thaw-guard-[0-9a-f]' /proc/[0-9]*/cmdline ` +
     `2>/dev/null); do grep -qF "$1" "$f" 2>/dev/null && echo "$f"; done | wc -l`;
   return Number((await host.runChecked(["sh", "-c", script, "sh", needle])).trim());
-}
-
-async function waitFor(what: string, ms: number, cond: () => boolean | Promise<boolean>) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
 }
 
 Deno.test("remote commands over the loopback sshd: argv, output, exit code, timeout", async () => {
@@ -524,7 +517,7 @@ Deno.test("kill -9 of the backend while the guest is frozen: the host-side guard
       JSON.stringify(qga.agent)
     }, () => new Promise(() => {}), { guardSeconds: 3 });
     `;
-    const backend = new Deno.Command("deno", {
+    const backend = new Deno.Command(Deno.execPath(), {
       args: ["eval", code],
       env: { TMPDIR: backendTmp },
       stdout: "null",

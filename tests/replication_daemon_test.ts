@@ -26,7 +26,7 @@ class DaemonProcess {
 
   static start(config: string): DaemonProcess {
     return new DaemonProcess(
-      new Deno.Command("deno", {
+      new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", MAIN, "replicate", "daemon", "--config", config],
         stdin: "null",
         stdout: "null",

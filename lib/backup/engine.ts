@@ -9,16 +9,19 @@
  * @module
  */
 import { join } from "node:path";
+import { tmpdir } from "node:os";
 import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
 import { openPointInTime, type PointInTime } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
 import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
 import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
+import { untilAborted } from "../core/async.ts";
 import type { CbtStats } from "../cbt/layers.ts";
 import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./state.ts";
 import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk_backup.ts";
 import { lockStateDir } from "./lock.ts";
+import { RunRecord } from "../core/run_record.ts";
 
 /** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
 export type RequestedLevel = Level | "auto";
@@ -94,8 +97,15 @@ export interface DiskBackupResult extends PlannedDisk {
   streamBytes: number;
 }
 
-/** Where each disk's stream goes; called once the disk's level is known. */
-export type SinkFactory = (disk: PlannedDisk) => Promise<WritableStream<Uint8Array>>;
+/**
+ * Where each disk's stream goes; called once the disk's level is known. A
+ * file it creates until the backup is accepted (a `.partial` stream) goes
+ * into `run` first, so that the next run removes it if this one is killed.
+ */
+export type SinkFactory = (
+  disk: PlannedDisk,
+  run: RunRecord,
+) => Promise<WritableStream<Uint8Array>>;
 
 /** The job's disks, from `disks` or from `nodes` (name = node). */
 export function jobDisks(job: Pick<BackupJob, "nodes" | "disks">): JobDisk[] {
@@ -117,8 +127,12 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
   await Deno.mkdir(job.stateDir, { recursive: true, mode: 0o700 });
   const lock = await lockStateDir(job.stateDir);
   let qmp: QmpTransport | undefined;
-  const localDir = await Deno.makeTempDir({ prefix: "dirtybit-job-" });
+  let run: RunRecord | undefined;
+  const localDir = join(tmpdir(), `dirtybit-job-${crypto.randomUUID().slice(0, 8)}`);
   try {
+    run = await RunRecord.begin(job.stateDir);
+    await run.add({ kind: "path", path: localDir });
+    await Deno.mkdir(localDir, { mode: 0o700 });
     qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
     const left = await removeLeftovers(qmp, { removeFile: job.removeFile });
     const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
@@ -138,11 +152,12 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
       states.map((state, i) => resized[i] ? null : state),
       backupId,
       job.workDir ?? join(localDir, "fleece"),
+      run,
     );
     let outcomes: DiskBackupOutcome[];
     try {
       throwIfCancelled(job.signal);
-      outcomes = await untilCancelled(
+      outcomes = await untilAborted(
         job.signal,
         Promise.all(pit.disks.map(async (disk, i) => {
           const state = states[i];
@@ -170,13 +185,14 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
             stateDir: job.stateDir,
             compression: job.compression,
             metadata: job.metadata,
-            sink: await sinkFor(planned),
+            sink: await sinkFor(planned, run!),
             reads: job.reads,
             signal: job.signal,
             onMessage: job.onMessage,
             onProgress: job.onProgress,
           });
         })),
+        () => new CancelledError("backup cancelled"),
       );
     } catch (err) {
       await pit.abort().catch((abortErr) =>
@@ -199,6 +215,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
   } finally {
     if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
     await Deno.remove(localDir, { recursive: true }).catch(() => {});
+    await run?.end();
     await lock.release();
   }
 }
@@ -245,8 +262,10 @@ async function openPointInTimeQuiesced(
   states: (DiskState | null)[],
   checkpointId: string,
   workDir: string,
+  run: RunRecord,
 ): Promise<PointInTime> {
   const request = {
+    run,
     disks: disks.map((d, i) => ({ node: d.node, checkpoint: states[i]?.checkpoint })),
     level: job.level === "auto" ? "incremental" as const : job.level,
     checkpointId,
@@ -315,19 +334,4 @@ function nextState(
 
 function throwIfCancelled(signal?: AbortSignal): void {
   if (signal?.aborted) throw new CancelledError("backup cancelled");
-}
-
-/**
- * `work`, or a CancelledError as soon as `signal` aborts. The disks check the
- * signal between reads, but one blocked writing to a sink that no longer
- * drains (a pipe nobody reads) never gets there: the job must still end and
- * give QEMU's point in time back.
- */
-function untilCancelled<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
-  if (!signal) return work;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new CancelledError("backup cancelled"));
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }

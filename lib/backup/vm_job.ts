@@ -59,6 +59,7 @@ import {
   type SinkFactory,
 } from "./engine.ts";
 import { newBackupId } from "./state.ts";
+import { RunRecord } from "../core/run_record.ts";
 import type { ReadParallelism } from "./disk_backup.ts";
 import { backupSnapshotByDownload, withVolumeSnapshots } from "./download_backup.ts";
 
@@ -468,32 +469,38 @@ async function backupByDownload(
         "through a CloudStack snapshot and download: a full backup every time, no changed-block tracking",
     );
   }
-  return await withVolumeSnapshots(client, volumes, settings.onMessage, async (snapshots) => {
-    const results: DiskBackupResult[] = [];
-    for (const [i, volume] of volumes.entries()) {
-      const planned = {
-        node: volume.id,
-        diskName: volume.id,
-        level: "full" as const,
-        reason: "nbd_access_mode=api_only",
-        backupId,
-        parentId: null,
-      };
-      const out = await backupSnapshotByDownload({
-        client,
-        volume,
-        snapshotId: snapshots[i],
-        zoneId,
-        diskName: volume.id,
-        backupId,
-        compression: settings.compression,
-        metadata,
-        sink: () => sinkFor(planned),
-        signal: settings.signal,
-        onMessage: settings.onMessage,
-      });
-      results.push({ ...planned, ...out });
-    }
-    return results;
-  });
+  // No lock is needed for the record: it touches only what dead runs recorded.
+  const run = await RunRecord.begin(settings.stateDir);
+  try {
+    return await withVolumeSnapshots(client, volumes, settings.onMessage, async (snapshots) => {
+      const results: DiskBackupResult[] = [];
+      for (const [i, volume] of volumes.entries()) {
+        const planned = {
+          node: volume.id,
+          diskName: volume.id,
+          level: "full" as const,
+          reason: "nbd_access_mode=api_only",
+          backupId,
+          parentId: null,
+        };
+        const out = await backupSnapshotByDownload({
+          client,
+          volume,
+          snapshotId: snapshots[i],
+          zoneId,
+          diskName: volume.id,
+          backupId,
+          compression: settings.compression,
+          metadata,
+          sink: () => sinkFor(planned, run),
+          signal: settings.signal,
+          onMessage: settings.onMessage,
+        });
+        results.push({ ...planned, ...out });
+      }
+      return results;
+    });
+  } finally {
+    await run.end();
+  }
 }

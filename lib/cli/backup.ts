@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { isSpecialFile } from "./output.ts";
 import { openForWriting } from "../core/files.ts";
@@ -168,7 +168,7 @@ export const backupCommand: Command = {
           kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
         onProgress: progressLine(),
       };
-      const sinkFor: SinkFactory = async (disk: PlannedDisk) => {
+      const sinkFor: SinkFactory = async (disk: PlannedDisk, run) => {
         // A VM's disk count is known only once it is resolved.
         if (++sinks > 1 && (toStdout || !outDir)) {
           throw new UsageError(
@@ -185,6 +185,7 @@ export const backupCommand: Command = {
         const partial = `${final}.partial`;
         const entry = { partial, final, complete: false };
         files.set(disk.diskName, entry);
+        await run.add({ kind: "path", path: resolve(partial) }); // the next run removes it if killed
         const file = await openForWriting(partial, { write: true, create: true, truncate: true });
         return chunkReleasingSink(streamFileSink(file, entry));
       };

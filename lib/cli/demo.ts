@@ -16,6 +16,7 @@ import { openStreamFile } from "../stream/reader.ts";
 import { DependencyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "./report.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
+import { helperCommand } from "../core/process.ts";
 
 const HELP = `
 usage: dirtybit demo [--size MiB] [--dir DIR] [--keep]
@@ -125,7 +126,7 @@ async function runDemo(dir: string, size: number): Promise<number> {
   for (const { file } of results) await session.applyReader(await openStreamFile(file));
   await session.close();
   const restoreSeconds = (performance.now() - t0) / 1000;
-  const compare = await new Deno.Command("qemu-img", {
+  const compare = await helperCommand("qemu-img", {
     args: ["compare", "-q", "-f", "raw", "-F", "qcow2", join(dir, "source.raw"), restored],
   }).output();
   const identical = compare.code === 0;
@@ -170,7 +171,7 @@ function randomBytes(n: number): Uint8Array {
 async function tool(program: string, args: string[]): Promise<void> {
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command(program, { args, stdin: "null" }).output();
+    out = await helperCommand(program, { args, stdin: "null" }).output();
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
       throw new DependencyError(`${program} not found: install the Debian package qemu-utils`);

@@ -9,7 +9,7 @@ import { choice, parseFlags, required } from "./args.ts";
 import { openStreamFile, openStreamStdin } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import { RestoreSession } from "../restore/session.ts";
-import { UsageError } from "../core/errors.ts";
+import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatFromPath } from "../restore/target.ts";
 import { reportLine } from "./report.ts";
 import { runCrossRestore } from "./crossrestore.ts";
@@ -72,12 +72,34 @@ export const restoreCommand: Command = {
     for (let i = 1; i < readers.length; i++) {
       checkChainOrder(readers[i - 1].header, readers[i].header);
     }
-    const session = await RestoreSession.open({ path: out, format, force: values.force });
+    // SIGTERM (Bacula cancelling, systemd stopping) ends it like SIGINT: cleanly.
+    const controller = new AbortController();
+    const onSignal = () => controller.abort();
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+    const session = await RestoreSession.open({
+      path: out,
+      format,
+      force: values.force,
+      signal: controller.signal,
+    });
     const applied = [];
-    for (const reader of readers) {
-      const result = await session.applyReader(reader);
-      applied.push(result);
-      reportLine(`applied ${result.level} ${result.backupId} of ${result.disk} to ${out}`);
+    try {
+      for (const reader of readers) {
+        const result = await session.applyReader(reader).catch((err) => {
+          if (!controller.signal.aborted) throw err;
+          throw new CancelledError(
+            reader.header.level === "full"
+              ? `restore cancelled by a signal; ${out}.partial was removed, ${out} left as it was`
+              : `restore cancelled by a signal; ${out} is marked incomplete: restore the chain again from its full`,
+          );
+        });
+        applied.push(result);
+        reportLine(`applied ${result.level} ${result.backupId} of ${result.disk} to ${out}`);
+      }
+    } finally {
+      Deno.removeSignalListener("SIGINT", onSignal);
+      Deno.removeSignalListener("SIGTERM", onSignal);
     }
     await session.close();
     if (values.json) console.log(JSON.stringify({ target: out, format, applied }, null, 2));

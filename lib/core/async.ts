@@ -21,3 +21,23 @@ export function withTimeout<T>(
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * `work`, or the error of `onAbort` as soon as `signal` aborts. For work that
+ * checks the signal between steps but may block inside one (a write to a pipe
+ * nobody reads, a read from a stdin that never ends): the caller must still
+ * get control back to clean up. `work`'s own later failure is then ignored.
+ */
+export function untilAborted<T>(
+  signal: AbortSignal | undefined,
+  work: Promise<T>,
+  onAbort: () => Error,
+): Promise<T> {
+  if (!signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(onAbort());
+    if (signal.aborted) abort();
+    signal.addEventListener("abort", abort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
+}

@@ -11,6 +11,7 @@ import type { MappedExtent } from "../core/extent.ts";
 import type { DiskSource } from "../core/source.ts";
 import { NbdSource } from "../nbd/reader.ts";
 import { serveImage } from "../qemu/qemu_nbd.ts";
+import { helperCommand } from "../core/process.ts";
 
 /** Options for {@link openImageFile}. */
 export interface ImageFileOptions {
@@ -24,7 +25,7 @@ export interface ImageFileOptions {
 export async function detectImageFormat(path: string): Promise<string> {
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command("qemu-img", {
+    out = await helperCommand("qemu-img", {
       args: ["info", "--output=json", path],
       stdout: "piped",
       stderr: "piped",

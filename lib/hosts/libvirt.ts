@@ -205,6 +205,10 @@ export class VirshQmp implements QmpTransport {
     readonly commandTimeoutMs = 60_000,
   ) {}
 
+  get name(): string {
+    return `${this.host.target.host}/${this.domain}`;
+  }
+
   /** Runs one QMP command; commands run one at a time, in order. */
   execute<T>(command: string, args?: object): Promise<T> {
     const run = this.#queue.then(() => this.#execute<T>(command, args));

@@ -28,6 +28,7 @@
  */
 import { CancelledError, SourceError, UsageError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
+import { helperCommand } from "../core/process.ts";
 
 /** How to reach one KVM host (the `ssh_*` and `known_hosts` parameters). */
 export interface SshTarget {
@@ -257,7 +258,7 @@ export class SshHost {
       "-N",
       destination(resolved),
     ];
-    const master = new Deno.Command("ssh", {
+    const master = helperCommand("ssh", {
       args,
       stdin: "null",
       stdout: "null",
@@ -328,7 +329,7 @@ export class SshHost {
     // holds our pipes, so killing the local ssh alone would leave it running.
     const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
     const bounded = `timeout -k 5 ${seconds} sh -c ${shellQuote(script)}`;
-    const child = new Deno.Command("ssh", {
+    const child = helperCommand("ssh", {
       args: [...this.#muxOptions(), destination(this.target), "--", bounded],
       stdin: options.stdin ? "piped" : "null",
       stdout: "piped",
@@ -373,7 +374,7 @@ export class SshHost {
    */
   spawnScript(script: string): RemoteProcess {
     if (this.#closed) throw new SourceError(`SSH connection to ${this.name} is closed`);
-    const child = new Deno.Command("ssh", {
+    const child = helperCommand("ssh", {
       args: [...this.#muxOptions(), destination(this.target), "--", script],
       stdin: "piped",
       stdout: "piped",
@@ -425,7 +426,7 @@ export class SshHost {
     if (this.#closed) throw new SourceError(`SSH connection to ${this.name} is closed`);
     const local = `${this.#dir}/tunnel-${crypto.randomUUID().slice(0, 8)}.sock`;
     const remote = "socket" in endpoint ? endpoint.socket : `${endpoint.host}:${endpoint.port}`;
-    const child = new Deno.Command("ssh", {
+    const child = helperCommand("ssh", {
       args: [
         ...baseOptions(this.target),
         ...FAST_CIPHERS,

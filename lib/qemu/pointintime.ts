@@ -29,11 +29,12 @@ import {
   missingNode,
   queryBlockJobs,
   queryBlockNodes,
-  queryExportIds,
 } from "./blocknodes.ts";
 import { removeBitmaps } from "./bitmaps.ts";
 import { removeOverlayFile } from "./files.ts";
-import { QmpError, type QmpTransport } from "./qmp.ts";
+import type { QmpTransport } from "./qmp.ts";
+import { type NbdServer, startNbdServer } from "./nbd_server.ts";
+import type { RunRecord } from "../core/run_record.ts";
 
 /** One disk of a point in time, ready to be read over NBD. */
 export interface PointInTimeDisk {
@@ -89,6 +90,11 @@ export interface PointInTimeRequest {
   scope?: string;
   /** Removes an overlay file; default `Deno.remove` (QEMU runs on this machine). */
   removeFile?: (path: string) => Promise<void>;
+  /**
+   * The run's record, where the NBD server is recorded before it is started
+   * (and a killed run's server recognised: lib/qemu/nbd_server.ts).
+   */
+  run?: RunRecord;
 }
 
 interface DiskResources {
@@ -139,7 +145,7 @@ class Session implements PointInTime {
   readonly #resources: DiskResources[];
   readonly #token: string;
   #socket = "";
-  #startedServer = false;
+  #server: NbdServer | undefined;
   #bitmapsAdded = false;
   #ended = false;
 
@@ -287,11 +293,7 @@ class Session implements PointInTime {
       if (r.fileNode) await step(() => qmp.execute("blockdev-del", { "node-name": r.fileNode }));
       if (r.overlayPath) await step(() => removeOverlayFile(r.overlayPath!, this.#req.removeFile));
     }
-    if (this.#startedServer) {
-      await step(async () => {
-        if ((await queryExportIds(qmp)).length === 0) await qmp.execute("nbd-server-stop");
-      });
-    }
+    if (this.#server) await step(() => this.#server!.stop());
     if (errors.length > 0) {
       const first = errors[0];
       const text = first instanceof Error ? first.message : String(first);
@@ -334,19 +336,12 @@ class Session implements PointInTime {
 
   async #ensureNbdServer(): Promise<void> {
     const socket = this.#req.nbdSocket ?? `${this.#req.workDir}/dirtybit-nbd.sock`;
-    try {
-      await this.#qmp.execute("nbd-server-start", {
-        addr: { type: "unix", data: { path: socket } },
-      });
-      this.#startedServer = true;
-    } catch (err) {
-      if (!(err instanceof QmpError && /already running/i.test(err.desc))) throw err;
-      if (this.#req.nbdSocket === undefined) {
-        throw new SourceError(
-          "QEMU already runs an NBD server: pass its unix socket as the NBD socket to use it",
-        );
-      }
-    }
+    this.#server = await startNbdServer(this.#qmp, {
+      addr: { type: "unix", path: socket },
+      given: this.#req.nbdSocket !== undefined,
+      run: this.#req.run,
+      busy: "QEMU already runs an NBD server: pass its unix socket as the NBD socket to use it",
+    });
     this.#socket = socket;
   }
 }

@@ -3,20 +3,23 @@
  * format can be read or written with the NBD client. The one place the
  * project starts qemu-nbd.
  *
+ * qemu-nbd dies with the process that started it (a parent-death signal),
+ * so no server outlives its owner to hold the image's lock.
+ *
  * Each server has a run directory of its own under a directory per image,
  * `$TMPDIR/dirtybit-qemu-nbd-UID/IMAGE-KEY/OWNER-PID.RANDOM/`, holding the
- * unix socket and qemu-nbd's pid file. A process that dies without closing
- * its server (crash, SIGKILL) leaves qemu-nbd running, re-parented, still
- * holding the image's lock. The next {@link serveImage} of the same image
- * finds it there — its parent is no longer the owner the directory names —
- * and stops it before starting its own; a server whose owner still runs it
- * is left alone.
+ * unix socket and qemu-nbd's pid file. Should a server still run after its
+ * owner died (started by an older dirtybit, or without setpriv), the next
+ * {@link serveImage} of the same image finds it there — its parent is no
+ * longer the owner the directory names — and stops it before starting its
+ * own; a server whose owner still runs it is left alone.
  *
  * @module
  */
 import { join } from "node:path";
 import { DependencyError, SourceError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
+import { alive, helperCommand, processInfo } from "../core/process.ts";
 
 /** A running `qemu-nbd` and the URI of its export. */
 export interface ServedImage {
@@ -76,7 +79,7 @@ export async function serveImage(path: string, opts: ServeOptions): Promise<Serv
   ];
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command("qemu-nbd", { args, stdin: "null", stdout: "null", stderr: "piped" })
+    child = helperCommand("qemu-nbd", { args, stdin: "null", stdout: "null", stderr: "piped" })
       .spawn();
   } catch (err) {
     await removeRunDir(dir);
@@ -173,24 +176,6 @@ async function readPid(file: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/** argv and parent pid of a live (not zombie) process, from /proc. */
-async function processInfo(pid: number): Promise<{ argv: string[]; ppid: number } | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    // Fields after "(comm)": state, ppid, ...
-    const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (state === "Z") return undefined; // exited, waiting for a parent that may never reap it
-    const argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0").filter(Boolean);
-    return { argv, ppid: Number(ppid) };
-  } catch {
-    return undefined;
-  }
-}
-
-async function alive(pid: number): Promise<boolean> {
-  return (await processInfo(pid)) !== undefined;
 }
 
 /** SIGTERM (qemu-nbd flushes and exits), SIGKILL if still there after the timeout. */

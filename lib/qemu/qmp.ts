@@ -5,12 +5,18 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { SourceError } from "../core/errors.ts";
 import { writeAll } from "../core/bytes.ts";
 import { withTimeout } from "../core/async.ts";
 
 /** The one thing the QEMU layer needs from a monitor connection. */
 export interface QmpTransport {
+  /**
+   * Names the QEMU this reaches, the same on every connection (the QMP
+   * socket's absolute path; host and VM for libvirt): what a run records.
+   */
+  readonly name: string;
   /** Runs one QMP command and resolves with its `return` value; throws {@link QmpError}. */
   execute<T>(command: string, args?: object): Promise<T>;
   /** Closes the connection. Safe to call twice. */
@@ -77,6 +83,11 @@ export class QmpSocket implements QmpTransport {
   #closed = false;
   #closeReason: string | undefined;
   readonly #reader: Promise<void>;
+
+  /** The QMP socket's absolute path. */
+  get name(): string {
+    return resolve(this.#path);
+  }
 
   private constructor(conn: Deno.UnixConn, path: string, options: QmpSocketOptions) {
     this.#conn = conn;

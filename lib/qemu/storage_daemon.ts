@@ -8,6 +8,7 @@
 import { DependencyError, SourceError } from "../core/errors.ts";
 import { QmpSocket } from "./qmp.ts";
 import { delay } from "../core/async.ts";
+import { helperCommand } from "../core/process.ts";
 
 /** One disk opened by the daemon. */
 export interface DaemonDisk {
@@ -75,7 +76,7 @@ export class StorageDaemon {
     );
     let process: Deno.ChildProcess;
     try {
-      process = new Deno.Command("qemu-storage-daemon", {
+      process = helperCommand("qemu-storage-daemon", {
         args,
         stdin: "null",
         stdout: "null",

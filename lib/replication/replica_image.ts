@@ -10,6 +10,7 @@ import { DependencyError, TargetError } from "../core/errors.ts";
 import { NbdImageTarget } from "../restore/nbd_target.ts";
 import type { RestoreTarget } from "../restore/target.ts";
 import { writeAll } from "../core/bytes.ts";
+import { helperCommand } from "../core/process.ts";
 
 /** Image formats a replica can have. */
 export type ReplicaFormat = "qcow2" | "raw";
@@ -110,7 +111,7 @@ class RawImage implements ReplicaImage {
 export async function runQemuImg(args: string[]): Promise<void> {
   let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command("qemu-img", { args, stdout: "null", stderr: "piped" }).output();
+    out = await helperCommand("qemu-img", { args, stdout: "null", stderr: "piped" }).output();
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
       throw new DependencyError("qemu-img not found: install the Debian package qemu-utils");

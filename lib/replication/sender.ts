@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { ChainError, DirtybitError, InputError, UsageError } from "../core/errors.ts";
+import { RunRecord } from "../core/run_record.ts";
 import { type Extent, type MappedExtent, totalLength } from "../core/extent.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { NbdSource } from "../nbd/reader.ts";
@@ -199,7 +200,7 @@ export function seedDisk(
   return withRetries(
     target.retry,
     retryHooks(options),
-    () => exclusively(disk, () => seedAttempt(disk, target, options)),
+    () => exclusively(disk, (run) => seedAttempt(disk, target, options, run)),
   );
 }
 
@@ -207,6 +208,7 @@ async function seedAttempt(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
   options: SendOptions,
+  run: RunRecord,
 ): Promise<SeedResult> {
   checkStep(await loadRole(disk.stateDir, disk.name, "primary"), "cycle");
   const saved = await loadSenderState(disk.stateDir, disk.name);
@@ -225,7 +227,7 @@ async function seedAttempt(
     const resumable = state.seedId !== undefined && probe.seedId === state.seedId &&
       state.checkpoint !== undefined && state.seedOffset !== undefined &&
       probe.seedOffset !== undefined;
-    const pit = await openView(disk, resumable ? state.checkpoint : undefined);
+    const pit = await openView(disk, resumable ? state.checkpoint : undefined, run);
     const view = pit.disks[0];
     let offset = resumable && view.level !== "full"
       ? Math.min(state.seedOffset!, probe.seedOffset!)
@@ -325,7 +327,7 @@ export function pushCycle(
   return withRetries(
     target.retry,
     retryHooks(options),
-    () => exclusively(disk, () => cycleAttempt(disk, target, options)),
+    () => exclusively(disk, (run) => cycleAttempt(disk, target, options, run)),
   );
 }
 
@@ -333,6 +335,7 @@ async function cycleAttempt(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
   options: SendOptions,
+  run: RunRecord,
 ): Promise<CycleResult> {
   const started = performance.now();
   // A fenced disk sends nothing (failover pre); neither does a replica.
@@ -347,7 +350,7 @@ async function cycleAttempt(
   // leaves QEMU untouched and the checkpoint keeps accumulating.
   const channel = await connect(target);
   try {
-    const pit = await openView(disk, state.checkpoint);
+    const pit = await openView(disk, state.checkpoint, run);
     const view = pit.disks[0];
     let result: CycleResult;
     let db: HashDb | undefined;
@@ -463,7 +466,7 @@ export function resyncDisk(
   return withRetries(
     target.retry,
     retryHooks(options),
-    () => exclusively(disk, () => resyncAttempt(disk, target, options)),
+    () => exclusively(disk, (run) => resyncAttempt(disk, target, options, run)),
   );
 }
 
@@ -471,10 +474,11 @@ async function resyncAttempt(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
   options: SendOptions,
+  run: RunRecord,
 ): Promise<ResyncResult> {
   const channel = await connect(target);
   try {
-    const pit = await openView(disk, undefined);
+    const pit = await openView(disk, undefined, run);
     const view = pit.disks[0];
     const seedId = crypto.randomUUID();
     let stats: BatchStats;
@@ -564,9 +568,13 @@ export async function replicationScope(node: string): Promise<string> {
 
 /**
  * Runs one attempt holding the disk's lock file, after removing what a dead
- * earlier attempt left in QEMU (safe only under the lock: one sender per disk).
+ * earlier attempt left in QEMU (safe only under the lock: one sender per disk),
+ * with a record of what it starts (its NBD server) for the next attempt.
  */
-async function exclusively<T>(disk: ReplicatedDisk, attempt: () => Promise<T>): Promise<T> {
+async function exclusively<T>(
+  disk: ReplicatedDisk,
+  attempt: (run: RunRecord) => Promise<T>,
+): Promise<T> {
   await Deno.mkdir(disk.stateDir, { recursive: true });
   const lock = await Deno.open(join(disk.stateDir, `${checkName(disk.name)}.lock`), {
     write: true,
@@ -575,7 +583,12 @@ async function exclusively<T>(disk: ReplicatedDisk, attempt: () => Promise<T>): 
   try {
     await lock.lock(true);
     await removeLeftovers(disk.qmp, { scope: await replicationScope(disk.node) });
-    return await attempt();
+    const run = await RunRecord.begin(disk.stateDir);
+    try {
+      return await attempt(run);
+    } finally {
+      await run.end();
+    }
   } finally {
     lock.close();
   }
@@ -600,8 +613,10 @@ async function openReplica(
 async function openView(
   disk: ReplicatedDisk,
   checkpoint: DiskCheckpoint | undefined,
+  run: RunRecord,
 ): Promise<PointInTime> {
   return await openPointInTime(disk.qmp, {
+    run,
     disks: [{ node: disk.node, ...(checkpoint ? { checkpoint } : {}) }],
     level: checkpoint ? "incremental" : "full",
     checkpointId: `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,

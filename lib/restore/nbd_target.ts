@@ -7,6 +7,7 @@
 import { NbdClient } from "../nbd/client.ts";
 import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
 import { TargetError } from "../core/errors.ts";
+import { helperCommand } from "../core/process.ts";
 import type { RestoreTarget } from "./target.ts";
 
 /** An image file written through a private qemu-nbd. */
@@ -24,7 +25,7 @@ export class NbdImageTarget implements RestoreTarget {
 
   /** Creates a new qcow2 image of `size` bytes at `path` and opens it. */
   static async createQcow2(path: string, size: number): Promise<NbdImageTarget> {
-    const out = await new Deno.Command("qemu-img", {
+    const out = await helperCommand("qemu-img", {
       args: ["create", "-q", "-f", "qcow2", path, String(size)],
       stdout: "null",
       stderr: "piped",

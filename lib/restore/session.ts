@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { ChainError, TargetError } from "../core/errors.ts";
+import { CancelledError, ChainError, TargetError } from "../core/errors.ts";
+import { untilAborted } from "../core/async.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { StreamReader } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
@@ -38,6 +39,11 @@ export interface RestoreTargetSpec {
   format?: RestoreFormat;
   /** Allow replacing an existing file that is not a dirtybit restore target. */
   force?: boolean;
+  /**
+   * Cancels the restore (SIGINT, SIGTERM): a full's `.partial` is removed, an
+   * incremental's target stays marked incomplete; the apply throws a CancelledError.
+   */
+  signal?: AbortSignal;
 }
 
 /** Restores streams into one target file. */
@@ -45,18 +51,18 @@ export class RestoreSession {
   readonly #path: string;
   readonly #format: RestoreFormat;
   readonly #force: boolean;
+  readonly #signal: AbortSignal | undefined;
 
-  private constructor(path: string, format: RestoreFormat, force: boolean) {
-    this.#path = path;
+  private constructor(spec: RestoreTargetSpec, format: RestoreFormat) {
+    this.#path = spec.path;
     this.#format = format;
-    this.#force = force;
+    this.#force = spec.force ?? false;
+    this.#signal = spec.signal;
   }
 
   /** Prepares a session; nothing is written before the first `apply`. */
   static open(spec: RestoreTargetSpec): Promise<RestoreSession> {
-    return Promise.resolve(
-      new RestoreSession(spec.path, spec.format ?? formatFromPath(spec.path), spec.force ?? false),
-    );
+    return Promise.resolve(new RestoreSession(spec, spec.format ?? formatFromPath(spec.path)));
   }
 
   get #sidecarPath(): string {
@@ -97,7 +103,7 @@ export class RestoreSession {
       : await RawFileTarget.create(partial, header.virtualSize);
     try {
       // A new image reads as zeros already: zero records need no writes.
-      const bytes = await copyRecords(reader, target, { skipZeros: true });
+      const bytes = await copyRecords(reader, target, { skipZeros: true, signal: this.#signal });
       await target.flush();
       await target.close();
       await Deno.remove(this.#sidecarPath).catch(() => {});
@@ -126,7 +132,7 @@ export class RestoreSession {
         );
       }
       await this.#saveSidecar({ ...sidecar, applying: header.backupId });
-      const bytes = await copyRecords(reader, target, { skipZeros: false });
+      const bytes = await copyRecords(reader, target, { skipZeros: false, signal: this.#signal });
       await target.flush();
       await target.close();
       await this.#saveSidecar({ format: this.#format, last: header });
@@ -180,14 +186,27 @@ export function checkNextStream(
   checkChainOrder(state.last, header);
 }
 
-/** Writes a stream's records to `target`; returns the data bytes written. */
-export async function copyRecords(
+/**
+ * Writes a stream's records to `target`; returns the data bytes written.
+ * `signal` ends it with a CancelledError, also while a read or write blocks.
+ */
+export function copyRecords(
   reader: StreamReader,
   target: RestoreTarget,
-  opts: { skipZeros: boolean },
+  opts: { skipZeros: boolean; signal?: AbortSignal },
+): Promise<number> {
+  const cancelled = () => new CancelledError("restore cancelled");
+  return untilAborted(opts.signal, copyAll(reader, target, opts), cancelled);
+}
+
+async function copyAll(
+  reader: StreamReader,
+  target: RestoreTarget,
+  opts: { skipZeros: boolean; signal?: AbortSignal },
 ): Promise<number> {
   let bytes = 0;
   for await (const rec of reader.records()) {
+    if (opts.signal?.aborted) break; // untilAborted has thrown already
     if (rec.kind === "data") {
       await target.writeData(rec.offset, rec.data);
       bytes += rec.data.length;

@@ -18,11 +18,15 @@
  * @module
  */
 import { join } from "node:path";
+import { tmpdir } from "node:os";
 import { ChainError, describeError, SourceError, TargetError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { NbdClient } from "../nbd/client.ts";
 import { QmpError, QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
-import { deleteExport, queryBlockNode, queryExportIds } from "../qemu/blocknodes.ts";
+import { deleteExport, queryBlockNode } from "../qemu/blocknodes.ts";
+import { type NbdServer, startNbdServer } from "../qemu/nbd_server.ts";
+import { removeLeftovers } from "../qemu/leftovers.ts";
+import { RunRecord } from "../core/run_record.ts";
 import { newTempPrefix } from "../qemu/checkpoint.ts";
 import { removeCheckpoint } from "../qemu/bitmaps.ts";
 import { checkChainOrder } from "../stream/chain.ts";
@@ -55,29 +59,40 @@ export interface VmDiskApplied {
 
 /**
  * Exports `node` writable over QEMU's own NBD server and connects to it. The
- * export id marks it as a dirtybit leftover (removed by the next backup) if
- * this process dies; `close` removes it and the NBD server if it started one.
+ * export id marks it as a dirtybit leftover (removed by the next backup or
+ * restore) if this process dies, and `run` records the server and scratch
+ * directory this starts; `close` removes the export and what it started.
  */
 async function exportNode(
   qmp: QmpTransport,
   node: string,
   nbdSocket: string | undefined,
+  run: RunRecord,
 ): Promise<RestoreTarget> {
   await queryBlockNode(qmp, node);
-  const dir = nbdSocket ? null : await Deno.makeTempDir({ prefix: "dirtybit-restore-" });
+  const dir = nbdSocket
+    ? null
+    : join(tmpdir(), `dirtybit-restore-${crypto.randomUUID().slice(0, 8)}`);
   const socket = nbdSocket ?? join(dir!, "nbd.sock");
-  let started = false;
+  let server: NbdServer | undefined;
   const id = `${newTempPrefix()}r`;
   let exported = false;
   const release = async () => {
     if (exported) await deleteExport(qmp, id);
-    if (started && (await queryExportIds(qmp)).length === 0) {
-      await qmp.execute("nbd-server-stop");
-    }
+    await server?.stop();
     if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   try {
-    started = await startNbdServer(qmp, socket, nbdSocket !== undefined);
+    if (dir) {
+      await run.add({ kind: "path", path: dir });
+      await Deno.mkdir(dir, { mode: 0o700 });
+    }
+    server = await startNbdServer(qmp, {
+      addr: { type: "unix", path: socket },
+      given: nbdSocket !== undefined,
+      run,
+      busy: "QEMU already runs an NBD server: pass its unix socket as nbd_socket to use it",
+    });
     try {
       await qmp.execute("block-export-add", {
         type: "nbd",
@@ -115,46 +130,38 @@ async function exportNode(
   }
 }
 
-/** Starts QEMU's NBD server on `socket`; false if the given one already runs. */
-async function startNbdServer(
-  qmp: QmpTransport,
-  socket: string,
-  given: boolean,
-): Promise<boolean> {
-  try {
-    await qmp.execute("nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
-    return true;
-  } catch (err) {
-    if (!(err instanceof QmpError && /already running/i.test(err.desc))) throw err;
-    if (!given) {
-      throw new SourceError(
-        "QEMU already runs an NBD server: pass its unix socket as nbd_socket to use it",
-      );
-    }
-    return false;
-  }
-}
-
 /** Applies streams of one disk's chain onto the disk, in order. */
 export class VmDiskRestore {
   readonly #spec: VmDiskSpec;
   readonly #lock: JobLock;
+  readonly #run: RunRecord;
   readonly #qmp: QmpSocket;
   #target: RestoreTarget | undefined;
 
-  private constructor(spec: VmDiskSpec, lock: JobLock, qmp: QmpSocket) {
+  private constructor(spec: VmDiskSpec, lock: JobLock, run: RunRecord, qmp: QmpSocket) {
     this.#spec = spec;
     this.#lock = lock;
+    this.#run = run;
     this.#qmp = qmp;
   }
 
-  /** Locks the state directory (no backup of the disk meanwhile) and connects to QMP. */
+  /**
+   * Locks the state directory (no backup of the disk meanwhile), connects to
+   * QMP and removes what a killed backup or restore left in QEMU.
+   */
   static async open(spec: VmDiskSpec): Promise<VmDiskRestore> {
     await Deno.mkdir(spec.stateDir, { recursive: true, mode: 0o700 });
     const lock = await lockStateDir(spec.stateDir);
+    let run: RunRecord | undefined;
+    let qmp: QmpSocket | undefined;
     try {
-      return new VmDiskRestore(spec, lock, await QmpSocket.connect(spec.qmp));
+      run = await RunRecord.begin(spec.stateDir);
+      qmp = await QmpSocket.connect(spec.qmp);
+      await removeLeftovers(qmp);
+      return new VmDiskRestore(spec, lock, run, qmp);
     } catch (err) {
+      await qmp?.close().catch(() => {});
+      await run?.end();
       await lock.release();
       throw err;
     }
@@ -172,7 +179,7 @@ export class VmDiskRestore {
     const record = await readJsonFile<AppliedState>(this.#recordPath);
     if (header.level === "full") checkChainOrder(null, header);
     else checkNextStream(what, record, header);
-    this.#target ??= await exportNode(this.#qmp, this.#spec.node, this.#spec.nbdSocket);
+    this.#target ??= await exportNode(this.#qmp, this.#spec.node, this.#spec.nbdSocket, this.#run);
     const target = this.#target;
     if (target.size !== header.virtualSize) {
       throw new ChainError(
@@ -218,6 +225,7 @@ export class VmDiskRestore {
       });
     } finally {
       await this.#qmp.close().catch(() => {});
+      await this.#run.end();
       await this.#lock.release();
     }
   }

@@ -109,7 +109,9 @@ export async function benchConvert(dir: string): Promise<BenchRow[]> {
         ours = Math.min(
           ours,
           await timed(
-            `deno run -A ${q(MAIN)} convert --from ${q(served.uri)} ${flags.join(" ")} --out - ` +
+            `${q(Deno.execPath())} run -A ${q(MAIN)} convert --from ${q(served.uri)} ${
+              flags.join(" ")
+            } --out - ` +
               `| ${receiver}; sync`,
             out,
           ),

@@ -12,13 +12,13 @@ export function convertToPipe(args: string[], out: string): Promise<RunResult> {
   const quoted = args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
   return run("bash", [
     "-c",
-    `set -o pipefail; deno run -A '${MAIN}' convert ${quoted} --out - | cat > '${out}'`,
+    `set -o pipefail; '${Deno.execPath()}' run -A '${MAIN}' convert ${quoted} --out - | cat > '${out}'`,
   ]);
 }
 
 /** Runs `dirtybit ARGS` and returns exit code and output. */
 export async function dirtybit(args: string[]): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command("deno", {
+  const o = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     stdout: "piped",
     stderr: "piped",

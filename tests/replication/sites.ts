@@ -6,7 +6,6 @@
  * @module
  */
 import { join } from "node:path";
-import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
@@ -22,7 +21,7 @@ export interface CliResult {
 
 /** Runs `dirtybit ARGS` to completion. */
 export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const out = await new Deno.Command("deno", {
+  const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     env,
     stdin: "null",
@@ -56,7 +55,7 @@ export class ReceiverProcess {
     args: string[],
     env: Record<string, string> = {},
   ): Promise<ReceiverProcess> {
-    const child = new Deno.Command("deno", {
+    const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, "replicate", "receive", "--listen", "127.0.0.1:0", ...args],
       env,
       stdin: "null",
@@ -128,9 +127,11 @@ export class Sites {
     readonly pskFile: string,
   ) {}
 
-  static async start(size: number): Promise<Sites> {
+  /** `guestNbd: false`: the source QEMU runs no NBD server of its own (see Qsd). */
+  static async start(size: number, options: { guestNbd?: boolean } = {}): Promise<Sites> {
     const qsd = await Qsd.start({
       disks: [{ size, writes: [{ pattern: 0x11, offset: 0, length: 3 << 20 }] }],
+      ...options,
     });
     const dir = await Deno.makeTempDir({ prefix: "dirtybit-repl-" });
     const pskFile = join(dir, "psk");
@@ -163,12 +164,7 @@ export class Sites {
     return [
       "replicate",
       sub,
-      "--qmp",
-      this.qsd.qmpSocket,
-      "--node",
-      this.qsd.disks[0].node,
-      "--nbd-socket",
-      this.qsd.nbdSocket,
+      ...this.qsd.sourceArgs([this.qsd.disks[0].node]),
       "--dr",
       `127.0.0.1:${port}`,
       "--psk-file",
@@ -197,7 +193,7 @@ export class Sites {
     port: number,
     extra: string[] = [],
   ): Promise<void> {
-    const child = new Deno.Command("deno", {
+    const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", MAIN, ...this.senderArgs(sub, port), ...extra],
       stdout: "null",
       stderr: "null",
@@ -209,13 +205,7 @@ export class Sites {
 
   /** Writes `length` random (incompressible) bytes at `offset` of disk 0, as the guest would. */
   async randomWrite(offset: number, length: number): Promise<void> {
-    const client = await NbdClient.connect({ uri: this.qsd.disks[0].uri });
-    try {
-      await client.pwrite(fillRandom(new Uint8Array(length)), offset);
-      await client.flush();
-    } finally {
-      await client.close();
-    }
+    await this.qsd.guestPwrite(0, fillRandom(new Uint8Array(length)), offset);
   }
 
   /** Runs `replicate status ARGS`. */
