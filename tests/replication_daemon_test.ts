@@ -56,14 +56,16 @@ class DaemonProcess {
   }
 }
 
-Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", async () => {
-  const qsd = await Qsd.start({
-    disks: [
-      { size: 16 * MiB, writes: [{ pattern: 0x11, offset: 0, length: MiB }] },
-      { size: 8 * MiB, writes: [{ pattern: 0x22, offset: MiB, length: MiB }] },
-    ],
-  });
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon-" });
+/**
+ * A temp dir with a PSK file, a receiver replicating into `DIR/dr`, and a
+ * daemon config sending `disks` to it (state in `DIR/state`, no retries).
+ */
+async function daemonBed(
+  prefix: string,
+  defaults: Record<string, unknown>,
+  disks: Record<string, unknown>[],
+): Promise<{ dir: string; receiver: ReceiverProcess; config: string }> {
+  const dir = await Deno.makeTempDir({ prefix });
   const psk = join(dir, "psk");
   await Deno.writeTextFile(psk, "the daemon test's pre-shared key, long enough\n", { mode: 0o600 });
   const receiver = await ReceiverProcess.start([
@@ -81,16 +83,29 @@ Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", as
         dr_port: receiver.port,
         psk_file: psk,
         state_dir: join(dir, "state"),
-        nbd_socket: qsd.nbdSocket,
-        qmp: qsd.qmpSocket,
         retry_count: 0,
+        ...defaults,
       },
-      disks: [
-        { name: "fast", node: "disk0", cycle_interval: 1 },
-        { name: "slow", node: "disk1", cycle_interval: 3 },
-      ],
+      disks,
     }),
   );
+  return { dir, receiver, config };
+}
+
+Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", async () => {
+  const qsd = await Qsd.start({
+    disks: [
+      { size: 16 * MiB, writes: [{ pattern: 0x11, offset: 0, length: MiB }] },
+      { size: 8 * MiB, writes: [{ pattern: 0x22, offset: MiB, length: MiB }] },
+    ],
+  });
+  const { dir, receiver, config } = await daemonBed("dirtybit-daemon-", {
+    nbd_socket: qsd.nbdSocket,
+    qmp: qsd.qmpSocket,
+  }, [
+    { name: "fast", node: "disk0", cycle_interval: 1 },
+    { name: "slow", node: "disk1", cycle_interval: 3 },
+  ]);
   let daemon = DaemonProcess.start(config);
   try {
     await daemon.waitFor(/fast: cycle 2 confirmed/);
@@ -137,29 +152,10 @@ Deno.test("replication daemon: three QEMUs' disks under one state dir, 20 cycles
       })
     ),
   );
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-daemon3-" });
-  const psk = join(dir, "psk");
-  await Deno.writeTextFile(psk, "the daemon test's pre-shared key, long enough\n", { mode: 0o600 });
-  const receiver = await ReceiverProcess.start([
-    "--psk-file",
-    psk,
-    "--replica-dir",
-    join(dir, "dr"),
-  ]);
-  const config = join(dir, "daemon.json");
-  await Deno.writeTextFile(
-    config,
-    JSON.stringify({
-      defaults: {
-        dr_host: "127.0.0.1",
-        dr_port: receiver.port,
-        psk_file: psk,
-        state_dir: join(dir, "state"),
-        retry_count: 0,
-        cycle_interval: 1,
-      },
-      disks: qsds.map((q, i) => ({ name: `d${i}`, node: "disk0", qmp: q.qmpSocket })),
-    }),
+  const { dir, receiver, config } = await daemonBed(
+    "dirtybit-daemon3-",
+    { cycle_interval: 1 },
+    qsds.map((q, i) => ({ name: `d${i}`, node: "disk0", qmp: q.qmpSocket })),
   );
   const daemon = DaemonProcess.start(config);
   try {
