@@ -26,8 +26,9 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
       "seed copies the disk; status shows it seeding; a second seed is a no-op",
       async () => {
         const before = await sites.snapshot("seed");
-        // Slowed down so that status is asked while the seed runs.
-        const seed = sites.send("seed", receiver.port, ["--bandwidth-limit", "1MB"]);
+        // Slowed down (3 MiB at 256 KB/s) so that status, a process start of its
+        // own, is asked while the seed runs even on a loaded machine.
+        const seed = sites.send("seed", receiver.port, ["--bandwidth-limit", "256KB"]);
         let done = false;
         seed.finally(() => done = true);
         const phases = new Set<string>();
