@@ -6,7 +6,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { log, senderSetup } from "./replicate.ts";
+import { crashHook, log, senderSetup } from "./replicate.ts";
 import { parseParamFlags } from "./params.ts";
 import { UsageError } from "../core/errors.ts";
 import {
@@ -24,7 +24,7 @@ const SENDER_FLAGS =
 
 const HELP = `
 usage: dirtybit failover pre   ${SENDER_FLAGS}          (original site)
-       dirtybit failover exec  --name NAME --replica-dir DIR [--memory MiB] [--cpus N]   (DR site)
+       dirtybit failover exec  --name NAME --replica-dir DIR [--force] [--memory MiB] [--cpus N]   (DR site)
        dirtybit failback pre   ${SENDER_FLAGS}          (DR site, toward the original site)
        dirtybit failback exec  ${SENDER_FLAGS}          (DR site)
        dirtybit reprotect      ${SENDER_FLAGS}          (the side that stays primary)
@@ -33,10 +33,15 @@ failover pre    final replication cycle, then fence the disk: no more cycles fro
                 Shut the VM down first, or what it writes afterwards stays here.
 failover exec   promote the replica at the DR site: DIR/NAME.qcow2 becomes the VM's disk;
                 writes DIR/NAME.qemu.sh (qemu-system-x86_64) and DIR/NAME.xml (libvirt).
+                Needs 'failover pre' at the source first; --force promotes the last
+                confirmed cycle when the source site is lost (unplanned failover: the
+                output says the RPO, the source fences itself when it returns).
 failback pre    the DR VM's disk (--qmp/--node at the DR site) is compared block by block
                 (xxHash64) with the original primary's disk, which a receiver at the original
                 site serves ('dirtybit replicate receive --replica-dir STATE-DIR' there, with
-                the VM stopped); only differing blocks are sent. Then 'replicate push' from
+                the VM stopped); only differing blocks are sent. What the original disk
+                wrote after its last cycle is first kept aside there, in
+                STATE-DIR/NAME.divergent-after-cycle-N.qcow2. Then 'replicate push' from
                 the DR site keeps it current.
 failback exec   final cycle from the DR site, then swap roles: the original disk is the primary
                 again (shut the DR VM down first).
@@ -107,6 +112,7 @@ async function senderStep(
       target: setup.target,
       compressLevel: setup.compressLevel,
       notify,
+      onPoint: crashHook(),
     });
     return 0;
   } finally {
@@ -121,7 +127,13 @@ function failoverPre(args: string[]): Promise<number> {
 async function failoverExec(args: string[]): Promise<number> {
   const { extra } = parseParamFlags(args, {
     only: [],
-    extra: { name: "string", "replica-dir": "string", memory: "string", cpus: "string" },
+    extra: {
+      name: "string",
+      "replica-dir": "string",
+      memory: "string",
+      cpus: "string",
+      force: "bool",
+    },
   });
   const name = extra.name as string | undefined;
   const dir = extra["replica-dir"] as string | undefined;
@@ -133,7 +145,15 @@ async function failoverExec(args: string[]): Promise<number> {
       "failover exec: --memory (MiB, >= 64) and --cpus (>= 1) are whole numbers",
     );
   }
-  await execStep({ name, replicaDir: dir, memoryMiB, cpus, notify });
+  await execStep({
+    name,
+    replicaDir: dir,
+    memoryMiB,
+    cpus,
+    force: extra.force === true,
+    notify,
+    onPoint: crashHook(),
+  });
   return 0;
 }
 

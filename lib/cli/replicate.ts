@@ -15,6 +15,7 @@ import { SecureChannel } from "../replication/channel.ts";
 import { validatePsk } from "../replication/handshake.ts";
 import { readPskFile } from "../replication/psk.ts";
 import { Receiver } from "../replication/receiver.ts";
+import { loadRole } from "../replication/role_file.ts";
 import {
   listSenderStates,
   pushCycle,
@@ -27,7 +28,7 @@ import {
 import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
 import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
-import { type BatchPoint, ReplicaStore } from "../replication/store.ts";
+import { ReplicaStore } from "../replication/store.ts";
 
 const HELP = `
 usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir DIR [--replica-format qcow2|raw]
@@ -93,6 +94,21 @@ export const replicateCommand: Command = {
   },
 };
 
+/**
+ * Crash tests stop the process abruptly at a named point (`POINT` or
+ * `POINT:N`, the N-th time it is reached), given in DIRTYBIT_TEST_CRASH_AT.
+ */
+export function crashHook(
+  exit = () => Deno.kill(Deno.pid, "SIGKILL"),
+): ((point: string) => void) | undefined {
+  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
+  if (!crashAt) return undefined;
+  let reached = 0;
+  return (point) => {
+    if (point === crashAt && ++reached >= Number(nth ?? 1)) exit();
+  };
+}
+
 /** One line of progress on stderr. */
 export function log(line: string): void {
   console.error(`dirtybit replicate: ${line}`);
@@ -144,15 +160,9 @@ async function receive(args: string[]): Promise<number> {
     10900,
   );
   const psk = await pskOf(params);
-  // Crash tests stop the process abruptly at a named point of a batch
-  // (`POINT` or `POINT:N`, the N-th time it is reached).
-  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
-  let reached = 0;
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
-    onPoint: crashAt
-      ? (p: BatchPoint) => p === crashAt && ++reached >= Number(nth ?? 1) && Deno.exit(86)
-      : undefined,
+    onPoint: crashHook(() => Deno.exit(86)),
   });
   for (const r of recovered) log(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
   const ac = stopSignal();
@@ -369,7 +379,13 @@ async function status(args: string[]): Promise<number> {
     }
   } else {
     const stateDir = params.state_dir ?? join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
-    rows = senderStatus(await listSenderStates(stateDir), new Date());
+    const states = await listSenderStates(stateDir);
+    const roles = new Map<string, string>();
+    for (const s of states) {
+      const r = await loadRole(stateDir, s.name, "primary");
+      roles.set(s.name, `${r.role}/${r.state}`);
+    }
+    rows = senderStatus(states, new Date(), roles);
   }
   if (extra.json) console.log(JSON.stringify(rows, null, 2));
   else if (extra.prometheus) await Deno.stdout.write(new TextEncoder().encode(toPrometheus(rows)));

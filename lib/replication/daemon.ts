@@ -6,11 +6,13 @@
  * one client). A failed attempt is recorded in the disk's state and the
  * schedule goes on; the next cycle carries the changes. Stopping (the
  * signal) ends the waits at once and lets attempts in flight finish; since
- * all progress lives in the state directory, a restart resumes.
+ * all progress lives in the state directory, a restart resumes. A disk whose
+ * role forbids cycles (fenced here, or its replica promoted at the DR site)
+ * is reported once and left alone: retrying cannot change an answer.
  *
  * @module
  */
-import { describeError } from "../core/errors.ts";
+import { describeError, RoleError } from "../core/errors.ts";
 import type { QmpTransport } from "../qemu/mod.ts";
 import {
   loadSenderState,
@@ -58,7 +60,8 @@ async function schedule(
   connect: (path: string) => Promise<QmpTransport>,
 ): Promise<void> {
   const name = d.disk.name;
-  while (!signal.aborted) {
+  let refused = false;
+  while (!signal.aborted && !refused) {
     const started = Date.now();
     await onMonitor(d.qmpPath, async () => {
       if (signal.aborted) return;
@@ -84,12 +87,13 @@ async function schedule(
         }
       } catch (err) {
         await recordError(disk, d.target, err).catch(() => {});
-        log(`${name}: ${describeError(err)}`);
+        refused = err instanceof RoleError;
+        log(`${name}: ${describeError(err)}${refused ? "; no more attempts for this disk" : ""}`);
       } finally {
         await qmp.close();
       }
     }).catch((err) => log(`${name}: ${describeError(err)}`));
-    await abortableSleep(Math.max(0, started + d.intervalMs - Date.now()), signal);
+    if (!refused) await abortableSleep(Math.max(0, started + d.intervalMs - Date.now()), signal);
   }
 }
 

@@ -20,6 +20,22 @@ Deno.test("every message kind round-trips", () => {
     { type: "promote", name: "d", seedId: "s", cycle: 3 },
     { type: "reprotect", name: "d", seedId: "s", cycle: 3 },
     { type: "role-done", name: "d", role: "primary/promoted" },
+    { type: "fenced", name: "d", seedId: "s", cycle: 3 },
+    { type: "kept", name: "d", path: "/a/d.divergent.qcow2", bytes: 65536, whole: false },
+    { type: "kept", name: "d", bytes: 0, whole: false },
+    {
+      type: "state",
+      name: "d",
+      seedId: "s",
+      cycle: 4,
+      role: {
+        role: "primary/promoted",
+        step: "failover_exec",
+        since: "2026-01-01T00:00:00.000Z",
+        cycle: 4,
+        unfenced: true,
+      },
+    },
     { type: "begin", kind: "resync", seedId: "s", size: 10, cycle: 0, base: 0 },
     { type: "close" },
   ];
