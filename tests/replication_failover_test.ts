@@ -7,60 +7,19 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { StorageDaemon } from "../lib/qemu/storage_daemon.ts";
-import { cli, type CliResult, imagesEqual, ReceiverProcess, run } from "./replication/sites.ts";
+import {
+  cli,
+  imagesEqual,
+  ok,
+  ReceiverProcess,
+  refused,
+  run,
+  Vm,
+  vmSenderArgs,
+} from "./replication/sites.ts";
 
 const MiB = 1 << 20;
 const PSK_TEXT = "failover round trip pre-shared key 0123456789\n";
-
-/** A site's VM: a qemu-storage-daemon serving one qcow2 as node disk0 and export vm. */
-class Vm {
-  private constructor(readonly daemon: StorageDaemon, readonly dir: string) {}
-
-  static async start(image: string, dir: string): Promise<Vm> {
-    await Deno.mkdir(dir, { recursive: true });
-    const daemon = await StorageDaemon.start({
-      disks: [{ node: "disk0", image, exportName: "vm" }],
-      qmpSocket: join(dir, "qmp.sock"),
-      nbdSocket: join(dir, "nbd.sock"),
-    });
-    return new Vm(daemon, dir);
-  }
-
-  get qmp(): string {
-    return join(this.dir, "qmp.sock");
-  }
-  get nbd(): string {
-    return join(this.dir, "nbd.sock");
-  }
-  get uri(): string {
-    return `nbd+unix:///vm?socket=${this.nbd}`;
-  }
-
-  async write(pattern: number, offset: number, length: number): Promise<void> {
-    await run("qemu-io", ["-f", "raw", "-c", `write -P ${pattern} ${offset} ${length}`, this.uri]);
-  }
-
-  async snapshot(path: string): Promise<string> {
-    await run("qemu-img", ["convert", "-f", "raw", "-O", "raw", this.uri, path]);
-    return path;
-  }
-
-  stop(): Promise<void> {
-    return this.daemon.quit();
-  }
-}
-
-function ok(r: CliResult): CliResult {
-  assert.equal(r.code, 0, r.stderr);
-  return r;
-}
-
-function refused(r: CliResult, reason: RegExp): void {
-  assert.equal(r.code, 2, r.stderr);
-  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
-  assert.match(r.stderr, reason);
-}
 
 Deno.test("replication: failover, failback and reprotect round trip", async () => {
   const root = await Deno.makeTempDir({ prefix: "dirtybit-failover-" });
@@ -79,24 +38,7 @@ Deno.test("replication: failover, failback and reprotect round trip", async () =
   };
   const receiver = (dir: string) =>
     ReceiverProcess.start(["--psk-file", psk, "--replica-dir", dir]).then(started);
-  const sender = (vm: Vm, port: number, stateDir: string) => [
-    "--qmp",
-    vm.qmp,
-    "--node",
-    "disk0",
-    "--nbd-socket",
-    vm.nbd,
-    "--dr",
-    `127.0.0.1:${port}`,
-    "--psk-file",
-    psk,
-    "--name",
-    "vda",
-    "--state-dir",
-    stateDir,
-    "--retry-count",
-    "0",
-  ];
+  const sender = (vm: Vm, port: number, stateDir: string) => vmSenderArgs(vm, port, psk, stateDir);
   try {
     // Normal operation: A replicates to B.
     let vmA = started(await Vm.start(imageA, join(root, "vm-a")));

@@ -481,6 +481,7 @@ async function resyncAttempt(
   options: SendOptions,
   run: RunRecord,
 ): Promise<ResyncResult> {
+  const started = performance.now();
   const channel = await connect(target);
   try {
     const pit = await openView(disk, undefined, run);
@@ -526,14 +527,16 @@ async function resyncAttempt(
       await pit.abort();
       throw err;
     }
+    const at = new Date().toISOString();
     await commitView(disk, pit, {
       ...freshState(disk, target),
       seedId,
       confirmedCycle: 0,
-      confirmedAt: new Date().toISOString(),
+      confirmedAt: at,
+      lastCycle: { ...stats!, cycle: 0, seconds: (performance.now() - started) / 1000, at },
     });
     await channel.send({ type: "close" }).catch(() => {});
-    return { seedId, stats, kept: kept! };
+    return { seedId, stats: stats!, kept: kept! };
   } finally {
     channel.close();
   }

@@ -5,7 +5,9 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
+import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
@@ -229,6 +231,90 @@ export class Sites {
     await this.qsd.stop();
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
+}
+
+/** A site's VM: a qemu-storage-daemon serving one qcow2 as node disk0 and export vm. */
+export class Vm {
+  private constructor(readonly daemon: StorageDaemon, readonly dir: string) {}
+
+  static async start(image: string, dir: string): Promise<Vm> {
+    await Deno.mkdir(dir, { recursive: true });
+    const daemon = await StorageDaemon.start({
+      disks: [{ node: "disk0", image, exportName: "vm" }],
+      qmpSocket: join(dir, "qmp.sock"),
+      nbdSocket: join(dir, "nbd.sock"),
+    });
+    return new Vm(daemon, dir);
+  }
+
+  get qmp(): string {
+    return join(this.dir, "qmp.sock");
+  }
+  get nbd(): string {
+    return join(this.dir, "nbd.sock");
+  }
+  get uri(): string {
+    return `nbd+unix:///vm?socket=${this.nbd}`;
+  }
+
+  async write(pattern: number, offset: number, length: number): Promise<void> {
+    await run("qemu-io", ["-f", "raw", "-c", `write -P ${pattern} ${offset} ${length}`, this.uri]);
+  }
+
+  async snapshot(path: string): Promise<string> {
+    await run("qemu-img", ["convert", "-f", "raw", "-O", "raw", this.uri, path]);
+    return path;
+  }
+
+  stop(): Promise<void> {
+    return this.daemon.quit();
+  }
+
+  /** SIGKILL, as a crash of the site would. */
+  kill(): Promise<void> {
+    return this.daemon.kill();
+  }
+}
+
+export function ok(r: CliResult): CliResult {
+  assert.equal(r.code, 0, r.stderr);
+  return r;
+}
+
+export function refused(r: CliResult, reason: RegExp): void {
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(r.stderr, reason);
+}
+
+/** Sender flags for disk `vda` of `vm`, to a receiver on `port`, with `retries` (default none). */
+export function vmSenderArgs(
+  vm: Vm,
+  port: number,
+  psk: string,
+  stateDir: string,
+  retries = 0,
+): string[] {
+  return [
+    "--qmp",
+    vm.qmp,
+    "--node",
+    "disk0",
+    "--nbd-socket",
+    vm.nbd,
+    "--dr",
+    `127.0.0.1:${port}`,
+    "--psk-file",
+    psk,
+    "--name",
+    "vda",
+    "--state-dir",
+    stateDir,
+    "--retry-count",
+    String(retries),
+    "--retry-delay-ms",
+    "5000",
+  ];
 }
 
 export { run };

@@ -1,0 +1,196 @@
+/**
+ * Unplanned failover and the way back, with real QEMU at both sites
+ * (qemu-storage-daemon as each site's VM) and receivers as processes: site A
+ * is lost (its QEMU killed), the DR site B promotes its last confirmed cycle
+ * with --force, A returns with writes of its own, its sender is refused (no
+ * retries) and fences A, failback pre keeps A's divergent writes aside and
+ * sends only the differing blocks, failback exec and reprotect finish, and
+ * replication A -> B goes on. Every step is also killed (SIGKILL at its most
+ * delicate point) and rerun; the two sides are never both primary.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadRole } from "../lib/replication/role_file.ts";
+import { loadSenderState } from "../lib/replication/sender.ts";
+import {
+  cli,
+  imagesEqual,
+  ok,
+  ReceiverProcess,
+  refused,
+  run,
+  Vm,
+  vmSenderArgs,
+} from "./replication/sites.ts";
+
+const MiB = 1 << 20;
+const PSK_TEXT = "unplanned failover pre-shared key 0123456789\n";
+
+/** A run SIGKILLed at crash point `point` (the step's own hook). */
+async function killedAt(point: string, args: string[]): Promise<void> {
+  const r = await cli(args, { DIRTYBIT_TEST_CRASH_AT: point });
+  assert.equal(r.code, 137, `expected a SIGKILL at ${point}: ${r.code} ${r.stderr}`);
+}
+
+Deno.test("replication: unplanned failover, fencing of the returning source, failback and reprotect", async () => {
+  const root = await Deno.makeTempDir({ prefix: "dirtybit-unplanned-" });
+  const psk = join(root, "psk");
+  await Deno.writeTextFile(psk, PSK_TEXT, { mode: 0o600 });
+  const stateA = join(root, "a-state");
+  const dirB = join(root, "b-dr");
+  const imageA = join(root, "a-disk.qcow2");
+  const replicaB = join(dirB, "vda.qcow2");
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", imageA, String(32 * MiB)]);
+  await run("qemu-io", ["-f", "qcow2", "-c", `write -P 0x11 0 ${4 * MiB}`, imageA]);
+  const running: { stop(): Promise<unknown> }[] = [];
+  const started = <T extends { stop(): Promise<unknown> }>(x: T): T => (running.push(x), x);
+  const stopped = async (x: { stop(): Promise<unknown> }) => {
+    running.splice(running.indexOf(x), 1);
+    await x.stop();
+  };
+  const receiver = (dir: string) =>
+    ReceiverProcess.start(["--psk-file", psk, "--replica-dir", dir]).then(started);
+  /** The roles at both sites, from their role files; never both an unfenced primary. */
+  const roles = async (): Promise<[string, string]> => {
+    const a = await loadRole(stateA, "vda", "primary");
+    const b = await loadRole(dirB, "vda", "replica");
+    const pair: [string, string] = [`${a.role}/${a.state}`, `${b.role}/${b.state}`];
+    const active = (r: typeof a) => r.role === "primary" && r.state !== "fenced";
+    assert.ok(!(active(a) && active(b)), `both primary: ${pair}`);
+    return pair;
+  };
+  try {
+    // Normal operation: A replicates to B, two cycles.
+    let vmA = started(await Vm.start(imageA, join(root, "vm-a")));
+    const recvB = await receiver(dirB);
+    const toB = (retries = 0) => vmSenderArgs(vmA, recvB.port, psk, stateA, retries);
+    ok(await cli(["replicate", "seed", ...toB()]));
+    await vmA.write(0x21, 8 * MiB, MiB);
+    ok(await cli(["replicate", "push", "--once", ...toB()]));
+    await vmA.write(0x22, 12 * MiB, MiB);
+    ok(await cli(["replicate", "push", "--once", ...toB()]));
+    const atCycle2 = await vmA.snapshot(join(root, "at-cycle-2.raw"));
+
+    // A writes after its last cycle, then site A is lost.
+    await vmA.write(0x51, 16 * MiB, MiB);
+    running.splice(running.indexOf(vmA), 1);
+    await vmA.kill();
+
+    // failover exec without a failover pre is refused, naming --force.
+    const exec = ["failover", "exec", "--name", "vda", "--replica-dir", dirB];
+    const noForce = await cli(exec);
+    refused(noForce, /did not report itself fenced at cycle 2 .*'dirtybit failover exec --force'/);
+    assert.match(noForce.stderr, /RPO: the last confirmed cycle 2 confirmed at /);
+    // Killed after the start files, before the role: still a replica, the rerun promotes.
+    await killedAt("start-files-written", [...exec, "--force"]);
+    assert.deepEqual(await roles(), ["primary/replicating", "replica/replicating"]);
+    const forced = ok(await cli([...exec, "--force"]));
+    assert.match(
+      forced.stderr,
+      /promoted without fencing the source: RPO: the last confirmed cycle 2 confirmed at \S+ \(\d+ s ago\), which changed 1048576 bytes/,
+    );
+    assert.match(forced.stderr, /replica promoted at cycle 2/);
+    assert.ok(await imagesEqual(atCycle2, replicaB), "B promoted exactly cycle 2");
+    assert.equal((await loadRole(dirB, "vda", "replica")).unfenced, true);
+
+    // The VM runs at B and writes 2 MiB.
+    const vmB = started(await Vm.start(replicaB, join(root, "vm-b")));
+    await vmB.write(0x61, 2 * MiB, MiB);
+    await vmB.write(0x62, 20 * MiB, MiB);
+
+    // A returns (its QEMU had been killed) and writes on; its sender is refused at
+    // once (retries allowed, none made) and fences A.
+    vmA = started(await Vm.start(imageA, join(root, "vm-a2")));
+    await vmA.write(0x52, 24 * MiB, MiB);
+    const pushA = await cli(["replicate", "push", "--once", ...toB(3)]);
+    refused(
+      pushA,
+      /the DR site's replica vda is primary\/promoted since failover exec at \S+, cycle 2, promoted without fencing this site: it takes no cycles from here; this disk is fenced now \(primary\/fenced\): what it wrote after cycle 2 stays here; run 'dirtybit failback pre' at the DR site/,
+    );
+    assert.doesNotMatch(pushA.stderr, /retry|Broken pipe/);
+    assert.deepEqual(await roles(), ["primary/fenced", "primary/promoted"]);
+    refused(
+      await cli(["replicate", "push", "--once", ...toB()]),
+      /disk vda is primary\/fenced since fence at .*run 'dirtybit failback pre' there/,
+    );
+    const statusA = JSON.parse(
+      ok(await cli(["replicate", "status", "--state-dir", stateA, "--json"])).stdout,
+    );
+    assert.equal(statusA[0].role, "primary/fenced");
+    await stopped(vmA);
+
+    // failback pre: a receiver at A serves A's disk. Killed after A applied the
+    // resync, before B recorded it: A is a replica already, B still primary.
+    const recvA = await receiver(stateA);
+    const toA = vmSenderArgs(vmB, recvA.port, psk, dirB);
+    await killedAt("resynced", ["failback", "pre", ...toA]);
+    assert.deepEqual(await roles(), ["replica/replicating", "primary/promoted"]);
+    // Only the blocks that differ travelled: the 2 MiB written at B as data; A's
+    // 2 MiB are unallocated at B, so they went as zero records.
+    const resync = (await loadSenderState(dirB, "vda"))!.lastCycle!;
+    assert.equal(resync.dataBytes, 2 * MiB, JSON.stringify(resync));
+    assert.ok(resync.wireBytes < 2.2 * MiB, JSON.stringify(resync));
+    const atResync = await vmB.snapshot(join(root, "at-resync.raw"));
+    assert.ok(await imagesEqual(atResync, imageA), "A equals B after the resync");
+    // A's own writes after cycle 2 were kept aside, and only they.
+    const aside = (await loadRole(stateA, "vda", "replica")).aside!;
+    assert.equal(aside, join(stateA, "vda.divergent-after-cycle-2.qcow2"));
+    for (const [pattern, offset] of [[0x51, 16 * MiB], [0x52, 24 * MiB]]) {
+      const read = await run("qemu-io", [
+        "-f",
+        "qcow2",
+        "-r",
+        "-c",
+        `read -P ${pattern} ${offset} ${MiB}`,
+        aside,
+      ]);
+      assert.doesNotMatch(read, /verification failed/, read);
+    }
+    const map = JSON.parse(
+      await run("qemu-img", ["map", "--output=json", "-f", "qcow2", aside]),
+    ) as { start: number; length: number; data: boolean }[];
+    assert.deepEqual(
+      map.filter((m) => m.data).map((m) => [m.start, m.length]),
+      [[16 * MiB, MiB], [24 * MiB, MiB]],
+    );
+    const fb = ok(await cli(["failback", "pre", ...toA]));
+    assert.match(fb.stderr, /original primary resynced: .* 0 sent as data/);
+    assert.deepEqual(await roles(), ["replica/replicating", "primary/replicating"]);
+
+    // Cycles B -> A, then failback exec, killed after B stepped down: nobody primary.
+    await vmB.write(0x63, 28 * MiB, MiB);
+    assert.match(
+      ok(await cli(["replicate", "push", "--once", ...toA])).stderr,
+      /cycle 1 confirmed: 1048576 bytes dirty/,
+    );
+    await killedAt("demoted", ["failback", "exec", ...toA]);
+    assert.deepEqual(await roles(), ["replica/replicating", "replica/fenced"]);
+    const fx = ok(await cli(["failback", "exec", ...toA]));
+    assert.match(fx.stderr, /the original site is primary\/promoted, this side replica\/fenced/);
+    assert.deepEqual(await roles(), ["primary/promoted", "replica/fenced"]);
+    const atFailback = await vmB.snapshot(join(root, "at-failback.raw"));
+    await stopped(vmB);
+    await stopped(recvA);
+    assert.ok(await imagesEqual(atFailback, imageA), "A equals B at failback exec");
+
+    // reprotect at A, killed after B became A's replica again, before A recorded it.
+    vmA = started(await Vm.start(imageA, join(root, "vm-a3")));
+    await killedAt("remote-reprotected", ["reprotect", ...toB()]);
+    assert.deepEqual(await roles(), ["primary/promoted", "replica/replicating"]);
+    assert.match(
+      ok(await cli(["reprotect", ...toB()])).stderr,
+      /reprotected at cycle 2: this side primary\/replicating, the other replica\/replicating/,
+    );
+    assert.deepEqual(await roles(), ["primary/replicating", "replica/replicating"]);
+    await vmA.write(0x71, 30 * MiB, MiB);
+    assert.match(
+      ok(await cli(["replicate", "push", "--once", ...toB()])).stderr,
+      /cycle 3 confirmed: 1048576 bytes dirty/,
+    );
+    const end = await vmA.snapshot(join(root, "end.raw"));
+    assert.ok(await imagesEqual(end, replicaB), "after the way back the disks are identical");
+  } finally {
+    for (const x of running.reverse()) await x.stop().catch(() => {});
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
