@@ -29,6 +29,8 @@ export interface Kept {
   bytes: number;
   /** True when there was no hash DB of the cycle: the whole disk was copied. */
   whole: boolean;
+  /** The divergent ranges, `[offset, length]`, merged; absent when unknown (`whole`). */
+  extents?: [number, number][];
 }
 
 /** The point the original primary's disk last matched the replica: seed and cycle. */
@@ -40,6 +42,7 @@ export interface DivergencePoint {
 /** Collects the divergent blocks of one disk while its blocks are hashed in order. */
 export class DivergentBlocks {
   #bytes = 0;
+  readonly #extents: [number, number][] = [];
 
   private constructor(
     readonly path: string,
@@ -86,8 +89,12 @@ export class DivergentBlocks {
   /** Block `index` of the disk reads `data` (hash `hash`): kept when it differs from the DB. */
   async block(index: number, data: Uint8Array, hash: bigint): Promise<void> {
     if (!this.db || !this.image || this.db.get(index) === hash) return;
-    await this.image.writeData(index * this.db.blockSize, data);
+    const offset = index * this.db.blockSize;
+    await this.image.writeData(offset, data);
     this.#bytes += data.length;
+    const last = this.#extents.at(-1);
+    if (last && last[0] + last[1] === offset) last[1] += data.length;
+    else this.#extents.push([offset, data.length]);
   }
 
   /** Makes the kept blocks durable; removes an aside image that holds none. */
@@ -100,9 +107,9 @@ export class DivergentBlocks {
     await this.image.close();
     if (this.#bytes === 0) {
       await Deno.remove(this.path);
-      return { bytes: 0, whole: false };
+      return { bytes: 0, whole: false, extents: [] };
     }
-    return { path: this.path, bytes: this.#bytes, whole: false };
+    return { path: this.path, bytes: this.#bytes, whole: false, extents: this.#extents };
   }
 
   /** Drops a half-written aside image (the hashing failed). */

@@ -25,7 +25,7 @@ import {
   type ResyncResult,
   saveSenderState,
 } from "./sender.ts";
-import { ReplicaStore } from "./store.ts";
+import { addImageCheckpoint, ReplicaStore } from "./store.ts";
 import { libvirtXml, qemuScript } from "./vm_files.ts";
 
 /** What a use case tells its caller while it runs: progress lines and the final summary. */
@@ -199,6 +199,12 @@ export async function failoverExec(req: FailoverExecRequest): Promise<FailoverEx
     await Deno.writeTextFile(script, qemuScript(vm), { mode: 0o755 });
     await Deno.writeTextFile(xml, libvirtXml(vm));
     req.onPoint?.("start-files-written");
+    // Bitmaps recording the DR VM's writes from its first one: failback then
+    // reads only those and the original site's divergent blocks. The node is
+    // the one `failback pre` names.
+    const checkpoint = state.format === "qcow2"
+      ? await addImageCheckpoint(image, name, `promoted-${state.seedId.slice(0, 8)}-${state.cycle}`)
+      : undefined;
     await saveRole(
       dir,
       applyStep(role, "failover_exec", {
@@ -206,6 +212,7 @@ export async function failoverExec(req: FailoverExecRequest): Promise<FailoverEx
         cycle: state.cycle,
         image,
         format: state.format,
+        ...(checkpoint ? { checkpoint } : {}),
         ...(unfenced ? { unfenced } : {}),
       }),
     );
@@ -250,7 +257,14 @@ export async function failbackPre(req: SenderStepRequest): Promise<FailbackPreRe
   const { disk, target } = req;
   const role = await loadRole(disk.stateDir, disk.name, "replica");
   checkStep(role, "failback_pre");
-  const r = await resyncDisk(disk, target, sendOptions(req));
+  const r = await resyncDisk(disk, target, {
+    ...sendOptions(req),
+    ...(role.state === "promoted" && role.checkpoint && role.cycle !== undefined
+      ? {
+        sincePromotion: { checkpoint: { ...role.checkpoint, node: disk.node }, cycle: role.cycle },
+      }
+      : {}),
+  });
   req.onPoint?.("resynced");
   await saveRole(
     disk.stateDir,

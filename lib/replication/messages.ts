@@ -143,6 +143,13 @@ export interface KeptMessage {
   /** Bytes kept aside; every block when `whole` (no hash DB of that cycle). */
   bytes: number;
   whole: boolean;
+  /** The last cycle this disk sent: the divergence is against it. */
+  cycle?: number;
+  /**
+   * The divergent ranges `[offset, length]`, when known: with the DR disk's
+   * own changes since its promotion, every block that can differ.
+   */
+  extents?: [number, number][];
 }
 /** Receiver: the role change is durable. */
 export interface RoleDoneMessage {
@@ -353,6 +360,8 @@ function decodeControl(type: Message["type"], body: Uint8Array): Message {
         ...(f.path === undefined ? {} : { path: str(f.path, "path") }),
         bytes: count(f.bytes, "bytes"),
         whole: f.whole === true,
+        ...(f.cycle === undefined ? {} : { cycle: count(f.cycle, "cycle") }),
+        ...(f.extents === undefined ? {} : { extents: rangesOf(f.extents) }),
       };
     case "promote":
     case "reprotect":
@@ -382,6 +391,14 @@ function stateOf(f: Record<string, unknown>): StateMessage {
   if (f.seedOffset !== undefined) out.seedOffset = count(f.seedOffset, "seedOffset");
   if (f.role !== undefined) out.role = roleOf(f.role as Record<string, unknown>);
   return out;
+}
+
+function rangesOf(v: unknown): [number, number][] {
+  if (!Array.isArray(v)) throw bad("extents is not a list");
+  return v.map((e) => {
+    if (!Array.isArray(e) || e.length !== 2) throw bad("an extent is not [offset, length]");
+    return [count(e[0], "extent offset"), positive(count(e[1], "extent length"), "extent length")];
+  });
 }
 
 function roleOf(f: Record<string, unknown>): RoleAnswer {

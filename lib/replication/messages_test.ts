@@ -24,6 +24,15 @@ Deno.test("every message kind round-trips", () => {
     { type: "kept", name: "d", path: "/a/d.divergent.qcow2", bytes: 65536, whole: false },
     { type: "kept", name: "d", bytes: 0, whole: false },
     {
+      type: "kept",
+      name: "d",
+      path: "/a/p",
+      bytes: 3,
+      whole: false,
+      cycle: 2,
+      extents: [[0, 1], [2 ** 40, 2]],
+    },
+    {
       type: "state",
       name: "d",
       seedId: "s",

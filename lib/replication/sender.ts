@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { ChainError, DirtybitError, InputError, RoleError, UsageError } from "../core/errors.ts";
 import { RunRecord } from "../core/run_record.ts";
-import { type Extent, type MappedExtent, totalLength } from "../core/extent.ts";
+import { type Extent, type MappedExtent, normalizeExtents, totalLength } from "../core/extent.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { NbdSource } from "../nbd/reader.ts";
 import {
@@ -20,6 +20,7 @@ import {
   type PointInTime,
   type QmpTransport,
   queryBlockNode,
+  removeCheckpoint,
   removeLeftovers,
 } from "../qemu/mod.ts";
 import { zstdCompress } from "../stream/zstd.ts";
@@ -447,6 +448,16 @@ async function cycleAttempt(
   }
 }
 
+/** Options of {@link resyncDisk}. */
+export interface ResyncOptions extends SendOptions {
+  /**
+   * The bitmaps added to this disk when it was promoted at `cycle`: with the
+   * receiver's divergent ranges against the same cycle, only the blocks
+   * either side changed are read and compared, not the whole disk.
+   */
+  sincePromotion?: { checkpoint: DiskCheckpoint; cycle: number };
+}
+
 /** Result of {@link resyncDisk}. */
 export interface ResyncResult {
   seedId: string;
@@ -458,15 +469,17 @@ export interface ResyncResult {
 /**
  * Failback resync: makes the receiver's disk (the original primary's) equal
  * to this one without a full copy. The receiver hashes every block of its
- * image; the hashes become this disk's hash DB, and a full point in time is
- * sent through layer 2, so only blocks whose hash differs travel. The
- * result is a new seed at cycle 0 with a checkpoint here: cycles from this
- * side follow (`replicate push`, `failback exec`).
+ * image; the hashes become this disk's hash DB, and a point in time is sent
+ * through layer 2, so only blocks whose hash differs travel: the whole disk,
+ * or, after a promotion with bitmaps, what this side wrote since (its dirty
+ * bitmap) and what the receiver's disk wrote after the same cycle (its
+ * divergent ranges). The result is a new seed at cycle 0 with a checkpoint
+ * here: cycles from this side follow (`replicate push`, `failback exec`).
  */
 export function resyncDisk(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
-  options: SendOptions = {},
+  options: ResyncOptions = {},
 ): Promise<ResyncResult> {
   return withRetries(
     target.retry,
@@ -478,13 +491,14 @@ export function resyncDisk(
 async function resyncAttempt(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
-  options: SendOptions,
+  options: ResyncOptions,
   run: RunRecord,
 ): Promise<ResyncResult> {
   const started = performance.now();
   const channel = await connect(target);
   try {
-    const pit = await openView(disk, undefined, run);
+    const since = options.sincePromotion;
+    const pit = await openView(disk, since?.checkpoint, run);
     const view = pit.disks[0];
     const seedId = crypto.randomUUID();
     let stats: BatchStats;
@@ -507,11 +521,29 @@ async function resyncAttempt(
         db.commit(`resync-${seedId}`);
         const source = await openSource(view);
         try {
+          const map = await source.map();
+          const narrow = view.dirtyContext && kept.extents && kept.cycle === since?.cycle;
+          if (since && !narrow) {
+            options.log?.(
+              `${disk.name}: ${
+                view.reason ?? "the other side's divergent blocks are not known"
+              }: every block is compared`,
+            );
+          }
+          const extents = narrow
+            ? intersectMap(
+              normalizeExtents([
+                ...await dirtyOf(source, view.dirtyContext!),
+                ...kept.extents!.map(([offset, length]) => ({ offset, length })),
+              ]),
+              map,
+            )
+            : map;
           stats = await sendBatch(
             channel,
             { type: "begin", kind: "resync", seedId, size: view.size, cycle: 0, base: 0 },
             source,
-            await source.map(),
+            extents,
             db,
             true,
             options,
@@ -535,6 +567,9 @@ async function resyncAttempt(
       confirmedAt: at,
       lastCycle: { ...stats!, cycle: 0, seconds: (performance.now() - started) / 1000, at },
     });
+    // The promotion's bitmaps may be of another scope than this node's:
+    // the commit leaves them then.
+    if (since) await removeCheckpoint(disk.qmp, since.checkpoint).catch(() => {});
     await channel.send({ type: "close" }).catch(() => {});
     return { seedId, stats: stats!, kept: kept! };
   } finally {

@@ -18,7 +18,7 @@ import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { zstdDecompressExact } from "../stream/zstd.ts";
 import { xxh64 } from "@node-rs/xxhash";
 import { NbdSource } from "../nbd/reader.ts";
-import { bitmapNames } from "../qemu/mod.ts";
+import { bitmapNames, type DiskCheckpoint } from "../qemu/mod.ts";
 import { serveImage } from "../qemu/qemu_nbd.ts";
 import { DivergentBlocks, type Kept } from "./aside.ts";
 import { JournalWriter, readJournal } from "./journal.ts";
@@ -92,6 +92,25 @@ export interface RecoveryNote {
   name: string;
   action: "replayed" | "discarded";
   cycle: number;
+}
+
+/**
+ * Adds a fresh pair of checkpoint bitmaps (scope of `node`) to a qcow2 that
+ * no QEMU has open, so the writes of the VM started on it next are recorded
+ * from the first one. A pair of the same id left by an interrupted earlier
+ * call is replaced.
+ */
+export async function addImageCheckpoint(
+  image: string,
+  node: string,
+  id: string,
+): Promise<DiskCheckpoint> {
+  const names = bitmapNames(id, await replicationScope(node));
+  for (const bitmap of [names.inc, names.base]) {
+    await runQemuImg(["bitmap", "-f", "qcow2", "--remove", image, bitmap]).catch(() => {});
+    await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
+  }
+  return { node, incBitmap: names.inc, baseBitmap: names.base };
 }
 
 /** The replicas in one directory. */
@@ -383,7 +402,12 @@ export class ReplicaStore {
     } finally {
       await served.close();
     }
-    yield { type: "kept", name, ...kept };
+    yield {
+      type: "kept",
+      name,
+      ...kept,
+      ...(role.role === "primary" && role.cycle !== undefined ? { cycle: role.cycle } : {}),
+    };
   }
 
   /**
@@ -402,17 +426,13 @@ export class ReplicaStore {
     const state = await this.#atPoint(msg);
     await this.#closeImage(msg.name);
     const image = state.image ?? this.#path(msg.name, state.format);
-    let checkpoint: DiskRole["checkpoint"];
-    if (state.format === "qcow2" && role.node) {
-      const names = bitmapNames(
+    const checkpoint = state.format === "qcow2" && role.node
+      ? await addImageCheckpoint(
+        image,
+        role.node,
         `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
-        await replicationScope(role.node),
-      );
-      for (const bitmap of [names.inc, names.base]) {
-        await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
-      }
-      checkpoint = { node: role.node, incBitmap: names.inc, baseBitmap: names.base };
-    }
+      )
+      : undefined;
     const promoted = applyStep(role, "promote", {
       seedId: msg.seedId,
       cycle: msg.cycle,
