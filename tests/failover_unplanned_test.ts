@@ -19,9 +19,11 @@ import {
   ReceiverProcess,
   refused,
   run,
+  spawnCli,
   Vm,
   vmSenderArgs,
 } from "./replication/sites.ts";
+import { exists, killWhen } from "./fixtures/kills.ts";
 
 const MiB = 1 << 20;
 const PSK_TEXT = "unplanned failover pre-shared key 0123456789\n";
@@ -71,8 +73,19 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     ok(await cli(["replicate", "push", "--once", ...toB()]));
     const atCycle2 = await vmA.snapshot(join(root, "at-cycle-2.raw"));
 
-    // A writes after its last cycle, then site A is lost.
+    // A writes after its last cycle, then site A is lost with a cycle in flight.
     await vmA.write(0x51, 16 * MiB, MiB);
+    await vmA.writeRandom(17 * MiB, MiB);
+    const inFlight = spawnCli([
+      "replicate",
+      "push",
+      "--once",
+      ...toB(),
+      "--bandwidth-limit",
+      "256KB",
+    ]);
+    // Mid-transfer: the receiver is journaling the cycle.
+    await killWhen(inFlight, "a cycle under way", () => exists(join(dirB, "vda.journal")), 300);
     running.splice(running.indexOf(vmA), 1);
     await vmA.kill();
 
@@ -117,6 +130,20 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
       ok(await cli(["replicate", "status", "--state-dir", stateA, "--json"])).stdout,
     );
     assert.equal(statusA[0].role, "primary/fenced");
+    const statusB = JSON.parse(
+      ok(
+        await cli([
+          "replicate",
+          "status",
+          "--dr",
+          `127.0.0.1:${recvB.port}`,
+          "--psk-file",
+          psk,
+          "--json",
+        ]),
+      ).stdout,
+    );
+    assert.equal(statusB[0].role, "primary/promoted");
     await stopped(vmA);
 
     // failback pre: a receiver at A serves A's disk. Killed after A applied the
@@ -151,8 +178,9 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     ) as { start: number; length: number; data: boolean }[];
     assert.deepEqual(
       map.filter((m) => m.data).map((m) => [m.start, m.length]),
-      [[16 * MiB, MiB], [24 * MiB, MiB]],
+      [[16 * MiB, 2 * MiB], [24 * MiB, MiB]],
     );
+    assert.equal((await Deno.stat(aside)).mode! & 0o077, 0, "the aside is as private as the disk");
     const fb = ok(await cli(["failback", "pre", ...toA]));
     assert.match(fb.stderr, /original primary resynced: .* 0 sent as data/);
     assert.deepEqual(await roles(), ["replica/replicating", "primary/replicating"]);

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
+import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
@@ -33,6 +34,16 @@ export async function cli(args: string[], env: Record<string, string> = {}): Pro
     stdout: new TextDecoder().decode(out.stdout),
     stderr: new TextDecoder().decode(out.stderr),
   };
+}
+
+/** Starts `dirtybit ARGS` in the background, output discarded (a test kills it). */
+export function spawnCli(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
 }
 
 /** A running `dirtybit replicate receive`. */
@@ -195,11 +206,7 @@ export class Sites {
     port: number,
     extra: string[] = [],
   ): Promise<void> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, ...this.senderArgs(sub, port), ...extra],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const child = spawnCli([...this.senderArgs(sub, port), ...extra]);
     await delay(ms);
     child.kill("SIGKILL");
     await child.status;
@@ -259,6 +266,14 @@ export class Vm {
 
   async write(pattern: number, offset: number, length: number): Promise<void> {
     await run("qemu-io", ["-f", "raw", "-c", `write -P ${pattern} ${offset} ${length}`, this.uri]);
+  }
+
+  /** Writes `length` random (incompressible) bytes at `offset`, as the guest would. */
+  async writeRandom(offset: number, length: number): Promise<void> {
+    const client = await NbdClient.connect({ uri: this.uri });
+    await client.pwrite(fillRandom(new Uint8Array(length)), offset);
+    await client.flush();
+    await client.close();
   }
 
   async snapshot(path: string): Promise<string> {
