@@ -6,7 +6,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { crashHook, log, senderSetup } from "./replicate.ts";
+import { crashHook, notify, senderSetup } from "./replicate.ts";
 import { parseParamFlags } from "./params.ts";
 import { UsageError } from "../core/errors.ts";
 import {
@@ -14,7 +14,6 @@ import {
   failbackPre as failbackPreStep,
   failoverExec as execStep,
   failoverPre as preStep,
-  type Notify,
   reprotect as reprotectStep,
   type SenderStepRequest,
 } from "../replication/failover.ts";
@@ -94,9 +93,6 @@ export const reprotectCommand: Command = cmd(
   "re-establish DR replication from this side without a full copy",
   (sub, args) => reprotect([sub, ...args]),
 );
-
-/** Prints a use case's messages the way the replicate commands do. */
-const notify: Notify = (_kind, text) => log(text);
 
 /** Runs a sender-side step with the connection its flags describe. */
 async function senderStep(

@@ -18,14 +18,13 @@ import { Receiver } from "../replication/receiver.ts";
 import { loadRole } from "../replication/role_file.ts";
 import {
   listSenderStates,
-  pushCycle,
-  recordError,
   type ReplicatedDisk,
   type ReplicationTarget,
-  seedDisk,
   senderWorkDir,
 } from "../replication/sender.ts";
-import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
+import { runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
+import type { Notify } from "../replication/notify.ts";
+import { pushCycles, seedOnce } from "../replication/push.ts";
 import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
 import { ReplicaStore } from "../replication/store.ts";
@@ -113,6 +112,9 @@ export function crashHook(
 export function log(line: string): void {
   console.error(`dirtybit replicate: ${line}`);
 }
+
+/** A use case's messages, as lines on stderr. */
+export const notify: Notify = (_kind, text) => log(text);
 
 async function pskOf(params: Params): Promise<string> {
   if (params.psk_file) return await readPskFile(params.psk_file);
@@ -301,57 +303,34 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   if (!Number.isInteger(window) || window < 1 || window > 1 << 20) {
     throw new UsageError(`replicate seed: --seed-window must be a whole number of MiB >= 1`);
   }
-  const options = { log, compressLevel: setup.compressLevel, seedWindowBytes: window << 20 };
+  const options = { compressLevel: setup.compressLevel, seedWindowBytes: window << 20 };
   if (target.bandwidthBytesPerSecond) {
     log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
   try {
     if (sub === "seed") {
-      const r = await seedDisk(disk, target, options).catch(async (err) => {
-        await recordError(disk, target, err);
-        throw err;
-      });
-      log(
-        r.alreadySeeded
-          ? `${disk.name}: already seeded (seed ${r.seedId})`
-          : `${disk.name}: seeded${
-            r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ""
-          }, ${r.stats.wireBytes} bytes sent`,
-      );
+      await seedOnce({ disk, target, options, notify });
       return 0;
     }
     const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
     if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
       throw new UsageError(`replicate push: --cycles must be a positive integer`);
     }
-    const interval = (params.cycle_interval ?? 300) * 1000;
     const ac = stopSignal();
-    let failed = 0;
     try {
-      for (let n = 0; n < cycles && !ac.signal.aborted; n++) {
-        if (n > 0) await abortableSleep(interval, ac.signal);
-        if (ac.signal.aborted) break;
-        try {
-          const r = await pushCycle(disk, target, options);
-          const s = r.stats;
-          log(
-            `${disk.name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.unchangedBytes} unchanged, ${s.payloadBytes} compressed, ${s.wireBytes} on the wire, ${
-              r.seconds.toFixed(2)
-            } s${r.fullReason ? ` (full: ${r.fullReason})` : ""}`,
-          );
-        } catch (err) {
-          await recordError(disk, target, err);
-          // One-shot runs report the failure; a long-running push keeps going
-          // and the next cycle carries the changes.
-          if (cycles !== Infinity) throw err;
-          failed++;
-          log(`${disk.name}: cycle failed: ${(err as Error).message}`);
-        }
-      }
+      const r = await pushCycles({
+        disk,
+        target,
+        options,
+        notify,
+        cycles,
+        intervalMs: (params.cycle_interval ?? 300) * 1000,
+        signal: ac.signal,
+      });
+      return r.failed ? 1 : 0;
     } finally {
       if (!ac.signal.aborted) ac.abort();
     }
-    return failed ? 1 : 0;
   } finally {
     await setup.qmp.close();
   }

@@ -12,8 +12,10 @@
  *
  * @module
  */
+import { abortableSleep } from "../core/async.ts";
 import { describeError, RoleError } from "../core/errors.ts";
 import type { QmpTransport } from "../qemu/mod.ts";
+import { describeCycle, describeSeed } from "./push.ts";
 import {
   loadSenderState,
   pushCycle,
@@ -70,20 +72,9 @@ async function schedule(
       try {
         const state = await loadSenderState(disk.stateDir, name);
         if (state?.confirmedCycle === undefined) {
-          const r = await seedDisk(disk, d.target, d.options);
-          log(
-            r.alreadySeeded
-              ? `${name}: already seeded`
-              : `${name}: seeded${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ""}`,
-          );
+          log(describeSeed(name, await seedDisk(disk, d.target, d.options)));
         } else {
-          const r = await pushCycle(disk, d.target, d.options);
-          const s = r.stats;
-          log(
-            `${name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.unchangedBytes} unchanged, ${s.wireBytes} on the wire, ${
-              r.seconds.toFixed(2)
-            } s`,
-          );
+          log(describeCycle(name, await pushCycle(disk, d.target, d.options)));
         }
       } catch (err) {
         await recordError(disk, d.target, err).catch(() => {});
@@ -95,18 +86,4 @@ async function schedule(
     }).catch((err) => log(`${name}: ${describeError(err)}`));
     if (!refused) await abortableSleep(Math.max(0, started + d.intervalMs - Date.now()), signal);
   }
-}
-
-/** Waits `ms`, or less if `signal` aborts (it never rejects). */
-export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

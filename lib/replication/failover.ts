@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { ChainError, RoleError, UsageError } from "../core/errors.ts";
+import type { Notify } from "./notify.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep } from "./roles.ts";
 import {
@@ -27,9 +28,6 @@ import {
 } from "./sender.ts";
 import { addImageCheckpoint, ReplicaStore } from "./store.ts";
 import { libvirtXml, qemuScript } from "./vm_files.ts";
-
-/** What a use case tells its caller while it runs: progress lines and the final summary. */
-export type Notify = (kind: "progress" | "done", text: string) => void;
 
 /**
  * Points right after a step's durable changes, where a crash leaves the
