@@ -12,21 +12,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadRole } from "../lib/replication/role_file.ts";
 import { loadSenderState } from "../lib/replication/sender.ts";
-import {
-  cli,
-  imagesEqual,
-  ok,
-  ReceiverProcess,
-  refused,
-  run,
-  spawnCli,
-  Vm,
-  vmSenderArgs,
-} from "./replication/sites.ts";
+import { cli, FailoverBed, imagesEqual, ok, refused, run, spawnCli } from "./replication/sites.ts";
 import { exists, killWhen } from "./fixtures/kills.ts";
 
 const MiB = 1 << 20;
-const PSK_TEXT = "unplanned failover pre-shared key 0123456789\n";
 
 /** A run SIGKILLed at crash point `point` (the step's own hook). */
 async function killedAt(point: string, args: string[]): Promise<void> {
@@ -35,23 +24,9 @@ async function killedAt(point: string, args: string[]): Promise<void> {
 }
 
 Deno.test("replication: unplanned failover, fencing of the returning source, failback and reprotect", async () => {
-  const root = await Deno.makeTempDir({ prefix: "dirtybit-unplanned-" });
-  const psk = join(root, "psk");
-  await Deno.writeTextFile(psk, PSK_TEXT, { mode: 0o600 });
-  const stateA = join(root, "a-state");
-  const dirB = join(root, "b-dr");
-  const imageA = join(root, "a-disk.qcow2");
+  const bed = await FailoverBed.create("dirtybit-unplanned-");
+  const { root, psk, stateA, dirB, imageA, stopped, receiver, vm, sender } = bed;
   const replicaB = join(dirB, "vda.qcow2");
-  await run("qemu-img", ["create", "-q", "-f", "qcow2", imageA, String(32 * MiB)]);
-  await run("qemu-io", ["-f", "qcow2", "-c", `write -P 0x11 0 ${4 * MiB}`, imageA]);
-  const running: { stop(): Promise<unknown> }[] = [];
-  const started = <T extends { stop(): Promise<unknown> }>(x: T): T => (running.push(x), x);
-  const stopped = async (x: { stop(): Promise<unknown> }) => {
-    running.splice(running.indexOf(x), 1);
-    await x.stop();
-  };
-  const receiver = (dir: string) =>
-    ReceiverProcess.start(["--psk-file", psk, "--replica-dir", dir]).then(started);
   /** The roles at both sites, from their role files; never both an unfenced primary. */
   const roles = async (): Promise<[string, string]> => {
     const a = await loadRole(stateA, "vda", "primary");
@@ -63,9 +38,9 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
   };
   try {
     // Normal operation: A replicates to B, two cycles.
-    let vmA = started(await Vm.start(imageA, join(root, "vm-a")));
+    let vmA = await vm(imageA, "vm-a");
     const recvB = await receiver(dirB);
-    const toB = (retries = 0) => vmSenderArgs(vmA, recvB.port, psk, stateA, retries);
+    const toB = (retries = 0) => sender(vmA, recvB.port, stateA, retries);
     ok(await cli(["replicate", "seed", ...toB()]));
     await vmA.write(0x21, 8 * MiB, MiB);
     ok(await cli(["replicate", "push", "--once", ...toB()]));
@@ -86,7 +61,7 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     ]);
     // Mid-transfer: the receiver is journaling the cycle.
     await killWhen(inFlight, "a cycle under way", () => exists(join(dirB, "vda.journal")), 300);
-    running.splice(running.indexOf(vmA), 1);
+    bed.forget(vmA);
     await vmA.kill();
 
     // failover exec without a failover pre is refused, naming --force.
@@ -107,13 +82,13 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     assert.equal((await loadRole(dirB, "vda", "replica")).unfenced, true);
 
     // The VM runs at B and writes 2 MiB.
-    const vmB = started(await Vm.start(replicaB, join(root, "vm-b")));
+    const vmB = await vm(replicaB, "vm-b");
     await vmB.write(0x61, 2 * MiB, MiB);
     await vmB.write(0x62, 20 * MiB, MiB);
 
     // A returns (its QEMU had been killed) and writes on; its sender is refused at
     // once (retries allowed, none made) and fences A.
-    vmA = started(await Vm.start(imageA, join(root, "vm-a2")));
+    vmA = await vm(imageA, "vm-a2");
     await vmA.write(0x52, 24 * MiB, MiB);
     const pushA = await cli(["replicate", "push", "--once", ...toB(3)]);
     refused(
@@ -149,7 +124,7 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     // failback pre: a receiver at A serves A's disk. Killed after A applied the
     // resync, before B recorded it: A is a replica already, B still primary.
     const recvA = await receiver(stateA);
-    const toA = vmSenderArgs(vmB, recvA.port, psk, dirB);
+    const toA = sender(vmB, recvA.port, dirB);
     await killedAt("resynced", ["failback", "pre", ...toA]);
     assert.deepEqual(await roles(), ["replica/replicating", "primary/promoted"]);
     // Only the blocks that differ travelled: the 2 MiB written at B as data; A's
@@ -202,7 +177,7 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     assert.ok(await imagesEqual(atFailback, imageA), "A equals B at failback exec");
 
     // reprotect at A, killed after B became A's replica again, before A recorded it.
-    vmA = started(await Vm.start(imageA, join(root, "vm-a3")));
+    vmA = await vm(imageA, "vm-a3");
     await killedAt("remote-reprotected", ["reprotect", ...toB()]);
     assert.deepEqual(await roles(), ["primary/promoted", "replica/replicating"]);
     assert.match(
@@ -218,7 +193,6 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     const end = await vmA.snapshot(join(root, "end.raw"));
     assert.ok(await imagesEqual(end, replicaB), "after the way back the disks are identical");
   } finally {
-    for (const x of running.reverse()) await x.stop().catch(() => {});
-    await Deno.remove(root, { recursive: true }).catch(() => {});
+    await bed.cleanup();
   }
 });

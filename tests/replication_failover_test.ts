@@ -7,41 +7,16 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  cli,
-  imagesEqual,
-  ok,
-  ReceiverProcess,
-  refused,
-  run,
-  Vm,
-  vmSenderArgs,
-} from "./replication/sites.ts";
+import { cli, FailoverBed, imagesEqual, ok, refused } from "./replication/sites.ts";
 
 const MiB = 1 << 20;
-const PSK_TEXT = "failover round trip pre-shared key 0123456789\n";
 
 Deno.test("replication: failover, failback and reprotect round trip", async () => {
-  const root = await Deno.makeTempDir({ prefix: "dirtybit-failover-" });
-  const psk = join(root, "psk");
-  await Deno.writeTextFile(psk, PSK_TEXT, { mode: 0o600 });
-  const stateA = join(root, "a-state");
-  const dirB = join(root, "b-dr");
-  const imageA = join(root, "a-disk.qcow2");
-  await run("qemu-img", ["create", "-q", "-f", "qcow2", imageA, String(32 * MiB)]);
-  await run("qemu-io", ["-f", "qcow2", "-c", `write -P 0x11 0 ${4 * MiB}`, imageA]);
-  const running: { stop(): Promise<unknown> }[] = [];
-  const started = <T extends { stop(): Promise<unknown> }>(x: T): T => (running.push(x), x);
-  const stopped = async (x: { stop(): Promise<unknown> }) => {
-    running.splice(running.indexOf(x), 1);
-    await x.stop();
-  };
-  const receiver = (dir: string) =>
-    ReceiverProcess.start(["--psk-file", psk, "--replica-dir", dir]).then(started);
-  const sender = (vm: Vm, port: number, stateDir: string) => vmSenderArgs(vm, port, psk, stateDir);
+  const bed = await FailoverBed.create("dirtybit-failover-");
+  const { root, stateA, dirB, imageA, stopped, receiver, vm, sender } = bed;
   try {
     // Normal operation: A replicates to B.
-    let vmA = started(await Vm.start(imageA, join(root, "vm-a")));
+    let vmA = await vm(imageA, "vm-a");
     const recvB = await receiver(dirB);
     const toB = sender(vmA, recvB.port, stateA);
     ok(await cli(["replicate", "seed", ...toB]));
@@ -89,7 +64,7 @@ Deno.test("replication: failover, failback and reprotect round trip", async () =
     );
 
     // The VM runs at B and writes.
-    const vmB = started(await Vm.start(replicaB, join(root, "vm-b")));
+    const vmB = await vm(replicaB, "vm-b");
     await vmB.write(0x31, 2 * MiB, MiB);
     await vmB.write(0x32, 20 * MiB, MiB);
 
@@ -125,7 +100,7 @@ Deno.test("replication: failover, failback and reprotect round trip", async () =
 
     // reprotect at A: replication A -> B again, from the bitmap the promotion
     // added, not from a full copy.
-    vmA = started(await Vm.start(imageA, join(root, "vm-a2")));
+    vmA = await vm(imageA, "vm-a2");
     await vmA.write(0x41, 30 * MiB, MiB);
     const rp = ok(await cli(["reprotect", ...sender(vmA, recvB.port, stateA)]));
     assert.match(
@@ -139,7 +114,6 @@ Deno.test("replication: failover, failback and reprotect round trip", async () =
     const end = await vmA.snapshot(join(root, "end.raw"));
     assert.ok(await imagesEqual(end, replicaB), "after the round trip the disks are identical");
   } finally {
-    for (const x of running.reverse()) await x.stop().catch(() => {});
-    await Deno.remove(root, { recursive: true }).catch(() => {});
+    await bed.cleanup();
   }
 });

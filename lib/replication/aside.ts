@@ -12,6 +12,7 @@
  */
 import { join } from "node:path";
 import type { HashDb } from "../cbt/hashdb.ts";
+import { exists } from "../core/files.ts";
 import { cycleKey, hashDbPath, openHashDb } from "./hashes.ts";
 import { name as checkName } from "./messages.ts";
 import {
@@ -117,14 +118,5 @@ export class DivergentBlocks {
     this.db?.close();
     await this.image?.close().catch(() => {});
     await Deno.remove(this.path).catch(() => {});
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -18,16 +18,13 @@ import { NbdClient } from "../../lib/nbd/client.ts";
 import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { QmpSocket } from "../../lib/qemu/qmp.ts";
 import { failbackPre, failoverExec } from "../../lib/replication/failover.ts";
-import { Receiver } from "../../lib/replication/receiver.ts";
 import { pushCycle, type ReplicatedDisk, seedDisk } from "../../lib/replication/sender.ts";
-import { ReplicaStore } from "../../lib/replication/store.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { atMost, type BenchRow } from "./table.ts";
 import { randomQcow2, seconds } from "./measure.ts";
+import { benchReceiver } from "./replication.ts";
 
 const MiB = 1 << 20;
-const PSK = "benchmark pre-shared key, 32 characters or more";
-const NO_RETRY = { count: 0, delayMs: 0, jitterMs: 0 };
 
 /** A site: a qemu-storage-daemon on one image, node disk0, export vm. */
 async function site(image: string, dir: string) {
@@ -66,21 +63,6 @@ async function site(image: string, dir: string) {
   };
 }
 
-async function receiverAt(dir: string) {
-  const { store } = await ReplicaStore.open(dir, { format: "qcow2" });
-  const receiver = Receiver.start({
-    hostname: "127.0.0.1",
-    port: 0,
-    psk: PSK,
-    store,
-    log: () => {},
-  });
-  return {
-    receiver,
-    target: { host: "127.0.0.1", port: receiver.port, psk: PSK, retry: NO_RETRY },
-  };
-}
-
 /** Runs the failback benchmark in `dir` on a disk of `diskSize` bytes. */
 export async function benchFailback(dir: string, diskSize = 1 << 30): Promise<BenchRow[]> {
   const changed = 10;
@@ -89,14 +71,14 @@ export async function benchFailback(dir: string, diskSize = 1 << 30): Promise<Be
   const stateA = join(dir, "failback-a-state");
   const dirB = join(dir, "failback-b");
   await randomQcow2(imageA, diskSize);
-  const recvB = await receiverAt(dirB);
+  const recvB = await benchReceiver(dirB);
   let a = await site(imageA, join(dir, "failback-vm-a"));
   await seedDisk(a.disk("vda", stateA), recvB.target);
   await a.stop(true); // site A is lost
   await recvB.receiver.stop();
   await failoverExec({ name: "vda", replicaDir: dirB, memoryMiB: 1024, cpus: 1, force: true });
   const b = await site(join(dirB, "vda.qcow2"), join(dir, "failback-vm-b"));
-  const recvBAgain = await receiverAt(dirB);
+  const recvBAgain = await benchReceiver(dirB);
   try {
     await b.scatter(changed, diskSize, 0);
     // A returns, writes on, and its first cycle finds the replica promoted.
@@ -105,7 +87,7 @@ export async function benchFailback(dir: string, diskSize = 1 << 30): Promise<Be
     await a.scatter(divergent, diskSize, diskSize / 20);
     await assert.rejects(pushCycle(a.disk("vda", stateA), recvBAgain.target), RoleError);
     await a.stop();
-    const recvA = await receiverAt(stateA);
+    const recvA = await benchReceiver(stateA);
     let wire = 0;
     const failback = await seconds(async () => {
       const r = await failbackPre({
@@ -117,7 +99,7 @@ export async function benchFailback(dir: string, diskSize = 1 << 30): Promise<Be
     });
     await recvA.receiver.stop();
     // The reference: a full resync of the DR disk into an empty replica.
-    const recvFull = await receiverAt(join(dir, "failback-full"));
+    const recvFull = await benchReceiver(join(dir, "failback-full"));
     const full = await seconds(() =>
       seedDisk(b.disk("full", join(dir, "failback-full-state")), recvFull.target)
     );

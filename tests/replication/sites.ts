@@ -332,4 +332,69 @@ export function vmSenderArgs(
   ];
 }
 
+type Stoppable = { stop(): Promise<unknown> };
+
+/**
+ * The two sites of the failover tests: site A's disk (a 32 MiB qcow2 whose
+ * first 4 MiB are 0x11) and state directory, site B's replica directory, one
+ * PSK file, and what the test starts (stopped by `cleanup`, newest first).
+ */
+export class FailoverBed {
+  readonly #running: Stoppable[] = [];
+  private constructor(readonly root: string, readonly psk: string) {}
+
+  static async create(prefix: string): Promise<FailoverBed> {
+    const root = await Deno.makeTempDir({ prefix });
+    const psk = join(root, "psk");
+    await Deno.writeTextFile(psk, "failover test pre-shared key 0123456789abcdef\n", {
+      mode: 0o600,
+    });
+    const bed = new FailoverBed(root, psk);
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", bed.imageA, String(32 << 20)]);
+    await run("qemu-io", ["-f", "qcow2", "-c", `write -P 0x11 0 ${4 << 20}`, bed.imageA]);
+    return bed;
+  }
+
+  get stateA(): string {
+    return join(this.root, "a-state");
+  }
+  get dirB(): string {
+    return join(this.root, "b-dr");
+  }
+  get imageA(): string {
+    return join(this.root, "a-disk.qcow2");
+  }
+
+  /** Registers `x` to be stopped at cleanup. */
+  started = <T extends Stoppable>(x: T): T => (this.#running.push(x), x);
+
+  /** Stops `x` now. */
+  stopped = async (x: Stoppable): Promise<void> => {
+    this.#running.splice(this.#running.indexOf(x), 1);
+    await x.stop();
+  };
+
+  /** Forgets `x` without stopping it (the test killed it). */
+  forget(x: Stoppable): void {
+    this.#running.splice(this.#running.indexOf(x), 1);
+  }
+
+  /** Starts a receiver keeping its replicas in `dir`. */
+  receiver = (dir: string): Promise<ReceiverProcess> =>
+    ReceiverProcess.start(["--psk-file", this.psk, "--replica-dir", dir]).then(this.started);
+
+  /** Starts a site's VM on `image`, its sockets in ROOT/`name`. */
+  vm = async (image: string, name: string): Promise<Vm> =>
+    this.started(await Vm.start(image, join(this.root, name)));
+
+  /** Sender flags for `vm`'s disk to a receiver on `port` (see {@link vmSenderArgs}). */
+  sender = (vm: Vm, port: number, stateDir: string, retries = 0): string[] =>
+    vmSenderArgs(vm, port, this.psk, stateDir, retries);
+
+  async cleanup(): Promise<void> {
+    for (const x of this.#running.reverse()) await x.stop().catch(() => {});
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
+
 export { run };
