@@ -6,7 +6,8 @@
  * retries) and fences A, failback pre keeps A's divergent writes aside and
  * sends only the differing blocks, failback exec and reprotect finish, and
  * replication A -> B goes on. Every step is also killed (SIGKILL at its most
- * delicate point) and rerun; the two sides are never both primary.
+ * delicate points; failback pre also at A's receiver) and rerun; the two
+ * sides are never both an unfenced primary.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -123,8 +124,8 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
 
     // failback pre: a receiver at A serves A's disk. Killed after A applied the
     // resync, before B recorded it: A is a replica already, B still primary.
-    const recvA = await receiver(stateA);
-    const toA = sender(vmB, recvA.port, dirB);
+    let recvA = await receiver(stateA);
+    let toA = sender(vmB, recvA.port, dirB);
     await killedAt("resynced", ["failback", "pre", ...toA]);
     assert.deepEqual(await roles(), ["replica/replicating", "primary/promoted"]);
     // Only the blocks that differ travelled: the 2 MiB written at B as data; A's
@@ -156,6 +157,18 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
       [[16 * MiB, 2 * MiB], [24 * MiB, MiB]],
     );
     assert.equal((await Deno.stat(aside)).mode! & 0o077, 0, "the aside is as private as the disk");
+    // The rerun, with A's receiver killed once the resync is journaled at A:
+    // A is resyncing, B still primary; A's restarted receiver replays it.
+    await stopped(recvA);
+    const crashing = await receiver(stateA, { DIRTYBIT_TEST_CRASH_AT: "journal-committed" });
+    const cut = await cli(["failback", "pre", ...sender(vmB, crashing.port, dirB)]);
+    assert.notEqual(cut.code, 0, cut.stderr);
+    assert.equal(await crashing.exited(), 86);
+    bed.forget(crashing);
+    assert.deepEqual(await roles(), ["replica/resyncing", "primary/promoted"]);
+    recvA = await receiver(stateA);
+    toA = sender(vmB, recvA.port, dirB);
+    assert.match(recvA.log, /vda: replayed the journal of cycle 0/);
     const fb = ok(await cli(["failback", "pre", ...toA]));
     assert.match(fb.stderr, /original primary resynced: .* 0 sent as data/);
     assert.deepEqual(await roles(), ["replica/replicating", "primary/replicating"]);
@@ -168,6 +181,9 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     );
     await killedAt("demoted", ["failback", "exec", ...toA]);
     assert.deepEqual(await roles(), ["replica/replicating", "replica/fenced"]);
+    // The rerun resumes with the promotion; killed right after it, A is the primary.
+    await killedAt("promoted", ["failback", "exec", ...toA]);
+    assert.deepEqual(await roles(), ["primary/promoted", "replica/fenced"]);
     const fx = ok(await cli(["failback", "exec", ...toA]));
     assert.match(fx.stderr, /the original site is primary\/promoted, this side replica\/fenced/);
     assert.deepEqual(await roles(), ["primary/promoted", "replica/fenced"]);

@@ -380,8 +380,8 @@ export class FailoverBed {
   }
 
   /** Starts a receiver keeping its replicas in `dir`. */
-  receiver = (dir: string): Promise<ReceiverProcess> =>
-    ReceiverProcess.start(["--psk-file", this.psk, "--replica-dir", dir]).then(this.started);
+  receiver = (dir: string, env: Record<string, string> = {}): Promise<ReceiverProcess> =>
+    ReceiverProcess.start(["--psk-file", this.psk, "--replica-dir", dir], env).then(this.started);
 
   /** Starts a site's VM on `image`, its sockets in ROOT/`name`. */
   vm = async (image: string, name: string): Promise<Vm> =>
