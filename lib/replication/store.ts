@@ -361,7 +361,7 @@ export class ReplicaStore {
     try {
       const source = await NbdSource.open(served.uri, { read: { requestSize: 1 << 20 } });
       try {
-        if (role.role === "primary") {
+        if (role.role === "primary" && role.state === "fenced") {
           aside = await DivergentBlocks.open(
             this.dir,
             name,
@@ -406,7 +406,7 @@ export class ReplicaStore {
       type: "kept",
       name,
       ...kept,
-      ...(role.role === "primary" && role.cycle !== undefined ? { cycle: role.cycle } : {}),
+      ...(kept.extents && role.cycle !== undefined ? { cycle: role.cycle } : {}),
     };
   }
 
