@@ -1,7 +1,8 @@
 /**
  * `dirtybit replicate daemon`: two disks of one QEMU (real
  * qemu-storage-daemon) on their own schedules to a receiver process; SIGTERM
- * stops it cleanly, a restart resumes (no new seed) and catches up; a bad
+ * stops it cleanly, a restart resumes (no new seed) and catches up; a disk
+ * whose replica the DR site promoted is reported once and not retried; a bad
  * configuration is refused with one line naming the key.
  */
 import { assertPrivate } from "./fixtures/modes.ts";
@@ -133,6 +134,50 @@ Deno.test("replication daemon: schedules per disk, SIGTERM, restart resumes", as
     assert.ok(await imagesEqual(slow, join(dir, "dr", "slow.qcow2")));
     assert.ok(await assertPrivate(join(dir, "state")) > 2);
     assert.ok(await assertPrivate(join(dir, "dr")) > 2);
+  } finally {
+    await daemon.stop();
+    await receiver.stop();
+    await qsd.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("replication daemon: a disk whose replica was promoted is reported once and left alone", async () => {
+  const qsd = await Qsd.start({
+    disks: [
+      { size: 8 * MiB, writes: [{ pattern: 0x11, offset: 0, length: MiB }] },
+      { size: 8 * MiB, writes: [{ pattern: 0x22, offset: MiB, length: MiB }] },
+    ],
+  });
+  const { dir, receiver, config } = await daemonBed("dirtybit-daemon-fence-", {
+    nbd_socket: qsd.nbdSocket,
+    qmp: qsd.qmpSocket,
+    cycle_interval: 1,
+  }, [{ name: "kept", node: "disk0" }, { name: "lost", node: "disk1" }]);
+  let daemon = DaemonProcess.start(config);
+  try {
+    await daemon.waitFor(/lost: cycle 1 confirmed/);
+    assert.equal(await daemon.stop(), 0);
+    // The DR site promotes one replica as if its source were lost.
+    const exec = await cli([
+      "failover",
+      "exec",
+      "--force",
+      "--name",
+      "lost",
+      "--replica-dir",
+      join(dir, "dr"),
+    ]);
+    assert.equal(exec.code, 0, exec.stderr);
+    daemon = DaemonProcess.start(config);
+    await daemon.waitFor(
+      /lost: the DR site's replica lost is primary\/promoted .*; no more attempts for this disk/,
+    );
+    const from = daemon.log.length;
+    await daemon.waitFor(/kept: cycle \d+ confirmed[^]*kept: cycle \d+ confirmed/, from);
+    assert.equal(daemon.log.match(/lost: /g)!.length, 1, daemon.log);
+    assert.doesNotMatch(daemon.log, /retry|Broken pipe/);
+    assert.equal(await daemon.stop(), 0);
   } finally {
     await daemon.stop();
     await receiver.stop();

@@ -15,19 +15,19 @@ import { SecureChannel } from "../replication/channel.ts";
 import { validatePsk } from "../replication/handshake.ts";
 import { readPskFile } from "../replication/psk.ts";
 import { Receiver } from "../replication/receiver.ts";
+import { loadRole } from "../replication/role_file.ts";
 import {
   listSenderStates,
-  pushCycle,
-  recordError,
   type ReplicatedDisk,
   type ReplicationTarget,
-  seedDisk,
   senderWorkDir,
 } from "../replication/sender.ts";
-import { abortableSleep, runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
+import { runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
+import type { Notify } from "../replication/notify.ts";
+import { pushCycles, seedOnce } from "../replication/push.ts";
 import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
-import { type BatchPoint, ReplicaStore } from "../replication/store.ts";
+import { ReplicaStore } from "../replication/store.ts";
 
 const HELP = `
 usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir DIR [--replica-format qcow2|raw]
@@ -93,10 +93,28 @@ export const replicateCommand: Command = {
   },
 };
 
+/**
+ * Crash tests stop the process abruptly at a named point (`POINT` or
+ * `POINT:N`, the N-th time it is reached), given in DIRTYBIT_TEST_CRASH_AT.
+ */
+export function crashHook(
+  exit = () => Deno.kill(Deno.pid, "SIGKILL"),
+): ((point: string) => void) | undefined {
+  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
+  if (!crashAt) return undefined;
+  let reached = 0;
+  return (point) => {
+    if (point === crashAt && ++reached >= Number(nth ?? 1)) exit();
+  };
+}
+
 /** One line of progress on stderr. */
 export function log(line: string): void {
   console.error(`dirtybit replicate: ${line}`);
 }
+
+/** A use case's messages, as lines on stderr. */
+export const notify: Notify = (_kind, text) => log(text);
 
 async function pskOf(params: Params): Promise<string> {
   if (params.psk_file) return await readPskFile(params.psk_file);
@@ -144,15 +162,9 @@ async function receive(args: string[]): Promise<number> {
     10900,
   );
   const psk = await pskOf(params);
-  // Crash tests stop the process abruptly at a named point of a batch
-  // (`POINT` or `POINT:N`, the N-th time it is reached).
-  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
-  let reached = 0;
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
-    onPoint: crashAt
-      ? (p: BatchPoint) => p === crashAt && ++reached >= Number(nth ?? 1) && Deno.exit(86)
-      : undefined,
+    onPoint: crashHook(() => Deno.exit(86)),
   });
   for (const r of recovered) log(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
   const ac = stopSignal();
@@ -291,57 +303,34 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   if (!Number.isInteger(window) || window < 1 || window > 1 << 20) {
     throw new UsageError(`replicate seed: --seed-window must be a whole number of MiB >= 1`);
   }
-  const options = { log, compressLevel: setup.compressLevel, seedWindowBytes: window << 20 };
+  const options = { compressLevel: setup.compressLevel, seedWindowBytes: window << 20 };
   if (target.bandwidthBytesPerSecond) {
     log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
   try {
     if (sub === "seed") {
-      const r = await seedDisk(disk, target, options).catch(async (err) => {
-        await recordError(disk, target, err);
-        throw err;
-      });
-      log(
-        r.alreadySeeded
-          ? `${disk.name}: already seeded (seed ${r.seedId})`
-          : `${disk.name}: seeded${
-            r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ""
-          }, ${r.stats.wireBytes} bytes sent`,
-      );
+      await seedOnce({ disk, target, options, notify });
       return 0;
     }
     const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
     if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
       throw new UsageError(`replicate push: --cycles must be a positive integer`);
     }
-    const interval = (params.cycle_interval ?? 300) * 1000;
     const ac = stopSignal();
-    let failed = 0;
     try {
-      for (let n = 0; n < cycles && !ac.signal.aborted; n++) {
-        if (n > 0) await abortableSleep(interval, ac.signal);
-        if (ac.signal.aborted) break;
-        try {
-          const r = await pushCycle(disk, target, options);
-          const s = r.stats;
-          log(
-            `${disk.name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.unchangedBytes} unchanged, ${s.payloadBytes} compressed, ${s.wireBytes} on the wire, ${
-              r.seconds.toFixed(2)
-            } s${r.fullReason ? ` (full: ${r.fullReason})` : ""}`,
-          );
-        } catch (err) {
-          await recordError(disk, target, err);
-          // One-shot runs report the failure; a long-running push keeps going
-          // and the next cycle carries the changes.
-          if (cycles !== Infinity) throw err;
-          failed++;
-          log(`${disk.name}: cycle failed: ${(err as Error).message}`);
-        }
-      }
+      const r = await pushCycles({
+        disk,
+        target,
+        options,
+        notify,
+        cycles,
+        intervalMs: (params.cycle_interval ?? 300) * 1000,
+        signal: ac.signal,
+      });
+      return r.failed ? 1 : 0;
     } finally {
       if (!ac.signal.aborted) ac.abort();
     }
-    return failed ? 1 : 0;
   } finally {
     await setup.qmp.close();
   }
@@ -369,7 +358,13 @@ async function status(args: string[]): Promise<number> {
     }
   } else {
     const stateDir = params.state_dir ?? join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
-    rows = senderStatus(await listSenderStates(stateDir), new Date());
+    const states = await listSenderStates(stateDir);
+    const roles = new Map<string, string>();
+    for (const s of states) {
+      const r = await loadRole(stateDir, s.name, "primary");
+      roles.set(s.name, `${r.role}/${r.state}`);
+    }
+    rows = senderStatus(states, new Date(), roles);
   }
   if (extra.json) console.log(JSON.stringify(rows, null, 2));
   else if (extra.prometheus) await Deno.stdout.write(new TextEncoder().encode(toPrometheus(rows)));

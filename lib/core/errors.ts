@@ -20,6 +20,12 @@ export class UsageError extends DirtybitError {
   override readonly exitCode = 2;
 }
 
+/**
+ * The disk's failover role forbids the step here (fenced, promoted, a replica):
+ * an answer, not trouble, so it is never retried. Exit 2.
+ */
+export class RoleError extends UsageError {}
+
 /** Malformed or corrupt input: a stream, image header, packet, frame or config file. Exit 3. */
 export class InputError extends DirtybitError {
   override readonly exitCode = 3;

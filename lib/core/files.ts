@@ -1,5 +1,6 @@
 /**
- * Opening output files with the one error every layer reports for it.
+ * Opening output files with the one error every layer reports for it, and
+ * whether a path exists.
  *
  * @module
  */
@@ -14,5 +15,15 @@ export async function openForWriting(
     return await Deno.open(path, options);
   } catch (err) {
     throw new TargetError(`cannot open ${path} for writing: ${describeError(err)}`);
+  }
+}
+
+/** True when something (a dangling symlink too) is at `path`. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
   }
 }

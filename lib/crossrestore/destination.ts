@@ -10,7 +10,7 @@
 import { dirname, join } from "node:path";
 import { describeError, TargetError, UsageError } from "../core/errors.ts";
 import type { RemoteResult } from "../hosts/ssh.ts";
-import { openForWriting } from "../core/files.ts";
+import { exists, openForWriting } from "../core/files.ts";
 
 /** A file being written as `path.partial`. */
 export interface PendingFile {
@@ -199,14 +199,5 @@ export class LocalDestination implements Destination {
 
   close(): Promise<void> {
     return Promise.resolve();
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -26,6 +26,7 @@
  *
  * @module
  */
+import { exists } from "../core/files.ts";
 import { CancelledError, SourceError, UsageError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
 import { helperCommand } from "../core/process.ts";
@@ -142,15 +143,6 @@ function redactKeyText(text: string): string {
 function lastLine(text: string): string {
   const lines = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("debug"));
   return lines.at(-1) ?? "";
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Reads a stream to its end (or until cancelled) as text. */

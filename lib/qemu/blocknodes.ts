@@ -30,6 +30,8 @@ export interface BlockNodeInfo {
   name: string;
   /** The image file (or a JSON description of it) the node opens. */
   filename: string;
+  /** The format driver (`qcow2`, `raw`, ...). */
+  driver: string;
   size: number;
   bitmaps: BitmapInfo[];
 }
@@ -37,6 +39,7 @@ export interface BlockNodeInfo {
 interface RawNode {
   "node-name": string;
   file: string;
+  drv: string;
   image?: { "virtual-size"?: number };
   "dirty-bitmaps"?: (Omit<BitmapInfo, "name"> & { name?: string })[];
 }
@@ -52,6 +55,7 @@ export async function queryBlockNodes(qmp: QmpTransport): Promise<Map<string, Bl
     nodes.set(n["node-name"], {
       name: n["node-name"],
       filename: n.file,
+      driver: n.drv,
       size: n.image?.["virtual-size"] ?? 0,
       bitmaps: (n["dirty-bitmaps"] ?? []).filter((b): b is BitmapInfo => b.name !== undefined),
     });

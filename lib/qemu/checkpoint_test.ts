@@ -24,7 +24,7 @@ function bitmap(name: string, extra: Partial<BitmapInfo> = {}): BitmapInfo {
 }
 
 function node(...bitmaps: BitmapInfo[]): BlockNodeInfo {
-  return { name: "disk0", filename: "/img/disk0.qcow2", size: 64 << 20, bitmaps };
+  return { name: "disk0", filename: "/img/disk0.qcow2", driver: "qcow2", size: 64 << 20, bitmaps };
 }
 
 const cp1: DiskCheckpoint = {

@@ -11,7 +11,7 @@ export {
   type QmpSocketOptions,
   type QmpTransport,
 } from "./qmp.ts";
-export { type BitmapInfo } from "./blocknodes.ts";
+export { type BitmapInfo, type BlockNodeInfo, queryBlockNode } from "./blocknodes.ts";
 export { bitmapNames, type DiskCheckpoint, type Level } from "./checkpoint.ts";
 export { listDirtybitBitmaps, removeCheckpoint } from "./bitmaps.ts";
 export {

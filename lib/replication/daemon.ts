@@ -6,12 +6,16 @@
  * one client). A failed attempt is recorded in the disk's state and the
  * schedule goes on; the next cycle carries the changes. Stopping (the
  * signal) ends the waits at once and lets attempts in flight finish; since
- * all progress lives in the state directory, a restart resumes.
+ * all progress lives in the state directory, a restart resumes. A disk whose
+ * role forbids cycles (fenced here, or its replica promoted at the DR site)
+ * is reported once and left alone: retrying cannot change an answer.
  *
  * @module
  */
-import { describeError } from "../core/errors.ts";
+import { abortableSleep } from "../core/async.ts";
+import { describeError, RoleError } from "../core/errors.ts";
 import type { QmpTransport } from "../qemu/mod.ts";
+import { describeCycle, describeSeed } from "./push.ts";
 import {
   loadSenderState,
   pushCycle,
@@ -58,7 +62,8 @@ async function schedule(
   connect: (path: string) => Promise<QmpTransport>,
 ): Promise<void> {
   const name = d.disk.name;
-  while (!signal.aborted) {
+  let refused = false;
+  while (!signal.aborted && !refused) {
     const started = Date.now();
     await onMonitor(d.qmpPath, async () => {
       if (signal.aborted) return;
@@ -67,42 +72,18 @@ async function schedule(
       try {
         const state = await loadSenderState(disk.stateDir, name);
         if (state?.confirmedCycle === undefined) {
-          const r = await seedDisk(disk, d.target, d.options);
-          log(
-            r.alreadySeeded
-              ? `${name}: already seeded`
-              : `${name}: seeded${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ""}`,
-          );
+          log(describeSeed(name, await seedDisk(disk, d.target, d.options)));
         } else {
-          const r = await pushCycle(disk, d.target, d.options);
-          const s = r.stats;
-          log(
-            `${name}: cycle ${r.cycle} confirmed: ${s.dirtyBytes} bytes dirty, ${s.unchangedBytes} unchanged, ${s.wireBytes} on the wire, ${
-              r.seconds.toFixed(2)
-            } s`,
-          );
+          log(describeCycle(name, await pushCycle(disk, d.target, d.options)));
         }
       } catch (err) {
         await recordError(disk, d.target, err).catch(() => {});
-        log(`${name}: ${describeError(err)}`);
+        refused = err instanceof RoleError;
+        log(`${name}: ${describeError(err)}${refused ? "; no more attempts for this disk" : ""}`);
       } finally {
         await qmp.close();
       }
     }).catch((err) => log(`${name}: ${describeError(err)}`));
-    await abortableSleep(Math.max(0, started + d.intervalMs - Date.now()), signal);
+    if (!refused) await abortableSleep(Math.max(0, started + d.intervalMs - Date.now()), signal);
   }
-}
-
-/** Waits `ms`, or less if `signal` aborts (it never rejects). */
-export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }

@@ -33,6 +33,24 @@ export interface StateMessage {
   cycle?: number;
   /** Present while a seed is incomplete: the offset up to which it is durable. */
   seedOffset?: number;
+  /**
+   * The replica's failover role when it is not `replica/replicating`, e.g.
+   * `primary/promoted`: it takes no cycles, and a sender stops (never retries).
+   */
+  role?: RoleAnswer;
+}
+
+/** A replica's role as the receiver reports it (see roles.ts). */
+export interface RoleAnswer {
+  /** `ROLE/STATE`, e.g. `primary/promoted`. */
+  role: string;
+  /** The step that made it so, and when. */
+  step?: string;
+  since: string;
+  /** The confirmed cycle it was promoted or fenced at. */
+  cycle?: number;
+  /** Promoted without the source fenced (unplanned failover). */
+  unfenced?: boolean;
 }
 /** Sender: a batch of records follows (a seed range, a cycle, or a failback resync). */
 export interface BeginMessage {
@@ -105,13 +123,33 @@ export interface HashesMessage {
 /**
  * Sender: a role change at the receiver's side for replica `name`, which must
  * be at `seedId`/`cycle`: `promote` makes it the primary (failback exec),
- * `reprotect` makes it a replica again of this sender.
+ * `reprotect` makes it a replica again of this sender, `fenced` records that
+ * this sender is fenced at that cycle (failover pre).
  */
 export interface RoleMessage {
-  type: "promote" | "reprotect";
+  type: "promote" | "reprotect" | "fenced";
   name: string;
   seedId: string;
   cycle: number;
+}
+/**
+ * Receiver, after the hashes of a failback: where it kept the blocks of its
+ * own disk that changed after the last cycle it sent (absent: none changed).
+ */
+export interface KeptMessage {
+  type: "kept";
+  name: string;
+  path?: string;
+  /** Bytes kept aside; every block when `whole` (no hash DB of that cycle). */
+  bytes: number;
+  whole: boolean;
+  /** The last cycle this disk sent: the divergence is against it. */
+  cycle?: number;
+  /**
+   * The divergent ranges `[offset, length]`, when known: with the DR disk's
+   * own changes since its promotion, every block that can differ.
+   */
+  extents?: [number, number][];
 }
 /** Receiver: the role change is durable. */
 export interface RoleDoneMessage {
@@ -141,6 +179,7 @@ export type Message =
   | HashesMessage
   | RoleMessage
   | RoleDoneMessage
+  | KeptMessage
   | CloseMessage;
 
 const TYPE_CODES = {
@@ -159,6 +198,8 @@ const TYPE_CODES = {
   promote: 0x19,
   reprotect: 0x1a,
   "role-done": 0x1b,
+  fenced: 0x1c,
+  kept: 0x1d,
   "status-request": 0x20,
   status: 0x21,
 } as const satisfies Record<Message["type"], number>;
@@ -312,8 +353,19 @@ function decodeControl(type: Message["type"], body: Uint8Array): Message {
       }
       return { type, name: name(f.name), blockSize };
     }
+    case "kept":
+      return {
+        type,
+        name: name(f.name),
+        ...(f.path === undefined ? {} : { path: str(f.path, "path") }),
+        bytes: count(f.bytes, "bytes"),
+        whole: f.whole === true,
+        ...(f.cycle === undefined ? {} : { cycle: count(f.cycle, "cycle") }),
+        ...(f.extents === undefined ? {} : { extents: rangesOf(f.extents) }),
+      };
     case "promote":
     case "reprotect":
+    case "fenced":
       return {
         type,
         name: name(f.name),
@@ -337,7 +389,27 @@ function stateOf(f: Record<string, unknown>): StateMessage {
   if (f.size !== undefined) out.size = count(f.size, "size");
   if (f.cycle !== undefined) out.cycle = count(f.cycle, "cycle");
   if (f.seedOffset !== undefined) out.seedOffset = count(f.seedOffset, "seedOffset");
+  if (f.role !== undefined) out.role = roleOf(f.role as Record<string, unknown>);
   return out;
+}
+
+function rangesOf(v: unknown): [number, number][] {
+  if (!Array.isArray(v)) throw bad("extents is not a list");
+  return v.map((e) => {
+    if (!Array.isArray(e) || e.length !== 2) throw bad("an extent is not [offset, length]");
+    return [count(e[0], "extent offset"), positive(count(e[1], "extent length"), "extent length")];
+  });
+}
+
+function roleOf(f: Record<string, unknown>): RoleAnswer {
+  if (typeof f !== "object" || f === null) throw bad("state role is not an object");
+  return {
+    role: str(f.role, "role"),
+    since: str(f.since, "since"),
+    ...(f.step === undefined ? {} : { step: str(f.step, "step") }),
+    ...(f.cycle === undefined ? {} : { cycle: count(f.cycle, "cycle") }),
+    ...(f.unfenced === true ? { unfenced: true } : {}),
+  };
 }
 
 /** Replica names end up in file names: letters, digits, `._-`, not starting with a dot. */

@@ -136,7 +136,8 @@ export class Receiver {
           }
           case "hashes-request":
           case "promote":
-          case "reprotect": {
+          case "reprotect":
+          case "fenced": {
             if (claimed !== msg.name) {
               throw new InputError(`replication protocol error: ${msg.type} for a disk not opened`);
             }
@@ -146,7 +147,9 @@ export class Receiver {
               } else {
                 const role = msg.type === "promote"
                   ? await store.promote(msg)
-                  : await store.reprotect(msg);
+                  : msg.type === "reprotect"
+                  ? await store.reprotect(msg)
+                  : await store.sourceFenced(msg);
                 log(`${msg.name}: ${msg.type}: now ${role.role}/${role.state}`);
                 await channel.send({
                   type: "role-done",

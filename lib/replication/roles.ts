@@ -16,11 +16,15 @@
  * ```
  *
  * A cancelled failover (after `failover pre`, no `exec`) is undone by
- * `reprotect` at A as well.
+ * `reprotect` at A as well. `failover pre` tells B that A is fenced
+ * (`source_fenced`); without that, B promotes only when forced (A is lost:
+ * `unfenced`), and A, when it returns, fences itself at its first contact
+ * with the promoted replica (`fence`) and keeps its divergent writes aside
+ * before the failback resync overwrites them.
  *
  * @module
  */
-import { UsageError } from "../core/errors.ts";
+import { RoleError } from "../core/errors.ts";
 import type { DiskCheckpoint } from "../qemu/mod.ts";
 
 /** Which way the disk's data flows from this side. */
@@ -42,6 +46,12 @@ export interface DiskRole {
   node?: string;
   /** Bitmaps added to the image when it was promoted back: reprotect starts from them. */
   checkpoint?: DiskCheckpoint;
+  /** Promoted without the source fenced (`failover exec --force`): the source may have written on. */
+  unfenced?: boolean;
+  /** At the original site: where the failback kept this disk's divergent writes. */
+  aside?: string;
+  /** A step that was cut short after its first durable change: its rerun resumes here. */
+  pending?: "promote";
   /** When the disk entered this state, and by which step. */
   since: string;
   step?: Step;
@@ -52,6 +62,8 @@ export type Step =
   | "cycle"
   | "receive"
   | "failover_pre"
+  | "source_fenced"
+  | "fence"
   | "failover_exec"
   | "failback_pre"
   | "resync"
@@ -72,6 +84,16 @@ const RULES: Record<
     to: ["primary", "fenced"],
     what: "failover pre (final cycle, fence)",
   },
+  source_fenced: {
+    from: ["replica/replicating"],
+    to: ["replica", "replicating"],
+    what: "recording that the source is fenced",
+  },
+  fence: {
+    from: ["primary/replicating"],
+    to: ["primary", "fenced"],
+    what: "fencing this disk (the DR site promoted its replica)",
+  },
   failover_exec: {
     from: ["replica/replicating"],
     to: ["primary", "promoted"],
@@ -83,7 +105,8 @@ const RULES: Record<
     what: "failback pre (resync the original primary)",
   },
   resync: {
-    from: ["primary/fenced", "replica/resyncing"],
+    // replica/replicating: a resync whose confirmation the sender lost.
+    from: ["primary/fenced", "replica/resyncing", "replica/replicating"],
     to: ["replica", "resyncing"],
     what: "a failback resync into this disk",
   },
@@ -124,7 +147,7 @@ export function checkStep(current: DiskRole, step: Step): void {
     return;
   }
   const since = current.step ? ` since ${current.step.replace("_", " ")} at ${current.since}` : "";
-  throw new UsageError(
+  throw new RoleError(
     `disk ${current.name} is ${now}${since}: ${rule.what} needs ${rule.from.join(" or ")}${
       rule.after ? ` after ${rule.after.replace("_", " ")}` : ""
     }${hint(current)}`,
@@ -147,7 +170,9 @@ export function applyStep(
 function hint(r: DiskRole): string {
   switch (`${r.role}/${r.state}`) {
     case "primary/fenced":
-      return " (run 'dirtybit failover exec' at the DR site, or 'dirtybit reprotect' here to undo)";
+      return r.step === "fence"
+        ? " (the DR site promoted its replica: run 'dirtybit failback pre' there to resync this disk)"
+        : " (run 'dirtybit failover exec' at the DR site, or 'dirtybit reprotect' here to undo)";
     case "primary/promoted":
       return " (this side runs the VM: 'dirtybit failback pre' resyncs the other side)";
     case "replica/fenced":

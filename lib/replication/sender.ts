@@ -9,9 +9,9 @@
  * @module
  */
 import { join } from "node:path";
-import { ChainError, DirtybitError, InputError, UsageError } from "../core/errors.ts";
+import { ChainError, DirtybitError, InputError, RoleError, UsageError } from "../core/errors.ts";
 import { RunRecord } from "../core/run_record.ts";
-import { type Extent, type MappedExtent, totalLength } from "../core/extent.ts";
+import { type Extent, type MappedExtent, normalizeExtents, totalLength } from "../core/extent.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { NbdSource } from "../nbd/reader.ts";
 import {
@@ -19,6 +19,8 @@ import {
   openPointInTime,
   type PointInTime,
   type QmpTransport,
+  queryBlockNode,
+  removeCheckpoint,
   removeLeftovers,
 } from "../qemu/mod.ts";
 import { zstdCompress } from "../stream/zstd.ts";
@@ -27,11 +29,11 @@ import { BlockClassifier } from "../cbt/layers.ts";
 import { cycleKey, l2Decision, openHashDb, seedKey } from "./hashes.ts";
 import { type RetryPolicy, withRetries } from "./backoff.ts";
 import { SecureChannel, TransportError } from "./channel.ts";
-import type { BeginMessage, StateMessage } from "./messages.ts";
+import type { BeginMessage, KeptMessage, StateMessage } from "./messages.ts";
 import { name as checkName } from "./messages.ts";
 import { blockPlan, intersectMap, seedWindows } from "./plan.ts";
-import { loadRole } from "./role_file.ts";
-import { checkStep } from "./roles.ts";
+import { loadRole, saveRole } from "./role_file.ts";
+import { applyStep, checkStep } from "./roles.ts";
 
 /** Where batches go. */
 export interface ReplicationTarget {
@@ -218,6 +220,7 @@ async function seedAttempt(
   const channel = await connect(target);
   try {
     const probe = await openReplica(channel, disk.name, 0);
+    await refuseOverRole(disk, state, probe);
     if (
       state.confirmedCycle !== undefined && probe.seedId === state.seedId &&
       probe.cycle !== undefined
@@ -356,6 +359,7 @@ async function cycleAttempt(
     let db: HashDb | undefined;
     try {
       const remote = await openReplica(channel, disk.name, view.size);
+      await refuseOverRole(disk, state, remote);
       if (remote.seedId !== state.seedId || remote.cycle === undefined) {
         throw new ChainError(
           `the receiver's replica ${disk.name} is not from this sender's seed: run 'dirtybit replicate seed' again`,
@@ -444,24 +448,38 @@ async function cycleAttempt(
   }
 }
 
+/** Options of {@link resyncDisk}. */
+export interface ResyncOptions extends SendOptions {
+  /**
+   * The bitmaps added to this disk when it was promoted at `cycle`: with the
+   * receiver's divergent ranges against the same cycle, only the blocks
+   * either side changed are read and compared, not the whole disk.
+   */
+  sincePromotion?: { checkpoint: DiskCheckpoint; cycle: number };
+}
+
 /** Result of {@link resyncDisk}. */
 export interface ResyncResult {
   seedId: string;
   stats: BatchStats;
+  /** Where the receiver kept its disk's blocks written after its last cycle. */
+  kept: Omit<KeptMessage, "type" | "name">;
 }
 
 /**
  * Failback resync: makes the receiver's disk (the original primary's) equal
  * to this one without a full copy. The receiver hashes every block of its
- * image; the hashes become this disk's hash DB, and a full point in time is
- * sent through layer 2, so only blocks whose hash differs travel. The
- * result is a new seed at cycle 0 with a checkpoint here: cycles from this
- * side follow (`replicate push`, `failback exec`).
+ * image; the hashes become this disk's hash DB, and a point in time is sent
+ * through layer 2, so only blocks whose hash differs travel: the whole disk,
+ * or, after a promotion with bitmaps, what this side wrote since (its dirty
+ * bitmap) and what the receiver's disk wrote after the same cycle (its
+ * divergent ranges). The result is a new seed at cycle 0 with a checkpoint
+ * here: cycles from this side follow (`replicate push`, `failback exec`).
  */
 export function resyncDisk(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
-  options: SendOptions = {},
+  options: ResyncOptions = {},
 ): Promise<ResyncResult> {
   return withRetries(
     target.retry,
@@ -473,15 +491,18 @@ export function resyncDisk(
 async function resyncAttempt(
   disk: ReplicatedDisk,
   target: ReplicationTarget,
-  options: SendOptions,
+  options: ResyncOptions,
   run: RunRecord,
 ): Promise<ResyncResult> {
+  const started = performance.now();
   const channel = await connect(target);
   try {
-    const pit = await openView(disk, undefined, run);
+    const since = options.sincePromotion;
+    const pit = await openView(disk, since?.checkpoint, run);
     const view = pit.disks[0];
     const seedId = crypto.randomUUID();
     let stats: BatchStats;
+    let kept: ResyncResult["kept"];
     try {
       await openReplica(channel, disk.name, view.size);
       const db = openHashDb(disk.stateDir, disk.name, blockSizeOf(view), view.size);
@@ -495,14 +516,34 @@ async function resyncAttempt(
           m.hashes.forEach((h, i) => db.stage(next + i, h));
           next += m.hashes.length;
         }
+        const { type: _t, name: _n, ...aside } = await channel.expect("kept");
+        kept = aside;
         db.commit(`resync-${seedId}`);
         const source = await openSource(view);
         try {
+          const map = await source.map();
+          const narrow = view.dirtyContext && kept.extents && kept.cycle === since?.cycle;
+          if (since && !narrow) {
+            options.log?.(
+              `${disk.name}: ${
+                view.reason ?? "the other side's divergent blocks are not known"
+              }: every block is compared`,
+            );
+          }
+          const extents = narrow
+            ? intersectMap(
+              normalizeExtents([
+                ...await dirtyOf(source, view.dirtyContext!),
+                ...kept.extents!.map(([offset, length]) => ({ offset, length })),
+              ]),
+              map,
+            )
+            : map;
           stats = await sendBatch(
             channel,
             { type: "begin", kind: "resync", seedId, size: view.size, cycle: 0, base: 0 },
             source,
-            await source.map(),
+            extents,
             db,
             true,
             options,
@@ -518,14 +559,19 @@ async function resyncAttempt(
       await pit.abort();
       throw err;
     }
+    const at = new Date().toISOString();
     await commitView(disk, pit, {
       ...freshState(disk, target),
       seedId,
       confirmedCycle: 0,
-      confirmedAt: new Date().toISOString(),
+      confirmedAt: at,
+      lastCycle: { ...stats!, cycle: 0, seconds: (performance.now() - started) / 1000, at },
     });
+    // The promotion's bitmaps may be of another scope than this node's:
+    // the commit leaves them then.
+    if (since) await removeCheckpoint(disk.qmp, since.checkpoint).catch(() => {});
     await channel.send({ type: "close" }).catch(() => {});
-    return { seedId, stats };
+    return { seedId, stats: stats!, kept: kept! };
   } finally {
     channel.close();
   }
@@ -533,11 +579,12 @@ async function resyncAttempt(
 
 /**
  * Asks the receiver to change replica `name`'s role (`promote` at failback
- * exec, `reprotect`); it must be at `seedId`/`cycle`. Returns its new role.
+ * exec, `reprotect`, `fenced` at failover pre); it must be at
+ * `seedId`/`cycle`. Returns its new role.
  */
 export async function changeRemoteRole(
   target: ReplicationTarget,
-  type: "promote" | "reprotect",
+  type: "promote" | "reprotect" | "fenced",
   name: string,
   seedId: string,
   cycle: number,
@@ -552,6 +599,62 @@ export async function changeRemoteRole(
   } finally {
     channel.close();
   }
+}
+
+/**
+ * A replica that is not `replica/replicating` at the receiver (promoted by a
+ * failover, fenced after a failback) takes no cycles: stop before sending
+ * anything, and never retry. A primary here that the DR site promoted over is
+ * fenced at once (it recorded nothing of the promotion), with what failback
+ * needs to resync its disk: image, format, node and its last confirmed cycle.
+ */
+async function refuseOverRole(
+  disk: ReplicatedDisk,
+  state: SenderState,
+  remote: StateMessage,
+): Promise<void> {
+  const r = remote.role;
+  if (!r) return;
+  const role = await loadRole(disk.stateDir, disk.name, "primary");
+  const promoted = r.role === "primary/promoted";
+  let fenced = "";
+  if (promoted && role.role === "primary" && role.state === "replicating") {
+    await saveRole(
+      disk.stateDir,
+      applyStep(role, "fence", {
+        seedId: state.seedId,
+        cycle: state.confirmedCycle,
+        ...await diskImageOf(disk.qmp, disk.node),
+        node: disk.node,
+      }),
+    );
+    fenced = state.confirmedCycle === undefined
+      ? "; this disk is fenced now (primary/fenced)"
+      : `; this disk is fenced now (primary/fenced): what it wrote after cycle ${state.confirmedCycle} stays here`;
+  }
+  const by = `${r.step ? ` since ${r.step.replace("_", " ")}` : ""} at ${r.since}`;
+  throw new RoleError(
+    `the DR site's replica ${disk.name} is ${r.role}${by}` +
+      `${r.cycle === undefined ? "" : `, cycle ${r.cycle}`}${
+        r.unfenced ? ", promoted without fencing this site" : ""
+      }: it takes no cycles from here${fenced}; ${
+        promoted
+          ? "run 'dirtybit failback pre' at the DR site to resync this disk from there"
+          : "run 'dirtybit reprotect' at the primary"
+      }`,
+  );
+}
+
+/** The image file and format QEMU opens for `node` (failback writes into it). */
+export async function diskImageOf(
+  qmp: QmpTransport,
+  node: string,
+): Promise<{ image: string; format: "qcow2" | "raw" }> {
+  const n = await queryBlockNode(qmp, node);
+  if (n.driver !== "qcow2" && n.driver !== "raw") {
+    throw new UsageError(`node ${node} is ${n.driver}: failback supports qcow2 and raw`);
+  }
+  return { image: n.filename, format: n.driver };
 }
 
 /**

@@ -11,6 +11,8 @@ import type { StateMessage } from "./messages.ts";
 /** One disk's status line. */
 export interface DiskStatus {
   name: string;
+  /** The disk's failover role at this site, e.g. `primary/replicating` (roles.ts). */
+  role: string;
   /** `seeding` until the seed is confirmed (cycle 0), then `replicating`. */
   phase: "seeding" | "replicating";
   /** Last confirmed cycle (0 = seed), null while not seeded. */
@@ -28,10 +30,15 @@ export interface DiskStatus {
   lastError: string | null;
 }
 
-/** Status rows from sender state files. */
-export function senderStatus(states: SenderState[], now: Date): DiskStatus[] {
+/** Status rows from sender state files; `roles` by disk name (default `primary/replicating`). */
+export function senderStatus(
+  states: SenderState[],
+  now: Date,
+  roles: ReadonlyMap<string, string> = new Map(),
+): DiskStatus[] {
   return states.map((s) => ({
     name: s.name,
+    role: roles.get(s.name) ?? "primary/replicating",
     phase: phaseOf(s.confirmedCycle),
     confirmedCycle: s.confirmedCycle ?? null,
     confirmedAt: s.confirmedAt ?? null,
@@ -52,6 +59,7 @@ export function senderStatus(states: SenderState[], now: Date): DiskStatus[] {
 export function receiverStatus(replicas: StateMessage[]): DiskStatus[] {
   return replicas.map((r) => ({
     name: r.name,
+    role: r.role?.role ?? "replica/replicating",
     phase: phaseOf(r.cycle),
     confirmedCycle: r.cycle ?? null,
     confirmedAt: null,
@@ -120,6 +128,8 @@ export function toText(rows: DiskStatus[]): string {
     const lag = r.lagSeconds === null ? "" : `, lag ${Math.round(r.lagSeconds)} s`;
     const traffic = r.cycles ? `, ${r.wireBytes} bytes sent for ${r.dirtyBytes} dirty` : "";
     const errors = r.errors ? `, ${r.errors} errors (last: ${r.lastError})` : "";
-    return `${r.name}: ${where}${lag}${traffic}${errors}`;
+    // Only a role that stops cycles is news.
+    const role = r.role.endsWith("/replicating") ? "" : ` (${r.role})`;
+    return `${r.name}${role}: ${where}${lag}${traffic}${errors}`;
   }).join("\n") + "\n";
 }

@@ -41,3 +41,18 @@ Deno.test("a disk whose seed is not confirmed is seeding, in every output", () =
   );
   assert.equal(receiverStatus([{ type: "state", name: "vdb", cycle: 0 }])[0].phase, "replicating");
 });
+
+Deno.test("status names a role that stops cycles", () => {
+  const promoted = receiverStatus([{
+    type: "state",
+    name: "vda",
+    cycle: 3,
+    role: { role: "primary/promoted", since: "2024-01-01T00:00:00.000Z", unfenced: true },
+  }]);
+  assert.equal(promoted[0].role, "primary/promoted");
+  assert.equal(toText(promoted), "vda (primary/promoted): cycle 3\n");
+  assert.equal(
+    receiverStatus([{ type: "state", name: "vda", cycle: 3 }])[0].role,
+    "replica/replicating",
+  );
+});

@@ -18,8 +18,9 @@ import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { zstdDecompressExact } from "../stream/zstd.ts";
 import { xxh64 } from "@node-rs/xxhash";
 import { NbdSource } from "../nbd/reader.ts";
-import { bitmapNames } from "../qemu/mod.ts";
+import { bitmapNames, type DiskCheckpoint } from "../qemu/mod.ts";
 import { serveImage } from "../qemu/qemu_nbd.ts";
+import { DivergentBlocks, type Kept } from "./aside.ts";
 import { JournalWriter, readJournal } from "./journal.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep, type DiskRole } from "./roles.ts";
@@ -29,6 +30,7 @@ import type {
   ConfirmMessage,
   DataMessage,
   HashesMessage,
+  KeptMessage,
   Message,
   RoleMessage,
   StateMessage,
@@ -59,8 +61,10 @@ export interface ReplicaState {
    * disk, resynced into during a failback.
    */
   image?: string;
-  /** A journaled, synced cycle not yet (completely) applied. */
-  pending?: { cycle: number; journalBytes: number };
+  /** A journaled, synced cycle not yet (completely) applied; `bytes` of disk it covers. */
+  pending?: { cycle: number; journalBytes: number; bytes?: number };
+  /** The last applied cycle: bytes of disk it changed (the recovery point's last step). */
+  lastCycleBytes?: number;
   updatedAt: string;
   /** When the last cycle was applied (ISO 8601). */
   appliedAt?: string;
@@ -88,6 +92,25 @@ export interface RecoveryNote {
   name: string;
   action: "replayed" | "discarded";
   cycle: number;
+}
+
+/**
+ * Adds a fresh pair of checkpoint bitmaps (scope of `node`) to a qcow2 that
+ * no QEMU has open, so the writes of the VM started on it next are recorded
+ * from the first one. A pair of the same id left by an interrupted earlier
+ * call is replaced.
+ */
+export async function addImageCheckpoint(
+  image: string,
+  node: string,
+  id: string,
+): Promise<DiskCheckpoint> {
+  const names = bitmapNames(id, await replicationScope(node));
+  for (const bitmap of [names.inc, names.base]) {
+    await runQemuImg(["bitmap", "-f", "qcow2", "--remove", image, bitmap]).catch(() => {});
+    await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
+  }
+  return { node, incBitmap: names.inc, baseBitmap: names.base };
 }
 
 /** The replicas in one directory. */
@@ -140,7 +163,17 @@ export class ReplicaStore {
   /** What the receiver tells a sender about replica `name`. */
   async describe(name: string): Promise<StateMessage> {
     const s = await this.state(name);
-    if (!s) return { type: "state", name };
+    const role = await loadRole(this.dir, name, "replica");
+    const answer: StateMessage["role"] = role.role === "replica" && role.state === "replicating"
+      ? undefined
+      : {
+        role: `${role.role}/${role.state}`,
+        since: role.since,
+        ...(role.step ? { step: role.step } : {}),
+        ...(role.cycle === undefined ? {} : { cycle: role.cycle }),
+        ...(role.unfenced ? { unfenced: true } : {}),
+      };
+    if (!s) return { type: "state", name, ...(answer ? { role: answer } : {}) };
     return {
       type: "state",
       name,
@@ -148,6 +181,7 @@ export class ReplicaStore {
       size: s.size,
       ...(s.cycle === undefined ? {} : { cycle: s.cycle }),
       ...(s.seedOffset === undefined ? {} : { seedOffset: s.seedOffset }),
+      ...(answer ? { role: answer } : {}),
     };
   }
 
@@ -230,7 +264,7 @@ export class ReplicaStore {
     const name = state.name;
     const journalPath = this.#path(name, "journal");
     const journal = await JournalWriter.create(journalPath);
-    let received: number;
+    let received: { payloadBytes: number; bytes: number };
     try {
       await journal.append(begin);
       received = await this.#collect(begin, next, async (msg, index) => {
@@ -246,8 +280,8 @@ export class ReplicaStore {
     this.options.onPoint?.("journal-synced");
     await this.#save({
       ...state,
-      pending: { cycle: begin.cycle, journalBytes: journal.bytes },
-      bytesReceived: state.bytesReceived + received,
+      pending: { cycle: begin.cycle, journalBytes: journal.bytes, bytes: received.bytes },
+      bytesReceived: state.bytesReceived + received.payloadBytes,
     });
     this.options.onPoint?.("journal-committed");
     await this.#apply((await this.state(name))!, begin.cycle, journal.bytes);
@@ -310,27 +344,42 @@ export class ReplicaStore {
   /**
    * xxHash64 of every `blockSize` block of disk `name` (a fenced primary's own
    * disk, or the replica), in messages of at most 65536 hashes, read through a
-   * read-only qemu-nbd.
+   * read-only qemu-nbd; then where the disk's divergent blocks were kept. A
+   * fenced primary's disk is still its own: what it wrote after the last cycle
+   * it sent is kept aside (aside.ts) before any resync can overwrite it, and
+   * the role records where. Once a resync began, the aside stays as it is.
    */
-  async *hashes(name: string, blockSize: number): AsyncGenerator<HashesMessage> {
+  async *hashes(name: string, blockSize: number): AsyncGenerator<HashesMessage | KeptMessage> {
     const role = await loadRole(this.dir, name, "replica");
     const state = await this.state(name);
     const target = this.#resyncTarget(role, state);
     const path = target.image ?? this.#path(name, target.format);
     await this.#closeImage(name);
     const served = await serveImage(path, { format: target.format, readOnly: true });
+    let aside: DivergentBlocks | undefined;
+    let kept: Kept = { ...(role.aside ? { path: role.aside } : {}), bytes: 0, whole: false };
     try {
       const source = await NbdSource.open(served.uri, { read: { requestSize: 1 << 20 } });
       try {
+        if (role.role === "primary" && role.state === "fenced") {
+          aside = await DivergentBlocks.open(
+            this.dir,
+            name,
+            { path, format: target.format, size: source.size },
+            role,
+            blockSize,
+          );
+        }
         const per = 65536;
         let batch = new BigUint64Array(per);
         let first = 0;
         let n = 0;
         for await (const chunk of source.readExtents([{ offset: 0, length: source.size }])) {
           for (let at = 0; at < chunk.data.length; at += blockSize) {
-            batch[n++] = xxh64(
-              chunk.data.subarray(at, Math.min(at + blockSize, chunk.data.length)),
-            );
+            const block = chunk.data.subarray(at, Math.min(at + blockSize, chunk.data.length));
+            const hash = xxh64(block);
+            await aside?.block(first + n, block, hash);
+            batch[n++] = hash;
             if (n === per) {
               yield { type: "hashes", first, hashes: batch };
               first += n;
@@ -340,12 +389,25 @@ export class ReplicaStore {
           }
         }
         if (n > 0) yield { type: "hashes", first, hashes: batch.subarray(0, n) };
+        if (aside) {
+          kept = await aside.finish();
+          aside = undefined;
+          const { aside: _old, ...rest } = role;
+          await saveRole(this.dir, { ...rest, ...(kept.path ? { aside: kept.path } : {}) });
+        }
       } finally {
+        await aside?.abandon();
         await source.close();
       }
     } finally {
       await served.close();
     }
+    yield {
+      type: "kept",
+      name,
+      ...kept,
+      ...(kept.extents && role.cycle !== undefined ? { cycle: role.cycle } : {}),
+    };
   }
 
   /**
@@ -356,21 +418,21 @@ export class ReplicaStore {
    */
   async promote(msg: RoleMessage): Promise<DiskRole> {
     const role = await loadRole(this.dir, msg.name, "replica");
+    // A rerun of a failback exec whose sender died after this promotion.
+    if (role.step === "promote" && role.seedId === msg.seedId && role.cycle === msg.cycle) {
+      return role;
+    }
     checkStep(role, "promote");
     const state = await this.#atPoint(msg);
     await this.#closeImage(msg.name);
     const image = state.image ?? this.#path(msg.name, state.format);
-    let checkpoint: DiskRole["checkpoint"];
-    if (state.format === "qcow2" && role.node) {
-      const names = bitmapNames(
+    const checkpoint = state.format === "qcow2" && role.node
+      ? await addImageCheckpoint(
+        image,
+        role.node,
         `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
-        await replicationScope(role.node),
-      );
-      for (const bitmap of [names.inc, names.base]) {
-        await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
-      }
-      checkpoint = { node: role.node, incBitmap: names.inc, baseBitmap: names.base };
-    }
+      )
+      : undefined;
     const promoted = applyStep(role, "promote", {
       seedId: msg.seedId,
       cycle: msg.cycle,
@@ -404,6 +466,19 @@ export class ReplicaStore {
     const { seedOffset: _s, pending: _p, ...rest } = state;
     await this.#save({ ...rest, seedId: msg.seedId, cycle: msg.cycle });
     const next = applyStep(role, "reprotect_target", { seedId: msg.seedId, cycle: msg.cycle });
+    await saveRole(this.dir, next);
+    return next;
+  }
+
+  /**
+   * Failover pre, at the DR site: the source is fenced at `seedId`/`cycle`,
+   * which must be this replica's last applied cycle; `failover exec` then
+   * promotes without `--force`.
+   */
+  async sourceFenced(msg: RoleMessage): Promise<DiskRole> {
+    const role = await loadRole(this.dir, msg.name, "replica");
+    await this.#atPoint(msg);
+    const next = applyStep(role, "source_fenced", { seedId: msg.seedId, cycle: msg.cycle });
     await saveRole(this.dir, next);
     return next;
   }
@@ -467,7 +542,7 @@ export class ReplicaStore {
     await this.#save({
       ...rest,
       ...(done ? { cycle: 0, appliedAt: new Date().toISOString() } : { seedOffset }),
-      bytesReceived: state.bytesReceived + received,
+      bytesReceived: state.bytesReceived + received.payloadBytes,
     });
     return {
       type: "confirm",
@@ -479,13 +554,14 @@ export class ReplicaStore {
 
   /**
    * Reads records up to `end`, checks each (range, decodable payload) and
-   * hands it on; checks `end`'s counts. Returns the payload bytes received.
+   * hands it on; checks `end`'s counts. Returns the payload bytes received
+   * and the bytes of disk the records cover.
    */
   async #collect(
     begin: BeginMessage,
     next: () => Promise<Message>,
     each: (msg: DataMessage | ZeroMessage, index: number) => Promise<void>,
-  ): Promise<number> {
+  ): Promise<{ payloadBytes: number; bytes: number }> {
     let payloadBytes = 0;
     let records = 0;
     let bytes = 0;
@@ -497,7 +573,7 @@ export class ReplicaStore {
             `batch ended after ${records} records of ${bytes} bytes, the sender says ${msg.records} of ${msg.bytes}`,
           );
         }
-        return payloadBytes;
+        return { payloadBytes, bytes };
       }
       if (msg.type !== "data" && msg.type !== "zero") {
         throw new InputError(`replication protocol error: ${msg.type} inside a batch`);
@@ -528,8 +604,13 @@ export class ReplicaStore {
       }
     }
     await image.flush();
-    const { pending: _done, ...rest } = state;
-    await this.#save({ ...rest, cycle, appliedAt: new Date().toISOString() });
+    const { pending: done, ...rest } = state;
+    await this.#save({
+      ...rest,
+      cycle,
+      appliedAt: new Date().toISOString(),
+      ...(done?.bytes === undefined ? {} : { lastCycleBytes: done.bytes }),
+    });
     await Deno.remove(journalPath);
   }
 

@@ -12,6 +12,7 @@ import { benchTunnel } from "./tunnel.ts";
 import { benchBackend } from "./backend.ts";
 import { benchConvert } from "./convert.ts";
 import { benchReplication } from "./replication.ts";
+import { benchFailback } from "./failback.ts";
 import { benchVmBackup } from "./vm_backup.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 
@@ -24,6 +25,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["bacula backend", (dir) => benchBackend(dir)],
   ["conversion", benchConvert],
   ["replication", (dir) => benchReplication(dir)],
+  ["failback", (dir) => benchFailback(dir)],
   ["vm backup", (dir) => benchVmBackup(dir)],
 ];
 

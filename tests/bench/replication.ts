@@ -23,6 +23,7 @@ import { nullSink } from "./measure.ts";
 
 const MiB = 1 << 20;
 const PSK = "benchmark pre-shared key, 32 characters or more";
+const NO_RETRY = { count: 0, delayMs: 0, jitterMs: 0 };
 /** Per-cycle constant allowed on top of the 2 %: handshake, open/state, begin/end, confirm. */
 const WIRE_CONSTANT = 64 << 10;
 
@@ -31,9 +32,9 @@ export async function benchReplication(dir: string, diskSize = 1 << 30): Promise
   return [...await benchCycle(dir, diskSize), ...await benchChannel(128 * MiB)];
 }
 
-async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
-  const qsd = await Qsd.start({ disks: [{ size: diskSize }] });
-  const { store } = await ReplicaStore.open(join(dir, "dr"), { format: "qcow2" });
+/** An in-process receiver keeping qcow2 replicas in `dir`, and the target to reach it (no retries). */
+export async function benchReceiver(dir: string) {
+  const { store } = await ReplicaStore.open(dir, { format: "qcow2" });
   const receiver = Receiver.start({
     hostname: "127.0.0.1",
     port: 0,
@@ -41,6 +42,15 @@ async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
     store,
     log: () => {},
   });
+  return {
+    receiver,
+    target: { host: "127.0.0.1", port: receiver.port, psk: PSK, retry: NO_RETRY },
+  };
+}
+
+async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
+  const qsd = await Qsd.start({ disks: [{ size: diskSize }] });
+  const { receiver, target } = await benchReceiver(join(dir, "dr"));
   const qmp = await qsd.qmp();
   try {
     const disk: ReplicatedDisk = {
@@ -50,12 +60,6 @@ async function benchCycle(dir: string, diskSize: number): Promise<BenchRow[]> {
       stateDir: join(dir, "repl-state"),
       workDir: dir,
       nbdSocket: qsd.nbdSocket,
-    };
-    const target = {
-      host: "127.0.0.1",
-      port: receiver.port,
-      psk: PSK,
-      retry: { count: 0, delayMs: 0, jitterMs: 0 },
     };
     await seedDisk(disk, target);
     await qmp.close();

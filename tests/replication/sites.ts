@@ -5,7 +5,10 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
+import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
+import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
@@ -31,6 +34,16 @@ export async function cli(args: string[], env: Record<string, string> = {}): Pro
     stdout: new TextDecoder().decode(out.stdout),
     stderr: new TextDecoder().decode(out.stderr),
   };
+}
+
+/** Starts `dirtybit ARGS` in the background, output discarded (a test kills it). */
+export function spawnCli(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
 }
 
 /** A running `dirtybit replicate receive`. */
@@ -193,11 +206,7 @@ export class Sites {
     port: number,
     extra: string[] = [],
   ): Promise<void> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, ...this.senderArgs(sub, port), ...extra],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const child = spawnCli([...this.senderArgs(sub, port), ...extra]);
     await delay(ms);
     child.kill("SIGKILL");
     await child.status;
@@ -228,6 +237,163 @@ export class Sites {
   async stop(): Promise<void> {
     await this.qsd.stop();
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** A site's VM: a qemu-storage-daemon serving one qcow2 as node disk0 and export vm. */
+export class Vm {
+  private constructor(readonly daemon: StorageDaemon, readonly dir: string) {}
+
+  static async start(image: string, dir: string): Promise<Vm> {
+    await Deno.mkdir(dir, { recursive: true });
+    const daemon = await StorageDaemon.start({
+      disks: [{ node: "disk0", image, exportName: "vm" }],
+      qmpSocket: join(dir, "qmp.sock"),
+      nbdSocket: join(dir, "nbd.sock"),
+    });
+    return new Vm(daemon, dir);
+  }
+
+  get qmp(): string {
+    return join(this.dir, "qmp.sock");
+  }
+  get nbd(): string {
+    return join(this.dir, "nbd.sock");
+  }
+  get uri(): string {
+    return `nbd+unix:///vm?socket=${this.nbd}`;
+  }
+
+  async write(pattern: number, offset: number, length: number): Promise<void> {
+    await run("qemu-io", ["-f", "raw", "-c", `write -P ${pattern} ${offset} ${length}`, this.uri]);
+  }
+
+  /** Writes `length` random (incompressible) bytes at `offset`, as the guest would. */
+  async writeRandom(offset: number, length: number): Promise<void> {
+    const client = await NbdClient.connect({ uri: this.uri });
+    await client.pwrite(fillRandom(new Uint8Array(length)), offset);
+    await client.flush();
+    await client.close();
+  }
+
+  async snapshot(path: string): Promise<string> {
+    await run("qemu-img", ["convert", "-f", "raw", "-O", "raw", this.uri, path]);
+    return path;
+  }
+
+  stop(): Promise<void> {
+    return this.daemon.quit();
+  }
+
+  /** SIGKILL, as a crash of the site would. */
+  kill(): Promise<void> {
+    return this.daemon.kill();
+  }
+}
+
+export function ok(r: CliResult): CliResult {
+  assert.equal(r.code, 0, r.stderr);
+  return r;
+}
+
+export function refused(r: CliResult, reason: RegExp): void {
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(r.stderr, reason);
+}
+
+/** Sender flags for disk `vda` of `vm`, to a receiver on `port`, with `retries` (default none). */
+export function vmSenderArgs(
+  vm: Vm,
+  port: number,
+  psk: string,
+  stateDir: string,
+  retries = 0,
+): string[] {
+  return [
+    "--qmp",
+    vm.qmp,
+    "--node",
+    "disk0",
+    "--nbd-socket",
+    vm.nbd,
+    "--dr",
+    `127.0.0.1:${port}`,
+    "--psk-file",
+    psk,
+    "--name",
+    "vda",
+    "--state-dir",
+    stateDir,
+    "--retry-count",
+    String(retries),
+    "--retry-delay-ms",
+    "5000",
+  ];
+}
+
+type Stoppable = { stop(): Promise<unknown> };
+
+/**
+ * The two sites of the failover tests: site A's disk (a 32 MiB qcow2 whose
+ * first 4 MiB are 0x11) and state directory, site B's replica directory, one
+ * PSK file, and what the test starts (stopped by `cleanup`, newest first).
+ */
+export class FailoverBed {
+  readonly #running: Stoppable[] = [];
+  private constructor(readonly root: string, readonly psk: string) {}
+
+  static async create(prefix: string): Promise<FailoverBed> {
+    const root = await Deno.makeTempDir({ prefix });
+    const psk = join(root, "psk");
+    await Deno.writeTextFile(psk, "failover test pre-shared key 0123456789abcdef\n", {
+      mode: 0o600,
+    });
+    const bed = new FailoverBed(root, psk);
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", bed.imageA, String(32 << 20)]);
+    await run("qemu-io", ["-f", "qcow2", "-c", `write -P 0x11 0 ${4 << 20}`, bed.imageA]);
+    return bed;
+  }
+
+  get stateA(): string {
+    return join(this.root, "a-state");
+  }
+  get dirB(): string {
+    return join(this.root, "b-dr");
+  }
+  get imageA(): string {
+    return join(this.root, "a-disk.qcow2");
+  }
+
+  /** Registers `x` to be stopped at cleanup. */
+  started = <T extends Stoppable>(x: T): T => (this.#running.push(x), x);
+
+  /** Stops `x` now. */
+  stopped = async (x: Stoppable): Promise<void> => {
+    this.#running.splice(this.#running.indexOf(x), 1);
+    await x.stop();
+  };
+
+  /** Forgets `x` without stopping it (the test killed it). */
+  forget(x: Stoppable): void {
+    this.#running.splice(this.#running.indexOf(x), 1);
+  }
+
+  /** Starts a receiver keeping its replicas in `dir`. */
+  receiver = (dir: string, env: Record<string, string> = {}): Promise<ReceiverProcess> =>
+    ReceiverProcess.start(["--psk-file", this.psk, "--replica-dir", dir], env).then(this.started);
+
+  /** Starts a site's VM on `image`, its sockets in ROOT/`name`. */
+  vm = async (image: string, name: string): Promise<Vm> =>
+    this.started(await Vm.start(image, join(this.root, name)));
+
+  /** Sender flags for `vm`'s disk to a receiver on `port` (see {@link vmSenderArgs}). */
+  sender = (vm: Vm, port: number, stateDir: string, retries = 0): string[] =>
+    vmSenderArgs(vm, port, this.psk, stateDir, retries);
+
+  async cleanup(): Promise<void> {
+    for (const x of this.#running.reverse()) await x.stop().catch(() => {});
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
   }
 }
 
