@@ -22,6 +22,12 @@ import { chunkReleasingSink } from "../stream/writer.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../cli/report.ts";
+import {
+  baseFull,
+  differentialProblem,
+  loadBaculaFulls,
+  recordBaculaFull,
+} from "./bacula_fulls.ts";
 
 /** Everything a job handler gets. */
 export interface JobContext {
@@ -129,6 +135,7 @@ export async function runBackup(ctx: JobContext): Promise<void> {
   if (!job.level) {
     throw new UsageError("the Bacula Job block has no Level: cannot choose full or incremental");
   }
+  if (job.level === "D") await checkDifferentialBase(ctx, ej);
   await ctx.started();
   ch.watch();
   const turns = new FileTurns();
@@ -141,12 +148,6 @@ export async function runBackup(ctx: JobContext): Promise<void> {
     const open = () =>
       opened ??= (async () => {
         await ch.guard(turn.ready);
-        if (disk.reason) {
-          await ch.say(
-            "W",
-            `${disk.diskName}: ${disk.level} backup instead of ${ej.level}: ${disk.reason}`,
-          );
-        }
         await sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time);
         await ch.send("DATA");
       })();
@@ -175,11 +176,32 @@ export async function runBackup(ctx: JobContext): Promise<void> {
     if (ch.signal.aborted) await Promise.race([running.catch(() => {}), delay(CLEANUP_GRACE_MS)]);
     throw e;
   }
+  if (job.level === "F") {
+    await recordBaculaFull(ej.stateDir, {
+      jobId: job.jobId,
+      time,
+      disks: Object.fromEntries(results.map((r) => [r.diskName, r.backupId])),
+    });
+  }
   for (const r of results) await ch.say("I", statsMessage(r));
   await ch.eod();
 }
 
-/** Estimate: the files a backup of this level would make, with their expected sizes. */
+/**
+ * A Differential job is restored on Bacula's last Full job: it stays a
+ * differential only if every disk's last full stream is that job's, else the
+ * whole job becomes a full (which restarts the chain at restore).
+ */
+async function checkDifferentialBase(ctx: JobContext, ej: EngineJob): Promise<void> {
+  const base = baseFull(await loadBaculaFulls(ej.stateDir), ctx.job.since);
+  const problem = differentialProblem(base, await ctx.ch.guard(ctx.engine.estimateBackup(ej)));
+  if (problem) {
+    await ctx.ch.say("W", `full backup instead of differential: ${problem}`);
+    ej.level = "full";
+  }
+}
+
+/** Estimate: the files a backup of this level would make, with the bytes it would read. */
 export async function runEstimate(ctx: JobContext): Promise<void> {
   const { ch, job } = ctx;
   const ej = await engineJob(ctx);

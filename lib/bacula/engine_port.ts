@@ -48,7 +48,10 @@ export interface EngineDiskResult extends EnginePlannedDisk {
 export interface EngineEstimate {
   diskName: string;
   level: string;
+  /** Bytes the backup would read: dirty, or allocated for a full. */
   bytes: number;
+  /** Backup id of the disk's last full stream in its state directory. */
+  lastFullId: string | null;
 }
 
 /** A restore target that applies streams in chain order. */

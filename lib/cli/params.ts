@@ -221,7 +221,7 @@ export const PARAMS = {
     restore: true,
     kind: "path",
     help:
-      "cross-restore: where a restore job's streams wait for the end of the job (default: dirtybit-staging in the working directory)",
+      "cross-restore: where a restore job's streams wait for the end of the job (default: dirtybit-staging in the FD's WorkingDir)",
   },
   guest_stopped: {
     restore: true,
@@ -245,11 +245,11 @@ export const PARAMS = {
   state_dir: {
     kind: "path",
     help:
-      "where hash databases and chain state are kept (backend default: dirtybit/VM in the working directory)",
+      "where hash databases and chain state are kept (backend default: dirtybit/VM in the FD's WorkingDir)",
   },
   log_file: {
     kind: "path",
-    help: "backend log file (default: dirtybit-backend.log in the working directory)",
+    help: "backend log file (default: dirtybit-backend.log in the FD's WorkingDir)",
   },
   format: {
     restore: true,

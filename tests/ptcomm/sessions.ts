@@ -56,6 +56,7 @@ export async function backupSession(
         "Type=B",
         `Level=${level}`,
         "Namespace=@cloudstack",
+        `WorkingDir=${cwd}`,
       ],
       params,
     );
@@ -79,7 +80,10 @@ export async function estimateSession(
 ): Promise<BackedUpFile[]> {
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
-    await fd.open(["Name=-Console-.1", "JobID=0", "Type=E", `Level=${level}`], params);
+    await fd.open(
+      ["Name=-Console-.1", "JobID=0", "Type=E", `Level=${level}`, `WorkingDir=${cwd}`],
+      params,
+    );
     await fd.command("EstimateStart");
     await fd.expect("F");
     const files = await fd.readFiles(false);
@@ -92,7 +96,10 @@ export async function estimateSession(
   }
 }
 
-/** Runs one restore job handing the files in order; returns the answer per file and the messages. */
+/**
+ * Runs one restore job handing the files in order; returns the answer per file
+ * (`Q:<error>` for a file the backend failed) and the messages.
+ */
 export async function restoreSession(
   cwd: string,
   where: string,
@@ -102,7 +109,14 @@ export async function restoreSession(
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
     await fd.open(
-      ["Name=CSRestore.1", "JobID=90", "Type=R", `Where=${where}`, "Replace=a"],
+      [
+        "Name=CSRestore.1",
+        "JobID=90",
+        "Type=R",
+        `Where=${where}`,
+        "Replace=a",
+        `WorkingDir=${cwd}`,
+      ],
       params,
     );
     await fd.command("RestoreStart");
@@ -110,7 +124,8 @@ export async function restoreSession(
     const answers: string[] = [];
     for (const f of files) {
       const a = await fd.restoreFile(`${where}${f.fname}`, f.data ?? new Uint8Array(0));
-      answers.push(a.result ?? a.accept);
+      // A file the backend failed shows as its job error (Q).
+      answers.push(a.errors.length ? `Q:${a.errors.join(" | ")}` : a.result ?? a.accept);
     }
     await fd.command("FINISH");
     // F ends the restore; an A (a failed cross-restore) is recorded as the last answer.
