@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { FdEmulator } from "./ptcomm/emulator.ts";
 import { standinPayload } from "./ptcomm/standin_backend.ts";
-import { withDir } from "./ptcomm/sessions.ts";
+import { baculaTiming, withDir } from "./ptcomm/sessions.ts";
 
 const STANDIN = [
   new URL("../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname,
@@ -21,12 +21,13 @@ const STANDIN = [
 ];
 const PAYLOAD = 1 << 20;
 
-function backupJob(id: number, level: "F" | "I" | "D", type = "B"): string[] {
+function backupJob(id: number, level: "F" | "I" | "D", type = "B", since: string[] = []) {
   return [
     `Name=CSBackup.2026-11-26_07.06.28_0${id}`,
     `JobID=${id}`,
     `Type=${type}`,
     `Level=${level}`,
+    ...since,
     "Namespace=@cloudstack",
   ];
 }
@@ -93,12 +94,14 @@ async function expectFailure(fd: FdEmulator): Promise<void> {
 }
 
 /** A whole backup session; returns the files. */
-function backup(dir: string, id: number, level: "F" | "I" | "D") {
-  return withBackend(dir, async (fd) => {
-    await start(fd, backupJob(id, level), params(dir), "BackupStart");
+async function backup(dir: string, id: number, level: "F" | "I" | "D") {
+  const timing = await baculaTiming(dir, level);
+  return await withBackend(dir, async (fd) => {
+    await start(fd, backupJob(id, level, "B", timing.since), params(dir), "BackupStart");
     const files = await fd.readFiles(true);
     await fd.end();
     await expectExit(fd, 0);
+    timing.ended();
     return { files, messages: fd.messages };
   });
 }

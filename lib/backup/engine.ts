@@ -230,7 +230,8 @@ export interface DiskEstimate {
    * for a full the image's host allocation, at most the virtual size.
    */
   bytes: number;
-  /** Backup id of the disk's last full stream, null without one. */
+  /** Backup ids of the disk's last stream and last full stream, null without them. */
+  lastBackupId: string | null;
   lastFullId: string | null;
 }
 
@@ -252,6 +253,7 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
           level: plan.level,
           reason: plan.reason,
           bytes: plan.source ? plan.source.count : Math.min(info.allocated ?? info.size, info.size),
+          lastBackupId: state?.lastBackupId ?? null,
           lastFullId: state?.lastFullId ?? null,
         };
       }),

@@ -22,12 +22,7 @@ import { chunkReleasingSink } from "../stream/writer.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../cli/report.ts";
-import {
-  baseFull,
-  differentialProblem,
-  loadBaculaFulls,
-  recordBaculaFull,
-} from "./bacula_fulls.ts";
+import { chainProblem, loadBaculaJobs, recordBaculaJob } from "./bacula_jobs.ts";
 
 /** Everything a job handler gets. */
 export interface JobContext {
@@ -135,7 +130,8 @@ export async function runBackup(ctx: JobContext): Promise<void> {
   if (!job.level) {
     throw new UsageError("the Bacula Job block has no Level: cannot choose full or incremental");
   }
-  if (job.level === "D") await checkDifferentialBase(ctx, ej);
+  const started = Date.now();
+  if (job.level !== "F") await checkBaculaBase(ctx, ej, job.level);
   await ctx.started();
   ch.watch();
   const turns = new FileTurns();
@@ -176,27 +172,31 @@ export async function runBackup(ctx: JobContext): Promise<void> {
     if (ch.signal.aborted) await Promise.race([running.catch(() => {}), delay(CLEANUP_GRACE_MS)]);
     throw e;
   }
-  if (job.level === "F") {
-    await recordBaculaFull(ej.stateDir, {
-      jobId: job.jobId,
-      time,
-      disks: Object.fromEntries(results.map((r) => [r.diskName, r.backupId])),
-    });
-  }
+  await recordBaculaJob(ej.stateDir, {
+    jobId: job.jobId,
+    level: job.level,
+    time: started,
+    disks: Object.fromEntries(results.map((r) => [r.diskName, r.backupId])),
+  });
   for (const r of results) await ch.say("I", statsMessage(r));
   await ch.eod();
 }
 
 /**
- * A Differential job is restored on Bacula's last Full job: it stays a
- * differential only if every disk's last full stream is that job's, else the
- * whole job becomes a full (which restarts the chain at restore).
+ * An Incremental or Differential job is restored on the job Bacula bases it
+ * on: it stays one only if every disk's chain is at that job, else the whole
+ * job becomes a full (which restarts the chain at restore).
  */
-async function checkDifferentialBase(ctx: JobContext, ej: EngineJob): Promise<void> {
-  const base = baseFull(await loadBaculaFulls(ej.stateDir), ctx.job.since);
-  const problem = differentialProblem(base, await ctx.ch.guard(ctx.engine.estimateBackup(ej)));
+async function checkBaculaBase(ctx: JobContext, ej: EngineJob, level: "I" | "D"): Promise<void> {
+  const problem = chainProblem(
+    await loadBaculaJobs(ej.stateDir),
+    level,
+    ctx.job.since,
+    await ctx.ch.guard(ctx.engine.estimateBackup(ej)),
+  );
   if (problem) {
-    await ctx.ch.say("W", `full backup instead of differential: ${problem}`);
+    const wanted = level === "D" ? "differential" : "incremental";
+    await ctx.ch.say("W", `full backup instead of ${wanted}: ${problem}`);
     ej.level = "full";
   }
 }

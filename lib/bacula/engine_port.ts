@@ -50,7 +50,8 @@ export interface EngineEstimate {
   level: string;
   /** Bytes the backup would read: dirty, or allocated for a full. */
   bytes: number;
-  /** Backup id of the disk's last full stream in its state directory. */
+  /** Backup ids of the disk's last stream and last full stream in its state directory. */
+  lastBackupId: string | null;
   lastFullId: string | null;
 }
 

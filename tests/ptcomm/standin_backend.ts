@@ -93,6 +93,7 @@ const engine: BackendEngine = {
       level: job.level === "auto" || (job.level !== "full" && !state[n]) ? "full" : job.level,
       bytes: payloadBytes,
       // The stand-in keeps no fulls apart: a differential is based on its last backup.
+      lastBackupId: state[n] ?? null,
       lastFullId: state[n] ?? null,
     }));
   },
