@@ -10,30 +10,14 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type BaculaInstall, BaculaLab, isGood, type JobResult, run } from "./bacula/harness.ts";
+import { BaculaLab, isGood, type JobResult } from "./bacula/harness.ts";
+import { bacula15, bacula15Missing, prepareBacula15 } from "./bacula/bacula15.ts";
 import { Qsd } from "./fixtures/qsd.ts";
 import { fillRandom } from "./fixtures/bytes.ts";
 import { delay } from "../lib/core/async.ts";
 import { PARAMS, type ParamSpec } from "../lib/cli/params.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const BACULA_SRC = `${ROOT}.tools/bacula-15.0.3`;
-const PREFIX = `${ROOT}.tools/bacula15`;
-const WRAPPER = `${ROOT}lib/bacula/cloudstack_backend.sh`;
-const MAIN = `${ROOT}main.ts`;
-
-/** The Bacula 15 build, with the FD started from `binDir` (where its backends are looked for). */
-function bacula15(binDir: string, pluginDir: string): BaculaInstall {
-  return {
-    sbin: `${PREFIX}/sbin`,
-    fd: `${binDir}/bacula-fd`,
-    tablesScript: `${PREFIX}/scripts/make_sqlite3_tables`,
-    queryFile: `${PREFIX}/scripts/query.sql`,
-    pluginDir,
-  };
-}
-
-const missing = BaculaLab.missing(bacula15(`${PREFIX}/sbin`, `${PREFIX}/plugins`));
+const missing = bacula15Missing();
 if (missing.length > 0) {
   console.log(
     `bacula15_test skipped: the Bacula 15 build is absent (${missing[0]}): run make bacula15`,
@@ -43,40 +27,6 @@ if (missing.length > 0) {
 const MiB = 1 << 20;
 /** The Job's FD-to-SD cap, so that a job with a few MiB of random data runs long enough to cancel. */
 const JOB_BANDWIDTH = "Maximum Bandwidth = 8 mb/s";
-
-/**
- * A lab directory: the FD's executable directory `bin` (a link to Bacula's
- * bacula-fd, the wrapper as cloudstack_backend, and a `dirtybit` running this
- * tree) and `plugins` with the .so built from this tree's parameter table.
- */
-async function prepareLab(): Promise<{ dir: string; bin: string; plugins: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-bacula15-" });
-  const bin = `${dir}/bin`;
-  const plugins = `${dir}/plugins`;
-  await Deno.mkdir(bin);
-  await Deno.mkdir(plugins);
-  // A copy, not a link: the FD takes its executable directory from its resolved path.
-  await Deno.copyFile(`${PREFIX}/sbin/bacula-fd`, `${bin}/bacula-fd`);
-  await Deno.chmod(`${bin}/bacula-fd`, 0o755);
-  await Deno.copyFile(WRAPPER, `${bin}/cloudstack_backend`);
-  await Deno.chmod(`${bin}/cloudstack_backend`, 0o755);
-  // The deno running the tests: the FD's PATH has none.
-  await Deno.writeTextFile(
-    `${bin}/dirtybit`,
-    `#!/bin/sh\nexec ${Deno.execPath()} run -A ${MAIN} "$@"\n`,
-  );
-  await Deno.chmod(`${bin}/dirtybit`, 0o755);
-  await run("make", [
-    "-s",
-    "-C",
-    `${ROOT}bacula-plugin`,
-    `BACULA_SRC=${BACULA_SRC}`,
-    `DENO=${Deno.execPath()}`,
-    `OUT=${dir}/build`,
-  ]);
-  await Deno.copyFile(`${dir}/build/cloudstack-fd.so`, `${plugins}/cloudstack-fd.so`);
-  return { dir, bin, plugins };
-}
 
 async function compare(format: "raw" | "qcow2", expected: string, restored: string) {
   const out = await new Deno.Command("qemu-img", {
@@ -109,7 +59,7 @@ Deno.test({
     const qsd = await Qsd.start({
       disks: [{ size: 64 * MiB, writes: [{ pattern: 0x11, offset: 0, length: 4 * MiB }] }],
     });
-    const { dir, bin, plugins } = await prepareLab();
+    const { dir, bin, plugins } = await prepareBacula15();
     const plugin = `cloudstack: vm=vm1 qmp=${qsd.qmpSocket} nbd_socket=${qsd.nbdSocket} node=disk0`;
     let lab: BaculaLab | undefined;
     try {

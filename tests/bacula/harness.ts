@@ -36,7 +36,9 @@ export const DEBIAN_BACULA: BaculaInstall = {
 export interface LabJob {
   name: string;
   /** The Plugin line, e.g. `cloudstack: vm=...`. */
-  plugin: string;
+  plugin?: string;
+  /** A plain file to back up instead. */
+  file?: string;
   /** Extra Job resource lines, e.g. `Maximum Bandwidth Per Job = 2 mb/s`. */
   jobLines?: string[];
 }
@@ -161,7 +163,11 @@ FileSet {
   Name = "${f.name}"
   Include {
     Options { signature = MD5 }
-    Plugin = "${quoteForDirector(f.plugin)}"
+    ${
+      f.plugin
+        ? `Plugin = "${quoteForDirector(f.plugin)}"`
+        : `File = "${quoteForDirector(f.file!)}"`
+    }
   }
 }
 Job {
