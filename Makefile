@@ -11,7 +11,7 @@ APT_PACKAGES = qemu-utils qemu-system-x86 qemu-system-common libnbd0 libnbd-bin 
 DENO = .tools/node_modules/.bin/deno
 
 .PHONY: setup demo test bench check bacula-plugin bacula15
-setup: .setup-done bacula15
+setup: .setup-done
 .setup-done:
 	@printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -25,10 +25,10 @@ setup: .setup-done bacula15
 demo: setup
 	$(DENO) task demo
 
-test: setup
+test: setup bacula15
 	$(DENO) task test
 
-bench: setup
+bench: setup bacula15
 	$(DENO) task bench
 
 check: setup
@@ -37,7 +37,7 @@ check: setup
 # Bacula 15.0.3 for the real-plugin tests: director (SQLite catalog), storage daemon, file
 # daemon and bconsole built from Debian trixie's source package into .tools/bacula15, and the
 # plugin built against it. Cached: a rerun builds nothing.
-bacula15:
+bacula15: setup
 	@bacula-plugin/bacula-source.sh --install >/dev/null
 	@$(MAKE) -s bacula-plugin BACULA_SRC=.tools/bacula-15.0.3
 
