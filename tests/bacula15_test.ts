@@ -181,7 +181,7 @@ Deno.test({
 
       /** Starts a backup, cancels it once its data flows, then checks that it ended cancelled. */
       const cancelMid = async (level: "Full" | "Incremental") => {
-        await randomWrite(48 * MiB, 12 * MiB);
+        await randomWrite(36 * MiB, 24 * MiB); // 3 s at the Job's 8 MB/s
         const id = await l.queue(`run job=Cs level=${level} yes`);
         const log = `${dir}/fd/dirtybit-backend.log`;
         for (let i = 0; !(await Deno.readTextFile(log)).includes(`id=${id} type=B`); i++) {

@@ -10,9 +10,15 @@
 if [ $# -eq 0 ]; then
   dirtybit="${0%/*}/dirtybit"
   if [ ! -x "$dirtybit" ]; then
-    # A PTCOMM abort packet (letter A, 6-digit length, newline, text): the job fails with it.
+    # Answer the plugin's Hello (an 8-byte header: letter, 6-digit length, newline; then the
+    # text) with a PTCOMM abort packet, which fails the job with this message. Reading the
+    # Hello first keeps the plugin from writing into a closed pipe; the rest is drained
+    # until the plugin lets go.
+    header=$(dd bs=1 count=8 2>/dev/null)
+    dd bs=1 count="$(expr "$(printf '%s' "$header" | cut -c2-7)" + 0)" >/dev/null 2>&1
     msg="cloudstack_backend: no dirtybit at $dirtybit: install the dirtybit binary there (or a symlink to it), see docs/bacula.md"
     printf 'A%06d\n%s' "${#msg}" "$msg"
+    timeout 10 cat >/dev/null
     exit 1
   fi
   set -- "$dirtybit" backend
