@@ -34,7 +34,11 @@ if [ ! -f "$SRC/configure" ]; then
   apt-get -qq "${opts[@]}" update
   log "apt-get source bacula=$VERSION (trixie)"
   (cd "$APT/src" && apt-get -qq "${opts[@]}" --download-only source "bacula" >&2)
-  orig=$(ls "$APT/src"/bacula_"$VERSION"*.orig.tar.gz | head -n 1)
+  orig=$(ls "$APT/src"/bacula_"$VERSION"*.orig.tar.gz 2>/dev/null | head -n 1)
+  if [ -z "$orig" ]; then
+    log "trixie's bacula source package is not $VERSION any more: give BACULA_SRC=DIR instead"
+    exit 1
+  fi
   tmp=$(mktemp -d "$TOOLS/bacula-unpack.XXXXXX")
   tar -xzf "$orig" -C "$tmp"
   rm -rf "$SRC"
