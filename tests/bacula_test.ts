@@ -6,18 +6,18 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { BaculaLab, isGood } from "./bacula/harness.ts";
+import { BaculaLab, bpipeJob, DEBIAN_BACULA, isGood } from "./bacula/harness.ts";
 
 Deno.test({
   name: "bacula harness: bpipe with cat backs up and restores byte for byte",
   async fn() {
     const work = await Deno.makeTempDir({ prefix: "dirtybit-bpipe-cat-" });
-    const lab = await BaculaLab.start([{
+    const lab = await BaculaLab.start(DEBIAN_BACULA, [bpipeJob({
       name: "CatJob",
       path: "/cat/data.bin",
       reader: `cat ${work}/source.bin`,
       writer: `sh -c 'cat > ${work}/restored.bin'`,
-    }]);
+    })]);
     try {
       const data = crypto.getRandomValues(new Uint8Array(65536)).map((
         b,
@@ -53,14 +53,12 @@ Deno.test({
     const disk = qsd.disks[0];
     const reader =
       `${DIRTYBIT} backup --qmp ${qsd.qmpSocket} --node ${disk.node} --nbd-socket ${qsd.nbdSocket} --state-dir ${work}/state --out -`;
-    const lab = await BaculaLab.start([
-      {
-        name: "VmJob",
-        path: "/dirtybit/disk0.dbit",
-        reader,
-        writer: `${DIRTYBIT} restore --out ${work}/restored.raw -`,
-      },
-    ]);
+    const lab = await BaculaLab.start(DEBIAN_BACULA, [bpipeJob({
+      name: "VmJob",
+      path: "/dirtybit/disk0.dbit",
+      reader,
+      writer: `${DIRTYBIT} restore --out ${work}/restored.raw -`,
+    })]);
     try {
       const full = await lab.backup("VmJob", "Full");
       assert.ok(isGood(full), `full: ${JSON.stringify(full)}`);

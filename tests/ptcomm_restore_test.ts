@@ -54,7 +54,7 @@ Deno.test("in-place restore onto the VM's disk: chain applied over NBD, next bac
       await qsd.guestWrite(0, 0xef, 8 * MiB, 3 * MiB);
 
       const refused = await restoreSession(dir, "", p, files);
-      assert.match(refused.answers[0], /^E:.*guest_stopped=true/);
+      assert.match(refused.answers[0], /^Q:.*guest_stopped=true/);
 
       const done = await restoreSession(dir, "", [...p, "guest_stopped=true"], files);
       assert.deepEqual(done.answers, ["OK", "OK"], done.messages.join("\n"));
@@ -77,7 +77,7 @@ Deno.test("in-place restore onto the VM's disk: chain applied over NBD, next bac
       );
       // The applied-chain record refuses an incremental of the old chain now.
       const stale = await restoreSession(dir, "", [...p, "guest_stopped=true"], [files[1]]);
-      assert.match(stale.answers[0], /^E:/);
+      assert.match(stale.answers[0], /^Q:/);
       // The export is gone: QSD lists only its own guest export.
       const qmp = await qsd.qmp();
       try {
@@ -202,7 +202,7 @@ Deno.test("in-place restore onto a disk a running guest device holds: QEMU's ref
       const p = ["vm=tcg1", `qmp=${qmp}`, "node=disk0", `log_file=${dir}/backend.log`];
       const full = await backupSession(dir, 41, "F", p);
       const r = await restoreSession(dir, "", [...p, "guest_stopped=true"], full.files);
-      assert.match(r.answers[0], /^E:.*attached to a running guest device/);
+      assert.match(r.answers[0], /^Q:.*attached to a running guest device/);
     } finally {
       vm.kill("SIGKILL");
       await vm.status;

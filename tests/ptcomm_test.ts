@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { FdEmulator } from "./ptcomm/emulator.ts";
 import { standinPayload } from "./ptcomm/standin_backend.ts";
-import { withDir } from "./ptcomm/sessions.ts";
+import { baculaTiming, withDir } from "./ptcomm/sessions.ts";
 
 const STANDIN = [
   new URL("../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname,
@@ -21,12 +21,13 @@ const STANDIN = [
 ];
 const PAYLOAD = 1 << 20;
 
-function backupJob(id: number, level: "F" | "I" | "D", type = "B"): string[] {
+function backupJob(id: number, level: "F" | "I" | "D", type = "B", since: string[] = []) {
   return [
     `Name=CSBackup.2026-11-26_07.06.28_0${id}`,
     `JobID=${id}`,
     `Type=${type}`,
     `Level=${level}`,
+    ...since,
     "Namespace=@cloudstack",
   ];
 }
@@ -93,12 +94,14 @@ async function expectFailure(fd: FdEmulator): Promise<void> {
 }
 
 /** A whole backup session; returns the files. */
-function backup(dir: string, id: number, level: "F" | "I" | "D") {
-  return withBackend(dir, async (fd) => {
-    await start(fd, backupJob(id, level), params(dir), "BackupStart");
+async function backup(dir: string, id: number, level: "F" | "I" | "D") {
+  const timing = await baculaTiming(dir, level);
+  return await withBackend(dir, async (fd) => {
+    await start(fd, backupJob(id, level, "B", timing.since), params(dir), "BackupStart");
     const files = await fd.readFiles(true);
     await fd.end();
     await expectExit(fd, 0);
+    timing.ended();
     return { files, messages: fd.messages };
   });
 }
@@ -225,13 +228,16 @@ Deno.test("restore of the chain in job order, and a wrong order refused", async 
       fname: incr.fname,
       data: incr.data!,
     }]);
-    assert.deepEqual(ok.answers, [{ accept: "OK", result: "OK" }, { accept: "OK", result: "OK" }]);
+    const clean = { accept: "OK", result: "OK", errors: [] };
+    assert.deepEqual(ok.answers, [clean, clean]);
     assert.equal(ok.code, 0);
     const restored = await Deno.readFile(`${dir}/r/@cloudstack/web01/disk0.raw`);
     assert.equal(restored.length, 2 * PAYLOAD);
     const bad = await restore(dir, [{ fname: incr.fname, data: incr.data! }], `${dir}/r2`);
-    assert.equal(bad.answers[0].accept, "OK");
-    assert.match(bad.answers[0].result!, /^E:.*needs parent/);
+    // One job error (Q) for the file, and its data acknowledged: no second PTCOMM error.
+    assert.equal(bad.answers[0].result, "OK");
+    assert.equal(bad.answers[0].errors.length, 1);
+    assert.match(bad.answers[0].errors[0], /needs parent/);
   });
 });
 
@@ -239,7 +245,8 @@ Deno.test("in-place restore without guest_stopped=true is refused with a clear e
   await withDir(async (dir) => {
     const full = (await backup(dir, 1, "F")).files[0];
     const r = await restore(dir, [{ fname: full.fname, data: full.data! }], "");
-    assert.match(r.answers[0].accept, /^E:.*overwrites it: confirm .* guest_stopped=true/);
+    assert.equal(r.answers[0].accept, "SKIP");
+    assert.match(r.answers[0].errors[0], /overwrites it: confirm .* guest_stopped=true/);
   });
 });
 
@@ -412,7 +419,7 @@ Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk,
       }).output();
       assert.equal(cmp.code, 0, new TextDecoder().decode(cmp.stdout));
       const wrong = await restoreSession(dir, `${dir}/r2`, [...p, "format=raw"], incr.files);
-      assert.match(wrong.answers[0], /^E:/);
+      assert.match(wrong.answers[0], /^Q:/);
     } finally {
       await qsd.stop();
     }

@@ -225,8 +225,14 @@ export interface DiskEstimate {
   diskName: string;
   level: Level;
   reason?: string;
-  /** Dirty bytes for an incremental/differential; the virtual size (an upper bound) for a full. */
+  /**
+   * Bytes the backup would read: dirty bytes for an incremental/differential;
+   * for a full the image's host allocation, at most the virtual size.
+   */
   bytes: number;
+  /** Backup ids of the disk's last stream and last full stream, null without them. */
+  lastBackupId: string | null;
+  lastFullId: string | null;
 }
 
 /** Estimates a job from the checkpoint bitmaps' dirty counts; changes nothing in QEMU. */
@@ -246,7 +252,9 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
           diskName: name,
           level: plan.level,
           reason: plan.reason,
-          bytes: plan.source ? plan.source.count : info.size,
+          bytes: plan.source ? plan.source.count : Math.min(info.allocated ?? info.size, info.size),
+          lastBackupId: state?.lastBackupId ?? null,
+          lastFullId: state?.lastFullId ?? null,
         };
       }),
     );

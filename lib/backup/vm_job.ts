@@ -257,6 +257,8 @@ export function estimateVmBackup(
         level: "full" as const,
         reason: "nbd_access_mode=api_only always reads the whole volume",
         bytes: volume.size,
+        lastBackupId: null,
+        lastFullId: null,
       }));
     }
     return await estimateBackup({

@@ -22,6 +22,7 @@ import { chunkReleasingSink } from "../stream/writer.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../cli/report.ts";
+import { chainProblem, loadBaculaJobs, recordBaculaJob } from "./bacula_jobs.ts";
 
 /** Everything a job handler gets. */
 export interface JobContext {
@@ -129,6 +130,8 @@ export async function runBackup(ctx: JobContext): Promise<void> {
   if (!job.level) {
     throw new UsageError("the Bacula Job block has no Level: cannot choose full or incremental");
   }
+  const started = Date.now();
+  if (job.level !== "F") await checkBaculaBase(ctx, ej, job.level);
   await ctx.started();
   ch.watch();
   const turns = new FileTurns();
@@ -141,12 +144,6 @@ export async function runBackup(ctx: JobContext): Promise<void> {
     const open = () =>
       opened ??= (async () => {
         await ch.guard(turn.ready);
-        if (disk.reason) {
-          await ch.say(
-            "W",
-            `${disk.diskName}: ${disk.level} backup instead of ${ej.level}: ${disk.reason}`,
-          );
-        }
         await sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time);
         await ch.send("DATA");
       })();
@@ -175,11 +172,36 @@ export async function runBackup(ctx: JobContext): Promise<void> {
     if (ch.signal.aborted) await Promise.race([running.catch(() => {}), delay(CLEANUP_GRACE_MS)]);
     throw e;
   }
+  await recordBaculaJob(ej.stateDir, {
+    jobId: job.jobId,
+    level: job.level,
+    time: started,
+    disks: Object.fromEntries(results.map((r) => [r.diskName, r.backupId])),
+  });
   for (const r of results) await ch.say("I", statsMessage(r));
   await ch.eod();
 }
 
-/** Estimate: the files a backup of this level would make, with their expected sizes. */
+/**
+ * An Incremental or Differential job is restored on the job Bacula bases it
+ * on: it stays one only if every disk's chain is at that job, else the whole
+ * job becomes a full (which restarts the chain at restore).
+ */
+async function checkBaculaBase(ctx: JobContext, ej: EngineJob, level: "I" | "D"): Promise<void> {
+  const problem = chainProblem(
+    await loadBaculaJobs(ej.stateDir),
+    level,
+    ctx.job.since,
+    await ctx.ch.guard(ctx.engine.estimateBackup(ej)),
+  );
+  if (problem) {
+    const wanted = level === "D" ? "differential" : "incremental";
+    await ctx.ch.say("W", `full backup instead of ${wanted}: ${problem}`);
+    ej.level = "full";
+  }
+}
+
+/** Estimate: the files a backup of this level would make, with the bytes it would read. */
 export async function runEstimate(ctx: JobContext): Promise<void> {
   const { ch, job } = ctx;
   const ej = await engineJob(ctx);

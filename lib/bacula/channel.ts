@@ -26,8 +26,8 @@ export function protocolError(expected: string, got: Packet | null): InputError 
   return new InputError(`protocol error: expected ${expected}, got ${got.kind} packet${text}`);
 }
 
-/** Message kinds the backend sends to the job log. */
-export type MessageKind = "I" | "W" | "E" | "A";
+/** Message kinds the backend sends to the job log (`Q`: an error that does not end the step). */
+export type MessageKind = "I" | "W" | "A" | "Q";
 
 /** Lockstep reading and writing with cancellation. */
 export class Channel {

@@ -48,7 +48,11 @@ export interface EngineDiskResult extends EnginePlannedDisk {
 export interface EngineEstimate {
   diskName: string;
   level: string;
+  /** Bytes the backup would read: dirty, or allocated for a full. */
   bytes: number;
+  /** Backup ids of the disk's last stream and last full stream in its state directory. */
+  lastBackupId: string | null;
+  lastFullId: string | null;
 }
 
 /** A restore target that applies streams in chain order. */

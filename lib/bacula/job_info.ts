@@ -21,6 +21,8 @@ export interface JobInfo {
   regexWhere?: string;
   replace?: string;
   namespace?: string;
+  /** The FD's working directory (Bacula 15; 13 sends none). */
+  workingDir?: string;
 }
 
 /** Parses `key=value` lines of the Job block; unknown keys are ignored (newer Bacula adds some). */
@@ -59,6 +61,7 @@ export function parseJobInfo(lines: string[]): JobInfo {
     regexWhere: kv.get("regexwhere"),
     replace: kv.get("replace"),
     namespace: kv.get("namespace"),
+    workingDir: kv.get("workingdir") || undefined,
   };
 }
 

@@ -7,8 +7,9 @@
  * - in place (`where=/`): back onto the VM's disk (qmp= and node=), only with
  *   `guest_stopped=true`; the chain is tracked in the VM's state directory;
  * - with `cross_restore=`: staged, then pushed to the target at FINISH.
- * A failed file is answered with `E`, which fails the job ("Restore Error")
- * but lets the other disks restore.
+ * A failed file gets one job error (`Q`, which Bacula counts, where an `E`
+ * would add a second "PTCOMM cannot get packet header" error) and is skipped
+ * or, after its data, acknowledged; the other disks restore.
  *
  * @module
  */
@@ -96,7 +97,8 @@ async function restoreData(ctx: JobContext, file: Accepted): Promise<boolean> {
     return true;
   } catch (e) {
     if (ch.signal.aborted) throw e;
-    await ch.say("E", `${file.fname}: ${describeError(e)}`);
+    await ch.say("Q", `${file.fname}: ${describeError(e)}`);
+    await ch.send("OK");
     return false;
   }
 }
@@ -114,7 +116,7 @@ class Destinations {
     this.cross = cross;
   }
 
-  /** Accepts a file (answering OK, SKIP or E); null when it was not accepted. */
+  /** Accepts a file (answering OK, or SKIP after a warning or error); null when it was not accepted. */
   async accept(fname: string, name: RestoreName): Promise<Accepted | "failed" | null> {
     const { ch, job, params } = this.#ctx;
     if (this.cross) {
@@ -145,7 +147,8 @@ class Destinations {
       return null;
     }
     const refuse = async (why: string) => {
-      await ch.say("E", `${fname}: ${why}`);
+      await ch.say("Q", `${fname}: ${why}`);
+      await ch.send("SKIP");
       return "failed" as const;
     };
     if (!params.qmp) {

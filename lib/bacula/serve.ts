@@ -18,6 +18,12 @@ import type { BackendEngine } from "./engine_port.ts";
  */
 const CANCEL_SIGNALS: Deno.Signal[] = ["SIGUSR1", "SIGTERM"];
 
+/**
+ * Defaults' home when Bacula sends no WorkingDir (13.x). Never the current
+ * directory: a daemonized FD runs its backends in `/`.
+ */
+const DEFAULT_WORK_DIR = "/var/lib/dirtybit";
+
 /** After a cancel the process exits by then even if the session has not ended (the FD waits 5 s). */
 const CANCEL_EXIT_MS = 4500;
 
@@ -66,7 +72,7 @@ export async function serveBackend(engine: BackendEngine): Promise<number> {
         engine,
         log,
         cancel: cancel.signal,
-        workDir: Deno.cwd(),
+        defaultWorkDir: DEFAULT_WORK_DIR,
       }),
       cancelled,
     ]);

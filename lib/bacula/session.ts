@@ -32,8 +32,11 @@ export interface SessionOptions {
   log: BackendLog;
   /** Fires on SIGUSR1. */
   cancel: AbortSignal;
-  /** Default place for the log file and state (the FD's working directory). */
-  workDir: string;
+  /**
+   * Where the defaults of state_dir, log_file and staging_dir go when the Job
+   * block has no WorkingDir (Bacula 13); with one, they go under it.
+   */
+  defaultWorkDir: string;
 }
 
 /** Splits a Params line at the first `=` (Bacula sends a bare key as `key=1`). */
@@ -78,7 +81,8 @@ export async function runSession(options: SessionOptions): Promise<number> {
     await ch.eod();
     await ch.expectWord("Params");
     const params = parseParamEntries((await ch.block("Params")).map(paramEntry));
-    const logFile = params.log_file ?? `${options.workDir}/dirtybit-backend.log`;
+    const workDir = job.workingDir ?? options.defaultWorkDir;
+    const logFile = params.log_file ?? `${workDir}/dirtybit-backend.log`;
     if (!options.log.open(logFile)) await ch.say("W", `cannot write the log file ${logFile}`);
     ch.log(`params ${describeParams(params)}`);
     await ch.eod();
@@ -94,7 +98,7 @@ export async function runSession(options: SessionOptions): Promise<number> {
       job,
       params,
       engine: options.engine,
-      workDir: options.workDir,
+      workDir,
       started: () => ch.eod(),
     });
     if (entry.end === "END") {

@@ -25,6 +25,8 @@ export interface ParamSpec {
   readonly check?: (text: string) => string | null;
   /** Why the parameter is refused as a command-line flag (plugin and config files only). */
   readonly notAFlag?: string;
+  /** Used at restore time: the Bacula plugin offers it in bconsole's Plugin Options. */
+  readonly restore?: true;
 }
 
 /** Operating modes (DESIGN 1.1); unset means a normal backup or restore. */
@@ -140,57 +142,89 @@ export const PARAMS = {
     help: "replication cap: N[K|M|G] or N[K|M|G]bit = bits/s, N[K|M|G]B = bytes/s",
   },
   cross_restore: {
+    restore: true,
     kind: "enum",
     help: "restore into another hypervisor",
     values: ["proxmox", "hyperv", "vmware"],
   },
   dest: {
+    restore: true,
     kind: "string",
     help: "cross-restore: ssh://user@host[:port]/path of the target host, or a local directory",
   },
-  dest_ssh_key: { kind: "path", help: "cross-restore: private key for an ssh:// dest" },
+  dest_ssh_key: {
+    restore: true,
+    kind: "path",
+    help: "cross-restore: private key for an ssh:// dest",
+  },
   dest_known_hosts: {
+    restore: true,
     kind: "path",
     help: "cross-restore: known_hosts with the dest host's key (default: the system's)",
   },
   remote_shell: {
+    restore: true,
     kind: "enum",
     help: "cross-restore: shell of the dest host (default powershell for hyperv, else posix)",
     values: ["posix", "powershell"],
   },
   register: {
+    restore: true,
     kind: "bool",
     help: "cross-restore: register the VM on the target (qm rescan, New-VM, vim-cmd)",
   },
-  vmid: { kind: "int", help: "cross-restore proxmox: VMID (default: lowest free)", min: 1 },
+  vmid: {
+    restore: true,
+    kind: "int",
+    help: "cross-restore proxmox: VMID (default: lowest free)",
+    min: 1,
+  },
   storage: {
+    restore: true,
     kind: "string",
     help: "cross-restore proxmox: storage id (default local; local-lvm, local-zfs for volumes)",
   },
   storage_type: {
+    restore: true,
     kind: "enum",
     help:
       "cross-restore proxmox: dir (default), lvmthin or zfspool (raw volumes created with pvesm alloc)",
     values: ["dir", "lvmthin", "zfspool"],
   },
   storage_dir: {
+    restore: true,
     kind: "path",
     help: "cross-restore proxmox: that storage's path on the node (default /var/lib/vz)",
   },
   disk_format: {
+    restore: true,
     kind: "enum",
     help: "cross-restore proxmox: disk format (default qcow2)",
     values: ["qcow2", "raw"],
   },
-  bridge: { kind: "string", help: "cross-restore proxmox: bridge of the NICs (default vmbr0)" },
-  switch: { kind: "string", help: "cross-restore hyperv: virtual switch (default Default Switch)" },
-  network: { kind: "string", help: "cross-restore vmware: port group (default VM Network)" },
+  bridge: {
+    restore: true,
+    kind: "string",
+    help: "cross-restore proxmox: bridge of the NICs (default vmbr0)",
+  },
+  switch: {
+    restore: true,
+    kind: "string",
+    help: "cross-restore hyperv: virtual switch (default Default Switch)",
+  },
+  network: {
+    restore: true,
+    kind: "string",
+    help: "cross-restore vmware: port group (default VM Network)",
+  },
   staging_dir: {
+    restore: true,
     kind: "path",
     help:
-      "cross-restore: where a restore job's streams wait for the end of the job (default: dirtybit-staging in the working directory)",
+      "cross-restore: where a restore job's streams wait for the end of the job (default: dirtybit-staging in the FD's WorkingDir)",
   },
   guest_stopped: {
+    restore: true,
     kind: "bool",
     help:
       "in-place restore (where=/): confirms that no guest writes the disk (VM stopped or disk detached)",
@@ -211,13 +245,19 @@ export const PARAMS = {
   state_dir: {
     kind: "path",
     help:
-      "where hash databases and chain state are kept (backend default: dirtybit/VM in the working directory)",
+      "where hash databases and chain state are kept (backend default: dirtybit/VM in the FD's WorkingDir)",
   },
   log_file: {
     kind: "path",
-    help: "backend log file (default: dirtybit-backend.log in the working directory)",
+    help: "backend log file (default: dirtybit-backend.log in the FD's WorkingDir)",
   },
-  format: { kind: "enum", help: "restore target format", default: "raw", values: ["raw", "qcow2"] },
+  format: {
+    restore: true,
+    kind: "enum",
+    help: "restore target format",
+    default: "raw",
+    values: ["raw", "qcow2"],
+  },
   abort_on_error: { kind: "bool", help: "Bacula: make every backend error fatal" },
   listing: { kind: "string", help: "Bacula: path of a listing session" },
   query: { kind: "string", help: "Bacula: name of a query session" },

@@ -33,6 +33,8 @@ export interface BlockNodeInfo {
   /** The format driver (`qcow2`, `raw`, ...). */
   driver: string;
   size: number;
+  /** Bytes the image takes on the host (QEMU's actual-size), when QEMU knows it. */
+  allocated?: number;
   bitmaps: BitmapInfo[];
 }
 
@@ -40,7 +42,7 @@ interface RawNode {
   "node-name": string;
   file: string;
   drv: string;
-  image?: { "virtual-size"?: number };
+  image?: { "virtual-size"?: number; "actual-size"?: number };
   "dirty-bitmaps"?: (Omit<BitmapInfo, "name"> & { name?: string })[];
 }
 
@@ -57,6 +59,7 @@ export async function queryBlockNodes(qmp: QmpTransport): Promise<Map<string, Bl
       filename: n.file,
       driver: n.drv,
       size: n.image?.["virtual-size"] ?? 0,
+      allocated: n.image?.["actual-size"],
       bitmaps: (n["dirty-bitmaps"] ?? []).filter((b): b is BitmapInfo => b.name !== undefined),
     });
   }

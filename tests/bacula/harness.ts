@@ -1,18 +1,49 @@
 /**
- * Test harness: real Debian Bacula daemons (director with an SQLite catalog,
- * storage daemon with file volumes, file daemon with the stock bpipe plugin)
- * on loopback, with configs generated in a temporary directory. Jobs run
- * through bconsole; a job is good only if its catalog status is `T` AND its
- * JobErrors is 0 (spec/bpipe.md: a failing bpipe reader only gives an error).
+ * Test harness: real Bacula daemons (director with an SQLite catalog, storage
+ * daemon with file volumes, file daemon with its plugins) on loopback, with
+ * configs generated in a temporary directory: Debian's 9.6 packages (stock
+ * bpipe plugin) or the Bacula 15 built into .tools/bacula15 (`make bacula15`).
+ * Jobs run through bconsole; a job is good only if its catalog status is `T`
+ * AND its JobErrors is 0 (a failing bpipe reader, or a backend's error
+ * message, only gives an error).
  *
  * @module
  */
 import { delay } from "../../lib/core/async.ts";
 
-const SBIN = "/usr/sbin";
-const TABLES_SCRIPT = "/usr/share/bacula-director/make_sqlite3_tables";
+/** Where one Bacula's programs and scripts are. */
+export interface BaculaInstall {
+  /** Directory of bacula-dir, bacula-sd and bconsole. */
+  sbin: string;
+  /** The bacula-fd to start; its directory is where the FD looks for metaplugin backends. */
+  fd: string;
+  /** The catalog's make_sqlite3_tables script. */
+  tablesScript: string;
+  queryFile: string;
+  pluginDir: string;
+}
 
-/** A FileSet with one bpipe plugin line; a backup Job of the same name is generated. */
+/** Debian 12's packages. */
+export const DEBIAN_BACULA: BaculaInstall = {
+  sbin: "/usr/sbin",
+  fd: "/usr/sbin/bacula-fd",
+  tablesScript: "/usr/share/bacula-director/make_sqlite3_tables",
+  queryFile: "/etc/bacula/scripts/query.sql",
+  pluginDir: "/usr/lib/bacula",
+};
+
+/** A FileSet with one plugin line; a backup Job of the same name is generated. */
+export interface LabJob {
+  name: string;
+  /** The Plugin line, e.g. `cloudstack: vm=...`. */
+  plugin?: string;
+  /** A plain file to back up instead. */
+  file?: string;
+  /** Extra Job resource lines, e.g. `Maximum Bandwidth Per Job = 2 mb/s`. */
+  jobLines?: string[];
+}
+
+/** A FileSet with one bpipe plugin line. */
 export interface BpipeFileSet {
   name: string;
   /** PATH in the catalog, e.g. `/dirtybit/disk0.dbit`. */
@@ -21,6 +52,11 @@ export interface BpipeFileSet {
   reader: string;
   /** Shell command fed the data at restore. */
   writer: string;
+}
+
+/** The lab job of a bpipe FileSet. */
+export function bpipeJob(f: BpipeFileSet): LabJob {
+  return { name: f.name, plugin: `bpipe:${f.path}:${f.reader}:${f.writer}` };
 }
 
 /** Catalog view of a finished job. */
@@ -43,7 +79,7 @@ function quoteForDirector(text: string): string {
   return text.replaceAll("\\", "\\\\").replaceAll('"', '\\"');
 }
 
-async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
+export async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
   const child = new Deno.Command(cmd, {
     args,
     stdin: stdin === undefined ? "null" : "piped",
@@ -65,37 +101,49 @@ async function run(cmd: string, args: string[], stdin?: string): Promise<string>
 /** Three Bacula daemons with private configs. */
 export class BaculaLab {
   readonly dir: string;
+  readonly install: BaculaInstall;
   readonly #procs: Deno.ChildProcess[] = [];
 
-  private constructor(dir: string) {
+  private constructor(dir: string, install: BaculaInstall) {
     this.dir = dir;
+    this.install = install;
   }
 
-  /** True when the Debian Bacula packages are installed. */
-  static available(): boolean {
-    try {
-      for (const b of ["bacula-dir", "bacula-sd", "bacula-fd", "bconsole"]) {
-        Deno.statSync(`${SBIN}/${b}`);
+  /** The files of `install` that are missing (none: it can run). */
+  static missing(install: BaculaInstall): string[] {
+    const files = [
+      ...["bacula-dir", "bacula-sd", "bconsole"].map((b) => `${install.sbin}/${b}`),
+      install.fd,
+      install.tablesScript,
+      install.queryFile,
+    ];
+    return files.filter((f) => {
+      try {
+        Deno.statSync(f);
+        return false;
+      } catch {
+        return true;
       }
-      Deno.statSync(TABLES_SCRIPT);
-      return true;
-    } catch {
-      return false;
-    }
+    });
   }
 
-  /** Writes configs, creates the catalog and starts the daemons. */
-  static async start(filesets: BpipeFileSet[]): Promise<BaculaLab> {
-    // Never skipped: `make setup` installs Bacula, so a missing one is a set-up failure.
-    if (!BaculaLab.available()) {
-      throw new Error(
-        `Debian's Bacula packages are not installed (${SBIN}/bacula-dir, bacula-sd, bacula-fd, bconsole, ${TABLES_SCRIPT}): run make setup`,
-      );
+  /** Writes configs into `dir` (a new temporary one by default), creates the catalog, starts the daemons. */
+  static async start(
+    install: BaculaInstall,
+    jobs: LabJob[],
+    dir?: string,
+  ): Promise<BaculaLab> {
+    // Never skipped here: `make setup` installs Bacula, so a missing one is a set-up failure.
+    const missing = BaculaLab.missing(install);
+    if (missing.length > 0) {
+      throw new Error(`Bacula is not installed (${missing.join(", ")}): run make setup`);
     }
-    const dir = await Deno.makeTempDir({ prefix: "dirtybit-bacula-" });
-    const lab = new BaculaLab(dir);
+    const lab = new BaculaLab(
+      dir ?? await Deno.makeTempDir({ prefix: "dirtybit-bacula-" }),
+      install,
+    );
     try {
-      await lab.#configure(filesets);
+      await lab.#configure(jobs);
       await lab.#startDaemons();
       return lab;
     } catch (e) {
@@ -104,16 +152,22 @@ export class BaculaLab {
     }
   }
 
-  async #configure(filesets: BpipeFileSet[]): Promise<void> {
+  async #configure(labJobs: LabJob[]): Promise<void> {
     const d = this.dir;
-    for (const sub of ["dir", "sd", "fd", "vol"]) await Deno.mkdir(`${d}/${sub}`);
+    for (const sub of ["dir", "sd", "fd", "vol"]) {
+      await Deno.mkdir(`${d}/${sub}`, { recursive: true });
+    }
     const [dirPort, sdPort, fdPort] = [freePort(), freePort(), freePort()];
-    const jobs = filesets.map((f) => `
+    const jobs = labJobs.map((f) => `
 FileSet {
   Name = "${f.name}"
   Include {
     Options { signature = MD5 }
-    Plugin = "${quoteForDirector(`bpipe:${f.path}:${f.reader}:${f.writer}`)}"
+    ${
+      f.plugin
+        ? `Plugin = "${quoteForDirector(f.plugin)}"`
+        : `File = "${quoteForDirector(f.file!)}"`
+    }
   }
 }
 Job {
@@ -126,6 +180,7 @@ Job {
   Pool = Default
   Messages = Std
   Write Bootstrap = "${d}/dir/%n.bsr"
+  ${(f.jobLines ?? []).join("\n  ")}
 }`).join("\n");
     const configs: Record<string, string> = {
       "bacula-dir.conf": `
@@ -133,7 +188,7 @@ Director {
   Name = lab-dir
   DIRport = ${dirPort}
   DirAddress = 127.0.0.1
-  QueryFile = "/etc/bacula/scripts/query.sql"
+  QueryFile = "${this.install.queryFile}"
   WorkingDirectory = "${d}/dir"
   PidDirectory = "${d}/dir"
   Maximum Concurrent Jobs = 1
@@ -145,7 +200,7 @@ Job {
   Name = "RestoreFiles"
   Type = Restore
   Client = lab-fd
-  FileSet = "${filesets[0].name}"
+  FileSet = "${labJobs[0].name}"
   Storage = File1
   Pool = Default
   Messages = Std
@@ -225,7 +280,7 @@ FileDaemon {
   FDAddress = 127.0.0.1
   WorkingDirectory = "${d}/fd"
   Pid Directory = "${d}/fd"
-  Plugin Directory = /usr/lib/bacula
+  Plugin Directory = ${this.install.pluginDir}
   Maximum Concurrent Jobs = 5
 }
 Director {
@@ -249,18 +304,21 @@ Director {
     for (const [name, text] of Object.entries(configs)) {
       await Deno.writeTextFile(`${d}/${name}`, text);
     }
-    const script = (await Deno.readTextFile(TABLES_SCRIPT))
-      .replace("cd /var/lib/bacula", `cd "${d}/dir"`)
+    const script = (await Deno.readTextFile(this.install.tablesScript))
+      .replace(/^cd .*$/m, `cd "${d}/dir"`)
       .replace("XXX_DBNAME_XXX", "bacula");
     await run("sh", ["-s"], script);
   }
 
   async #startDaemons(): Promise<void> {
     const d = this.dir;
-    for (const [bin, conf] of [["bacula-sd", "sd"], ["bacula-fd", "fd"], ["bacula-dir", "dir"]]) {
-      await run(`${SBIN}/${bin}`, ["-t", "-c", `${d}/bacula-${conf}.conf`]);
+    const { sbin, fd } = this.install;
+    for (
+      const [bin, conf] of [[`${sbin}/bacula-sd`, "sd"], [fd, "fd"], [`${sbin}/bacula-dir`, "dir"]]
+    ) {
+      await run(bin, ["-t", "-c", `${d}/bacula-${conf}.conf`]);
       this.#procs.push(
-        new Deno.Command(`${SBIN}/${bin}`, {
+        new Deno.Command(bin, {
           args: ["-f", "-c", `${d}/bacula-${conf}.conf`],
           stdin: "null",
           stdout: "null",
@@ -283,7 +341,11 @@ Director {
 
   /** Runs bconsole commands and returns its output. */
   console(commands: string): Promise<string> {
-    return run(`${SBIN}/bconsole`, ["-c", `${this.dir}/bconsole.conf`], `${commands}\nquit\n`);
+    return run(
+      `${this.install.sbin}/bconsole`,
+      ["-c", `${this.dir}/bconsole.conf`],
+      `${commands}\nquit\n`,
+    );
   }
 
   /** Catalog row of a job plus the daemon log lines of that job. */
@@ -298,21 +360,33 @@ Director {
     return { jobId, status, errors: Number(errors), bytes: Number(bytes), log };
   }
 
-  async #runAndWait(command: string): Promise<JobResult> {
-    const out = await this.console(`${command}\nwait\n`);
+  /** Queues a job with `command` (and answers to its prompts) without waiting; returns its JobId. */
+  async queue(command: string, answers: string[] = []): Promise<number> {
+    const out = await this.console([command, ...answers].join("\n"));
     const m = /JobId=(\d+)/.exec(out);
-    if (!m) throw new Error(`bconsole did not queue a job: ${out.slice(-800)}`);
-    return await this.job(Number(m[1]));
+    if (!m) throw new Error(`bconsole did not queue a job: ${out.slice(-1500)}`);
+    return Number(m[1]);
+  }
+
+  /** Waits for a job to end and returns its catalog view. */
+  async wait(jobId: number): Promise<JobResult> {
+    await this.console(`wait jobid=${jobId}`);
+    return await this.job(jobId);
+  }
+
+  /** Queues a job with `command` (and answers to its prompts) and waits for it. */
+  async runAndWait(command: string, answers: string[] = []): Promise<JobResult> {
+    return await this.wait(await this.queue(command, answers));
   }
 
   /** Runs a backup job at `level` and waits for it. */
   backup(name: string, level: "Full" | "Incremental" | "Differential"): Promise<JobResult> {
-    return this.#runAndWait(`run job=${name} level=${level} yes`);
+    return this.runAndWait(`run job=${name} level=${level} yes`);
   }
 
   /** Restores everything of one backup job (through the bpipe writer) and waits. */
   restore(jobId: number): Promise<JobResult> {
-    return this.#runAndWait(`restore jobid=${jobId} client=lab-fd where=/ all done yes`);
+    return this.runAndWait(`restore jobid=${jobId} client=lab-fd where=/ all done yes`);
   }
 
   /** Stops the daemons and removes the directory. */

@@ -14,6 +14,7 @@ import { benchConvert } from "./convert.ts";
 import { benchReplication } from "./replication.ts";
 import { benchFailback } from "./failback.ts";
 import { benchVmBackup } from "./vm_backup.ts";
+import { benchBacula15 } from "./bacula15.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
@@ -23,6 +24,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["zstd", () => benchZstd()],
   ["ssh tunnel", () => benchTunnel()],
   ["bacula backend", (dir) => benchBackend(dir)],
+  ["bacula 15 plugin", () => benchBacula15()],
   ["conversion", benchConvert],
   ["replication", (dir) => benchReplication(dir)],
   ["failback", (dir) => benchFailback(dir)],

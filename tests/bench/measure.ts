@@ -33,8 +33,11 @@ export function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-/** Writes a qcow2 image at `image` holding `size` bytes of random (incompressible) data. */
-export async function randomQcow2(image: string, size: number): Promise<void> {
+/**
+ * Writes a qcow2 image at `image` holding `size` bytes of random
+ * (incompressible) data; with `keepRaw` the raw copy stays at `image.raw`.
+ */
+export async function randomQcow2(image: string, size: number, keepRaw = false): Promise<void> {
   const raw = `${image}.raw`;
   const file = await Deno.open(raw, { write: true, create: true, truncate: true });
   const chunk = new Uint8Array(4 << 20);
@@ -45,7 +48,7 @@ export async function randomQcow2(image: string, size: number): Promise<void> {
   }
   file.close();
   await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, image]);
-  await Deno.remove(raw);
+  if (!keepRaw) await Deno.remove(raw);
 }
 
 /** A backup's sink factory whose streams go nowhere (done with each chunk once written). */

@@ -211,19 +211,26 @@ export class FdEmulator {
    * Offers one file for restore (§9, §13.2) and sends its data in 64 KiB
    * records as Bacula does; returns the backend's answers.
    */
-  async restoreFile(fname: string, data: Uint8Array): Promise<{ accept: string; result?: string }> {
+  async restoreFile(
+    fname: string,
+    data: Uint8Array,
+  ): Promise<{ accept: string; result?: string; errors: string[] }> {
+    const before = this.messages.length;
+    const errors = () =>
+      this.messages.slice(before).filter((m) => m.kind === "Q").map((m) => m.text);
     await this.command(`FNAME:${fname}`);
     await this.command(`STAT:F ${data.length} 0 0 100640 1 0`);
     await this.command("TSTAMP:1700000000 1700000000 1700000000");
     await this.send("F");
     const accept = await this.answer("OK/SKIP for the file");
-    if (accept !== "OK" || data.length === 0) return { accept };
+    if (accept !== "OK" || data.length === 0) return { accept, errors: errors() };
     await this.command("DATA");
     for (let at = 0; at < data.length; at += 65536) {
       await this.send("D", data.subarray(at, Math.min(at + 65536, data.length)));
     }
     await this.send("F");
-    return { accept, result: await this.answer("OK after the data") };
+    const result = await this.answer("OK after the data");
+    return { accept, result, errors: errors() };
   }
 
   /** A C answer, or `E:<text>` / `A:<text>` when the backend sent an error instead. */

@@ -7,12 +7,35 @@
  */
 import { type BackedUpFile, FdEmulator } from "./emulator.ts";
 import { packetText } from "../../lib/bacula/ptcomm.ts";
+import { delay } from "../../lib/core/async.ts";
 
 const WRAPPER = new URL("../../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname;
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** The backend command line as the FD would run it, from this source tree. */
 export const BACKEND_COMMAND = [WRAPPER, Deno.execPath(), "run", "-A", MAIN, "backend"];
+
+/** Start seconds of each directory's last good job and last good Full, as Bacula's catalog has. */
+const jobStarts = new Map<string, { last: number; full: number }>();
+
+/**
+ * Times a backup job as Bacula does: started in a second of its own (Since
+ * has one-second resolution), and for an Incremental (Differential) the Job
+ * block's Since is the start of the directory's last good job (last Full).
+ * Call `ended` once the job ended well.
+ */
+export async function baculaTiming(
+  dir: string,
+  level: "F" | "I" | "D",
+): Promise<{ since: string[]; ended: () => void }> {
+  await delay(1000 - (Date.now() % 1000));
+  const start = Math.floor(Date.now() / 1000);
+  const prev = jobStarts.get(dir);
+  const since = level === "F" || !prev ? [] : [`Since=${level === "D" ? prev.full : prev.last}`];
+  const ended = () =>
+    jobStarts.set(dir, { last: start, full: level === "F" ? start : prev?.full ?? start });
+  return { since, ended };
+}
 
 /** Runs `fn` with a temporary directory, removed afterwards. */
 export async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -47,6 +70,7 @@ export async function backupSession(
   params: string[],
   keepData = true,
 ): Promise<{ files: BackedUpFile[]; messages: string[] }> {
+  const timing = await baculaTiming(cwd, level);
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
     await fd.open(
@@ -55,7 +79,9 @@ export async function backupSession(
         `JobID=${jobId}`,
         "Type=B",
         `Level=${level}`,
+        ...timing.since,
         "Namespace=@cloudstack",
+        `WorkingDir=${cwd}`,
       ],
       params,
     );
@@ -65,6 +91,7 @@ export async function backupSession(
     await fd.end();
     const { code, stderr } = await fd.exit();
     if (code !== 0 || stderr !== "") throw new Error(`backend exited ${code}, stderr '${stderr}'`);
+    timing.ended();
     return { files, messages: fd.messages.map((m) => `${m.kind}: ${m.text}`) };
   } finally {
     await fd.dispose();
@@ -79,7 +106,10 @@ export async function estimateSession(
 ): Promise<BackedUpFile[]> {
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
-    await fd.open(["Name=-Console-.1", "JobID=0", "Type=E", `Level=${level}`], params);
+    await fd.open(
+      ["Name=-Console-.1", "JobID=0", "Type=E", `Level=${level}`, `WorkingDir=${cwd}`],
+      params,
+    );
     await fd.command("EstimateStart");
     await fd.expect("F");
     const files = await fd.readFiles(false);
@@ -92,7 +122,10 @@ export async function estimateSession(
   }
 }
 
-/** Runs one restore job handing the files in order; returns the answer per file and the messages. */
+/**
+ * Runs one restore job handing the files in order; returns the answer per file
+ * (`Q:<error>` for a file the backend failed) and the messages.
+ */
 export async function restoreSession(
   cwd: string,
   where: string,
@@ -102,7 +135,14 @@ export async function restoreSession(
   const fd = new FdEmulator(BACKEND_COMMAND, { cwd, timeoutMs: 120_000 });
   try {
     await fd.open(
-      ["Name=CSRestore.1", "JobID=90", "Type=R", `Where=${where}`, "Replace=a"],
+      [
+        "Name=CSRestore.1",
+        "JobID=90",
+        "Type=R",
+        `Where=${where}`,
+        "Replace=a",
+        `WorkingDir=${cwd}`,
+      ],
       params,
     );
     await fd.command("RestoreStart");
@@ -110,7 +150,8 @@ export async function restoreSession(
     const answers: string[] = [];
     for (const f of files) {
       const a = await fd.restoreFile(`${where}${f.fname}`, f.data ?? new Uint8Array(0));
-      answers.push(a.result ?? a.accept);
+      // A file the backend failed shows as its job error (Q).
+      answers.push(a.errors.length ? `Q:${a.errors.join(" | ")}` : a.result ?? a.accept);
     }
     await fd.command("FINISH");
     // F ends the restore; an A (a failed cross-restore) is recorded as the last answer.

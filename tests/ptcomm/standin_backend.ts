@@ -57,6 +57,7 @@ const engine: BackendEngine = {
         backupId: id,
         parentId: level === "full" ? null : parent,
       } as const;
+      if (planned.reason) job.onMessage?.("warning", `${node}: full backup: ${planned.reason}`);
       job.onMessage?.("info", `stand-in engine: ${node} ${level}`);
       const sink = (await sinkFor(planned)).getWriter();
       const header = enc.encode(
@@ -91,6 +92,9 @@ const engine: BackendEngine = {
       diskName: n,
       level: job.level === "auto" || (job.level !== "full" && !state[n]) ? "full" : job.level,
       bytes: payloadBytes,
+      // The stand-in keeps no fulls apart: a differential is based on its last backup.
+      lastBackupId: state[n] ?? null,
+      lastFullId: state[n] ?? null,
     }));
   },
   openVmDiskRestore(disk) {
