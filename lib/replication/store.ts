@@ -44,6 +44,7 @@ import {
   type ReplicaImage,
   runQemuImg,
 } from "./replica_image.ts";
+import { makeDirectory } from "../core/files.ts";
 
 /** The state file of one replica. */
 export interface ReplicaState {
@@ -125,7 +126,7 @@ export class ReplicaStore {
     dir: string,
     options: ReplicaStoreOptions,
   ): Promise<{ store: ReplicaStore; recovered: RecoveryNote[] }> {
-    await Deno.mkdir(dir, { recursive: true });
+    await makeDirectory(dir, "the replica directory");
     const store = new ReplicaStore(dir, options);
     const recovered: RecoveryNote[] = [];
     for await (const entry of Deno.readDir(dir)) {
