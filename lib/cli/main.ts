@@ -38,6 +38,7 @@ export async function runCli(args: string[]): Promise<number> {
     const typed = typedError(err);
     if (typed) {
       console.error(`dirtybit: ${describeError(typed)}`);
+      if (typed !== err && Deno.env.get("DIRTYBIT_DEBUG")) console.error(err);
       return typed.exitCode;
     }
     console.error(`dirtybit: internal error: ${describeError(err)} (please report it)`);
