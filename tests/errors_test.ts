@@ -331,6 +331,11 @@ Deno.test("errors: bad numbers, names and directories are usage errors; a backen
       [["replicate", "seed", ...sender, "--psk-file", psk, "--name", "../x"], "'../x'"],
       [["replicate", "seed", ...sender, "--psk-file", psk, "--name", "a/b"], "'a/b'"],
       [["failover", "exec", "--name", "../x", "--replica-dir", dir], "'../x'"],
+      [
+        ["convert", "--from", psk, "--format", "raw", "--out", "-", "--workers", "-1"],
+        "from 1 to 64",
+      ],
+      [["restore", "--to", "proxmox", "--dest", dir, "--vmid", "-1", psk], "--vmid must be"],
       [["replicate", "status", "--state-dir", join(dir, "missing")], join(dir, "missing")],
       [["replicate", "status", "--state-dir", psk], psk],
     ];

@@ -36,7 +36,7 @@ export function parseFlags<T = Record<string, string | boolean | string[] | unde
   }
   try {
     const { values, positionals } = parseArgs({
-      args,
+      args: negativeValuesJoined(args, options),
       options,
       allowPositionals: true,
       strict: true,
@@ -54,6 +54,24 @@ export function parseFlags<T = Record<string, string | boolean | string[] | unde
     const msg = (err as Error).message.split("\n")[0].replace(/\. To specify.*$/, "");
     throw new UsageError(`${command}: ${msg}: see 'dirtybit ${command} --help'`);
   }
+}
+
+/**
+ * `--flag -5` as `--flag=-5` for a flag that takes a value: parseArgs calls a
+ * value that starts with a dash ambiguous, and the flag's own check then says
+ * what range it must be in.
+ */
+function negativeValuesJoined(args: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") && !args[i].includes("=") ? args[i].slice(2) : "";
+    if (options[name]?.type === "string" && /^-\d/.test(args[i + 1] ?? "")) {
+      out.push(`${args[i]}=${args[++i]}`);
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
 }
 
 /** A required flag's value, or a UsageError naming it. */
