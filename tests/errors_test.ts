@@ -70,8 +70,10 @@ async function fill(dir: string): Promise<void> {
 }
 
 Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 naming the path", async () => {
-  // Disk 0 (random data) has the chain of state/, disk 1 the one kept on the small file system.
-  await withQsd({ disks: [{ size: 24 * MiB }, { size: 4 * MiB }] }, async ({ qsd, dir, at }) => {
+  // Disk 0 (random data) has the chain of state/, disk 1 the one kept on the small file system,
+  // disk 2 the chain restored onto images there.
+  const disks = [{ size: 24 * MiB }, { size: 4 * MiB }, { size: 4 * MiB }];
+  await withQsd({ disks }, async ({ qsd, dir, at }) => {
     await qsd.guestPwrite(0, pseudoRandom(20 * MiB, 7), 0);
     const source = (disk = 0) => qsd.sourceArgs([qsd.disks[disk].node]);
     // Full backups only: the cases test where the files go, not the level a chain allows.
@@ -104,6 +106,12 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
     await dirtybitOk(["backup", ...source(), "--state-dir", at("state"), "--out", full]);
     await qsd.snapshotImage(0, at("src.raw"));
     await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", at("src.raw"), at("src.qcow2")]);
+
+    const small = [at("f2.dbit"), at("i2.dbit")];
+    for (const [i, stream] of small.entries()) {
+      await qsd.guestPwrite(2, pseudoRandom(MiB, 20 + i), i * MiB);
+      await dirtybitOk(["backup", ...source(2), "--state-dir", at("st2"), "--out", stream]);
+    }
 
     const mnt = at("mnt");
     await Deno.mkdir(mnt);
@@ -138,6 +146,10 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
           out,
         ]);
         assert.match(await assertRefused(r, 6, out, local), /no space left/);
+      }
+      // Images restored there before the file system became read-only.
+      for (const image of ["e.raw", "e.qcow2"]) {
+        await dirtybitOk(["restore", "--out", join(mnt, image), small[0]]);
       }
       // A state directory on a full file system: made before, and made now.
       await dirtybitOk([
@@ -186,6 +198,11 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
           join(mnt, "ro.raw"),
         ],
         [await receive(join(mnt, "ro-replicas")), join(mnt, "ro-replicas")],
+        [await dirtybit(["restore", "--out", join(mnt, "e.raw"), small[1]]), join(mnt, "e.raw")],
+        [
+          await dirtybit(["restore", "--out", join(mnt, "e.qcow2"), small[1]]),
+          join(mnt, "e.qcow2"),
+        ],
       ] as const;
       for (const [r, path] of readOnly) {
         assert.match(await assertRefused(r, 6, path, local), /read-only/i);

@@ -121,6 +121,28 @@ export function fileSystemError(err: unknown, doing: string, path: string): Dirt
   return new Kind(`${doing} ${path}: ${known.problem}`, { cause: err });
 }
 
+/** What C tools (qemu-img, qemu-nbd) print for the errors of {@link FS_PROBLEMS}. */
+const STRERROR: Record<string, string> = {
+  "No space left on device": "ENOSPC",
+  "Disk quota exceeded": "EDQUOT",
+  "Read-only file system": "EROFS",
+  "Permission denied": "EACCES",
+  "Not a directory": "ENOTDIR",
+  "Is a directory": "EISDIR",
+  "No such file or directory": "ENOENT",
+};
+
+/**
+ * A helper program's failure on the target `path` (its last stderr line in
+ * `text`): like {@link fileSystemError} when the text names an OS error,
+ * else a TargetError that quotes the text.
+ */
+export function toolTargetError(text: string, doing: string, path: string): DirtybitError {
+  const code = Object.entries(STRERROR).find(([said]) => text.includes(said))?.[1];
+  if (code) return fileSystemError({ code, message: text }, doing, path);
+  return new TargetError(`${doing} ${path}: ${text}`);
+}
+
 /**
  * The typed error a front end reports for `err`: itself when typed, an OS
  * file-system error as a TargetError (its message names the path where Deno

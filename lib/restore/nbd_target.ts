@@ -6,7 +6,7 @@
  */
 import { NbdClient, NbdRequestError } from "../nbd/client.ts";
 import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
-import { fileSystemError, TargetError } from "../core/errors.ts";
+import { fileSystemError, SourceError, TargetError, toolTargetError } from "../core/errors.ts";
 import { helperCommand } from "../core/process.ts";
 import type { RestoreTarget } from "./target.ts";
 
@@ -34,14 +34,19 @@ export class NbdImageTarget implements RestoreTarget {
     }).output();
     if (!out.success) {
       const text = new TextDecoder().decode(out.stderr).trim();
-      throw new TargetError(`cannot create ${path}: ${text}`);
+      throw toolTargetError(text, "cannot create", path);
     }
     return await NbdImageTarget.open(path, "qcow2");
   }
 
   /** Opens an existing image of `format` for writing in place. */
   static async open(path: string, format: string): Promise<NbdImageTarget> {
-    const server = await serveImage(path, { format, readOnly: false, connections: 1 });
+    const server = await serveImage(path, { format, readOnly: false, connections: 1 }).catch(
+      (err) => {
+        // qemu-nbd's failure to open the image for writing is the target's.
+        throw err instanceof SourceError ? toolTargetError(err.message, "cannot write", path) : err;
+      },
+    );
     try {
       return new NbdImageTarget(path, server, await NbdClient.connect({ uri: server.uri }));
     } catch (err) {
