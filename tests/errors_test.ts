@@ -69,6 +69,18 @@ async function fill(dir: string): Promise<void> {
   await file.sync().catch(() => {});
 }
 
+/** Runs `body` with a fresh 16 MiB ext4 (no root reserve) loop-mounted on `mnt`. */
+async function withSmallFileSystem(image: string, mnt: string, body: () => Promise<void>) {
+  await run("truncate", ["-s", "16M", image]);
+  await run("mkfs.ext4", ["-q", "-m", "0", image]);
+  await run("mount", ["-o", "loop", image, mnt]);
+  try {
+    await body();
+  } finally {
+    await run("umount", [mnt]);
+  }
+}
+
 Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 naming the path", async () => {
   // Disk 0 (random data) has the chain of state/, disk 1 the one kept on the small file system,
   // disk 2 the chain restored onto images there.
@@ -115,10 +127,7 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
 
     const mnt = at("mnt");
     await Deno.mkdir(mnt);
-    await run("truncate", ["-s", "16M", at("fs.img")]);
-    await run("mkfs.ext4", ["-q", "-m", "0", at("fs.img")]);
-    await run("mount", ["-o", "loop", at("fs.img"), mnt]);
-    try {
+    await withSmallFileSystem(at("fs.img"), mnt, async () => {
       const local = [mnt, at("state")];
       // No space left while writing.
       for (const out of [join(mnt, "b.dbit"), mnt]) {
@@ -207,9 +216,7 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
       for (const [r, path] of readOnly) {
         assert.match(await assertRefused(r, 6, path, local), /read-only/i);
       }
-    } finally {
-      await run("umount", [mnt]);
-    }
+    });
 
     // A file where a directory is expected: a usage error.
     const file = at("afile");
@@ -236,6 +243,30 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
     ] as const;
     for (const [r, path] of wrongKind) await assertRefused(r, 2, path, [dir]);
   });
+});
+
+Deno.test("errors: a replica directory that fills up fails the seed naming the replica", async () => {
+  const sites = await Sites.start(24 * MiB);
+  const mnt = join(sites.dir, "mnt");
+  await Deno.mkdir(mnt);
+  await withSmallFileSystem(join(sites.dir, "fs.img"), mnt, async () => {
+    const replicas = join(mnt, "dr");
+    const receiver = await ReceiverProcess.start([
+      "--psk-file",
+      sites.pskFile,
+      "--replica-dir",
+      replicas,
+    ]);
+    try {
+      await sites.randomWrite(0, 20 * MiB);
+      const seed = await sites.send("seed", receiver.port);
+      const line = assertOneLineError(seed, 6, join(replicas, "vda"));
+      assert.match(line, /no space left/);
+      assert.deepEqual(await leftovers(mnt), []);
+    } finally {
+      await receiver.stop();
+    }
+  }).finally(() => sites.stop());
 });
 
 Deno.test("errors: relative paths work from the working directory, QEMU included", async () => {

@@ -108,8 +108,8 @@ export async function addImageCheckpoint(
 ): Promise<DiskCheckpoint> {
   const names = bitmapNames(id, await replicationScope(node));
   for (const bitmap of [names.inc, names.base]) {
-    await runQemuImg(["bitmap", "-f", "qcow2", "--remove", image, bitmap]).catch(() => {});
-    await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
+    await runQemuImg(["bitmap", "-f", "qcow2", "--remove", image, bitmap], image).catch(() => {});
+    await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap], image);
   }
   return { node, incBitmap: names.inc, baseBitmap: names.base };
 }
