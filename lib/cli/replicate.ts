@@ -219,7 +219,11 @@ export async function senderSetup(
   const psk = await pskOf(params);
   const node = params.node[0];
   const stateDir = params.state_dir ?? defaultStateDir();
-  const name = replicaName(what, (extra.name as string | undefined) ?? node);
+  const given = extra.name as string | undefined;
+  if (given === undefined && !isReplicaName(node)) {
+    throw new UsageError(`${what}: node '${node}' is no replica name: give --name NAME`);
+  }
+  const name = replicaName(what, given ?? node);
   const workDir = (extra["work-dir"] as string | undefined) ?? senderWorkDir(stateDir, name);
   await makeDirectory(workDir, "the work directory");
   const compressLevel = compressLevelOf(params, what);
@@ -242,7 +246,7 @@ export async function senderSetup(
   };
 }
 
-/** A `--name` (or the node name standing in for it): it becomes file names, so no `/` or `..`. */
+/** A `--name`: it becomes file names, so no `/` or `..`. */
 export function replicaName(what: string, name: string): string {
   if (!isReplicaName(name)) {
     throw new UsageError(`${what}: --name '${name}' must be ${REPLICA_NAME_RULE}`);
