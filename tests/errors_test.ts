@@ -18,6 +18,7 @@ import {
   dirtybitOk,
 } from "./fixtures/cli.ts";
 import { pseudoRandom } from "./fixtures/bytes.ts";
+import { exists } from "./fixtures/kills.ts";
 import { ReceiverProcess, Sites } from "./replication/sites.ts";
 
 const MiB = 1 << 20;
@@ -133,6 +134,7 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
       for (const out of [join(mnt, "b.dbit"), mnt]) {
         await assertRefused(await backup(at("state"), out, ["--compress", "none"]), 6, mnt, local);
       }
+      assert.deepEqual([...Deno.readDirSync(mnt)].map((e) => e.name), ["lost+found"]);
       for (const out of ["r.raw", "r.qcow2"]) {
         const target = join(mnt, out);
         const line = await assertRefused(
@@ -142,6 +144,7 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
           local,
         );
         assert.match(line, /no space left/);
+        assert.ok(!await exists(target), `a failed full restore leaves no ${target}`);
       }
       for (const format of ["raw", "qcow2"]) {
         const out = join(mnt, `c.${format}`);
@@ -155,6 +158,7 @@ Deno.test("errors: full, read-only and not-a-directory targets exit 6 or 2 namin
           out,
         ]);
         assert.match(await assertRefused(r, 6, out, local), /no space left/);
+        assert.ok(!await exists(out), `a failed convert leaves no ${out}`);
       }
       // Images restored there before the file system became read-only.
       for (const image of ["e.raw", "e.qcow2"]) {
