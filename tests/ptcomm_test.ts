@@ -425,3 +425,33 @@ Deno.test("real engine: Full and Incremental of a live qemu-storage-daemon disk,
     }
   });
 });
+
+Deno.test("real engine: a relative state_dir and where= are the FD working directory's", async () => {
+  const { Qsd } = await import("./fixtures/qsd.ts");
+  const { backupSession, qsdParams, restoreSession } = await import("./ptcomm/sessions.ts");
+  await withDir(async (dir) => {
+    const qsd = await Qsd.start({
+      disks: [{ size: 4 << 20, writes: [{ pattern: 0x43, offset: 0, length: 1 << 20 }] }],
+    });
+    try {
+      const p = [...qsdParams(qsd, "vm1", dir), "state_dir=rel-state"];
+      const full = await backupSession(dir, 21, "F", p);
+      assert.ok((await Deno.stat(`${dir}/rel-state`)).isDirectory);
+      // qcow2: qemu-img and qemu-nbd get the target's path absolute.
+      const { answers } = await restoreSession(
+        dir,
+        "rel-where",
+        [...p, "format=qcow2"],
+        full.files,
+      );
+      assert.deepEqual(answers, ["OK"]);
+      const target = `${dir}/rel-where/@cloudstack/vm1/${qsd.disks[0].node}.qcow2`;
+      const cmp = await new Deno.Command("qemu-img", {
+        args: ["compare", "-U", "-f", "qcow2", "-F", "qcow2", qsd.disks[0].image, target],
+      }).output();
+      assert.equal(cmp.code, 0, new TextDecoder().decode(cmp.stdout));
+    } finally {
+      await qsd.stop();
+    }
+  });
+});

@@ -15,6 +15,7 @@ import { BlockClassifier, fullBackupPlan } from "../cbt/layers.ts";
 import { StreamWriter } from "../stream/writer.ts";
 import { type DiskState, diskStatePaths } from "./state.ts";
 import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
+import { makeDirectory } from "../core/files.ts";
 
 /** How a disk is read: NBD connections and requests in flight over them. */
 export interface ReadParallelism {
@@ -77,7 +78,7 @@ export async function backupDisk(input: DiskBackupInput): Promise<DiskBackupOutc
       ? input.granularity
       : input.state.blockSize;
     const paths = diskStatePaths(input.stateDir, planned.diskName);
-    await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    await makeDirectory(paths.dir, "the disk's state directory", { mode: 0o700 });
     hashDb = HashDb.open(paths.hashDb, {
       blockSize,
       diskSize: size,

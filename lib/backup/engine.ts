@@ -22,6 +22,7 @@ import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./sta
 import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk_backup.ts";
 import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
+import { makeDirectory } from "../core/files.ts";
 
 /** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
 export type RequestedLevel = Level | "auto";
@@ -124,7 +125,7 @@ export function jobDisks(job: Pick<BackupJob, "nodes" | "disks">): JobDisk[] {
 export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<DiskBackupResult[]> {
   const backupId = newBackupId();
   const disks = jobDisks(job);
-  await Deno.mkdir(job.stateDir, { recursive: true, mode: 0o700 });
+  await makeDirectory(job.stateDir, "the state directory", { mode: 0o700 });
   const lock = await lockStateDir(job.stateDir);
   let qmp: QmpTransport | undefined;
   let run: RunRecord | undefined;

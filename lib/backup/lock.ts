@@ -13,7 +13,7 @@
  */
 import { writeAll } from "../core/bytes.ts";
 import { join } from "node:path";
-import { describeError, TargetError, UsageError } from "../core/errors.ts";
+import { fileSystemError, UsageError } from "../core/errors.ts";
 
 /** A held lock; `release` gives it up. */
 export interface JobLock {
@@ -27,7 +27,7 @@ export async function lockStateDir(stateDir: string): Promise<JobLock> {
   try {
     file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
   } catch (err) {
-    throw new TargetError(`cannot open the lock ${path}: ${describeError(err)}`);
+    throw fileSystemError(err, "cannot open the lock", path);
   }
   if (!(await file.tryLock(true))) {
     file.close();
@@ -36,8 +36,13 @@ export async function lockStateDir(stateDir: string): Promise<JobLock> {
       `another dirtybit job (pid ${pid}) is using state directory ${stateDir}: wait for it to end`,
     );
   }
-  await file.truncate(0);
-  await writeAll(file, new TextEncoder().encode(`${Deno.pid}\n`));
+  try {
+    await file.truncate(0);
+    await writeAll(file, new TextEncoder().encode(`${Deno.pid}\n`));
+  } catch (err) {
+    file.close();
+    throw fileSystemError(err, "cannot write the lock", path);
+  }
   return {
     release: async () => {
       // Emptied, not removed (see above); closing drops the lock.

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import type { BackupLevel } from "../stream/format.ts";
+import { makeDirectory } from "../core/files.ts";
 
 /** One accepted backup in a disk's history. */
 export interface BackupRecord {
@@ -48,7 +49,7 @@ export function loadDiskState(stateDir: string, diskName: string): Promise<DiskS
 /** Saves a disk's state durably (after the backup it describes was accepted). */
 export async function saveDiskState(stateDir: string, state: DiskState): Promise<void> {
   const paths = diskStatePaths(stateDir, state.diskName);
-  await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  await makeDirectory(paths.dir, "the disk's state directory", { mode: 0o700 });
   const trimmed = { ...state, history: state.history.slice(-HISTORY_LIMIT) };
   await writeFileAtomic(paths.state, JSON.stringify(trimmed, null, 2) + "\n");
 }

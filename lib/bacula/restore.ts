@@ -13,8 +13,9 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 import { ChainError, describeError, InputError, UsageError } from "../core/errors.ts";
+import { makeDirectory } from "../core/files.ts";
 import { protocolError } from "./channel.ts";
 import { type JobContext, stateDirOf } from "./backup.ts";
 import { NAMESPACE, parseRestoreName, type RestoreName, restoreTargetPath } from "./names.ts";
@@ -127,10 +128,11 @@ class Destinations {
     }
     if (name.prefix === "" && !job.regexWhere) return await this.#acceptInPlace(fname, name);
     const format = params.format ?? "raw";
-    const target = restoreTargetPath(name, format);
+    // A relative `where` is the FD's working directory's; qemu-nbd gets it absolute.
+    const target = resolve(restoreTargetPath(name, format));
     let session = this.#files.get(target);
     if (!session) {
-      await Deno.mkdir(dirname(target), { recursive: true });
+      await makeDirectory(dirname(target), "the restore directory");
       session = await ch.guard(this.#ctx.engine.openRestore({ path: target, format }));
       this.#files.set(target, session);
     }

@@ -10,8 +10,8 @@
 import {
   CancelledError,
   describeError,
-  DirtybitError,
   InputError,
+  typedError,
   UsageError,
 } from "../core/errors.ts";
 import { describeParams, type Params, parseParamEntries } from "../cli/params.ts";
@@ -72,9 +72,11 @@ function checkMode(params: Params): void {
 /** Runs the session to its end and returns the process exit code. */
 export async function runSession(options: SessionOptions): Promise<number> {
   const ch = new Channel(options.reader, options.writer, options.log, options.cancel);
-  let done = false;
+  // A T as the very first packet (the plugin ending before any job) is a clean end.
+  let done = true;
   try {
     await handshake(ch);
+    done = false;
     await ch.expectWord("Job");
     const job = parseJobInfo(await ch.block("Job"));
     ch.log(`job ${job.name} id=${job.jobId} type=${job.type} level=${job.level ?? "-"}`);
@@ -143,8 +145,8 @@ async function fail(ch: Channel, err: unknown, done: boolean): Promise<number> {
     ch.log(`cancelled: ${describeError(ch.signal.reason ?? err)}`);
     return new CancelledError("").exitCode;
   }
-  const typed = err instanceof DirtybitError;
-  const text = typed ? describeError(err) : `internal error: ${describeError(err)}`;
+  const typed = typedError(err);
+  const text = typed ? describeError(typed) : `internal error: ${describeError(err)}`;
   if (!typed && err instanceof Error) ch.log(err.stack ?? text);
   try {
     await ch.say("A", text);
@@ -152,7 +154,7 @@ async function fail(ch: Channel, err: unknown, done: boolean): Promise<number> {
   } catch (e) {
     ch.log(`after failure: ${describeError(e)}`);
   }
-  return typed ? err.exitCode : 70;
+  return typed ? typed.exitCode : 70;
 }
 
 /** After a failure: answer END if it comes, stop at T, end of input, cancel or garbage. */

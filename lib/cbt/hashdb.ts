@@ -16,7 +16,7 @@
 import { dirname } from "node:path";
 import { Xxh64, xxh64 } from "@node-rs/xxhash";
 import { MappedFile } from "../../ffi/libc.ts";
-import { describeError, SourceError, TargetError } from "../core/errors.ts";
+import { fileSystemError, SourceError } from "../core/errors.ts";
 
 const DB_MAGIC = "DBHASHDB";
 const JOURNAL_MAGIC = "DBHJRNL1";
@@ -102,16 +102,25 @@ function exists(path: string): boolean {
 /** Creates an empty DB (id null, all hashes 0) atomically: temp file, fsync, rename. */
 function createEmpty(path: string, g: HashDbGeometry): void {
   const tmp = `${path}.tmp`;
-  const file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
   try {
-    const header = { ...g, blockCount: blockCountOf(g), id: null };
-    file.writeSync(encodeHeader(header));
-    file.truncateSync(HEADER_SIZE + header.blockCount * 8);
-    file.syncSync();
-  } finally {
-    file.close();
+    const file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
+    try {
+      const header = { ...g, blockCount: blockCountOf(g), id: null };
+      file.writeSync(encodeHeader(header));
+      file.truncateSync(HEADER_SIZE + header.blockCount * 8);
+      file.syncSync();
+    } finally {
+      file.close();
+    }
+    Deno.renameSync(tmp, path);
+  } catch (err) {
+    try {
+      Deno.removeSync(tmp);
+    } catch {
+      // not created
+    }
+    throw fileSystemError(err, "cannot create the hash database", path);
   }
-  Deno.renameSync(tmp, path);
   syncDir(path);
 }
 
@@ -253,7 +262,7 @@ export class HashDb {
       return db;
     } catch (err) {
       if (err instanceof RangeError) throw err;
-      throw new TargetError(`cannot open hash DB '${path}': ${describeError(err)}`);
+      throw fileSystemError(err, "cannot open the hash database", path);
     }
   }
 
@@ -330,7 +339,7 @@ export class HashDb {
       this.#apply({ id: backupId, entries });
     } catch (err) {
       if (err instanceof RangeError) throw err;
-      throw new TargetError(`cannot commit hash DB '${this.path}': ${describeError(err)}`);
+      throw fileSystemError(err, "cannot commit the hash database", this.path);
     }
   }
 

@@ -65,17 +65,23 @@ export const apiCommand: Command = {
   name: "api",
   summary: "signed CloudStack API call, JSON answer on stdout (like cloudmonkey)",
   async run(args: string[]): Promise<number> {
-    const parsed = parseFlags<ApiFlags>("api", args, {
-      url: { type: "string" },
-      apikey: { type: "string" },
-      secretkey: { type: "string" },
-      "secretkey-file": { type: "string" },
-      config: { type: "string" },
-      "verify-ssl": { type: "string" },
-      "ca-file": { type: "string" },
-      post: { type: "boolean" },
-      "signature-version": { type: "string" },
-    }, HELP);
+    const parsed = parseFlags<ApiFlags>(
+      "api",
+      args,
+      {
+        url: { type: "string" },
+        apikey: { type: "string" },
+        secretkey: { type: "string" },
+        "secretkey-file": { type: "string" },
+        config: { type: "string" },
+        "verify-ssl": { type: "string" },
+        "ca-file": { type: "string" },
+        post: { type: "boolean" },
+        "signature-version": { type: "string" },
+      },
+      HELP,
+      ["secretkey-file", "config", "ca-file"],
+    );
     if (!parsed) return 0;
     const [command, ...rest] = parsed.positionals;
     if (!command) throw new UsageError("api: COMMAND is missing: see 'dirtybit api --help'");

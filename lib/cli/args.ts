@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../core/errors.ts";
 
@@ -17,13 +18,17 @@ export interface ParsedArgs<T> {
 
 /**
  * Parses `args` for `command`; prints `help` and returns null on `--help`.
- * Unknown flags and missing values become a UsageError.
+ * Unknown flags and missing values become a UsageError. The values of the
+ * flags named in `paths` come out absolute (resolved against the working
+ * directory; `-`, standard input or output, stays), as QEMU and helper
+ * processes with another working directory need them.
  */
 export function parseFlags<T = Record<string, string | boolean | string[] | undefined>>(
   command: string,
   args: string[],
   options: Options,
   help: string,
+  paths: readonly string[] = [],
 ): ParsedArgs<T> | null {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(help.trim());
@@ -31,16 +36,42 @@ export function parseFlags<T = Record<string, string | boolean | string[] | unde
   }
   try {
     const { values, positionals } = parseArgs({
-      args,
+      args: negativeValuesJoined(args, options),
       options,
       allowPositionals: true,
       strict: true,
     });
+    const absolute = (p: string) => p === "-" ? p : resolve(p);
+    for (const name of paths) {
+      const v = values[name];
+      if (typeof v === "string") values[name] = absolute(v);
+      else if (Array.isArray(v)) {
+        values[name] = v.map((p) => typeof p === "string" ? absolute(p) : p);
+      }
+    }
     return { values: values as T, positionals };
   } catch (err) {
     const msg = (err as Error).message.split("\n")[0].replace(/\. To specify.*$/, "");
     throw new UsageError(`${command}: ${msg}: see 'dirtybit ${command} --help'`);
   }
+}
+
+/**
+ * `--flag -5` as `--flag=-5` for a flag that takes a value: parseArgs calls a
+ * value that starts with a dash ambiguous, and the flag's own check then says
+ * what range it must be in.
+ */
+function negativeValuesJoined(args: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") && !args[i].includes("=") ? args[i].slice(2) : "";
+    if (options[name]?.type === "string" && /^-\d/.test(args[i + 1] ?? "")) {
+      out.push(`${args[i]}=${args[++i]}`);
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
 }
 
 /** A required flag's value, or a UsageError naming it. */

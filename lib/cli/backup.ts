@@ -7,7 +7,7 @@
 import { join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { isSpecialFile } from "./output.ts";
-import { openForWriting } from "../core/files.ts";
+import { fileWritable, makeDirectory, openForWriting, writeToFile } from "../core/files.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import {
   type DiskBackupResult,
@@ -18,11 +18,10 @@ import {
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
-import { CancelledError, UsageError } from "../core/errors.ts";
+import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine, reportProgress } from "./report.ts";
 import { compressionLevel } from "../stream/format.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
-import { writeAll } from "../core/bytes.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -99,18 +98,24 @@ export const backupCommand: Command = {
   name: "backup",
   summary: "back up QEMU disks: full, incremental or differential, via dirty bitmaps",
   async run(args) {
-    const parsed = parseFlags<Flags>("backup", args, {
-      qmp: { type: "string" },
-      "nbd-socket": { type: "string" },
-      node: { type: "string", multiple: true },
-      level: { type: "string" },
-      "state-dir": { type: "string" },
-      out: { type: "string" },
-      compress: { type: "string" },
-      json: { type: "boolean" },
-      config: { type: "string" },
-      ...Object.fromEntries(VM_FLAGS.map((f) => [f, { type: "string" as const }])),
-    }, HELP);
+    const parsed = parseFlags<Flags>(
+      "backup",
+      args,
+      {
+        qmp: { type: "string" },
+        "nbd-socket": { type: "string" },
+        node: { type: "string", multiple: true },
+        level: { type: "string" },
+        "state-dir": { type: "string" },
+        out: { type: "string" },
+        compress: { type: "string" },
+        json: { type: "boolean" },
+        config: { type: "string" },
+        ...Object.fromEntries(VM_FLAGS.map((f) => [f, { type: "string" as const }])),
+      },
+      HELP,
+      ["qmp", "nbd-socket", "state-dir", "out", "config"],
+    );
     if (!parsed) return 0;
     const { values, positionals } = parsed;
     if (positionals.length > 0) {
@@ -145,9 +150,9 @@ export const backupCommand: Command = {
     if (!toStdout && !outDir && nodes.length > 1) {
       throw new UsageError(`backup: --out ${out} must be an existing directory for several disks`);
     }
-    const stateDir = values["state-dir"] ?? Deno.env.get("DIRTYBIT_STATE_DIR") ??
-      "/var/lib/dirtybit";
-    await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
+    const stateDir = values["state-dir"] ??
+      resolve(Deno.env.get("DIRTYBIT_STATE_DIR") ?? "/var/lib/dirtybit");
+    await makeDirectory(stateDir, "the state directory", { mode: 0o700 });
 
     const files = new Map<string, StreamFile>();
     const controller = new AbortController();
@@ -179,7 +184,7 @@ export const backupCommand: Command = {
         if (!outDir && await isSpecialFile(out)) {
           // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
           // renaming a partial file over it would replace the device.
-          return chunkReleasingSink((await openForWriting(out, { write: true })).writable);
+          return chunkReleasingSink(fileWritable(await openForWriting(out, { write: true }), out));
         }
         const final = outDir ? join(outDir, streamFileName(disk)) : out;
         const partial = `${final}.partial`;
@@ -266,12 +271,16 @@ interface StreamFile {
 function streamFileSink(file: Deno.FsFile, entry: StreamFile): WritableStream<Uint8Array> {
   return new WritableStream({
     async write(chunk) {
-      await writeAll(file, chunk);
+      await writeToFile(file, entry.partial, chunk);
     },
     async close() {
-      await file.sync();
-      file.close();
-      await Deno.rename(entry.partial, entry.final);
+      try {
+        await file.sync(); // a full disk may only show here (delayed allocation)
+        file.close();
+        await Deno.rename(entry.partial, entry.final);
+      } catch (err) {
+        throw fileSystemError(err, "cannot write", entry.final);
+      }
       entry.complete = true;
     },
     abort() {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { openOutput } from "./output.ts";
 import { parseFlags, required } from "./args.ts";
@@ -105,28 +105,34 @@ async function openSource(
   }
   return isNbdUri(from)
     ? await NbdSource.open(from, { connections })
-    : await openImageFile(from, { connections });
+    : await openImageFile(resolve(from), { connections });
 }
 
 export const convertCommand: Command = {
   name: "convert",
   summary: "write a disk as raw/qcow2/vmdk/vhdx/vhd append-only to a file or pipe",
   async run(args) {
-    const parsed = parseFlags<Flags>("convert", args, {
-      from: { type: "string" },
-      chain: { type: "boolean" },
-      format: { type: "string" },
-      subformat: { type: "string" },
-      out: { type: "string" },
-      descriptor: { type: "string" },
-      name: { type: "string" },
-      "cluster-size": { type: "string" },
-      "block-size": { type: "string" },
-      "compress-level": { type: "string" },
-      workers: { type: "string" },
-      connections: { type: "string" },
-      json: { type: "boolean" },
-    }, HELP);
+    const parsed = parseFlags<Flags>(
+      "convert",
+      args,
+      {
+        from: { type: "string" },
+        chain: { type: "boolean" },
+        format: { type: "string" },
+        subformat: { type: "string" },
+        out: { type: "string" },
+        descriptor: { type: "string" },
+        name: { type: "string" },
+        "cluster-size": { type: "string" },
+        "block-size": { type: "string" },
+        "compress-level": { type: "string" },
+        workers: { type: "string" },
+        connections: { type: "string" },
+        json: { type: "boolean" },
+      },
+      HELP,
+      ["out", "descriptor"],
+    );
     if (!parsed) return 0;
     const f = parsed.values;
     const writer = getImageWriter(required("convert", "format", f.format), f.subformat);

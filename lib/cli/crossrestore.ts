@@ -179,7 +179,11 @@ async function openDestination(spec: DestSpec, f: Flags, target: TargetKind): Pr
 
 /** Runs `dirtybit restore --to ...` (`args` includes `--to`). */
 export async function runCrossRestore(args: string[]): Promise<number> {
-  const parsed = parseFlags<Flags>("restore", args, OPTIONS, HELP);
+  const parsed = parseFlags<Flags>("restore", args, OPTIONS, HELP, [
+    "ova",
+    "ssh-key",
+    "known-hosts",
+  ]);
   if (!parsed) return 0;
   const f = parsed.values;
   const target = choice("restore", "to", f.to, ["proxmox", "hyperv", "vmware"], "proxmox");

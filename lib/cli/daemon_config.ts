@@ -15,12 +15,13 @@
  *
  * Keys are the parameters of DESIGN 1.2 (see {@link DISK_PARAMS}) plus `name`
  * and `work_dir`; a disk's keys override `defaults`. Every error names the
- * file and the key. Pure: the caller reads the file.
+ * file and the key. The caller reads the file; paths come out absolute.
  *
  * @module
  */
+import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
-import { name as checkName } from "../replication/messages.ts";
+import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
 import { type ParamName, type Params, parseParams } from "./params.ts";
 
 /** Where a sender keeps its state, and how it paces, throttles and retries its cycles. */
@@ -88,11 +89,7 @@ export function parseDaemonConfig(text: string, source: string): DaemonDiskConfi
     const merged: Record<string, unknown> = { ...defaults, ...disk };
     const name = merged.name;
     if (typeof name !== "string") throw fail(`${at}.name`, "is required (the replica name)");
-    try {
-      checkName(name);
-    } catch {
-      throw fail(`${at}.name`, `'${name}' must be 1-128 of A-Z a-z 0-9 . _ - (no leading dot)`);
-    }
+    if (!isReplicaName(name)) throw fail(`${at}.name`, `'${name}' must be ${REPLICA_NAME_RULE}`);
     if (seen.has(name)) throw fail(`${at}.name`, `'${name}' appears twice: one entry per disk`);
     seen.add(name);
     const where = `${at} (${name})`;
@@ -123,7 +120,7 @@ export function parseDaemonConfig(text: string, source: string): DaemonDiskConfi
     }
     return {
       name,
-      ...(workDir === undefined ? {} : { workDir }),
+      ...(workDir === undefined ? {} : { workDir: resolve(workDir) }),
       params: params as DaemonDiskConfig["params"],
     };
   });

@@ -36,11 +36,17 @@ export const demoCommand: Command = {
   name: "demo",
   summary: "full + incremental backup and restore of a local QEMU disk, compared bit for bit",
   async run(args) {
-    const parsed = parseFlags<{ size?: string; dir?: string; keep?: boolean }>("demo", args, {
-      size: { type: "string" },
-      dir: { type: "string" },
-      keep: { type: "boolean" },
-    }, HELP);
+    const parsed = parseFlags<{ size?: string; dir?: string; keep?: boolean }>(
+      "demo",
+      args,
+      {
+        size: { type: "string" },
+        dir: { type: "string" },
+        keep: { type: "boolean" },
+      },
+      HELP,
+      ["dir"],
+    );
     if (!parsed) return 0;
     const sizeMiB = Number(parsed.values.size ?? "256");
     if (!Number.isInteger(sizeMiB) || sizeMiB < 128 || sizeMiB > 65536) {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { crashHook, notify, senderSetup } from "./replicate.ts";
+import { crashHook, notify, replicaName, senderSetup } from "./replicate.ts";
 import { parseParamFlags } from "./params.ts";
 import { UsageError } from "../core/errors.ts";
 import {
@@ -125,15 +125,16 @@ async function failoverExec(args: string[]): Promise<number> {
     only: [],
     extra: {
       name: "string",
-      "replica-dir": "string",
+      "replica-dir": "path",
       memory: "string",
       cpus: "string",
       force: "bool",
     },
   });
-  const name = extra.name as string | undefined;
+  const given = extra.name as string | undefined;
   const dir = extra["replica-dir"] as string | undefined;
-  if (!name || !dir) throw new UsageError("failover exec: --name and --replica-dir are required");
+  if (!given || !dir) throw new UsageError("failover exec: --name and --replica-dir are required");
+  const name = replicaName("failover exec", given);
   const memoryMiB = Number(extra.memory ?? 1024);
   const cpus = Number(extra.cpus ?? 2);
   if (!Number.isInteger(memoryMiB) || memoryMiB < 64 || !Number.isInteger(cpus) || cpus < 1) {

@@ -89,7 +89,9 @@ usage: dirtybit verify [--json] STREAM...
 
 Verifies every STREAM completely (records, checksums, trailer). When several
 are given they must form a chain in order: a full, then backups whose parent
-is the one before. Exit 0 only if all are good.
+is the one before. Exit 0 only if all are good; otherwise the exit code of
+the first problem, the same as restore gives for it (3 corrupt stream, 4 chain
+broken or out of order, 5 unreadable).
 `,
     );
     if (!parsed) return 0;
@@ -103,6 +105,7 @@ is the one before. Exit 0 only if all are good.
       error?: string;
     }[] = [];
     let prev: StreamHeader | null = null;
+    let exitCode = 0;
     for (const [i, path] of paths.entries()) {
       try {
         const summary = await readThrough(await open(path));
@@ -117,6 +120,7 @@ is the one before. Exit 0 only if all are good.
       } catch (err) {
         if (!(err instanceof DirtybitError)) throw err;
         results.push({ stream: path, ok: false, error: describeError(err) });
+        exitCode ||= err.exitCode;
         prev = null;
       }
     }
@@ -128,6 +132,6 @@ is the one before. Exit 0 only if all are good.
         );
       }
     }
-    return results.every((r) => r.ok) ? 0 : 3;
+    return exitCode;
   },
 };

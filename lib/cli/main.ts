@@ -5,7 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
+import { describeError, typedError, UsageError } from "../core/errors.ts";
 
 const commands: Command[] = [];
 
@@ -35,9 +35,11 @@ export async function runCli(args: string[]): Promise<number> {
     if (!cmd) throw new UsageError(`unknown command '${name}': run 'dirtybit --help' for the list`);
     return await cmd.run(rest);
   } catch (err) {
-    if (err instanceof DirtybitError) {
-      console.error(`dirtybit: ${describeError(err)}`);
-      return err.exitCode;
+    const typed = typedError(err);
+    if (typed) {
+      console.error(`dirtybit: ${describeError(typed)}`);
+      if (typed !== err && Deno.env.get("DIRTYBIT_DEBUG")) console.error(err);
+      return typed.exitCode;
     }
     console.error(`dirtybit: internal error: ${describeError(err)} (please report it)`);
     if (Deno.env.get("DIRTYBIT_DEBUG")) console.error(err);

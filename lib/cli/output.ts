@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { openForWriting } from "../core/files.ts";
+import { fileWritable, openForWriting } from "../core/files.ts";
 
 /** True for an existing path that is not a regular file or directory (device, FIFO, socket). */
 export async function isSpecialFile(path: string): Promise<boolean> {
@@ -28,8 +28,8 @@ export interface OutputFile {
 export async function openOutput(path: string): Promise<OutputFile> {
   if (await isSpecialFile(path)) {
     const file = await openForWriting(path, { write: true });
-    return { writable: file.writable, discard: () => Promise.resolve() };
+    return { writable: fileWritable(file, path), discard: () => Promise.resolve() };
   }
   const file = await openForWriting(path, { write: true, create: true, truncate: true });
-  return { writable: file.writable, discard: () => Deno.remove(path).catch(() => {}) };
+  return { writable: fileWritable(file, path), discard: () => Deno.remove(path).catch(() => {}) };
 }

@@ -3,10 +3,13 @@
  * parameters), used for Bacula plugin `key=value` lists and for command-line
  * `--key value` flags alike (`--secretkey-file` is `secretkey_file`).
  * Unknown, invalid and conflicting parameters are a UsageError naming the
- * parameter; secret values never appear in any message.
+ * parameter; secret values never appear in any message. Paths come out
+ * absolute (resolved against the working directory), as QEMU and helper
+ * processes with another working directory need them.
  *
  * @module
  */
+import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
 
 /** How a parameter's text is checked and converted. */
@@ -340,12 +343,15 @@ function convert(name: ParamName, text: string): string | number | boolean | str
       return items;
     }
     case "rate": {
-      const r = parseRate(text);
+      const r = parseRate(text.replace(/^-/, ""));
       if (r === null) {
         throw invalid(name, spec, text, "must look like 100M (bits/s) or 12MB (bytes/s)");
       }
+      if (text.startsWith("-")) throw invalid(name, spec, text, "must be at least 1 byte/s");
       return r;
     }
+    case "path":
+      return resolve(text);
     default:
       return text;
   }
@@ -451,8 +457,8 @@ export function paramToFlag(name: string): string {
   return `--${name.replaceAll("_", "-")}`;
 }
 
-/** Command-specific flags that are not in the parameter table. */
-export type ExtraFlags = Record<string, "string" | "bool">;
+/** Command-specific flags that are not in the parameter table; a `path` comes out absolute. */
+export type ExtraFlags = Record<string, "string" | "bool" | "path">;
 
 /** Result of parseParamFlags. */
 export interface ParsedFlags {
@@ -523,7 +529,7 @@ export function parseParamFlags(
         if (b === null) throw new UsageError(`option --${flag}: must be true or false`);
         extra[flag] = b;
       } else {
-        extra[flag] = value;
+        extra[flag] = own === "path" ? resolve(value) : value;
       }
     } else {
       entries.push([name, value]);

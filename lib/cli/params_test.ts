@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join, resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import {
   describeParams,
@@ -93,6 +94,22 @@ Deno.test("bandwidth_limit says bits or bytes", () => {
   assert.equal(parseParams({ bandwidth_limit: "100Mbit" }).bandwidth_limit, 12_500_000);
   assert.equal(parseParams({ bandwidth_limit: "12MB" }).bandwidth_limit, 12_000_000);
   assert.equal(parseParams({ bandwidth_limit: "4096" }).bandwidth_limit, 4096);
+  assert.throws(
+    () => parseParams({ bandwidth_limit: "-5" }),
+    usageError("bandwidth_limit='-5': must be at least 1 byte/s"),
+  );
+});
+
+Deno.test("paths come out absolute, for QEMU and helpers with another working directory", () => {
+  const cwd = Deno.cwd();
+  const p = parseParams({ state_dir: "ss2", qmp: "/run/q.sock", psk_file: "../k" });
+  assert.equal(p.state_dir, join(cwd, "ss2"));
+  assert.equal(p.qmp, "/run/q.sock");
+  assert.equal(p.psk_file, resolve(cwd, "../k"));
+  const r = parseParamFlags(["--replica-dir", "rep/", "--name", "x"], {
+    extra: { "replica-dir": "path", name: "string" },
+  });
+  assert.deepEqual(r.extra, { "replica-dir": join(cwd, "rep"), name: "x" });
 });
 
 Deno.test("flags map to the same table", () => {

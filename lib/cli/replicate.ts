@@ -4,15 +4,16 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { flagHelp, type Params, parseParamFlags } from "./params.ts";
-import { UsageError } from "../core/errors.ts";
+import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { DEFAULT_RETRY, type RetryPolicy } from "../replication/backoff.ts";
 import { describeRate } from "../replication/bandwidth.ts";
 import { SecureChannel } from "../replication/channel.ts";
 import { validatePsk } from "../replication/handshake.ts";
+import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
 import { readPskFile } from "../replication/psk.ts";
 import { Receiver } from "../replication/receiver.ts";
 import { loadRole } from "../replication/role_file.ts";
@@ -28,6 +29,7 @@ import { pushCycles, seedOnce } from "../replication/push.ts";
 import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
 import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
 import { ReplicaStore } from "../replication/store.ts";
+import { makeDirectory } from "../core/files.ts";
 
 const HELP = `
 usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir DIR [--replica-format qcow2|raw]
@@ -146,7 +148,7 @@ function stopSignal(): AbortController {
 async function receive(args: string[]): Promise<number> {
   const { params, extra } = parseParamFlags(args, {
     only: ["psk", "psk_file"],
-    extra: { listen: "string", "replica-dir": "string", "replica-format": "string" },
+    extra: { listen: "string", "replica-dir": "path", "replica-format": "string" },
   });
   const dir = extra["replica-dir"] as string | undefined;
   if (!dir) throw new UsageError("replicate receive: --replica-dir is required");
@@ -200,8 +202,8 @@ export async function senderSetup(
     extra: {
       dr: "string",
       name: "string",
-      "work-dir": "string",
-      "nbd-socket": "string",
+      "work-dir": "path",
+      "nbd-socket": "path",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
       ...(sub === "seed" ? { "seed-window": "string" } : {}),
     },
@@ -217,9 +219,13 @@ export async function senderSetup(
   const psk = await pskOf(params);
   const node = params.node[0];
   const stateDir = params.state_dir ?? defaultStateDir();
-  const name = (extra.name as string | undefined) ?? node;
+  const given = extra.name as string | undefined;
+  if (given === undefined && !isReplicaName(node)) {
+    throw new UsageError(`${what}: node '${node}' is no replica name: give --name NAME`);
+  }
+  const name = replicaName(what, given ?? node);
   const workDir = (extra["work-dir"] as string | undefined) ?? senderWorkDir(stateDir, name);
-  await Deno.mkdir(workDir, { recursive: true });
+  await makeDirectory(workDir, "the work directory");
   const compressLevel = compressLevelOf(params, what);
   const retry = retryOf(params);
   const qmp = await QmpSocket.connect(params.qmp);
@@ -240,8 +246,27 @@ export async function senderSetup(
   };
 }
 
+/** A `--name`: it becomes file names, so no `/` or `..`. */
+export function replicaName(what: string, name: string): string {
+  if (!isReplicaName(name)) {
+    throw new UsageError(`${what}: --name '${name}' must be ${REPLICA_NAME_RULE}`);
+  }
+  return name;
+}
+
+/** Refuses a directory that is not there: a typo must not look like "nothing replicated". */
+async function existingDirectory(what: string, flag: string, dir: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch (err) {
+    throw fileSystemError(err, `${what}: ${flag}`, dir);
+  }
+  if (!info.isDirectory) throw new UsageError(`${what}: ${flag} ${dir} is not a directory`);
+}
+
 function defaultStateDir(): string {
-  return join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
+  return resolve(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
 }
 
 function compressLevelOf(params: Params, what: string): number {
@@ -260,7 +285,7 @@ function retryOf(params: Params): RetryPolicy {
 
 /** `replicate daemon --config FILE`: every disk of the file on its own schedule. */
 async function daemon(args: string[]): Promise<number> {
-  const { extra } = parseParamFlags(args, { only: [], extra: { config: "string" } });
+  const { extra } = parseParamFlags(args, { only: [], extra: { config: "path" } });
   const path = extra.config as string | undefined;
   if (!path) throw new UsageError("replicate daemon: --config FILE is required");
   let text: string;
@@ -274,7 +299,7 @@ async function daemon(args: string[]): Promise<number> {
     const p = c.params;
     const stateDir = p.state_dir ?? defaultStateDir();
     const workDir = senderWorkDir(stateDir, c.name, c.workDir);
-    await Deno.mkdir(workDir, { recursive: true });
+    await makeDirectory(workDir, "the work directory");
     scheduled.push({
       qmpPath: p.qmp,
       disk: { node: p.node[0], name: c.name, stateDir, workDir, nbdSocket: p.nbd_socket },
@@ -357,7 +382,8 @@ async function status(args: string[]): Promise<number> {
       channel.close();
     }
   } else {
-    const stateDir = params.state_dir ?? join(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
+    const stateDir = params.state_dir ?? defaultStateDir();
+    await existingDirectory("replicate status", "--state-dir", stateDir);
     const states = await listSenderStates(stateDir);
     const roles = new Map<string, string>();
     for (const s of states) {

@@ -46,6 +46,7 @@ export const restoreCommand: Command = {
         json: { type: "boolean" },
       },
       HELP,
+      ["out"],
     );
     if (!parsed) return 0;
     const { values, positionals } = parsed;

@@ -5,21 +5,30 @@
  * @module
  */
 import { dirname } from "node:path";
-import { InputError } from "./errors.ts";
+import { fileSystemError, InputError } from "./errors.ts";
 import { writeAll } from "./bytes.ts";
 
-/** Writes `text` to `path` via a synced temporary file and a rename, then syncs the directory. */
+/**
+ * Writes `text` to `path` via a synced temporary file and a rename, then syncs
+ * the directory. A failure (a full or read-only disk) removes the temporary
+ * file, leaves `path` as it was and names it in a typed error.
+ */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
   const bytes = new TextEncoder().encode(text);
   const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    await writeAll(file, bytes);
-    await file.sync();
-  } finally {
-    file.close();
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+    try {
+      await writeAll(file, bytes);
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw fileSystemError(err, "cannot write", path);
   }
-  await Deno.rename(tmp, path);
   const dir = await Deno.open(dirname(path), { read: true });
   try {
     await dir.sync();
@@ -35,7 +44,7 @@ export async function readJsonFile<T>(path: string): Promise<T | null> {
     text = await Deno.readTextFile(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return null;
-    throw err;
+    throw fileSystemError(err, "cannot read", path);
   }
   try {
     return JSON.parse(text) as T;

@@ -1,7 +1,8 @@
 /**
  * Typed errors. Every layer throws one of these with a one-line message that
- * names what is wrong and what to do; the CLI (lib/cli/main.ts) maps them to
- * exit codes in one place. Anything else reaching the CLI is an internal error.
+ * names what is wrong and what to do; each front end (lib/cli/main.ts, the
+ * Bacula session) maps them to exit codes in one place through typedError.
+ * Anything else reaching a front end is an internal error.
  *
  * @module
  */
@@ -60,4 +61,97 @@ export class CancelledError extends DirtybitError {
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0];
   return String(err);
+}
+
+/** OS error codes of a file-system call and what they mean for the user. */
+const FS_PROBLEMS: Record<string, { problem: string; usage?: boolean }> = {
+  ENOSPC: { problem: "no space left on the device: free space or choose another place" },
+  EDQUOT: { problem: "disk quota exceeded: free space or choose another place" },
+  EROFS: { problem: "the file system is read-only: choose a writable place" },
+  EACCES: { problem: "permission denied: check its owner and mode" },
+  EPERM: { problem: "operation not permitted: check its owner and mode" },
+  EIO: { problem: "input/output error on the device" },
+  EFBIG: { problem: "file too large for this file system" },
+  ENOTDIR: { problem: "a part of the path is a file, not a directory", usage: true },
+  EEXIST: { problem: "it exists and is not a directory", usage: true },
+  EISDIR: { problem: "is a directory, a file is expected here", usage: true },
+  ENAMETOOLONG: { problem: "the path is too long", usage: true },
+  ENOENT: { problem: "it does not exist (or a directory above it does not)", usage: true },
+};
+
+/** The OS error code (`ENOSPC`...) of a thrown value, if it has one. */
+export function osErrorCode(err: unknown): string | undefined {
+  const { code, errno } = (err ?? {}) as { code?: unknown; errno?: unknown };
+  if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return code;
+  if (typeof errno === "number" && ERRNO_CODES[errno]) return ERRNO_CODES[errno];
+  // Deno reports some errors only by message: "No space left on device (os error 28)".
+  const n = /\(os error (\d+)\)/.exec(err instanceof Error ? err.message : "")?.[1];
+  return n === undefined ? undefined : ERRNO_CODES[Number(n)];
+}
+
+const ERRNO_CODES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  5: "EIO",
+  13: "EACCES",
+  17: "EEXIST",
+  20: "ENOTDIR",
+  21: "EISDIR",
+  27: "EFBIG",
+  28: "ENOSPC",
+  30: "EROFS",
+  36: "ENAMETOOLONG",
+  122: "EDQUOT",
+};
+
+/**
+ * A failed file-system call on `path` as a typed error naming it: the target
+ * cannot be written (exit 6), or the path is of the wrong kind (a usage error,
+ * exit 2). `doing` says what was attempted ("cannot create the state directory").
+ * Typed errors without an OS error code pass through unchanged; the original
+ * error stays the cause.
+ */
+export function fileSystemError(err: unknown, doing: string, path: string): DirtybitError {
+  const known = FS_PROBLEMS[osErrorCode(err) ?? ""];
+  if (!known) {
+    if (err instanceof DirtybitError) return err;
+    return new TargetError(`${doing} ${path}: ${describeError(err)}`, { cause: err });
+  }
+  const Kind = known.usage ? UsageError : TargetError;
+  return new Kind(`${doing} ${path}: ${known.problem}`, { cause: err });
+}
+
+/** What C tools (qemu-img, qemu-nbd) print for the errors of {@link FS_PROBLEMS}. */
+const STRERROR: Record<string, string> = {
+  "No space left on device": "ENOSPC",
+  "Disk quota exceeded": "EDQUOT",
+  "Read-only file system": "EROFS",
+  "Permission denied": "EACCES",
+  "Not a directory": "ENOTDIR",
+  "Is a directory": "EISDIR",
+  "No such file or directory": "ENOENT",
+};
+
+/**
+ * A helper program's failure on the target `path` (its last stderr line in
+ * `text`): like {@link fileSystemError} when the text names an OS error,
+ * else a TargetError that quotes the text.
+ */
+export function toolTargetError(text: string, doing: string, path: string): DirtybitError {
+  const code = Object.entries(STRERROR).find(([said]) => text.includes(said))?.[1];
+  if (code) return fileSystemError({ code, message: text }, doing, path);
+  return new TargetError(`${doing} ${path}: ${text}`);
+}
+
+/**
+ * The typed error a front end reports for `err`: itself when typed, an OS
+ * file-system error as a TargetError (its message names the path where Deno
+ * gives it), or null for a real internal error.
+ */
+export function typedError(err: unknown): DirtybitError | null {
+  if (err instanceof DirtybitError) return err;
+  const known = FS_PROBLEMS[osErrorCode(err) ?? ""];
+  if (!known) return null;
+  const Kind = known.usage ? UsageError : TargetError;
+  return new Kind(describeError(err), { cause: err });
 }

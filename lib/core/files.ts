@@ -1,12 +1,14 @@
 /**
- * Opening output files with the one error every layer reports for it, and
- * whether a path exists.
+ * Opening output files and making directories with the one error every layer
+ * reports for them (the path named, and what is wrong with it), and whether a
+ * path exists.
  *
  * @module
  */
-import { describeError, TargetError } from "./errors.ts";
+import { fileSystemError } from "./errors.ts";
+import { writeAll } from "./bytes.ts";
 
-/** Opens `path` for writing, or a TargetError naming it. */
+/** Opens `path` for writing, or a typed error naming it. */
 export async function openForWriting(
   path: string,
   options: Deno.OpenOptions,
@@ -14,7 +16,7 @@ export async function openForWriting(
   try {
     return await Deno.open(path, options);
   } catch (err) {
-    throw new TargetError(`cannot open ${path} for writing: ${describeError(err)}`);
+    throw fileSystemError(err, "cannot open for writing", path);
   }
 }
 
@@ -26,4 +28,35 @@ export async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Creates directory `path` and its parents, or a typed error naming it and `what` it is. */
+export async function makeDirectory(
+  path: string,
+  what: string,
+  options: { mode?: number } = {},
+): Promise<void> {
+  try {
+    await Deno.mkdir(path, { recursive: true, ...options });
+  } catch (err) {
+    throw fileSystemError(err, `cannot create ${what}`, path);
+  }
+}
+
+/** Writes `bytes` at the position of `file`, or a typed error naming `path` (a full disk...). */
+export async function writeToFile(file: Deno.FsFile, path: string, bytes: Uint8Array) {
+  try {
+    await writeAll(file, bytes);
+  } catch (err) {
+    throw fileSystemError(err, "cannot write", path);
+  }
+}
+
+/** The writable of an opened file whose failures name `path`. */
+export function fileWritable(file: Deno.FsFile, path: string): WritableStream<Uint8Array> {
+  return new WritableStream({
+    write: (chunk) => writeToFile(file, path, chunk),
+    close: () => file.close(),
+    abort: () => file.close(),
+  });
 }

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { describeError, TargetError, UsageError } from "../core/errors.ts";
 import type { RemoteResult } from "../hosts/ssh.ts";
 import { exists, openForWriting } from "../core/files.ts";
@@ -65,7 +65,7 @@ export type DestSpec =
 
 /**
  * Parses `--dest`: `ssh://user@host[:port]/path` (Windows hosts:
- * `ssh://user@host/D:/VMs`) or a local directory.
+ * `ssh://user@host/D:/VMs`) or a local directory (made absolute).
  */
 export function parseDest(text: string): DestSpec {
   if (!text.startsWith("ssh://")) {
@@ -74,7 +74,7 @@ export function parseDest(text: string): DestSpec {
         `restore: --dest '${text}' must be ssh://user@host[:port]/path or a local directory`,
       );
     }
-    return { kind: "local", dir: text };
+    return { kind: "local", dir: resolve(text) };
   }
   let url: URL;
   try {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { describeError, TargetError } from "../core/errors.ts";
+import { describeError, DirtybitError, TargetError } from "../core/errors.ts";
 
 const ZEROS = new Uint8Array(1 << 20);
 
@@ -29,6 +29,7 @@ export class AppendSink {
     try {
       await this.#writer.write(bytes);
     } catch (err) {
+      if (err instanceof DirtybitError) throw err; // already names the file
       throw new TargetError(`cannot write the image: ${describeError(err)}`, { cause: err });
     }
     this.#position += bytes.length;

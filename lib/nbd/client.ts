@@ -19,6 +19,13 @@
 import { lastError, NbdHandle } from "../../ffi/libnbd.ts";
 import { SourceError } from "../core/errors.ts";
 
+/** A request the server refused; `errno` is its NBD error (ENOSPC, EIO... as on Linux). */
+export class NbdRequestError extends SourceError {
+  constructor(message: string, readonly detail: string, readonly errno: number) {
+    super(message);
+  }
+}
+
 /** One block-status extent of one meta context. */
 export interface BlockStatusEntry {
   offset: number;
@@ -149,7 +156,8 @@ export class NbdClient {
     if (r !== -1) return;
     if (this.#h.closed) throw new SourceError(`${this.uri}: ${what} failed (connection closed)`);
     if (sync() !== -1) return;
-    throw new SourceError(`${this.uri}: ${lastError().message} (${what})`);
+    const { message, errno } = lastError();
+    throw new NbdRequestError(`${this.uri}: ${message} (${what})`, message, errno);
   }
 
   /**

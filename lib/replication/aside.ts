@@ -80,7 +80,10 @@ export class DivergentBlocks {
       }
     }
     if (!db) {
-      await runQemuImg(["convert", "-U", "-f", source.format, "-O", "qcow2", source.path, path]);
+      await runQemuImg(
+        ["convert", "-U", "-f", source.format, "-O", "qcow2", source.path, path],
+        path,
+      );
       return new DivergentBlocks(path, source.size, null, null);
     }
     await createReplicaImage(path, "qcow2", source.size);

@@ -10,7 +10,8 @@
  */
 import { InputError } from "../core/errors.ts";
 import { decodeMessage, encodeMessage, type Message } from "./messages.ts";
-import { writeAll } from "../core/bytes.ts";
+import { openForWriting, writeToFile } from "../core/files.ts";
+import { fileSystemError } from "../core/errors.ts";
 
 /** Appends messages to a new journal file. */
 export class JournalWriter {
@@ -20,7 +21,12 @@ export class JournalWriter {
 
   /** Creates (or truncates) the journal at `path`. */
   static async create(path: string): Promise<JournalWriter> {
-    const file = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
+    const file = await openForWriting(path, {
+      write: true,
+      create: true,
+      truncate: true,
+      mode: 0o600,
+    });
     return new JournalWriter(path, file);
   }
 
@@ -34,7 +40,7 @@ export class JournalWriter {
     const record = new Uint8Array(4 + body.length);
     new DataView(record.buffer).setUint32(0, body.length);
     record.set(body, 4);
-    await writeAll(this.file, record);
+    await writeToFile(this.file, this.path, record);
     this.#bytes += record.length;
   }
 
@@ -42,6 +48,8 @@ export class JournalWriter {
   async syncAndClose(): Promise<void> {
     try {
       await this.file.sync();
+    } catch (err) {
+      throw fileSystemError(err, "cannot write", this.path);
     } finally {
       this.file.close();
     }

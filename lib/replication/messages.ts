@@ -412,11 +412,17 @@ function roleOf(f: Record<string, unknown>): RoleAnswer {
   };
 }
 
+/** What a replica name may be: it ends up in file names (no `/`, no `..`). */
+export const REPLICA_NAME_RULE = "1-128 of A-Z a-z 0-9 . _ - and not starting with a dot";
+
 /** Replica names end up in file names: letters, digits, `._-`, not starting with a dot. */
+export function isReplicaName(v: unknown): v is string {
+  return typeof v === "string" && /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(v);
+}
+
+/** `v` as a replica name, or an InputError (it came from the wire or a file). */
 export function name(v: unknown): string {
-  if (typeof v !== "string" || !/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(v)) {
-    throw bad("replica name must be 1-128 of A-Z a-z 0-9 . _ - and not start with a dot");
-  }
+  if (!isReplicaName(v)) throw bad(`replica name must be ${REPLICA_NAME_RULE}`);
   return v;
 }
 

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { DependencyError, TargetError } from "../core/errors.ts";
+import { DependencyError, fileSystemError, TargetError, toolTargetError } from "../core/errors.ts";
 import { NbdImageTarget } from "../restore/nbd_target.ts";
 import type { RestoreTarget } from "../restore/target.ts";
-import { writeAll } from "../core/bytes.ts";
+import { openForWriting, writeToFile } from "../core/files.ts";
 import { helperCommand } from "../core/process.ts";
 
 /** Image formats a replica can have. */
@@ -25,16 +25,18 @@ export async function createReplicaImage(
   size: number,
 ): Promise<void> {
   if (format === "raw") {
-    const file = await Deno.open(path, { write: true, create: true, truncate: true });
+    const file = await openForWriting(path, { write: true, create: true, truncate: true });
     try {
       await file.truncate(size);
       await file.sync();
+    } catch (err) {
+      throw fileSystemError(err, "cannot create", path);
     } finally {
       file.close();
     }
     return;
   }
-  await runQemuImg(["create", "-q", "-f", "qcow2", path, String(size)]);
+  await runQemuImg(["create", "-q", "-f", "qcow2", path, String(size)], path);
 }
 
 /** Opens an existing replica image for writing. */
@@ -56,14 +58,14 @@ class RawImage implements ReplicaImage {
       const file = await Deno.open(path, { read: true, write: true });
       return new RawImage(path, file, (await file.stat()).size);
     } catch (err) {
-      throw new TargetError(`cannot open replica ${path}: ${(err as Error).message}`);
+      throw fileSystemError(err, "cannot open the replica", path);
     }
   }
 
   async writeData(offset: number, data: Uint8Array): Promise<void> {
     this.#check(offset, data.length);
     await this.file.seek(offset, Deno.SeekMode.Start);
-    await writeAll(this.file, data);
+    await writeToFile(this.file, this.path, data);
   }
 
   /** Overwrites only chunks that are not zero already, so holes stay holes. */
@@ -107,8 +109,8 @@ class RawImage implements ReplicaImage {
   }
 }
 
-/** Runs `qemu-img ARGS`; its last stderr line becomes the TargetError when it fails. */
-export async function runQemuImg(args: string[]): Promise<void> {
+/** Runs `qemu-img ARGS` on the image `path`; its last stderr line becomes the TargetError. */
+export async function runQemuImg(args: string[], path: string): Promise<void> {
   let out: Deno.CommandOutput;
   try {
     out = await helperCommand("qemu-img", { args, stdout: "null", stderr: "piped" }).output();
@@ -120,6 +122,6 @@ export async function runQemuImg(args: string[]): Promise<void> {
   }
   if (!out.success) {
     const text = new TextDecoder().decode(out.stderr).trim().split("\n").pop();
-    throw new TargetError(`qemu-img ${args[0]} failed: ${text}`);
+    throw toolTargetError(text ?? "", `qemu-img ${args[0]} failed on`, path);
   }
 }

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { name as checkName } from "./messages.ts";
 import { type DiskRole, initialRole, type Role } from "./roles.ts";
+import { makeDirectory } from "../core/files.ts";
 
 /** Reads a disk's role; `side` gives the role it has before any failover. */
 export async function loadRole(dir: string, name: string, side: Role): Promise<DiskRole> {
@@ -17,7 +18,7 @@ export async function loadRole(dir: string, name: string, side: Role): Promise<D
 
 /** Writes a disk's role durably. */
 export async function saveRole(dir: string, role: DiskRole): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
+  await makeDirectory(dir, "the directory of the role file");
   await writeFileAtomic(rolePath(dir, role.name), JSON.stringify(role, null, 2) + "\n");
 }
 

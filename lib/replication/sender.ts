@@ -34,6 +34,7 @@ import { name as checkName } from "./messages.ts";
 import { blockPlan, intersectMap, seedWindows } from "./plan.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep } from "./roles.ts";
+import { makeDirectory, openForWriting } from "../core/files.ts";
 
 /** Where batches go. */
 export interface ReplicationTarget {
@@ -145,7 +146,7 @@ export async function listSenderStates(stateDir: string): Promise<SenderState[]>
 
 /** Writes a disk's sender state atomically. */
 export async function saveSenderState(stateDir: string, state: SenderState): Promise<void> {
-  await Deno.mkdir(stateDir, { recursive: true });
+  await makeDirectory(stateDir, "the state directory");
   await writeFileAtomic(
     senderStatePath(stateDir, state.name),
     JSON.stringify(state, null, 2) + "\n",
@@ -678,8 +679,8 @@ async function exclusively<T>(
   disk: ReplicatedDisk,
   attempt: (run: RunRecord) => Promise<T>,
 ): Promise<T> {
-  await Deno.mkdir(disk.stateDir, { recursive: true });
-  const lock = await Deno.open(join(disk.stateDir, `${checkName(disk.name)}.lock`), {
+  await makeDirectory(disk.stateDir, "the state directory");
+  const lock = await openForWriting(join(disk.stateDir, `${checkName(disk.name)}.lock`), {
     write: true,
     create: true,
   });

@@ -44,6 +44,7 @@ import {
   type ReplicaImage,
   runQemuImg,
 } from "./replica_image.ts";
+import { makeDirectory } from "../core/files.ts";
 
 /** The state file of one replica. */
 export interface ReplicaState {
@@ -107,8 +108,8 @@ export async function addImageCheckpoint(
 ): Promise<DiskCheckpoint> {
   const names = bitmapNames(id, await replicationScope(node));
   for (const bitmap of [names.inc, names.base]) {
-    await runQemuImg(["bitmap", "-f", "qcow2", "--remove", image, bitmap]).catch(() => {});
-    await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap]);
+    await runQemuImg(["bitmap", "-f", "qcow2", "--remove", image, bitmap], image).catch(() => {});
+    await runQemuImg(["bitmap", "-f", "qcow2", "--add", image, bitmap], image);
   }
   return { node, incBitmap: names.inc, baseBitmap: names.base };
 }
@@ -125,7 +126,7 @@ export class ReplicaStore {
     dir: string,
     options: ReplicaStoreOptions,
   ): Promise<{ store: ReplicaStore; recovered: RecoveryNote[] }> {
-    await Deno.mkdir(dir, { recursive: true });
+    await makeDirectory(dir, "the replica directory");
     const store = new ReplicaStore(dir, options);
     const recovered: RecoveryNote[] = [];
     for await (const entry of Deno.readDir(dir)) {

@@ -4,20 +4,22 @@
  *
  * @module
  */
-import { NbdClient } from "../nbd/client.ts";
+import { NbdClient, NbdRequestError } from "../nbd/client.ts";
 import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
-import { TargetError } from "../core/errors.ts";
+import { fileSystemError, SourceError, TargetError, toolTargetError } from "../core/errors.ts";
 import { helperCommand } from "../core/process.ts";
 import type { RestoreTarget } from "./target.ts";
 
 /** An image file written through a private qemu-nbd. */
 export class NbdImageTarget implements RestoreTarget {
   readonly size: number;
+  readonly #path: string;
   readonly #server: ServedImage;
   readonly #client: NbdClient;
   #closed = false;
 
-  private constructor(server: ServedImage, client: NbdClient) {
+  private constructor(path: string, server: ServedImage, client: NbdClient) {
+    this.#path = path;
     this.#server = server;
     this.#client = client;
     this.size = client.size;
@@ -32,16 +34,21 @@ export class NbdImageTarget implements RestoreTarget {
     }).output();
     if (!out.success) {
       const text = new TextDecoder().decode(out.stderr).trim();
-      throw new TargetError(`cannot create ${path}: ${text}`);
+      throw toolTargetError(text, "cannot create", path);
     }
     return await NbdImageTarget.open(path, "qcow2");
   }
 
   /** Opens an existing image of `format` for writing in place. */
   static async open(path: string, format: string): Promise<NbdImageTarget> {
-    const server = await serveImage(path, { format, readOnly: false, connections: 1 });
+    const server = await serveImage(path, { format, readOnly: false, connections: 1 }).catch(
+      (err) => {
+        // qemu-nbd's failure to open the image for writing is the target's.
+        throw err instanceof SourceError ? toolTargetError(err.message, "cannot write", path) : err;
+      },
+    );
     try {
-      return new NbdImageTarget(server, await NbdClient.connect({ uri: server.uri }));
+      return new NbdImageTarget(path, server, await NbdClient.connect({ uri: server.uri }));
     } catch (err) {
       await server.close();
       throw err;
@@ -49,15 +56,26 @@ export class NbdImageTarget implements RestoreTarget {
   }
 
   writeData(offset: number, data: Uint8Array): Promise<void> {
-    return this.#client.pwrite(data, offset);
+    return this.#named(this.#client.pwrite(data, offset));
   }
 
   writeZero(offset: number, length: number): Promise<void> {
-    return this.#client.zero(offset, length);
+    return this.#named(this.#client.zero(offset, length));
   }
 
   flush(): Promise<void> {
-    return this.#client.flush();
+    return this.#named(this.#client.flush());
+  }
+
+  /** A refused write names the image, not qemu-nbd's private socket. */
+  async #named(request: Promise<void>): Promise<void> {
+    try {
+      await request;
+    } catch (err) {
+      if (!(err instanceof NbdRequestError)) throw err;
+      const named = fileSystemError(err, "cannot write", this.#path);
+      throw named === err ? new TargetError(`cannot write ${this.#path}: ${err.detail}`) : named;
+    }
   }
 
   async close(): Promise<void> {

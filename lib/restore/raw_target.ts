@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { TargetError } from "../core/errors.ts";
+import { fileSystemError } from "../core/errors.ts";
 import type { RestoreTarget } from "./target.ts";
 import { openForWriting } from "../core/files.ts";
 import { writeAll } from "../core/bytes.ts";
@@ -42,7 +42,7 @@ export class RawFileTarget implements RestoreTarget {
       await this.#file.seek(offset, Deno.SeekMode.Start);
       await writeAll(this.#file, data);
     } catch (err) {
-      throw new TargetError(`cannot write ${this.#path} at ${offset}: ${(err as Error).message}`);
+      throw fileSystemError(err, "cannot write", this.#path);
     }
   }
 
@@ -59,7 +59,7 @@ export class RawFileTarget implements RestoreTarget {
     try {
       await this.#file.sync();
     } catch (err) {
-      throw new TargetError(`cannot sync ${this.#path}: ${(err as Error).message}`);
+      throw fileSystemError(err, "cannot write", this.#path);
     }
   }
 

@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import {
+  fileSystemError,
+  osErrorCode,
+  SourceError,
+  TargetError,
+  typedError,
+  UsageError,
+} from "./errors.ts";
+
+function osError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+Deno.test("OS error codes come from code, errno or Deno's '(os error N)'", () => {
+  assert.equal(osErrorCode(osError("EROFS", "x")), "EROFS");
+  assert.equal(osErrorCode({ errno: 28 }), "ENOSPC");
+  assert.equal(osErrorCode(new Error("No space left on device (os error 28)")), "ENOSPC");
+  assert.equal(osErrorCode(new Error("plain")), undefined);
+  assert.equal(osErrorCode(null), undefined);
+});
+
+Deno.test("a failed file-system call names the path: target (6) or usage (2)", () => {
+  const full = fileSystemError(
+    new Error("No space left on device (os error 28)"),
+    "cannot write",
+    "/t/x",
+  );
+  assert.ok(full instanceof TargetError);
+  assert.equal(
+    full.message,
+    "cannot write /t/x: no space left on the device: free space or choose another place",
+  );
+  const ro = fileSystemError(
+    osError("EROFS", "Read-only file system (os error 30)"),
+    "cannot open",
+    "/r",
+  );
+  assert.ok(ro instanceof TargetError);
+  assert.match(ro.message, /^cannot open \/r: the file system is read-only/);
+  const file = fileSystemError(
+    osError("EEXIST", "File exists"),
+    "cannot create the state directory",
+    "/f",
+  );
+  assert.ok(file instanceof UsageError);
+  assert.match(file.message, /\/f: it exists and is not a directory/);
+  assert.ok(fileSystemError(osError("ENOTDIR", ""), "cannot read", "/f/a") instanceof UsageError);
+  const typed = new SourceError("unreachable");
+  assert.equal(fileSystemError(typed, "cannot write", "/x"), typed);
+  const other = fileSystemError(new Error("odd"), "cannot write", "/x");
+  assert.ok(other instanceof TargetError);
+  assert.equal(other.message, "cannot write /x: odd");
+});
+
+Deno.test("front ends map stray OS errors, never report them as internal errors", () => {
+  const e = typedError(new Error("Read-only file system (os error 30): mkdir '/m/s'"));
+  assert.ok(e instanceof TargetError);
+  assert.equal(e.exitCode, 6);
+  assert.match(e.message, /'\/m\/s'/);
+  assert.equal(typedError(new TypeError("bug")), null);
+  const typed = new UsageError("u");
+  assert.equal(typedError(typed), typed);
+});
