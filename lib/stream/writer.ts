@@ -146,6 +146,7 @@ export class StreamWriter {
       offset,
       length,
       checksum: 0n,
+      payloadChecksum: 0n,
     });
     this.#enqueue(Promise.resolve(frame), Infinity);
     this.#totals.records++;
