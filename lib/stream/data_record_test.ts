@@ -3,6 +3,7 @@ import { encodeDataRecordInPlace } from "./data_record.ts";
 import { dataChecksum, decodeRecordHeader, RECORD_HEADER_SIZE, STREAM_VERSION } from "./format.ts";
 import { zstdDecompressExact } from "./zstd.ts";
 import { xxh64 } from "@node-rs/xxhash";
+import { pseudoRandom } from "../../tests/fixtures/bytes.ts";
 
 const B = 4096;
 const v3 = { version: STREAM_VERSION, blockSize: B };
@@ -32,16 +33,18 @@ Deno.test("a compressible record is compressed in place, in front of what is lef
 });
 
 Deno.test("incompressible data and level 0 are stored as they are", () => {
-  const data = crypto.getRandomValues(new Uint8Array(65536));
-  for (const level of [0, 3]) {
-    const spec = { offset: 0, length: data.length, level, blockSize: B };
-    const record = encodeDataRecordInPlace(recordBuffer(data), spec);
-    const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE), STREAM_VERSION);
-    assert.equal(h.compressed, false);
-    assert.equal(h.storedLength, data.length);
-    assert.equal(h.checksum, dataChecksum(v3, 0, data));
-    assert.equal(h.payloadChecksum, 0n, "the data checksum covers raw stored bytes");
-    assert.deepEqual(record.subarray(RECORD_HEADER_SIZE), data);
+  // 64 KiB is compressed whole to find out; 1 MiB is judged by its sample.
+  for (const data of [pseudoRandom(65536, 3), pseudoRandom(1 << 20, 4)]) {
+    for (const level of [0, 3]) {
+      const spec = { offset: 0, length: data.length, level, blockSize: B };
+      const record = encodeDataRecordInPlace(recordBuffer(data), spec);
+      const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE), STREAM_VERSION);
+      assert.equal(h.compressed, false);
+      assert.equal(h.storedLength, data.length);
+      assert.equal(h.checksum, dataChecksum(v3, 0, data));
+      assert.equal(h.payloadChecksum, 0n, "the data checksum covers raw stored bytes");
+      assert.deepEqual(record.subarray(RECORD_HEADER_SIZE), data);
+    }
   }
 });
 

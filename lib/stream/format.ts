@@ -8,6 +8,7 @@
  */
 import { xxh64 } from "@node-rs/xxhash";
 import { InputError } from "../core/errors.ts";
+import type { Compression } from "./compression.ts";
 
 /** First bytes of every stream. */
 export const STREAM_MAGIC = new TextEncoder().encode("DIRTYBIT");
@@ -46,8 +47,7 @@ export const FLAG_ZSTD = 1;
 export type BackupLevel = "full" | "incremental" | "differential";
 const LEVELS: readonly BackupLevel[] = ["full", "incremental", "differential"];
 
-/** Stream compression: `none` or `zstd:N` with N in 1..22. */
-export type Compression = "none" | `zstd:${number}`;
+export { type Compression, DEFAULT_COMPRESSION } from "./compression.ts";
 
 /** The self-describing header of a stream. */
 export interface StreamHeader {
