@@ -109,6 +109,17 @@ Deno.test("version 2 data checksums hash the digests of pieces cut at disk block
   assert.equal(dataChecksum({ version: 1, blockSize: B }, 100, data), xxh64(data));
 });
 
+/** 7 bytes stored raw at offset 0, data checksum 5. */
+const RAW_7: RecordHeader = {
+  kind: "data",
+  compressed: false,
+  storedLength: 7,
+  offset: 0,
+  length: 7,
+  checksum: 5n,
+  payloadChecksum: 0n,
+};
+
 Deno.test("record headers round-trip and every corrupted byte is caught", () => {
   const recs: RecordHeader[] = [
     {
@@ -120,15 +131,7 @@ Deno.test("record headers round-trip and every corrupted byte is caught", () => 
       checksum: 0x1234567890abcdefn,
       payloadChecksum: 0xfedcba0987654321n,
     },
-    {
-      kind: "data",
-      compressed: false,
-      storedLength: 7,
-      offset: 0,
-      length: 7,
-      checksum: 5n,
-      payloadChecksum: 0n,
-    },
+    RAW_7,
     {
       kind: "zero",
       compressed: false,
@@ -158,15 +161,7 @@ Deno.test("a version 2 record header is 40 bytes and carries no payload checksum
   view.setBigUint64(16, 7n, true);
   view.setBigUint64(24, 5n, true);
   view.setBigUint64(32, xxh64(v2.subarray(0, 32)), true);
-  assert.deepEqual(decodeRecordHeader(v2, 2), {
-    kind: "data",
-    compressed: false,
-    storedLength: 7,
-    offset: 0,
-    length: 7,
-    checksum: 5n,
-    payloadChecksum: 0n,
-  });
+  assert.deepEqual(decodeRecordHeader(v2, 2), RAW_7);
   assert.throws(() => decodeRecordHeader(v2, 3), RangeError);
 });
 
