@@ -236,7 +236,7 @@ export class StreamWriter {
    * compressed, in a worker if one is idle, else here and now: a worker's
    * turn comes late on a busy machine, and a record stored raw is only a copy
    * and a header. Waiting for workers held a backup of half random, half
-   * text data at 0.34-0.47x of nbdcopy on a loaded 2-core machine.
+   * text data at 0.34-0.54x of nbdcopy on a loaded 2-core machine.
    */
   #dataFrame(offset: number, piece: Uint8Array, checksum?: bigint): Promise<Uint8Array> {
     const counted = (record: Uint8Array) => {
