@@ -59,17 +59,31 @@ Deno.test("cli: usage errors and unreachable sources exit 2 or 5 with one line",
   }
 });
 
-Deno.test("cli: a version 1 stream (older dirtybit) inspects and restores", async () => {
-  const fixture = new URL("./fixtures/streams/v1-full.dbit", import.meta.url).pathname;
+Deno.test("cli: version 1 and 2 streams (older dirtybits) inspect, verify and restore", async () => {
+  const checksums: Record<number, string> = { 1: "cb37623f7adafa91", 2: "a0922eeae9978d36" };
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
   try {
-    const shown = await dirtybit(["inspect", fixture]);
-    assert.equal(shown.code, 0, shown.stderr);
-    assert.match(shown.stdout, /^format: +version 1$/m);
-    assert.match(shown.stdout, /^checksum: +cb37623f7adafa91 \(verified\)$/m);
-    const restored = await dirtybit(["restore", "--out", join(dir, "v1.raw"), fixture]);
-    assert.equal(restored.code, 0, restored.stderr);
-    assert.equal((await Deno.stat(join(dir, "v1.raw"))).size, 3 * MiB + 1000);
+    for (const version of [1, 2]) {
+      const fixture = new URL(`./fixtures/streams/v${version}-full.dbit`, import.meta.url).pathname;
+      const shown = await dirtybit(["inspect", fixture]);
+      assert.equal(shown.code, 0, shown.stderr);
+      assert.match(shown.stdout, new RegExp(`^format: +version ${version}$`, "m"));
+      assert.match(
+        shown.stdout,
+        new RegExp(`^checksum: +${checksums[version]} \\(verified\\)$`, "m"),
+      );
+      const verified = await dirtybit(["verify", fixture]);
+      assert.equal(verified.code, 0, verified.stderr);
+      assert.match(verified.stdout, new RegExp(`^OK +${fixture}: full v${version}-full$`, "m"));
+      const out = join(dir, `v${version}.raw`);
+      const restored = await dirtybit(["restore", "--out", out, fixture]);
+      assert.equal(restored.code, 0, restored.stderr);
+      assert.equal((await Deno.stat(out)).size, 3 * MiB + 1000);
+    }
+    assert.deepEqual(
+      await Deno.readFile(join(dir, "v1.raw")),
+      await Deno.readFile(join(dir, "v2.raw")),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -19,6 +19,7 @@ import type {
 } from "./engine_port.ts";
 import { DataPacker } from "./ptcomm.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
+import { DEFAULT_COMPRESSION } from "../stream/format.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../cli/report.ts";
@@ -73,7 +74,7 @@ async function engineJob(ctx: JobContext): Promise<EngineJob> {
     nodes: params.node ?? [],
     level: engineLevel(job.level),
     stateDir: stateDirOf(params, ctx.workDir),
-    compression: params.compress ?? "zstd:3",
+    compression: params.compress ?? DEFAULT_COMPRESSION,
     metadata: { bacula: { job: job.name, jobId: job.jobId, vm: vmName(params) } },
     signal: ctx.ch.signal,
     onMessage: (kind, text) => void ctx.ch.say(kind === "info" ? "I" : "W", text).catch(() => {}),

@@ -20,7 +20,7 @@ import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine, reportProgress } from "./report.ts";
-import { compressionLevel } from "../stream/format.ts";
+import { compressionLevel, DEFAULT_COMPRESSION } from "../stream/format.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
 
 const HELP = `
@@ -133,7 +133,7 @@ export const backupCommand: Command = {
       "differential",
       "auto",
     ], "auto");
-    const compression = values.compress ?? "zstd:3";
+    const compression = values.compress ?? DEFAULT_COMPRESSION;
     try {
       compressionLevel(compression);
     } catch {

@@ -11,6 +11,7 @@
  */
 import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
+import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 
 /** How a parameter's text is checked and converted. */
 export type ParamKind = "string" | "secret" | "path" | "int" | "bool" | "enum" | "list" | "rate";
@@ -98,7 +99,7 @@ export const PARAMS = {
   compress: {
     kind: "string",
     help: "stream compression: none, zstd or zstd:LEVEL",
-    default: "zstd:3",
+    default: DEFAULT_COMPRESSION,
     check: checkCompression,
   },
   mode: { kind: "enum", help: "operating mode (unset: backup or restore)", values: MODES },

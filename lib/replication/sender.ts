@@ -2,9 +2,10 @@
  * The sending side: `seed` (first full copy, resumable) and cycles (only
  * what the guest wrote since the last confirmed cycle). Each batch is read
  * from a point-in-time view (lib/qemu), zero ranges go as zero records, data
- * is zstd-compressed, and the bitmap checkpoint advances only after the
- * receiver confirmed the batch durable; any failure aborts the point in time,
- * so the old checkpoint keeps every change for the next attempt.
+ * is zstd-compressed where that shrinks it, and the bitmap checkpoint
+ * advances only after the receiver confirmed the batch durable; any failure
+ * aborts the point in time, so the old checkpoint keeps every change for the
+ * next attempt.
  *
  * @module
  */
@@ -23,7 +24,7 @@ import {
   removeCheckpoint,
   removeLeftovers,
 } from "../qemu/mod.ts";
-import { zstdCompress } from "../stream/zstd.ts";
+import { zstdCompressIfSmaller } from "../stream/zstd.ts";
 import type { HashDb } from "../cbt/hashdb.ts";
 import { BlockClassifier } from "../cbt/layers.ts";
 import { cycleKey, l2Decision, openHashDb, seedKey } from "./hashes.ts";
@@ -790,19 +791,18 @@ async function sendBatch(
         await sendZero(run.offset, run.length);
         continue;
       }
-      const packed = zstdCompress(run.data, level);
-      const zstd = packed.length < run.data.length;
+      const packed = zstdCompressIfSmaller(run.data, level);
       await channel.send({
         type: "data",
         offset: run.offset,
         length: run.length,
-        codec: zstd ? "zstd" : "raw",
-        payload: zstd ? packed : run.data,
+        codec: packed ? "zstd" : "raw",
+        payload: packed ?? run.data,
       });
       stats.records++;
       bytes += run.length;
       stats.dataBytes += run.length;
-      stats.payloadBytes += zstd ? packed.length : run.length;
+      stats.payloadBytes += packed ? packed.length : run.length;
     }
   }
   stats.unchangedBytes = classifier.stats.unchangedBytes;

@@ -11,19 +11,14 @@ import { coalesceMapped, extentEnd, type MappedExtent } from "../core/extent.ts"
 import { describeError, InputError, SourceError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { checkChainOrder } from "./chain.ts";
-import { dataChecksum, type StreamHeader } from "./format.ts";
+import type { RecordHeader, StreamHeader } from "./format.ts";
 import { openStreamFile } from "./reader.ts";
-import { zstdDecompressExact } from "./zstd.ts";
+import { decodeDataPayload } from "./data_record.ts";
 
-/** Where one data record's payload sits in a stream file. */
-interface IndexedRecord {
+/** Where one data record's payload sits in a stream file, and its header. */
+interface IndexedRecord extends RecordHeader {
   readonly file: number;
-  readonly offset: number;
-  readonly length: number;
   readonly payloadPosition: number;
-  readonly storedLength: number;
-  readonly compressed: boolean;
-  readonly checksum: bigint;
 }
 
 /** A range of the merged disk: zeros (`rec` null) or bytes of a record starting at `skew`. */
@@ -102,6 +97,7 @@ export class ChainSource implements DiskSource {
         const updates: Segment[] = [];
         for await (const rec of reader.records()) {
           const indexed: IndexedRecord | null = rec.kind === "zero" ? null : {
+            kind: "data",
             file,
             offset: rec.offset,
             length: rec.length,
@@ -109,6 +105,7 @@ export class ChainSource implements DiskSource {
             storedLength: rec.storedLength,
             compressed: rec.compressed,
             checksum: rec.checksum,
+            payloadChecksum: rec.payloadChecksum,
           };
           updates.push({ offset: rec.offset, length: rec.length, rec: indexed, skew: 0 });
         }
@@ -198,10 +195,8 @@ export class ChainSource implements DiskSource {
     if (got < payload.length) {
       throw new InputError(`${where}: the file was truncated after indexing`);
     }
-    const data = rec.compressed ? zstdDecompressExact(payload, rec.length, where) : payload;
-    if (dataChecksum(this.headers[rec.file], rec.offset, data) !== rec.checksum) {
-      throw new InputError(`${where}: data checksum mismatch (the file changed after indexing)`);
-    }
+    // A mismatch here means the file changed after indexing.
+    const data = decodeDataPayload(this.headers[rec.file], rec, payload, where);
     this.#cached = { rec, data };
     return data;
   }

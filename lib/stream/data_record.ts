@@ -1,15 +1,26 @@
 /**
  * One data record as it goes into a stream, built in place in one buffer:
  * the data sits after room for the header, is replaced by its zstd frame when
- * that is smaller, and the header goes in front. Pure; the writer runs it
- * inline or in its record workers, which keeps the checksum, compression and
- * framing of every megabyte off the thread that reads the disk, and lets
- * buffers be reused instead of allocating (and page-faulting) new ones.
+ * that is smaller, and the header goes in front; and its data as it comes
+ * back out, checked. Pure; the writer runs the encoding inline or in its
+ * record workers, which keeps the checksums, compression and framing of
+ * every megabyte off the thread that reads the disk, and lets buffers be
+ * reused instead of allocating (and page-faulting) new ones.
  *
  * @module
  */
-import { dataChecksum, encodeRecordHeader, RECORD_HEADER_SIZE, STREAM_VERSION } from "./format.ts";
-import { zstdCompress } from "./zstd.ts";
+import {
+  checkPayload,
+  dataChecksum,
+  encodeRecordHeader,
+  payloadChecksum,
+  RECORD_HEADER_SIZE,
+  type RecordHeader,
+  STREAM_VERSION,
+  type StreamHeader,
+} from "./format.ts";
+import { InputError } from "../core/errors.ts";
+import { zstdCompress, zstdDecompressExact } from "./zstd.ts";
 
 /** What a data record is of, and how to store it. */
 export interface DataRecordSpec {
@@ -35,13 +46,38 @@ export function encodeDataRecordInPlace(buf: Uint8Array, spec: DataRecordSpec): 
   const data = buf.subarray(RECORD_HEADER_SIZE, RECORD_HEADER_SIZE + length);
   const checksum = spec.checksum ??
     dataChecksum({ version: STREAM_VERSION, blockSize: spec.blockSize }, offset, data);
-  const z = level > 0 ? zstdCompress(data, level) : null;
-  const compressed = z !== null && z.length < length;
-  if (compressed) buf.set(z, RECORD_HEADER_SIZE);
-  const storedLength = compressed ? z.length : length;
-  encodeRecordHeader(
-    { kind: "data", compressed, storedLength, offset, length, checksum },
-    buf,
-  );
+  const frame = level > 0 ? zstdCompress(data, level) : null;
+  const z = frame && frame.length < length ? frame : null;
+  if (z) buf.set(z, RECORD_HEADER_SIZE);
+  const storedLength = z ? z.length : length;
+  encodeRecordHeader({
+    kind: "data",
+    compressed: z !== null,
+    storedLength,
+    offset,
+    length,
+    checksum,
+    payloadChecksum: z ? payloadChecksum(z) : 0n,
+  }, buf);
   return buf.subarray(0, RECORD_HEADER_SIZE + storedLength);
+}
+
+/**
+ * The disk data of a data record of a stream with `header`, from its stored
+ * `payload`: the payload checksum is checked before decompression, the data
+ * checksum after. InputError naming `where` for any mismatch. Returns
+ * `payload` itself for an uncompressed record.
+ */
+export function decodeDataPayload(
+  header: Pick<StreamHeader, "version" | "blockSize">,
+  rec: RecordHeader,
+  payload: Uint8Array,
+  where: string,
+): Uint8Array {
+  checkPayload(header.version, rec, payload, where);
+  const data = rec.compressed ? zstdDecompressExact(payload, rec.length, where) : payload;
+  if (dataChecksum(header, rec.offset, data) !== rec.checksum) {
+    throw new InputError(`${where}: data checksum mismatch (corrupt stream)`);
+  }
+  return data;
 }

@@ -2,9 +2,11 @@ import assert from "node:assert/strict";
 import { encodeDataRecordInPlace } from "./data_record.ts";
 import { dataChecksum, decodeRecordHeader, RECORD_HEADER_SIZE, STREAM_VERSION } from "./format.ts";
 import { zstdDecompressExact } from "./zstd.ts";
+import { xxh64 } from "@node-rs/xxhash";
+import { pseudoRandom } from "../../tests/fixtures/bytes.ts";
 
 const B = 4096;
-const v2 = { version: STREAM_VERSION, blockSize: B };
+const v3 = { version: STREAM_VERSION, blockSize: B };
 
 function recordBuffer(data: Uint8Array, room = 0): Uint8Array {
   const buf = new Uint8Array(RECORD_HEADER_SIZE + data.length + room);
@@ -19,26 +21,30 @@ Deno.test("a compressible record is compressed in place, in front of what is lef
   const record = encodeDataRecordInPlace(buf, spec);
   assert.equal(record.buffer, buf.buffer);
   assert.equal(record.byteOffset, 0);
-  const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE));
+  const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE), STREAM_VERSION);
   assert.equal(h.compressed, true);
   assert.equal(h.offset, 1 << 20);
   assert.equal(h.length, data.length);
-  assert.equal(h.checksum, dataChecksum(v2, 1 << 20, data));
+  assert.equal(h.checksum, dataChecksum(v3, 1 << 20, data));
   assert.equal(record.length, RECORD_HEADER_SIZE + h.storedLength);
   const payload = record.subarray(RECORD_HEADER_SIZE);
+  assert.equal(h.payloadChecksum, xxh64(payload));
   assert.deepEqual(zstdDecompressExact(payload, data.length, "test"), data);
 });
 
 Deno.test("incompressible data and level 0 are stored as they are", () => {
-  const data = crypto.getRandomValues(new Uint8Array(65536));
-  for (const level of [0, 3]) {
-    const spec = { offset: 0, length: data.length, level, blockSize: B };
-    const record = encodeDataRecordInPlace(recordBuffer(data), spec);
-    const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE));
-    assert.equal(h.compressed, false);
-    assert.equal(h.storedLength, data.length);
-    assert.equal(h.checksum, dataChecksum(v2, 0, data));
-    assert.deepEqual(record.subarray(RECORD_HEADER_SIZE), data);
+  // 64 KiB is compressed whole to find out; 1 MiB is judged by its sample.
+  for (const data of [pseudoRandom(65536, 3), pseudoRandom(1 << 20, 4)]) {
+    for (const level of [0, 3]) {
+      const spec = { offset: 0, length: data.length, level, blockSize: B };
+      const record = encodeDataRecordInPlace(recordBuffer(data), spec);
+      const h = decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE), STREAM_VERSION);
+      assert.equal(h.compressed, false);
+      assert.equal(h.storedLength, data.length);
+      assert.equal(h.checksum, dataChecksum(v3, 0, data));
+      assert.equal(h.payloadChecksum, 0n, "the data checksum covers raw stored bytes");
+      assert.deepEqual(record.subarray(RECORD_HEADER_SIZE), data);
+    }
   }
 });
 
@@ -46,5 +52,8 @@ Deno.test("a checksum the caller has is taken as it is, not computed again", () 
   const data = new Uint8Array(1000).fill(7);
   const spec = { offset: 0, length: data.length, level: 0, blockSize: B, checksum: 42n };
   const record = encodeDataRecordInPlace(recordBuffer(data), spec);
-  assert.equal(decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE)).checksum, 42n);
+  assert.equal(
+    decodeRecordHeader(record.subarray(0, RECORD_HEADER_SIZE), STREAM_VERSION).checksum,
+    42n,
+  );
 });

@@ -1,5 +1,5 @@
 /**
- * The dirtybit backup stream format, version 2 (and version 1, still read):
+ * The dirtybit backup stream format, version 3 (and versions 1 and 2, still read):
  * pure encoders and decoders of the stream header, record headers, data
  * checksums and trailer. No I/O. The byte layout is specified in
  * docs/stream-format.md; this module is its single implementation.
@@ -8,21 +8,31 @@
  */
 import { xxh64 } from "@node-rs/xxhash";
 import { InputError } from "../core/errors.ts";
+import type { Compression } from "./compression.ts";
 
 /** First bytes of every stream. */
 export const STREAM_MAGIC = new TextEncoder().encode("DIRTYBIT");
 /** Last bytes of every stream, after the trailer checksum. */
 export const END_MAGIC = new TextEncoder().encode("DBITEND\n");
 /** The format version this code writes. */
-export const STREAM_VERSION = 2;
-/** The versions this code reads: 1 differs only in what its two checksums cover. */
-const READABLE_VERSIONS: readonly number[] = [1, 2];
+export const STREAM_VERSION = 3;
+/**
+ * The versions this code reads: 1 and 2 have no payload checksum in their
+ * (shorter) record headers, and 1 differs in what its two other checksums cover.
+ */
+const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
+/** "1, 2 and 3", for messages. */
+const READABLE_LIST = `${READABLE_VERSIONS.slice(0, -1).join(", ")} and ${
+  READABLE_VERSIONS.at(-1)
+}`;
 /** Bytes before the header JSON: magic, version, flags, JSON length. */
 export const HEADER_PREFIX_SIZE = 16;
 /** Largest header JSON accepted (the VM definition in `metadata` must fit). */
 export const MAX_HEADER_JSON = 1 << 20;
-/** Size of a data or zero record header. */
-export const RECORD_HEADER_SIZE = 40;
+/** Size of a data or zero record header as this code writes it (version 3). */
+export const RECORD_HEADER_SIZE = 48;
+/** Size of a record header of a version 1 or 2 stream: no payload checksum. */
+const V2_RECORD_HEADER_SIZE = 40;
 /** Size of the trailer, end magic included. */
 export const TRAILER_SIZE = 64;
 /** Largest uncompressed length of one data record; bounds a reader's memory. */
@@ -37,8 +47,7 @@ export const FLAG_ZSTD = 1;
 export type BackupLevel = "full" | "incremental" | "differential";
 const LEVELS: readonly BackupLevel[] = ["full", "incremental", "differential"];
 
-/** Stream compression: `none` or `zstd:N` with N in 1..22. */
-export type Compression = "none" | `zstd:${number}`;
+export { type Compression, DEFAULT_COMPRESSION } from "./compression.ts";
 
 /** The self-describing header of a stream. */
 export interface StreamHeader {
@@ -83,6 +92,12 @@ export interface RecordHeader {
   readonly length: number;
   /** The uncompressed data's checksum, see {@link dataChecksum} (0 for zero records). */
   readonly checksum: bigint;
+  /**
+   * xxHash64 of a compressed record's stored payload, checked before it is
+   * decompressed. 0 for uncompressed records (their stored bytes are the
+   * data, which `checksum` covers), for zero records, and in versions 1 and 2.
+   */
+  readonly payloadChecksum: bigint;
 }
 
 /** Totals and stream checksum written at the end of a stream. */
@@ -137,7 +152,7 @@ function requireSize(o: Record<string, unknown>, key: string): number {
 export function validateHeader(o: Record<string, unknown>): StreamHeader {
   const version = requireSize(o, "version");
   if (!READABLE_VERSIONS.includes(version)) {
-    fail(`unknown version ${version} (this dirtybit reads ${READABLE_VERSIONS.join(" and ")})`);
+    fail(`unknown version ${version} (this dirtybit reads versions ${READABLE_LIST})`);
   }
   const disk = requireString(o, "disk", true);
   const virtualSize = requireSize(o, "virtualSize");
@@ -230,9 +245,7 @@ export function decodeHeaderPrefix(prefix: Uint8Array): number {
   const version = view.getUint16(8, true);
   if (!READABLE_VERSIONS.includes(version)) {
     throw new InputError(
-      `backup stream version ${version} is not supported (this dirtybit reads versions ${
-        READABLE_VERSIONS.join(" and ")
-      })`,
+      `backup stream version ${version} is not supported (this dirtybit reads versions ${READABLE_LIST})`,
     );
   }
   if (view.getUint16(10, true) !== 0) fail("reserved flags are set");
@@ -278,9 +291,15 @@ function getU64(view: DataView, at: number, what: string): number {
   return Number(v);
 }
 
+/** Size of a record header in a stream of format `version`. */
+export function recordHeaderSize(version: number): number {
+  return version >= 3 ? RECORD_HEADER_SIZE : V2_RECORD_HEADER_SIZE;
+}
+
 /**
- * Encodes a data or zero record header into the first 40 bytes of `into`
- * (a new buffer by default) and returns them; the payload (if any) follows it.
+ * Encodes a data or zero record header (version 3) into the first
+ * RECORD_HEADER_SIZE bytes of `into` (a new buffer by default) and returns
+ * them; the payload (if any) follows it.
  */
 export function encodeRecordHeader(
   rec: RecordHeader,
@@ -290,23 +309,26 @@ export function encodeRecordHeader(
   const view = new DataView(out.buffer, out.byteOffset, RECORD_HEADER_SIZE);
   out[0] = RecordKind[rec.kind];
   out[1] = rec.compressed ? FLAG_ZSTD : 0;
+  out[2] = out[3] = 0;
   view.setUint32(4, rec.storedLength, true);
   putU64(view, 8, rec.offset);
   putU64(view, 16, rec.length);
   view.setBigUint64(24, rec.checksum, true);
-  view.setBigUint64(32, xxh64(out.subarray(0, 32)), true);
+  view.setBigUint64(32, rec.payloadChecksum, true);
+  view.setBigUint64(40, xxh64(out.subarray(0, 40)), true);
   return out;
 }
 
 /**
- * Decodes a record header whose kind byte is data or zero, verifying its
- * checksum and internal consistency. Range checks against the disk size and
- * record order are the reader's.
+ * Decodes a record header of a stream of format `version` whose kind byte
+ * is data or zero, verifying its checksum and internal consistency. Range
+ * checks against the disk size and record order are the reader's.
  */
-export function decodeRecordHeader(bytes: Uint8Array): RecordHeader {
-  if (bytes.length !== RECORD_HEADER_SIZE) throw new RangeError("record header is 40 bytes");
+export function decodeRecordHeader(bytes: Uint8Array, version: number): RecordHeader {
+  const size = recordHeaderSize(version);
+  if (bytes.length !== size) throw new RangeError(`record header is ${size} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (xxh64(bytes.subarray(0, 32)) !== view.getBigUint64(32, true)) {
+  if (xxh64(bytes.subarray(0, size - 8)) !== view.getBigUint64(size - 8, true)) {
     throw new InputError("backup stream record header checksum mismatch (corrupt stream)");
   }
   const kindByte = bytes[0];
@@ -321,9 +343,10 @@ export function decodeRecordHeader(bytes: Uint8Array): RecordHeader {
   const offset = getU64(view, 8, "record offset");
   const length = getU64(view, 16, "record length");
   const checksum = view.getBigUint64(24, true);
+  const payloadChecksum = size === RECORD_HEADER_SIZE ? view.getBigUint64(32, true) : 0n;
   if (length === 0) throw new InputError(`backup stream record at ${offset} has length 0`);
   if (kind === "zero") {
-    if (compressed || storedLength !== 0 || checksum !== 0n) {
+    if (compressed || storedLength !== 0 || checksum !== 0n || payloadChecksum !== 0n) {
       throw new InputError(`backup stream zero record at ${offset} carries payload fields`);
     }
   } else {
@@ -332,19 +355,43 @@ export function decodeRecordHeader(bytes: Uint8Array): RecordHeader {
         `backup stream data record at ${offset} is ${length} bytes, more than ${MAX_RECORD_DATA}`,
       );
     }
-    const ok = compressed ? storedLength > 0 && storedLength < length : storedLength === length;
+    const ok = compressed
+      ? storedLength > 0 && storedLength < length
+      : storedLength === length && payloadChecksum === 0n;
     if (!ok) {
       throw new InputError(
         `backup stream data record at ${offset} stores ${storedLength} bytes for ${length}`,
       );
     }
   }
-  return { kind, compressed, storedLength, offset, length, checksum };
+  return { kind, compressed, storedLength, offset, length, checksum, payloadChecksum };
+}
+
+/** The payload checksum of a compressed version 3 record: xxHash64 of the stored bytes. */
+export function payloadChecksum(payload: Uint8Array): bigint {
+  return xxh64(payload);
+}
+
+/**
+ * Checks a compressed record's stored payload against its header before it
+ * is decompressed (version 3; older records carry no payload checksum, and an
+ * uncompressed one is checked by its data checksum). InputError naming
+ * `where` on a mismatch.
+ */
+export function checkPayload(
+  version: number,
+  rec: RecordHeader,
+  payload: Uint8Array,
+  where: string,
+): void {
+  if (version >= 3 && rec.compressed && payloadChecksum(payload) !== rec.payloadChecksum) {
+    throw new InputError(`${where}: stored payload checksum mismatch (corrupt stream)`);
+  }
 }
 
 /**
  * The checksum of a data record's uncompressed `data` at disk `offset`.
- * Version 1: xxHash64 of the data. Version 2: xxHash64 of the xxHash64s of
+ * Version 1: xxHash64 of the data. Versions 2 and 3: xxHash64 of the xxHash64s of
  * the data's pieces, cut at multiples of `blockSize` from the disk's start,
  * each digest as 8 little-endian bytes. Those piece digests are the hash DB's
  * block hashes, so a backup that has them checksums a record without hashing
@@ -368,7 +415,7 @@ export function dataChecksum(
   return checksumOfDigests(digests);
 }
 
-/** Version 2's data checksum from the piece digests of {@link dataChecksum}. */
+/** The data checksum (version 2 and later) from the piece digests of {@link dataChecksum}. */
 export function checksumOfDigests(digests: BigUint64Array): bigint {
   const bytes = new Uint8Array(digests.length * 8);
   const view = new DataView(bytes.buffer);
@@ -378,9 +425,9 @@ export function checksumOfDigests(digests: BigUint64Array): bigint {
 
 /**
  * Whether the trailer's stream checksum covers data payloads: version 1
- * hashes every byte, version 2 every byte but the payloads, which their
- * records' data checksums cover (and the record headers holding those are
- * in the stream checksum).
+ * hashes every byte, versions 2 and 3 every byte but the payloads, which
+ * their records' data checksums (and in version 3 payload checksums) cover;
+ * the record headers holding those are in the stream checksum.
  */
 export function streamHashCoversPayloads(version: number): boolean {
   return version === 1;

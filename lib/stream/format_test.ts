@@ -33,7 +33,7 @@ const init: StreamHeaderInit = {
 Deno.test("header round trip keeps every field", () => {
   const header = completeHeader({ ...init, createdAt: "2025-01-02T03:04:05.000Z" });
   assert.deepEqual(decodeHeader(encodeHeader(header)), header);
-  assert.equal(header.version, 2);
+  assert.equal(header.version, 3);
 });
 
 Deno.test("header without metadata and full level round-trips", () => {
@@ -75,13 +75,18 @@ Deno.test("bad magic and unknown version have their own messages", () => {
   magic[0] = 0x41;
   assert.throws(() => decodeHeader(magic), /bad magic/);
   const version = bytes.slice();
-  version[8] = 3;
-  assert.throws(() => decodeHeader(version), /version 3 is not supported/);
+  version[8] = 4;
+  assert.throws(
+    () => decodeHeader(version),
+    /version 4 is not supported \(this dirtybit reads versions 1, 2 and 3\)/,
+  );
 });
 
-Deno.test("a version 1 header is still read, with its version", () => {
-  const header = { ...completeHeader(init), version: 1 };
-  assert.equal(decodeHeader(encodeHeader(header)).version, 1);
+Deno.test("version 1 and 2 headers are still read, with their version", () => {
+  for (const version of [1, 2]) {
+    const header = { ...completeHeader(init), version };
+    assert.equal(decodeHeader(encodeHeader(header)).version, version);
+  }
 });
 
 Deno.test("version 2 data checksums hash the digests of pieces cut at disk block boundaries", () => {
@@ -104,6 +109,17 @@ Deno.test("version 2 data checksums hash the digests of pieces cut at disk block
   assert.equal(dataChecksum({ version: 1, blockSize: B }, 100, data), xxh64(data));
 });
 
+/** 7 bytes stored raw at offset 0, data checksum 5. */
+const RAW_7: RecordHeader = {
+  kind: "data",
+  compressed: false,
+  storedLength: 7,
+  offset: 0,
+  length: 7,
+  checksum: 5n,
+  payloadChecksum: 0n,
+};
+
 Deno.test("record headers round-trip and every corrupted byte is caught", () => {
   const recs: RecordHeader[] = [
     {
@@ -113,8 +129,9 @@ Deno.test("record headers round-trip and every corrupted byte is caught", () => 
       offset: 65536,
       length: 4096,
       checksum: 0x1234567890abcdefn,
+      payloadChecksum: 0xfedcba0987654321n,
     },
-    { kind: "data", compressed: false, storedLength: 7, offset: 0, length: 7, checksum: 5n },
+    RAW_7,
     {
       kind: "zero",
       compressed: false,
@@ -122,21 +139,34 @@ Deno.test("record headers round-trip and every corrupted byte is caught", () => 
       offset: 2 ** 40,
       length: 2 ** 33,
       checksum: 0n,
+      payloadChecksum: 0n,
     },
   ];
   for (const rec of recs) {
     const bytes = encodeRecordHeader(rec);
-    assert.deepEqual(decodeRecordHeader(bytes), rec);
+    assert.deepEqual(decodeRecordHeader(bytes, STREAM_VERSION), rec);
     for (let i = 0; i < bytes.length; i++) {
       const bad = bytes.slice();
       bad[i] ^= 0x10;
-      assert.throws(() => decodeRecordHeader(bad), InputError, `byte ${i}`);
+      assert.throws(() => decodeRecordHeader(bad, STREAM_VERSION), InputError, `byte ${i}`);
     }
   }
 });
 
+Deno.test("a version 2 record header is 40 bytes and carries no payload checksum", () => {
+  const v2 = new Uint8Array(40);
+  const view = new DataView(v2.buffer);
+  v2[0] = 1;
+  view.setUint32(4, 7, true);
+  view.setBigUint64(16, 7n, true);
+  view.setBigUint64(24, 5n, true);
+  view.setBigUint64(32, xxh64(v2.subarray(0, 32)), true);
+  assert.deepEqual(decodeRecordHeader(v2, 2), RAW_7);
+  assert.throws(() => decodeRecordHeader(v2, 3), RangeError);
+});
+
 Deno.test("inconsistent record headers are rejected even with a valid checksum", () => {
-  const cases: RecordHeader[] = [
+  const cases: (Omit<RecordHeader, "payloadChecksum"> & { payloadChecksum?: bigint })[] = [
     { kind: "data", compressed: false, storedLength: 10, offset: 0, length: 11, checksum: 0n },
     { kind: "data", compressed: true, storedLength: 11, offset: 0, length: 11, checksum: 0n },
     { kind: "data", compressed: false, storedLength: 0, offset: 0, length: 0, checksum: 0n },
@@ -149,9 +179,28 @@ Deno.test("inconsistent record headers are rejected even with a valid checksum",
       checksum: 0n,
     },
     { kind: "zero", compressed: false, storedLength: 3, offset: 0, length: 3, checksum: 0n },
+    {
+      kind: "zero",
+      compressed: false,
+      storedLength: 0,
+      offset: 0,
+      length: 3,
+      checksum: 0n,
+      payloadChecksum: 1n,
+    },
+    {
+      kind: "data",
+      compressed: false,
+      storedLength: 3,
+      offset: 0,
+      length: 3,
+      checksum: 0n,
+      payloadChecksum: 1n,
+    },
   ];
   for (const rec of cases) {
-    assert.throws(() => decodeRecordHeader(encodeRecordHeader(rec)), InputError);
+    const bytes = encodeRecordHeader({ payloadChecksum: 0n, ...rec });
+    assert.throws(() => decodeRecordHeader(bytes, STREAM_VERSION), InputError);
   }
 });
 

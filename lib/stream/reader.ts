@@ -9,20 +9,19 @@ import { Xxh64 } from "@node-rs/xxhash";
 import { describeError, InputError, SourceError } from "../core/errors.ts";
 import { ByteReader } from "./byte_reader.ts";
 import {
-  dataChecksum,
   decodeHeader,
   decodeHeaderPrefix,
   decodeRecordHeader,
   decodeTrailer,
   frameKind,
   HEADER_PREFIX_SIZE,
-  RECORD_HEADER_SIZE,
+  recordHeaderSize,
   streamHashCoversPayloads,
   type StreamHeader,
   type StreamTrailer,
   TRAILER_SIZE,
 } from "./format.ts";
-import { zstdDecompressExact } from "./zstd.ts";
+import { decodeDataPayload } from "./data_record.ts";
 
 /** A data record: `data` is the uncompressed content of `[offset, offset + length)`. */
 export interface DataRecord {
@@ -37,6 +36,8 @@ export interface DataRecord {
   readonly compressed: boolean;
   /** The record's data checksum (`dataChecksum` of `data`). */
   readonly checksum: bigint;
+  /** The stored payload's checksum (version 3; 0 before). */
+  readonly payloadChecksum: bigint;
 }
 
 /** A zero record: `[offset, offset + length)` reads as zeros. */
@@ -111,6 +112,7 @@ export class StreamReader {
     this.#started = true;
     const counted = { records: 0, dataBytes: 0, zeroBytes: 0, storedBytes: 0 };
     const size = this.header.virtualSize;
+    const headerSize = recordHeaderSize(this.header.version);
     let end = 0;
     try {
       for (;;) {
@@ -135,11 +137,11 @@ export class StreamReader {
           this.#trailer = trailer;
           return;
         }
-        const rest = await readOrFail(this.#in, RECORD_HEADER_SIZE - 1, this.#name, "a record");
-        const hb = new Uint8Array(RECORD_HEADER_SIZE);
+        const rest = await readOrFail(this.#in, headerSize - 1, this.#name, "a record");
+        const hb = new Uint8Array(headerSize);
         hb[0] = first[0];
         hb.set(rest, 1);
-        const rec = decodeRecordHeader(hb);
+        const rec = decodeRecordHeader(hb, this.header.version);
         this.#hash.update(hb);
         if (rec.offset < end) {
           throw new InputError(
@@ -162,12 +164,8 @@ export class StreamReader {
         const payload = await readOrFail(this.#in, rec.storedLength, this.#name, "a record");
         if (streamHashCoversPayloads(this.header.version)) this.#hash.update(payload);
         const where = `${this.#name}: record at ${rec.offset}`;
-        const data = rec.compressed
-          ? zstdDecompressExact(payload, rec.length, where)
-          : payload.slice();
-        if (dataChecksum(this.header, rec.offset, data) !== rec.checksum) {
-          throw new InputError(`${where}: data checksum mismatch (corrupt stream)`);
-        }
+        const decoded = decodeDataPayload(this.header, rec, payload, where);
+        const data = decoded === payload ? payload.slice() : decoded;
         counted.dataBytes += rec.length;
         counted.storedBytes += rec.storedLength;
         yield {
@@ -179,6 +177,7 @@ export class StreamReader {
           storedLength: rec.storedLength,
           compressed: rec.compressed,
           checksum: rec.checksum,
+          payloadChecksum: rec.payloadChecksum,
         };
       }
     } catch (err) {

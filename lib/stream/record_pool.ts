@@ -39,6 +39,11 @@ class RecordPool {
     }
   }
 
+  /** Whether fewer records are being encoded than there are workers. */
+  idle(): boolean {
+    return this.#pending.size < this.#workers.length;
+  }
+
   encode(buf: Uint8Array, spec: DataRecordSpec): Promise<EncodedRecord> {
     const id = this.#nextId++;
     const worker = this.#workers[this.#turn++ % this.#workers.length];
@@ -78,6 +83,8 @@ export interface RecordPoolHandle {
    * its whole buffer, which comes back as the record's or as the spare.
    */
   encode(buf: Uint8Array, spec: DataRecordSpec): Promise<EncodedRecord>;
+  /** Whether a worker would take a record now (fewer in the pool than workers, of all writers). */
+  idle(): boolean;
   release(): void;
 }
 
@@ -89,6 +96,7 @@ export function acquireRecordPool(workers: number): RecordPoolHandle {
   let released = false;
   return {
     encode: (buf, spec) => pool.encode(buf, spec),
+    idle: () => pool.idle(),
     release() {
       if (released) return;
       released = true;

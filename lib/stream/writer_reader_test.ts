@@ -3,7 +3,7 @@ import { xxh64 } from "@node-rs/xxhash";
 import { InputError, TargetError } from "../core/errors.ts";
 import type { StreamHeaderInit } from "./format.ts";
 import { StreamReader, type StreamRecord } from "./reader.ts";
-import { chunkReleasingSink, RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
+import { chunkReleasingSink, defaultWorkers, RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
 import { pseudoRandom as random } from "../../tests/fixtures/bytes.ts";
 
 /**
@@ -175,6 +175,34 @@ for (const releasing of [false, true]) {
     });
   });
 }
+
+for (const workers of [0, 2]) {
+  Deno.test(`records whose sample does not shrink are stored raw, others compressed (${workers} workers)`, async () => {
+    const mem = memorySink();
+    const w = new StreamWriter(mem.sink, header("zstd:3"), { workers });
+    const noise = random(RECORD_DATA_TARGET, 11);
+    const ramp = new Uint8Array(RECORD_DATA_TARGET).map((_, i) => (i >> 6) & 0xff);
+    for (const [i, data] of [noise, ramp, noise].entries()) {
+      await w.writeData(i * RECORD_DATA_TARGET, data);
+    }
+    const trailer = await w.finish();
+    const { recs } = await readAll(chunkedSource(mem.bytes()));
+    assert.deepEqual(recs.map((r) => r.kind === "data" && r.compressed), [false, true, false]);
+    assert.equal(
+      trailer.storedBytes,
+      2 * RECORD_DATA_TARGET + (recs[1] as { storedLength: number }).storedLength,
+    );
+    const disk = flatten(recs, header("zstd:3").virtualSize);
+    assert.deepEqual(
+      disk.subarray(0, 3 * RECORD_DATA_TARGET),
+      new Uint8Array([...noise, ...ramp, ...noise]),
+    );
+  });
+}
+
+Deno.test("record workers by default: the CPUs beyond two, at most 4", () => {
+  assert.deepEqual([1, 2, 3, 4, 6, 64].map(defaultWorkers), [0, 0, 1, 2, 4, 4]);
+});
 
 Deno.test("truncation at any byte is an InputError", async () => {
   const { bytes } = await writeSample("zstd:3", 0);

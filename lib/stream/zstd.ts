@@ -6,6 +6,7 @@
  */
 import zlib from "node:zlib";
 import { InputError } from "../core/errors.ts";
+import { SAMPLE_PIECE, SAMPLE_PIECES, worthCompressing } from "./compression_policy.ts";
 
 /**
  * node:zlib's output chunk for compression. Its default 16 KiB makes it
@@ -22,16 +23,43 @@ function oneChunk(bytes: number): number {
   return Math.max(64, bytes);
 }
 
-/** zstd-compresses `data` at `level` into one frame that records its content size. */
-export function zstdCompress(data: Uint8Array, level: number): Uint8Array {
+/**
+ * zstd-compresses `data` at `level` into one frame that records its content
+ * size; `windowLog` bounds the match window (and the tables zstd sets up).
+ */
+export function zstdCompress(data: Uint8Array, level: number, windowLog?: number): Uint8Array {
   const out = zlib.zstdCompressSync(data, {
     chunkSize: COMPRESS_CHUNK,
     params: {
       [zlib.constants.ZSTD_c_compressionLevel]: level,
       [zlib.constants.ZSTD_c_contentSizeFlag]: 1,
+      ...(windowLog ? { [zlib.constants.ZSTD_c_windowLog]: windowLog } : {}),
     },
   });
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}
+
+/** zstd level of the sample that decides: whether data shrinks barely depends on it. */
+const SAMPLE_LEVEL = 1;
+/** A window of the sample's size: it sees all of it, and smaller tables are quicker to set up. */
+const SAMPLE_WINDOW_LOG = Math.log2(SAMPLE_PIECES * SAMPLE_PIECE);
+
+/** Whether `data` is worth compressing, judged from a sample of it (compression_policy.ts). */
+export function zstdMayShrink(data: Uint8Array): boolean {
+  return worthCompressing(
+    data,
+    (sample) => zstdCompress(sample, SAMPLE_LEVEL, SAMPLE_WINDOW_LOG).length,
+  );
+}
+
+/**
+ * `data` as one zstd frame at `level` when that is smaller, else null. Data
+ * whose sample does not shrink is not compressed at all.
+ */
+export function zstdCompressIfSmaller(data: Uint8Array, level: number): Uint8Array | null {
+  if (!zstdMayShrink(data)) return null;
+  const z = zstdCompress(data, level);
+  return z.length < data.length ? z : null;
 }
 
 /**
