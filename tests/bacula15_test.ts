@@ -45,7 +45,7 @@ async function fdProcesses(dir: string): Promise<number[]> {
   return found;
 }
 
-async function signalAll(pids: number[], signal: Deno.Signal): Promise<void> {
+function signalAll(pids: number[], signal: Deno.Signal): void {
   for (const pid of pids) {
     try {
       Deno.kill(pid, signal);
@@ -220,10 +220,10 @@ Deno.test({
         await delay(200);
         const backend = (await fdProcesses(dir)).slice(1);
         assert.ok(backend.length > 0, "no backend process under the FD");
-        await signalAll(backend, "SIGSTOP");
+        signalAll(backend, "SIGSTOP");
         await l.console(`cancel jobid=${id} yes`);
         await delay(1000);
-        await signalAll(backend, "SIGCONT");
+        signalAll(backend, "SIGCONT");
         const r = await l.wait(id);
         assert.equal(r.status, "A", JSON.stringify(r));
         await qsd.guestWrite(0, 0x66, 20 * MiB, 1 * MiB);
