@@ -81,6 +81,22 @@ async function failedJob(cwd: string, jobId: number, params: string[]): Promise<
   }
 }
 
+/** The sender parameters of `v`'s disk `vda` to a receiver on `port`, without retries. */
+function senderParams(bed: FailoverBed, v: Vm, port: number, stateDir: string): string[] {
+  return [
+    `qmp=${v.qmp}`,
+    "node=disk0",
+    `nbd_socket=${v.nbd}`,
+    "dr_host=127.0.0.1",
+    `dr_port=${port}`,
+    `psk_file=${bed.psk}`,
+    "name=vda",
+    `state_dir=${stateDir}`,
+    "retry_count=0",
+    `log_file=${join(bed.root, "backend.log")}`,
+  ];
+}
+
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
@@ -108,18 +124,7 @@ Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, 
   const portB = freePort();
   const portA = freePort();
   const log = `log_file=${join(root, "backend.log")}`;
-  const sender = (v: Vm, port: number, stateDir: string) => [
-    `qmp=${v.qmp}`,
-    "node=disk0",
-    `nbd_socket=${v.nbd}`,
-    "dr_host=127.0.0.1",
-    `dr_port=${port}`,
-    `psk_file=${psk}`,
-    "name=vda",
-    `state_dir=${stateDir}`,
-    "retry_count=0",
-    log,
-  ];
+  const sender = (v: Vm, port: number, stateDir: string) => senderParams(bed, v, port, stateDir);
   const receiverAt = (dir: string, port: number, procs: string) => [
     "mode=receiver",
     `listen=127.0.0.1:${port}`,
@@ -220,14 +225,9 @@ Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, 
     await vmB.write(0x34, 28 * MiB, MiB);
     const fx = await run(["mode=failback_exec", ...toA]);
     assert.equal(fx.record.result.remoteRole, "primary/promoted");
-    const atFailback = await vmB.snapshot(join(root, "at-failback.raw"));
-    await stopped(vmB);
-    await stopped(recvA);
-    assert.ok(await imagesEqual(atFailback, imageA));
+    vmA = await bed.backAtA(vmB, recvA);
 
     // Reprotect at A, then cycles A -> B again without a full copy.
-    vmA = await vm(imageA, "vm-a2");
-    await vmA.write(0x41, 30 * MiB, MiB);
     const rp = await run(["mode=reprotect", ...toB()]);
     assert.equal(rp.record.result.remoteRole, "replica/replicating");
     const again = await run(["mode=bitmap_push", ...toB()]);
@@ -260,6 +260,25 @@ Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, 
     ]);
     assert.deepEqual(restored.answers, ["OK"]);
     assert.deepEqual(await Deno.readFile(`${where}${again.fname}`), data);
+  } finally {
+    await bed.cleanup();
+  }
+});
+
+Deno.test("mode=failover_exec: refused while the source is not fenced; force=true promotes", async () => {
+  const bed = await FailoverBed.create("dirtybit-modes-force-");
+  try {
+    const vmA = await bed.vm(bed.imageA, "vm-a");
+    const recvB = await bed.receiver(bed.dirB);
+    await modeJob(bed.root, 1, ["mode=seed", ...senderParams(bed, vmA, recvB.port, bed.stateA)]);
+    const exec = ["mode=failover_exec", "name=vda", `replica_dir=${bed.dirB}`];
+    assert.match(
+      await failedJob(bed.root, 2, exec),
+      /the source of vda did not report itself fenced at cycle 0 .*failover exec --force/,
+    );
+    const forced = await modeJob(bed.root, 3, [...exec, "force=true"]);
+    assert.equal(forced.record.result.unfenced.cycle, 0);
+    assert.match(forced.info.join("\n"), /vda: promoted without fencing the source: RPO/);
   } finally {
     await bed.cleanup();
   }

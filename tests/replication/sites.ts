@@ -391,6 +391,20 @@ export class FailoverBed {
   sender = (vm: Vm, port: number, stateDir: string, retries = 0): string[] =>
     vmSenderArgs(vm, port, this.psk, stateDir, retries);
 
+  /**
+   * After failback exec: B's VM and A's receiver stop, A's disk must equal
+   * B's as it was; A's VM starts again and writes 1 MiB at 30 MiB.
+   */
+  async backAtA(vmB: Vm, recvA: Stoppable): Promise<Vm> {
+    const atFailback = await vmB.snapshot(join(this.root, "at-failback.raw"));
+    await this.stopped(vmB);
+    await this.stopped(recvA);
+    assert.ok(await imagesEqual(atFailback, this.imageA), "A's disk is B's at failback");
+    const vmA = await this.vm(this.imageA, "vm-a2");
+    await vmA.write(0x41, 30 << 20, 1 << 20);
+    return vmA;
+  }
+
   async cleanup(): Promise<void> {
     for (const x of this.#running.reverse()) await x.stop().catch(() => {});
     await Deno.remove(this.root, { recursive: true }).catch(() => {});
