@@ -103,7 +103,11 @@ export const PARAMS = {
     default: DEFAULT_COMPRESSION,
     check: checkCompression,
   },
-  mode: { kind: "enum", help: "operating mode (unset: backup or restore)", values: MODES },
+  mode: {
+    kind: "enum",
+    help: `backup (default: backup or restore) or a replication job: ${MODES.slice(1).join(", ")}`,
+    values: MODES,
+  },
   dr_host: { kind: "string", help: "replication receiver host" },
   dr_port: { kind: "int", help: "replication receiver port", default: "10900", min: 1, max: 65535 },
   psk: {
