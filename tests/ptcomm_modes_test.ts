@@ -11,9 +11,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FdEmulator } from "./ptcomm/emulator.ts";
 import { BACKEND_COMMAND, restoreSession } from "./ptcomm/sessions.ts";
-import { FailoverBed, imagesEqual, type Vm } from "./replication/sites.ts";
-import { processInfo } from "../lib/core/process.ts";
+import { detachedProcess, FailoverBed, imagesEqual, type Vm } from "./replication/sites.ts";
 import { delay } from "../lib/core/async.ts";
+import { freePort } from "./fixtures/ports.ts";
 
 const MiB = 1 << 20;
 
@@ -97,27 +97,6 @@ function senderParams(bed: FailoverBed, v: Vm, port: number, stateDir: string): 
   ];
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** A detached process the test did not start itself: SIGTERM, then wait until it is gone. */
-function detached(pid: number) {
-  return {
-    async stop() {
-      try {
-        Deno.kill(pid, "SIGTERM");
-      } catch {
-        return;
-      }
-      for (let i = 0; i < 100 && (await processInfo(pid)); i++) await delay(100);
-    },
-  };
-}
-
 Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, reprotect", async () => {
   const bed = await FailoverBed.create("dirtybit-modes-");
   const { root, psk, stateA, dirB, imageA, stopped, vm, started } = bed;
@@ -138,7 +117,7 @@ Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, 
   try {
     // B's receiver: started by a job, it outlives it; a second job finds it.
     const r1 = await run(receiverAt(dirB, portB, "b-procs"));
-    started(detached(r1.record.result.pid));
+    started(detachedProcess(r1.record.result.pid));
     assert.equal(r1.fname, `/@cloudstack/replication/receiver-${portB}/receiver-1.json`);
     assert.equal(r1.record.mode, "receiver");
     assert.equal(r1.record.result.already, false);
@@ -217,7 +196,7 @@ Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, 
     await vmB.write(0x31, 2 * MiB, MiB);
     await vmB.write(0x32, 20 * MiB, MiB);
     const rA = await run(receiverAt(stateA, portA, "a-procs"));
-    const recvA = started(detached(rA.record.result.pid));
+    const recvA = started(detachedProcess(rA.record.result.pid));
     const toA = sender(vmB, portA, dirB);
     const fb = await run(["mode=failback_pre", ...toA]);
     assert.equal(fb.record.result.stats.dataBytes, 2 * MiB);
@@ -237,7 +216,7 @@ Deno.test("mode= jobs: receiver, seed, bitmap_push, status, failover, failback, 
     // The daemon: started by a job, found by the next; it replicates on its own.
     const daemonJob = ["mode=daemon", ...toB(), "cycle_interval=1"];
     const d1 = await run(daemonJob);
-    started(detached(d1.record.result.pid));
+    started(detachedProcess(d1.record.result.pid));
     assert.match(d1.info.join("\n"), /replicate daemon started as pid/);
     const d2 = await run(daemonJob);
     assert.equal(d2.record.result.already, true);

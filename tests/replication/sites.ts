@@ -12,6 +12,7 @@ import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
+import { processInfo } from "../../lib/core/process.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -333,6 +334,25 @@ export function vmSenderArgs(
 }
 
 type Stoppable = { stop(): Promise<unknown> };
+
+/** A process a plugin job started detached (not the test's child): SIGTERM, then wait until gone. */
+export function detachedProcess(pid: number): Stoppable {
+  return {
+    async stop() {
+      try {
+        Deno.kill(pid, "SIGTERM");
+      } catch {
+        return;
+      }
+      for (let i = 0; i < 100 && (await processInfo(pid)); i++) await delay(100);
+    },
+  };
+}
+
+/** The detached process of a pid file the backend wrote (see lib/core/detached.ts). */
+export async function detachedFromPidFile(path: string): Promise<Stoppable> {
+  return detachedProcess(JSON.parse(await Deno.readTextFile(path)).pid);
+}
 
 /**
  * The two sites of the failover tests: site A's disk (a 32 MiB qcow2 whose
