@@ -48,7 +48,6 @@ type Run = (notify: Notify, signal: AbortSignal) => Promise<unknown>;
 type Plan = (p: Params, ctx: JobContext) => Promise<{ name: string; run: Run }>;
 
 const DEFAULT_DR_PORT = 10900;
-const DEFAULT_LISTEN = `0.0.0.0:${DEFAULT_DR_PORT}`;
 
 function need<T>(value: T | undefined, p: Params, key: string, what: string): T {
   if (value === undefined) {
@@ -156,8 +155,8 @@ const PLANS: Record<ReplicationMode, Plan> = {
         failoverExec({
           name,
           replicaDir,
-          memoryMiB: p.memory ?? 1024,
-          cpus: p.cpus ?? 2,
+          memoryMiB: p.memory!,
+          cpus: p.cpus!,
           force: p.force === true,
           notify,
         }),
@@ -184,7 +183,7 @@ const PLANS: Record<ReplicationMode, Plan> = {
   receiver: (p, ctx) => {
     const replicaDir = need(p.replica_dir, p, "replica_dir", "DIR (where replicas are kept)");
     const pskFile = keyFile(p);
-    const listen = p.listen ?? DEFAULT_LISTEN;
+    const listen = p.listen!;
     const { port } = parseHostPort(listen, "parameter listen", DEFAULT_DR_PORT);
     const name = p.name ?? `receiver-${port}`;
     const args = [
@@ -197,7 +196,7 @@ const PLANS: Record<ReplicationMode, Plan> = {
       "--replica-dir",
       replicaDir,
       "--replica-format",
-      p.replica_format ?? "qcow2",
+      p.replica_format!,
     ];
     const base = join(processDir(p, ctx), name);
     return Promise.resolve({ name, run: detachedRun(base, args, /listening on /) });

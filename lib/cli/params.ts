@@ -129,12 +129,14 @@ export const PARAMS = {
   },
   replica_format: {
     kind: "enum",
-    help: "replication receiver: format of new replicas (default qcow2)",
+    help: "replication receiver: format of new replicas",
+    default: "qcow2",
     values: ["qcow2", "raw"],
   },
   listen: {
     kind: "string",
-    help: "replication receiver: HOST:PORT to listen on (default 0.0.0.0:10900)",
+    help: "replication receiver: HOST:PORT to listen on",
+    default: "0.0.0.0:10900",
   },
   force: {
     kind: "bool",
@@ -142,10 +144,11 @@ export const PARAMS = {
   },
   memory: {
     kind: "int",
-    help: "failover exec: MiB of the VM's start files (default 1024)",
+    help: "failover exec: MiB of the VM's start files",
+    default: "1024",
     min: 64,
   },
-  cpus: { kind: "int", help: "failover exec: CPUs of the VM's start files (default 2)", min: 1 },
+  cpus: { kind: "int", help: "failover exec: CPUs of the VM's start files", default: "2", min: 1 },
   cycle_interval: {
     kind: "int",
     help: "seconds between replication cycles",

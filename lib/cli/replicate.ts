@@ -145,23 +145,13 @@ function stopSignal(): AbortController {
 }
 
 async function receive(args: string[]): Promise<number> {
-  const { params, extra } = parseParamFlags(args, {
-    only: ["psk", "psk_file"],
-    extra: { listen: "string", "replica-dir": "path", "replica-format": "string" },
+  const { params } = parseParamFlags(args, {
+    only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
   });
-  const dir = extra["replica-dir"] as string | undefined;
+  const dir = params.replica_dir;
   if (!dir) throw new UsageError("replicate receive: --replica-dir is required");
-  const format = (extra["replica-format"] as string | undefined) ?? "qcow2";
-  if (format !== "qcow2" && format !== "raw") {
-    throw new UsageError(
-      `replicate receive: --replica-format must be qcow2 or raw, not '${format}'`,
-    );
-  }
-  const { host, port } = hostPort(
-    (extra.listen as string | undefined) ?? "0.0.0.0:10900",
-    "listen",
-    10900,
-  );
+  const format = params.replica_format!;
+  const { host, port } = hostPort(params.listen!, "listen", 10900);
   const psk = await pskOf(params);
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
@@ -197,11 +187,9 @@ export async function senderSetup(
   what = `replicate ${sub}`,
 ): Promise<SenderSetup> {
   const { params, extra } = parseParamFlags(args, {
-    only: SENDER_PARAMS,
+    only: [...SENDER_PARAMS, "name", "work_dir"],
     extra: {
       dr: "string",
-      name: "string",
-      "work-dir": "path",
       "nbd-socket": "path",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
       ...(sub === "seed" ? { "seed-window": "string" } : {}),
@@ -215,12 +203,11 @@ export async function senderSetup(
   const psk = await pskOf(params);
   const node = params.node[0];
   const stateDir = params.state_dir ?? defaultStateDir();
-  const given = extra.name as string | undefined;
-  if (given === undefined && !isReplicaName(node)) {
+  if (params.name === undefined && !isReplicaName(node)) {
     throw new UsageError(`${what}: node '${node}' is no replica name: give --name NAME`);
   }
-  const name = replicaName(what, given ?? node);
-  const workDir = (extra["work-dir"] as string | undefined) ?? senderWorkDir(stateDir, name);
+  const name = replicaName(what, params.name ?? node);
+  const workDir = params.work_dir ?? senderWorkDir(stateDir, name);
   await makeDirectory(workDir, "the work directory");
   const compressLevel = compressLevelOf(params.compress, what);
   const retry = retryPolicyOf(params);
