@@ -13,6 +13,8 @@ import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import { ensureDetached, selfCommand } from "../core/detached.ts";
 import { writeFileAtomic } from "../core/atomic_file.ts";
+import { makeDirectory } from "../core/files.ts";
+import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import type { Notify } from "../replication/notify.ts";
 import { pushCycles, seedOnce } from "../replication/push.ts";
@@ -56,6 +58,16 @@ function need<T>(value: T | undefined, p: Params, key: string, what: string): T 
   return value;
 }
 
+/** A replica name (it becomes file names at both sites), else the job fails naming it. */
+function replicaName(p: Params, name: string): string {
+  if (!isReplicaName(name)) {
+    throw new UsageError(
+      `mode=${p.mode}: replica name '${name}' must be ${REPLICA_NAME_RULE}: give name=NAME`,
+    );
+  }
+  return name;
+}
+
 /** The sender side of a step: the disk (its QMP connected by `run`), where it goes, the key. */
 async function senderPlan(
   p: Params,
@@ -70,7 +82,7 @@ async function senderPlan(
     p,
     `mode=${p.mode}: parameter psk_file is missing: give psk_file=FILE with the pre-shared key`,
   );
-  const name = p.name ?? node[0];
+  const name = replicaName(p, p.name ?? node[0]);
   const stateDir = stateDirOf(p, ctx.workDir);
   const target = {
     host,
@@ -84,7 +96,7 @@ async function senderPlan(
     name,
     run: async (notify, signal) => {
       const workDir = p.work_dir ?? senderWorkDir(stateDir, name);
-      await Deno.mkdir(workDir, { recursive: true });
+      await makeDirectory(workDir, "the work directory");
       const qmp = await QmpSocket.connect(qmpPath);
       try {
         const disk = { qmp, node: node[0], name, stateDir, workDir, nbdSocket: p.nbd_socket };
@@ -147,7 +159,7 @@ const PLANS: Record<ReplicationMode, Plan> = {
   failback_exec: (p, ctx) => senderPlan(p, ctx, failbackExec),
   reprotect: (p, ctx) => senderPlan(p, ctx, reprotect),
   failover_exec: (p) => {
-    const name = need(p.name, p, "name", "NAME (the replica)");
+    const name = replicaName(p, need(p.name, p, "name", "NAME (the replica)"));
     const replicaDir = need(p.replica_dir, p, "replica_dir", "DIR (the receiver's replicas)");
     return Promise.resolve({
       name,
@@ -206,7 +218,7 @@ const PLANS: Record<ReplicationMode, Plan> = {
     const node = need(p.node, p, "node", "NODE (the disk's block node)");
     if (node.length !== 1) throw new UsageError(`mode=daemon: give exactly one node=NODE`);
     const drHost = need(p.dr_host, p, "dr_host", "HOST (where the receiver listens)");
-    const name = p.name ?? node[0];
+    const name = replicaName(p, p.name ?? node[0]);
     const base = join(processDir(p, ctx), `daemon-${name}`);
     const config = `${base}.json`;
     const disk = {

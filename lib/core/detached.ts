@@ -14,6 +14,7 @@ import { describeError, UsageError } from "./errors.ts";
 import { processInfo, type ProcessStamp } from "./process.ts";
 import { readJsonFile, writeFileAtomic } from "./atomic_file.ts";
 import { delay } from "./async.ts";
+import { makeDirectory } from "./files.ts";
 
 /** How to run dirtybit itself: the compiled binary, or Deno with this tree's main.ts. */
 export function selfCommand(): string[] {
@@ -75,7 +76,7 @@ export async function ensureDetached(spec: DetachedSpec): Promise<DetachedProces
       );
     }
   }
-  await Deno.mkdir(dirname(spec.base), { recursive: true });
+  await makeDirectory(dirname(spec.base), "the directory of its pid file and log");
   await spec.prepare?.();
   const offset = await Deno.stat(logFile).then((s) => s.size, () => 0);
   // `exec setsid` keeps the pid: the shell was no process group leader.
