@@ -17,6 +17,9 @@ import { Qsd } from "./fixtures/qsd.ts";
 import { fillRandom } from "./fixtures/bytes.ts";
 import { delay } from "../lib/core/async.ts";
 import { PARAMS, type ParamSpec } from "../lib/cli/params.ts";
+import { join } from "node:path";
+import { detachedFromPidFile, FailoverBed, imagesEqual } from "./replication/sites.ts";
+import { freePort } from "./fixtures/ports.ts";
 
 const missing = bacula15Missing();
 if (missing.length > 0) {
@@ -281,6 +284,89 @@ Deno.test({
     } finally {
       await lab?.stop();
       await qsd.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "bacula 15: replication as plugin jobs: receiver, seed, two bitmap_push, status, failover, failback",
+  ignore: missing.length > 0,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const bed = await FailoverBed.create("dirtybit-bacula15-repl-");
+    const { root, psk, stateA, dirB, imageA } = bed;
+    const { dir, bin, plugins } = await prepareBacula15();
+    const [portB, portA] = [freePort(), freePort()];
+    const vmDir = (name: string) => join(root, name);
+    const sender = (vm: string, port: number, stateDir: string) =>
+      `qmp=${vmDir(vm)}/qmp.sock node=disk0 nbd_socket=${vmDir(vm)}/nbd.sock ` +
+      `dr_host=127.0.0.1 dr_port=${port} psk_file=${psk} name=vda state_dir=${stateDir} retry_count=0`;
+    const receiver = (port: number, replicas: string, procs: string) =>
+      `mode=receiver listen=127.0.0.1:${port} psk_file=${psk} replica_dir=${replicas} ` +
+      `state_dir=${join(root, procs)}`;
+    const jobs: [string, string][] = [
+      ["RecvB", receiver(portB, dirB, "b-procs")],
+      ["Seed", `mode=seed ${sender("vm-a", portB, stateA)}`],
+      ["Push", `mode=bitmap_push ${sender("vm-a", portB, stateA)}`],
+      ["Status", `mode=replication_status name=vda state_dir=${stateA}`],
+      ["FoPre", `mode=failover_pre ${sender("vm-a", portB, stateA)}`],
+      ["FoExec", `mode=failover_exec name=vda replica_dir=${dirB}`],
+      ["RecvA", receiver(portA, stateA, "a-procs")],
+      ["FbPre", `mode=failback_pre ${sender("vm-b", portA, dirB)}`],
+      ["FbExec", `mode=failback_exec ${sender("vm-b", portA, dirB)}`],
+    ];
+    let lab: BaculaLab | undefined;
+    try {
+      lab = await BaculaLab.start(
+        bacula15(bin, plugins),
+        jobs.map(([name, line]) => ({ name, plugin: `cloudstack: ${line}` })),
+        dir,
+      );
+      const l = lab;
+      const job = async (name: string) => good(await l.backup(name, "Full"), name);
+      const replicaB = join(dirB, "vda.qcow2");
+
+      const r1 = await job("RecvB");
+      assert.match(r1.log, /replicate receive started as pid/);
+      bed.started(await detachedFromPidFile(join(root, "b-procs", `receiver-${portB}.pid`)));
+      assert.match((await job("RecvB")).log, /replicate receive already runs as pid/);
+
+      const vmA = await bed.vm(imageA, "vm-a");
+      assert.match((await job("Seed")).log, /vda: seeded/);
+      await vmA.writeRandom(8 * MiB, 2 * MiB);
+      assert.match((await job("Push")).log, /vda: cycle 1 confirmed: 2097152 bytes dirty/);
+      await vmA.write(0x22, 16 * MiB, MiB);
+      assert.match((await job("Push")).log, /vda: cycle 2 confirmed: 1048576 bytes dirty/);
+      assert.ok(await imagesEqual(await vmA.snapshot(join(root, "push2.raw")), replicaB));
+      assert.match((await job("Status")).log, /vda: cycle 2, lag \d+ s/);
+
+      await vmA.write(0x23, 20 * MiB, MiB);
+      assert.match((await job("FoPre")).log, /final cycle 3 confirmed/);
+      const atFailover = await vmA.snapshot(join(root, "at-failover.raw"));
+      await bed.stopped(vmA);
+      assert.match((await job("FoExec")).log, /replica promoted at cycle 3/);
+      assert.ok(await imagesEqual(atFailover, replicaB));
+
+      const vmB = await bed.vm(replicaB, "vm-b");
+      await vmB.write(0x31, 2 * MiB, MiB);
+      await job("RecvA");
+      const recvA = bed.started(
+        await detachedFromPidFile(join(root, "a-procs", `receiver-${portA}.pid`)),
+      );
+      assert.match((await job("FbPre")).log, /original primary resynced/);
+      await vmB.write(0x32, 24 * MiB, MiB);
+      assert.match((await job("FbExec")).log, /the original site is primary\/promoted/);
+      await bed.backAtA(vmB, recvA);
+      // A failing step fails its job: A is primary again, its failover exec is refused.
+      const refused = await l.backup("FoExec", "Full");
+      assert.ok(!isGood(refused), JSON.stringify(refused));
+      assert.match(refused.log, /disk vda is replica\/fenced.*: failover exec/);
+    } finally {
+      await lab?.stop();
+      await bed.cleanup();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },

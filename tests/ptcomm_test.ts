@@ -355,7 +355,7 @@ Deno.test("parameters: unknown, invalid, conflicting and mode= are job errors na
     await withBackend(dir, async (m) => {
       await m.open(backupJob(1, "F"), [...params(dir), "mode=seed"]);
       await m.command("BackupStart");
-      await expectAbort(m, "mode=seed is not available yet");
+      await expectAbort(m, "mode=seed: parameter dr_host is missing: give dr_host=HOST");
     });
   });
 });

@@ -87,7 +87,7 @@ const CLEANUP_GRACE_MS = 4000;
 const now = () => Math.floor(Date.now() / 1000);
 
 /** FNAME, STAT, TSTAMP and the attributes' F of one file. */
-async function sendAttributes(
+export async function sendAttributes(
   ch: Channel,
   name: string,
   size: number,

@@ -1,7 +1,8 @@
 /**
  * Names of the virtual files in the `@cloudstack` namespace and where a
  * restored file goes: `/@cloudstack/<vm>/<disk>/<level>-<jobid>.dbit`, so
- * every job's file is distinct and a restore tree reads as VM, disk, job.
+ * every job's file is distinct and a restore tree reads as VM, disk, job;
+ * a replication job's record is `/@cloudstack/replication/<name>/<mode>-<jobid>.json`.
  *
  * @module
  */
@@ -20,6 +21,20 @@ function component(text: string): string {
 /** The virtual file of one disk in one job. */
 export function backupFileName(vm: string, disk: string, level: string, jobId: number): string {
   return `/${NAMESPACE}/${component(vm)}/${component(disk)}/${component(level)}-${jobId}.dbit`;
+}
+
+/** The directory of replication job records (a VM of that name is no clash: records end in .json). */
+const RECORDS = "replication";
+
+/** The record file of a replication job (`mode=`) about replica `name`. */
+export function recordFileName(name: string, mode: string, jobId: number): string {
+  return `/${NAMESPACE}/${RECORDS}/${component(name)}/${component(mode)}-${jobId}.json`;
+}
+
+/** Where a restored record file's name has its `/@cloudstack/replication/` part; -1 if it is none. */
+export function recordNameAt(fname: string): number {
+  const at = fname.lastIndexOf(`/${NAMESPACE}/${RECORDS}/`);
+  return at >= 0 && /\/[^/]+\/[a-z_]+-\d+\.json$/.test(fname.slice(at)) ? at : -1;
 }
 
 /**

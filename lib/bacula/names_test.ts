@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { backupFileName, parseRestoreName, restoreTargetPath } from "./names.ts";
+import {
+  backupFileName,
+  parseRestoreName,
+  recordFileName,
+  recordNameAt,
+  restoreTargetPath,
+} from "./names.ts";
 import { parseJobInfo } from "./job_info.ts";
 import { InputError } from "../core/errors.ts";
 
@@ -51,4 +57,17 @@ Deno.test("Job block: case-insensitive keys, empty Where, malformed lines", () =
   bad(["Name=x", "JobID=1", "Type=Z"], "Type");
   bad(["Name=x", "JobID=1", "Type=B", "Level=V"], "Level");
   bad(["garbage"], "not key=value");
+});
+
+Deno.test("replication records: one per job under replication/NAME, found under a where prefix", () => {
+  assert.equal(
+    recordFileName("vda", "bitmap_push", 7),
+    "/@cloudstack/replication/vda/bitmap_push-7.json",
+  );
+  assert.equal(recordFileName("a/b", "seed", 1), "/@cloudstack/replication/a_b/seed-1.json");
+  assert.equal(recordNameAt("/tmp/r/@cloudstack/replication/vda/seed-3.json"), 6);
+  assert.equal(recordNameAt("/@cloudstack/replication/vda/seed-3.json"), 0);
+  assert.equal(recordNameAt("/@cloudstack/web01/disk0/full-1.dbit"), -1);
+  assert.equal(recordNameAt("/@cloudstack/replication/disk0/full-1.dbit"), -1);
+  assert.equal(parseRestoreName("/@cloudstack/replication/vda/seed-3.json"), null);
 });

@@ -7,6 +7,8 @@
  * - in place (`where=/`): back onto the VM's disk (qmp= and node=), only with
  *   `guest_stopped=true`; the chain is tracked in the VM's state directory;
  * - with `cross_restore=`: staged, then pushed to the target at FINISH.
+ * A replication job's record (JSON) is written back as it is, under the
+ * where prefix.
  * A failed file gets one job error (`Q`, which Bacula counts, where an `E`
  * would add a second "PTCOMM cannot get packet header" error) and is skipped
  * or, after its data, acknowledged; the other disks restore.
@@ -18,7 +20,14 @@ import { ChainError, describeError, InputError, UsageError } from "../core/error
 import { makeDirectory } from "../core/files.ts";
 import { protocolError } from "./channel.ts";
 import { type JobContext, stateDirOf } from "./backup.ts";
-import { NAMESPACE, parseRestoreName, type RestoreName, restoreTargetPath } from "./names.ts";
+import {
+  NAMESPACE,
+  parseRestoreName,
+  recordNameAt,
+  type RestoreName,
+  restoreTargetPath,
+} from "./names.ts";
+import { concatBytes } from "../core/bytes.ts";
 import type { EngineRestoreTarget } from "./engine_port.ts";
 import {
   type CrossRestorePlan,
@@ -265,16 +274,34 @@ async function finishCrossRestore(
   );
 }
 
+/** Writes a record's data to its restored name. */
+async function restoreRecord(ctx: JobContext, path: string): Promise<void> {
+  const parts: Uint8Array[] = [];
+  for (;;) {
+    const p = await ctx.ch.next();
+    if (p?.kind === "F") break;
+    if (p?.kind !== "D") throw protocolError("record data or F", p);
+    parts.push(p.payload.slice());
+  }
+  await Deno.mkdir(dirname(path), { recursive: true });
+  await Deno.writeFile(path, concatBytes(...parts));
+  await ctx.ch.send("OK");
+  await ctx.ch.say("I", `restored the replication record ${path}`);
+}
+
 /** Serves FNAME/DATA/ACL/... up to FINISH; returns how many files failed. */
 async function restoreLoop(ctx: JobContext, destinations: Destinations): Promise<number> {
   const { ch } = ctx;
   let current: Accepted | null = null;
+  /** An accepted replication record whose DATA may follow. */
+  let record: string | null = null;
   let failures = 0;
   for (;;) {
     const cmd = await ch.command("FNAME, DATA or FINISH");
     if (cmd === "FINISH") return failures;
     if (cmd.startsWith("FNAME:")) {
       current = null;
+      record = null;
       const fname = cmd.slice("FNAME:".length);
       const attrs = await readAttributes(ctx);
       const type = attrs.get("STAT")!.trim()[0];
@@ -283,6 +310,20 @@ async function restoreLoop(ctx: JobContext, destinations: Destinations): Promise
         continue;
       }
       const name = parseRestoreName(fname);
+      const recordAt = name ? -1 : recordNameAt(fname);
+      if (recordAt === 0) {
+        await ch.say(
+          "W",
+          `${fname}: a replication record is restored with where=DIR only, skipped`,
+        );
+        await ch.send("SKIP");
+        continue;
+      }
+      if (recordAt > 0) {
+        await ch.send("OK");
+        record = fname;
+        continue;
+      }
       if (!name) {
         await ch.say("W", `${fname}: not a dirtybit stream of the ${NAMESPACE} namespace, skipped`);
         await ch.send("SKIP");
@@ -291,6 +332,9 @@ async function restoreLoop(ctx: JobContext, destinations: Destinations): Promise
       const accepted = await destinations.accept(fname, name);
       if (accepted === "failed") failures++;
       else current = accepted;
+    } else if (cmd === "DATA" && record) {
+      await restoreRecord(ctx, record);
+      record = null;
     } else if (cmd === "DATA") {
       if (!current) throw new InputError("protocol error: DATA without an accepted file");
       if (!(await restoreData(ctx, current))) failures++;

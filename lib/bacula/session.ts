@@ -1,7 +1,8 @@
 /**
  * One backend session (spec/ptcomm.md §3, §4, §17): handshake, Job and Params
  * blocks, the job start command dispatched to backup, estimate, listing,
- * query or restore, then the end of the session. Failures are reported with
+ * query or restore (or, with `mode=`, a replication job: modes.ts), then
+ * the end of the session. Failures are reported with
  * `A` (never `E` where an item or DATA is expected, §17.5); afterwards the
  * plugin closes the pipes or sends END/T, which the session waits for.
  *
@@ -21,6 +22,7 @@ import { PLUGIN_NAME } from "./names.ts";
 import type { BackendEngine } from "./engine_port.ts";
 import { type JobContext, runBackup, runEstimate, runListing, runQuery } from "./backup.ts";
 import { runRestore } from "./restore.ts";
+import { replicationMode, runModeEstimate, runModeJob } from "./modes.ts";
 import type { BackendLog } from "./log.ts";
 import type { PacketReader, PacketWriter } from "./ptcomm.ts";
 
@@ -60,13 +62,20 @@ const START_COMMANDS: Record<
   RestoreStart: { type: "R", handler: runRestore, end: "END" },
 };
 
-/** Refuses modes that have no implementation yet, naming the mode. */
-function checkMode(params: Params): void {
-  if (params.mode !== undefined) {
-    throw new UsageError(
-      `mode=${params.mode} is not available yet in this dirtybit version (replication is not implemented); remove mode= for a normal backup or restore`,
-    );
-  }
+/**
+ * The handler of a start command in a replication job (`mode=`): Backup and
+ * Estimate run the mode; a Restore writes its records back like any job's.
+ */
+function modeHandler(start: string, handler: Handler, params: Params): Handler {
+  if (!replicationMode(params)) return handler;
+  if (start === "BackupStart") return runModeJob;
+  if (start === "EstimateStart") return runModeEstimate;
+  if (start === "RestoreStart") return handler;
+  throw new UsageError(
+    `mode=${params.mode}: a replication job has no ${
+      start === "ListingStart" ? "listing" : "query"
+    }; its records are in the catalog (list or restore them)`,
+  );
 }
 
 /** Runs the session to its end and returns the process exit code. */
@@ -94,8 +103,7 @@ export async function runSession(options: SessionOptions): Promise<number> {
     if (entry.type !== job.type) {
       throw new InputError(`protocol error: ${start} in a job of Type=${job.type}`);
     }
-    checkMode(params);
-    await entry.handler({
+    await modeHandler(start, entry.handler, params)({
       ch,
       job,
       params,

@@ -121,33 +121,18 @@ function failoverPre(args: string[]): Promise<number> {
 }
 
 async function failoverExec(args: string[]): Promise<number> {
-  const { extra } = parseParamFlags(args, {
-    only: [],
-    extra: {
-      name: "string",
-      "replica-dir": "path",
-      memory: "string",
-      cpus: "string",
-      force: "bool",
-    },
+  const { params } = parseParamFlags(args, {
+    only: ["name", "replica_dir", "memory", "cpus", "force"],
   });
-  const given = extra.name as string | undefined;
-  const dir = extra["replica-dir"] as string | undefined;
+  const { name: given, replica_dir: dir } = params;
   if (!given || !dir) throw new UsageError("failover exec: --name and --replica-dir are required");
   const name = replicaName("failover exec", given);
-  const memoryMiB = Number(extra.memory ?? 1024);
-  const cpus = Number(extra.cpus ?? 2);
-  if (!Number.isInteger(memoryMiB) || memoryMiB < 64 || !Number.isInteger(cpus) || cpus < 1) {
-    throw new UsageError(
-      "failover exec: --memory (MiB, >= 64) and --cpus (>= 1) are whole numbers",
-    );
-  }
   await execStep({
     name,
     replicaDir: dir,
-    memoryMiB,
-    cpus,
-    force: extra.force === true,
+    memoryMiB: params.memory!,
+    cpus: params.cpus!,
+    force: params.force === true,
     notify,
     onPoint: crashHook(),
   });

@@ -33,8 +33,9 @@ export interface ParamSpec {
   readonly restore?: true;
 }
 
-/** Operating modes (DESIGN 1.1); unset means a normal backup or restore. */
+/** Operating modes; unset (or `backup`) means a normal backup or restore. */
 export const MODES = [
+  "backup",
   "seed",
   "bitmap_push",
   "daemon",
@@ -102,7 +103,11 @@ export const PARAMS = {
     default: DEFAULT_COMPRESSION,
     check: checkCompression,
   },
-  mode: { kind: "enum", help: "operating mode (unset: backup or restore)", values: MODES },
+  mode: {
+    kind: "enum",
+    help: `backup (default: backup or restore) or a replication job: ${MODES.slice(1).join(", ")}`,
+    values: MODES,
+  },
   dr_host: { kind: "string", help: "replication receiver host" },
   dr_port: { kind: "int", help: "replication receiver port", default: "10900", min: 1, max: 65535 },
   psk: {
@@ -113,6 +118,37 @@ export const PARAMS = {
       "put it in a file only its owner can read (chmod 600) and give --psk-file",
   },
   psk_file: { kind: "path", help: "file holding the replication pre-shared key" },
+  name: { kind: "string", help: "replication: replica name (default: the node name)" },
+  work_dir: {
+    kind: "path",
+    help: "replication: temporary overlays, writable by QEMU (default: STATE_DIR/work/NAME)",
+  },
+  replica_dir: {
+    kind: "path",
+    help: "replication at the DR site: replicas (NAME.qcow2|raw), journals and roles",
+  },
+  replica_format: {
+    kind: "enum",
+    help: "replication receiver: format of new replicas",
+    default: "qcow2",
+    values: ["qcow2", "raw"],
+  },
+  listen: {
+    kind: "string",
+    help: "replication receiver: HOST:PORT to listen on",
+    default: "0.0.0.0:10900",
+  },
+  force: {
+    kind: "bool",
+    help: "failover exec: promote although the source is not fenced (source site lost)",
+  },
+  memory: {
+    kind: "int",
+    help: "failover exec: MiB of the VM's start files",
+    default: "1024",
+    min: 64,
+  },
+  cpus: { kind: "int", help: "failover exec: CPUs of the VM's start files", default: "2", min: 1 },
   cycle_interval: {
     kind: "int",
     help: "seconds between replication cycles",

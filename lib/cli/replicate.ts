@@ -9,16 +9,11 @@ import type { Command } from "./command.ts";
 import { flagHelp, type Params, parseParamFlags } from "./params.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
-import { DEFAULT_RETRY, type RetryPolicy } from "../replication/backoff.ts";
 import { describeRate } from "../replication/bandwidth.ts";
-import { SecureChannel } from "../replication/channel.ts";
-import { validatePsk } from "../replication/handshake.ts";
 import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
-import { readPskFile } from "../replication/psk.ts";
+import { compressLevelOf, loadPsk, parseHostPort, retryPolicyOf } from "../replication/setup.ts";
 import { Receiver } from "../replication/receiver.ts";
-import { loadRole } from "../replication/role_file.ts";
 import {
-  listSenderStates,
   type ReplicatedDisk,
   type ReplicationTarget,
   senderWorkDir,
@@ -27,7 +22,8 @@ import { runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
 import type { Notify } from "../replication/notify.ts";
 import { pushCycles, seedOnce } from "../replication/push.ts";
 import { CYCLE_PARAMS, DISK_PARAMS, parseDaemonConfig } from "./daemon_config.ts";
-import { receiverStatus, senderStatus, toPrometheus, toText } from "../replication/status.ts";
+import { toPrometheus, toText } from "../replication/status.ts";
+import { replicationStatus } from "../replication/status_query.ts";
 import { ReplicaStore } from "../replication/store.ts";
 import { makeDirectory } from "../core/files.ts";
 
@@ -118,19 +114,22 @@ export function log(line: string): void {
 /** A use case's messages, as lines on stderr. */
 export const notify: Notify = (_kind, text) => log(text);
 
-async function pskOf(params: Params): Promise<string> {
-  if (params.psk_file) return await readPskFile(params.psk_file);
-  if (params.psk) return validatePsk(params.psk, "parameter psk");
-  throw new UsageError("replicate: --psk-file is required");
+function pskOf(params: Params): Promise<string> {
+  return loadPsk(params, "replicate: --psk-file is required");
 }
 
 function hostPort(text: string, flag: string, defaultPort: number): { host: string; port: number } {
-  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(text);
-  const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
-  if (!m || port < 0 || port > 65535) {
-    throw new UsageError(`replicate: --${flag} '${text}' is not HOST:PORT`);
-  }
-  return { host: m[1].replace(/^\[|\]$/g, ""), port };
+  return parseHostPort(text, `replicate: --${flag}`, defaultPort);
+}
+
+/** The receiver of `--dr HOST:PORT`, else of `--dr-host` and `--dr-port`; undefined if neither. */
+function drAddress(
+  params: Params,
+  extra: Record<string, string | boolean>,
+): { host: string; port: number } | undefined {
+  const dr = extra.dr as string | undefined;
+  if (dr) return hostPort(dr, "dr", params.dr_port ?? 10900);
+  return params.dr_host ? { host: params.dr_host, port: params.dr_port ?? 10900 } : undefined;
 }
 
 function stopSignal(): AbortController {
@@ -146,23 +145,13 @@ function stopSignal(): AbortController {
 }
 
 async function receive(args: string[]): Promise<number> {
-  const { params, extra } = parseParamFlags(args, {
-    only: ["psk", "psk_file"],
-    extra: { listen: "string", "replica-dir": "path", "replica-format": "string" },
+  const { params } = parseParamFlags(args, {
+    only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
   });
-  const dir = extra["replica-dir"] as string | undefined;
+  const dir = params.replica_dir;
   if (!dir) throw new UsageError("replicate receive: --replica-dir is required");
-  const format = (extra["replica-format"] as string | undefined) ?? "qcow2";
-  if (format !== "qcow2" && format !== "raw") {
-    throw new UsageError(
-      `replicate receive: --replica-format must be qcow2 or raw, not '${format}'`,
-    );
-  }
-  const { host, port } = hostPort(
-    (extra.listen as string | undefined) ?? "0.0.0.0:10900",
-    "listen",
-    10900,
-  );
+  const format = params.replica_format!;
+  const { host, port } = hostPort(params.listen!, "listen", 10900);
   const psk = await pskOf(params);
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
@@ -198,11 +187,9 @@ export async function senderSetup(
   what = `replicate ${sub}`,
 ): Promise<SenderSetup> {
   const { params, extra } = parseParamFlags(args, {
-    only: SENDER_PARAMS,
+    only: [...SENDER_PARAMS, "name", "work_dir"],
     extra: {
       dr: "string",
-      name: "string",
-      "work-dir": "path",
       "nbd-socket": "path",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
       ...(sub === "seed" ? { "seed-window": "string" } : {}),
@@ -210,24 +197,20 @@ export async function senderSetup(
   });
   if (!params.qmp) throw new UsageError(`${what}: --qmp is required`);
   if (params.node?.length !== 1) throw new UsageError(`${what}: give exactly one --node`);
-  const dr = extra.dr as string | undefined;
-  if (!dr && !params.dr_host) throw new UsageError(`${what}: --dr HOST:PORT is required`);
-  const { host, port } = dr ? hostPort(dr, "dr", params.dr_port ?? 10900) : {
-    host: params.dr_host!,
-    port: params.dr_port ?? 10900,
-  };
+  const address = drAddress(params, extra);
+  if (!address) throw new UsageError(`${what}: --dr HOST:PORT is required`);
+  const { host, port } = address;
   const psk = await pskOf(params);
   const node = params.node[0];
   const stateDir = params.state_dir ?? defaultStateDir();
-  const given = extra.name as string | undefined;
-  if (given === undefined && !isReplicaName(node)) {
+  if (params.name === undefined && !isReplicaName(node)) {
     throw new UsageError(`${what}: node '${node}' is no replica name: give --name NAME`);
   }
-  const name = replicaName(what, given ?? node);
-  const workDir = (extra["work-dir"] as string | undefined) ?? senderWorkDir(stateDir, name);
+  const name = replicaName(what, params.name ?? node);
+  const workDir = params.work_dir ?? senderWorkDir(stateDir, name);
   await makeDirectory(workDir, "the work directory");
-  const compressLevel = compressLevelOf(params, what);
-  const retry = retryOf(params);
+  const compressLevel = compressLevelOf(params.compress, what);
+  const retry = retryPolicyOf(params);
   const qmp = await QmpSocket.connect(params.qmp);
   return {
     disk: {
@@ -269,20 +252,6 @@ function defaultStateDir(): string {
   return resolve(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
 }
 
-function compressLevelOf(params: Params, what: string): number {
-  const compress = /^zstd(?::(\d+))?$/.exec(params.compress ?? "zstd:3");
-  if (!compress) throw new UsageError(`${what}: compress must be zstd or zstd:LEVEL`);
-  return Number(compress[1] ?? 3);
-}
-
-function retryOf(params: Params): RetryPolicy {
-  return {
-    count: params.retry_count ?? DEFAULT_RETRY.count,
-    delayMs: params.retry_delay_ms ?? DEFAULT_RETRY.delayMs,
-    jitterMs: params.retry_jitter_ms ?? DEFAULT_RETRY.jitterMs,
-  };
-}
-
 /** `replicate daemon --config FILE`: every disk of the file on its own schedule. */
 async function daemon(args: string[]): Promise<number> {
   const { extra } = parseParamFlags(args, { only: [], extra: { config: "path" } });
@@ -308,10 +277,10 @@ async function daemon(args: string[]): Promise<number> {
         port: p.dr_port ?? 10900,
         psk: await pskOf(p),
         bandwidthBytesPerSecond: p.bandwidth_limit,
-        retry: retryOf(p),
+        retry: retryPolicyOf(p),
       },
       intervalMs: (p.cycle_interval ?? 300) * 1000,
-      options: { log, compressLevel: compressLevelOf(p, `config ${path}: ${c.name}`) },
+      options: { log, compressLevel: compressLevelOf(p.compress, `config ${path}: ${c.name}`) },
     });
   }
   const ac = stopSignal();
@@ -366,32 +335,12 @@ async function status(args: string[]): Promise<number> {
     only: ["state_dir", "psk", "psk_file", "dr_host", "dr_port"],
     extra: { dr: "string", json: "bool", prometheus: "bool" },
   });
-  let rows;
-  const dr = extra.dr as string | undefined;
-  if (dr || params.dr_host) {
-    const { host, port } = dr ? hostPort(dr, "dr", params.dr_port ?? 10900) : {
-      host: params.dr_host!,
-      port: params.dr_port ?? 10900,
-    };
-    const channel = await SecureChannel.connect(host, port, { psk: await pskOf(params) });
-    try {
-      await channel.send({ type: "status-request" });
-      rows = receiverStatus((await channel.expect("status")).replicas);
-      await channel.send({ type: "close" });
-    } finally {
-      channel.close();
-    }
-  } else {
-    const stateDir = params.state_dir ?? defaultStateDir();
-    await existingDirectory("replicate status", "--state-dir", stateDir);
-    const states = await listSenderStates(stateDir);
-    const roles = new Map<string, string>();
-    for (const s of states) {
-      const r = await loadRole(stateDir, s.name, "primary");
-      roles.set(s.name, `${r.role}/${r.state}`);
-    }
-    rows = senderStatus(states, new Date(), roles);
-  }
+  const remote = drAddress(params, extra);
+  const stateDir = params.state_dir ?? defaultStateDir();
+  if (!remote) await existingDirectory("replicate status", "--state-dir", stateDir);
+  const rows = await replicationStatus(
+    remote ? { ...remote, psk: await pskOf(params) } : { stateDir },
+  );
   if (extra.json) console.log(JSON.stringify(rows, null, 2));
   else if (extra.prometheus) await Deno.stdout.write(new TextEncoder().encode(toPrometheus(rows)));
   else await Deno.stdout.write(new TextEncoder().encode(toText(rows)));

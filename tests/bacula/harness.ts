@@ -10,6 +10,7 @@
  * @module
  */
 import { delay } from "../../lib/core/async.ts";
+import { freePort } from "../fixtures/ports.ts";
 
 /** Where one Bacula's programs and scripts are. */
 export interface BaculaInstall {
@@ -66,13 +67,6 @@ export interface JobResult {
   errors: number;
   bytes: number;
   log: string;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 function quoteForDirector(text: string): string {

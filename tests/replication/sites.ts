@@ -12,6 +12,7 @@ import { NbdClient } from "../../lib/nbd/client.ts";
 import { Qsd, run } from "../fixtures/qsd.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
+import { processInfo } from "../../lib/core/process.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -334,6 +335,25 @@ export function vmSenderArgs(
 
 type Stoppable = { stop(): Promise<unknown> };
 
+/** A process a plugin job started detached (not the test's child): SIGTERM, then wait until gone. */
+export function detachedProcess(pid: number): Stoppable {
+  return {
+    async stop() {
+      try {
+        Deno.kill(pid, "SIGTERM");
+      } catch {
+        return;
+      }
+      for (let i = 0; i < 100 && (await processInfo(pid)); i++) await delay(100);
+    },
+  };
+}
+
+/** The detached process of a pid file the backend wrote (see lib/core/detached.ts). */
+export async function detachedFromPidFile(path: string): Promise<Stoppable> {
+  return detachedProcess(JSON.parse(await Deno.readTextFile(path)).pid);
+}
+
 /**
  * The two sites of the failover tests: site A's disk (a 32 MiB qcow2 whose
  * first 4 MiB are 0x11) and state directory, site B's replica directory, one
@@ -390,6 +410,20 @@ export class FailoverBed {
   /** Sender flags for `vm`'s disk to a receiver on `port` (see {@link vmSenderArgs}). */
   sender = (vm: Vm, port: number, stateDir: string, retries = 0): string[] =>
     vmSenderArgs(vm, port, this.psk, stateDir, retries);
+
+  /**
+   * After failback exec: B's VM and A's receiver stop, A's disk must equal
+   * B's as it was; A's VM starts again and writes 1 MiB at 30 MiB.
+   */
+  async backAtA(vmB: Vm, recvA: Stoppable): Promise<Vm> {
+    const atFailback = await vmB.snapshot(join(this.root, "at-failback.raw"));
+    await this.stopped(vmB);
+    await this.stopped(recvA);
+    assert.ok(await imagesEqual(atFailback, this.imageA), "A's disk is B's at failback");
+    const vmA = await this.vm(this.imageA, "vm-a2");
+    await vmA.write(0x41, 30 << 20, 1 << 20);
+    return vmA;
+  }
 
   async cleanup(): Promise<void> {
     for (const x of this.#running.reverse()) await x.stop().catch(() => {});
