@@ -109,7 +109,7 @@ Deno.test("full + incrementals: each point restores equal; only written blocks; 
     const [full] = await backup(qsd, state, at("s0.dbit"));
     assert.equal(full.level, "full");
     assert.equal(full.parentId, null);
-    assert.match(full.reason ?? "", /no previous/);
+    assert.match(full.fallback ?? "", /no previous/);
     assert.equal(full.stats.dataBytes, 12 * MiB, "a full stores the allocated data");
     await qsd.snapshotImage(0, at("p0.raw"));
 
@@ -119,7 +119,7 @@ Deno.test("full + incrementals: each point restores equal; only written blocks; 
     const written1 = blockAligned(MiB + 512, 200 * KiB) + BLOCK;
     const [inc1] = await backup(qsd, state, at("s1.dbit"));
     assert.equal(inc1.level, "incremental");
-    assert.equal(inc1.reason, undefined);
+    assert.equal(inc1.fallback, undefined);
     assert.equal(inc1.parentId, full.backupId);
     assert.deepEqual(inc1.stats, {
       dirtyBytes: written1,
@@ -333,9 +333,9 @@ Deno.test("a lost bitmap gives a full with the reason (inconsistent after a cras
     await qsd.restart();
     const { disks: [afterCrash], stderr } = await backupWithWarnings(qsd, state, at("s1.dbit"));
     assert.equal(afterCrash.level, "full");
-    assert.match(afterCrash.reason!, /inconsistent/);
+    assert.match(afterCrash.fallback!, /inconsistent/);
     assert.ok(
-      stderr.includes(`dirtybit: warning: disk0: full backup: ${afterCrash.reason}`),
+      stderr.includes(`dirtybit: warning: disk0: full backup: ${afterCrash.fallback}`),
       `the reason is printed without a terminal: ${stderr}`,
     );
 
@@ -345,7 +345,7 @@ Deno.test("a lost bitmap gives a full with the reason (inconsistent after a cras
     await qmp.close();
     const [afterRemoval] = await backup(qsd, state, at("s2.dbit"));
     assert.equal(afterRemoval.level, "full");
-    assert.match(afterRemoval.reason!, /does not exist/);
+    assert.match(afterRemoval.fallback!, /does not exist/);
 
     await qsd.guestWrite(0, 0x52, 4 * MiB, MiB);
     await qsd.snapshotImage(0, at("p3.raw"));
@@ -416,7 +416,7 @@ Deno.test("a resized disk gets a full with the reason, not an incremental no res
     await qsd.guestWrite(0, 0x92, 36 * MiB, MiB);
     const [grown] = await backup(qsd, state, at("s1.dbit"));
     assert.equal(grown.level, "full");
-    assert.match(grown.reason!, /resized from 33554432 to 41943040 bytes/);
+    assert.match(grown.fallback!, /resized from 33554432 to 41943040 bytes/);
     await qsd.guestWrite(0, 0x93, 2 * MiB, MiB);
     await qsd.snapshotImage(0, at("p2.raw"));
     const [inc] = await backup(qsd, state, at("s2.dbit"));

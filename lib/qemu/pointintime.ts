@@ -88,6 +88,10 @@ export interface PointInTimeRequest {
   nbdSocket?: string;
   /** Bitmap scope separating independent users of a disk (e.g. `repl`); default none. */
   scope?: string;
+  /** Owner id the new bitmaps carry (see checkpoint.ts); default none (unowned names). */
+  owner?: string;
+  /** Remove another owner's bitmaps and take a full instead of refusing (ChainError). */
+  takeOver?: boolean;
   /** Removes an overlay file; default `Deno.remove` (QEMU runs on this machine). */
   removeFile?: (path: string) => Promise<void>;
   /**
@@ -120,12 +124,15 @@ export async function openPointInTime(
     if (seen.has(d.node)) throw new UsageError(`disk node ${d.node} is listed twice`);
     seen.add(d.node);
   }
-  const names = bitmapNames(req.checkpointId, req.scope);
+  const names = bitmapNames(req.checkpointId, req.scope, req.owner);
   const nodes = await queryBlockNodes(qmp);
   const plans = req.disks.map((d) => {
     const node = nodes.get(d.node);
     if (!node) throw missingNode(d.node);
-    return planDisk(node, d.checkpoint, req.level, names, req.scope);
+    return planDisk(node, d.checkpoint, req.level, names, {
+      scope: req.scope,
+      takeOver: req.takeOver,
+    });
   });
   for (const plan of plans) await removeBitmaps(qmp, plan.node, plan.removeNow);
 
