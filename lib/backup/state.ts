@@ -60,24 +60,39 @@ export async function saveDiskState(stateDir: string, state: DiskState): Promise
 /**
  * The owner id of the state directory's chains, made once: the checkpoint
  * bitmaps carry it, so a run from another state directory knows the disk is
- * not its own. Call it holding the state directory's lock.
+ * not its own. Made by a hard link of a complete file, which fails if another
+ * run made it first: then that one's id is the id.
  */
 export async function ownerId(stateDir: string): Promise<string> {
   const path = join(stateDir, "owner-id");
+  const made = await readOwnerId(path);
+  if (made) return made;
+  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  await writeFileAtomic(tmp, `${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}\n`);
   try {
-    const id = (await Deno.readTextFile(path)).trim();
-    if (!/^[0-9a-f]{8,32}$/.test(id)) {
-      throw new InputError(
-        `${path} does not hold an owner id (hex digits): restore it, or remove it to start ` +
-          `new chains (then the next backup needs --take-over)`,
-      );
-    }
-    return id;
+    await Deno.link(tmp, path);
   } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  } finally {
+    await Deno.remove(tmp);
   }
-  const id = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-  await writeFileAtomic(path, `${id}\n`);
+  return (await readOwnerId(path))!;
+}
+
+async function readOwnerId(path: string): Promise<string | undefined> {
+  let id: string;
+  try {
+    id = (await Deno.readTextFile(path)).trim();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+  if (!/^[0-9a-f]{8,32}$/.test(id)) {
+    throw new InputError(
+      `${path} does not hold an owner id (hex digits): restore it, or remove it to start ` +
+        `new chains (then the next backup needs --take-over)`,
+    );
+  }
   return id;
 }
 
