@@ -17,7 +17,7 @@ import {
   type SinkFactory,
 } from "../backup/engine.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
-import { flagHelp, flagToParam, parseParamEntries } from "./params.ts";
+import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
 import { formatBytes, reportLine, reportProgress } from "./report.ts";
@@ -46,8 +46,9 @@ With --vm, the VM is found through CloudStack and read on its KVM host.
   --json              print a JSON summary (on stderr when --out is -); a disk
                       that got a full instead of the level asked for carries
                       "fallback": "<reason>"
-${flagHelp(["take_over"])}
-                      (without it, such a disk is refused: exit 4)
+  --take-over         back up disks whose checkpoint bitmaps belong to the
+                      chain of another state directory: remove them and take
+                      a full (without it such a disk is refused, exit 4)
 
 A disk is backed up by one job at a time: another job on it (from any state
 directory, backup or replication) makes this one fail with "busy" (exit 2).

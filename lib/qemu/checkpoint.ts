@@ -203,7 +203,11 @@ export function planDisk(
   const foreign = names.owner === undefined
     ? []
     : scoped.filter((b) => bitmapOwner(b.name) !== names.owner && !oldNames.includes(b.name));
-  const owners = [...new Set(foreign.map((b) => bitmapOwner(b.name) ?? "(none)"))].join(", ");
+  const owners = [
+    ...new Set(
+      foreign.map((b) => bitmapOwner(b.name) ?? "unknown (bitmaps made before owner ids)"),
+    ),
+  ].join(", ");
   if (foreign.length > 0 && !takeOver) {
     throw new ChainError(
       (oldNames.length > 0
