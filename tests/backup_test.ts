@@ -12,6 +12,8 @@ import { assertSameImage, cliCommand, dirtybit, dirtybitJson, dirtybitOk } from 
 import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
 import { lockStateDir } from "../lib/backup/lock.ts";
+import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
+import { parseHolder } from "../lib/qemu/disk_lock.ts";
 import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";
 import { delay } from "../lib/core/async.ts";
 
@@ -306,11 +308,20 @@ Deno.test("killed, cancelled, broken pipe: the next incremental is complete, not
     assert.equal((await Deno.readTextFile(join(state, ".lock"))).trim(), String(killed.pid));
     const qmp = await qsd.qmp();
     const exports = await qmp.execute<{ id: string }[]>("query-block-exports");
-    await qmp.close();
     assert.ok(exports.some((e) => e.id.startsWith("dirtybit-")), "the kill left its export");
+    const lock = (await queryBlockNodes(qmp)).get("disk0")!.bitmaps.map((b) => parseHolder(b.name));
+    assert.equal(lock.find((h) => h)?.pid, killed.pid, "and its disk lock in QEMU");
+    await qmp.close();
 
     const { disks: [inc], stderr } = await backupWithWarnings(qsd, state, at("s1.dbit"));
     assert.match(stderr, /^dirtybit: warning: removed \d+ leftovers/m);
+    assert.match(
+      stderr,
+      new RegExp(
+        `^dirtybit: warning: removed the disk lock of dirtybit pid ${killed.pid} on host .*, which died$`,
+        "m",
+      ),
+    );
     assert.equal(inc.level, "incremental");
     assert.equal(inc.parentId, full.backupId);
     assert.equal(inc.stats.dirtyBytes, 48 * MiB);

@@ -4,21 +4,14 @@
  * backup` (and `replicate seed`) as child processes: a second state directory
  * is refused naming the owning chain, `--take-over` starts a new chain that
  * restores equal (`qemu-img compare`), two jobs on one disk at once give one
- * "busy", a lock left by a `kill -9` is removed by the next plain run, and a
- * full taken instead of an incremental says why, on stderr and in `--json`.
+ * "busy" (a lock left by a `kill -9` is removed by the next plain run:
+ * tests/backup_test.ts), and a full taken instead of an incremental says why,
+ * on stderr and in `--json`.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Qsd, withQsd } from "./fixtures/qsd.ts";
-import {
-  assertOneLineError,
-  assertSameImage,
-  cliCommand,
-  dirtybit,
-  dirtybitOk,
-} from "./fixtures/cli.ts";
-import { killWhen } from "./fixtures/kills.ts";
-import { fillRandom } from "./fixtures/bytes.ts";
+import { assertOneLineError, assertSameImage, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
@@ -199,40 +192,6 @@ Deno.test("two jobs on one disk at once, whatever their state directory: the sec
     assert.deepEqual((await bitmapsOf(qsd)).filter((n) => n.startsWith("dirtybit-lock")), []);
     // Once it ended, the other state directory meets the owner, not a lock.
     assertOneLineError(await backup(qsd, at("b"), at("b.dbit")), 4, "pass --take-over");
-  });
-});
-
-Deno.test("the disk lock of a run killed -9 is removed by the next plain run", async () => {
-  await withQsd({ disks: [{ size: 64 * MiB }] }, async ({ qsd, at }) => {
-    const state = at("state");
-    const out = at("out");
-    await Deno.mkdir(out);
-    for (let i = 0; i < 48; i += 8) {
-      await qsd.guestPwrite(0, fillRandom(new Uint8Array(8 * MiB)), i * MiB);
-    }
-    const { disk: full } = await backupOk(qsd, state, out);
-    for (let i = 0; i < 40; i += 8) {
-      await qsd.guestPwrite(0, fillRandom(new Uint8Array(8 * MiB)), i * MiB);
-    }
-    await qsd.snapshotImage(0, at("p1.raw"));
-
-    const killed = cliCommand(
-      ["backup", ...qsd.sourceArgs(), "--state-dir", state, "--out", out, "--compress", "zstd:19"],
-      { stdin: "null", stdout: "null", stderr: "null" },
-    ).spawn();
-    const partial = async () =>
-      (await Array.fromAsync(Deno.readDir(out))).some((e) => e.name.endsWith(".partial"));
-    await killWhen(killed, "mid-stream", partial);
-    const left = (await bitmapsOf(qsd)).map(parseHolder).find((h) => h);
-    assert.equal(left?.pid, killed.pid, "the kill left its lock in QEMU");
-
-    const { disk: inc, stderr } = await backupOk(qsd, state, out);
-    assert.match(stderr, new RegExp(`removed the disk lock of dirtybit pid ${killed.pid} on host`));
-    assert.equal(inc.level, "incremental");
-    assert.equal(inc.parentId, full.backupId);
-    assert.deepEqual((await bitmapsOf(qsd)).filter((n) => n.startsWith("dirtybit-lock")), []);
-    await dirtybitOk(["restore", "--out", at("t.qcow2"), full.file, inc.file]);
-    await assertSameImage(at("t.qcow2"), at("p1.raw"));
   });
 });
 

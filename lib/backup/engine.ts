@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
-import { openPointInTime, type PointInTime } from "../qemu/pointintime.ts";
+import { openPointInTime, type PointInTime, type PointInTimeRequest } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
 import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
 import { describeHolder, type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
@@ -175,12 +175,14 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     const owner = await ownerId(job.stateDir);
     const states = await Promise.all(disks.map((d) => loadDiskState(job.stateDir, d.name)));
     const broken = job.level === "full" ? [] : await brokenChains(job, qmp, disks, states);
-    // A disk whose chain cannot go on gets a full: no checkpoint is passed on for it.
     const pit = await openPointInTimeQuiesced(
       job,
       qmp,
-      disks,
-      states.map((state, i) => broken[i] ? null : state),
+      disks.map((d, i) => ({
+        node: d.node,
+        checkpoint: states[i]?.checkpoint,
+        fullBecause: broken[i],
+      })),
       { checkpointId: backupId, owner },
       job.workDir ?? join(localDir, "fleece"),
       run,
@@ -191,8 +193,8 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
       outcomes = await untilAborted(
         job.signal,
         Promise.all(pit.disks.map(async (disk, i) => {
-          const state = broken[i] ? null : states[i];
-          const fallback = broken[i] ?? disk.reason ??
+          const state = states[i];
+          const fallback = disk.reason ??
             (disk.level === "full" && job.level !== "full" && !state
               ? "no previous backup of this disk in the state directory"
               : undefined);
@@ -211,7 +213,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
             uri,
             dirtyContext: disk.dirtyContext,
             granularity: disk.granularity,
-            state: states[i],
+            state,
             stateDir: job.stateDir,
             compression: job.compression,
             metadata: job.metadata,
@@ -298,15 +300,14 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
 async function openPointInTimeQuiesced(
   job: BackupJob,
   qmp: QmpTransport,
-  disks: JobDisk[],
-  states: (DiskState | null)[],
+  disks: PointInTimeRequest["disks"],
   ids: { checkpointId: string; owner: string },
   workDir: string,
   run: RunRecord,
 ): Promise<PointInTime> {
   const request = {
     run,
-    disks: disks.map((d, i) => ({ node: d.node, checkpoint: states[i]?.checkpoint })),
+    disks,
     level: job.level === "auto" ? "incremental" as const : job.level,
     ...ids,
     takeOver: job.takeOver,
@@ -336,7 +337,7 @@ async function brokenChains(
   states: (DiskState | null)[],
 ): Promise<(string | undefined)[]> {
   const info = await queryBlockNodes(qmp);
-  return await Promise.all(disks.map(async ({ node, name }, i) => {
+  return await Promise.all(disks.map(async ({ node }, i) => {
     const state = states[i];
     if (!state) return undefined;
     const size = info.get(node)?.size;

@@ -164,6 +164,8 @@ export interface PlanOptions {
   scope?: string;
   /** Remove the bitmaps of other owners and take a full, instead of refusing. */
   takeOver?: boolean;
+  /** Why the disk must get a full whatever its bitmaps say (e.g. it was resized). */
+  fullBecause?: string;
 }
 
 /**
@@ -178,7 +180,7 @@ export function planDisk(
   checkpoint: DiskCheckpoint | undefined,
   requested: Level,
   names: BitmapNames,
-  { scope, takeOver = false }: PlanOptions = {},
+  { scope, takeOver = false, fullBecause }: PlanOptions = {},
 ): DiskPlan {
   const scoped = node.bitmaps.filter((b) => isScopedBitmap(b.name, scope));
   const busy = scoped.find((b) => b.busy);
@@ -226,6 +228,8 @@ export function planDisk(
   if (requested !== "full") {
     if (foreign.length > 0) {
       reason = `taking node ${node.name} over from the chain of owner ${owners}`;
+    } else if (fullBecause) {
+      reason = fullBecause;
     } else if (!checkpoint) {
       reason = `no previous checkpoint for node ${node.name}`;
     } else if (checkpoint.node !== node.name) {

@@ -255,3 +255,17 @@ Deno.test("planDisk: bitmaps of our checkpoint made before owner ids stay ours",
   assert.equal(plan.next.incBitmap, `dirtybit-inc-c2@${A}`);
   assert.equal(plan.next.baseBitmap, cp1.baseBitmap);
 });
+
+Deno.test("planDisk: a full for a reason found elsewhere keeps the old checkpoint until commit", () => {
+  const plan = planDisk(
+    node(bitmap(cp1.incBitmap), bitmap(cp1.baseBitmap)),
+    cp1,
+    "incremental",
+    bitmapNames("c2", undefined, A),
+    { fullBecause: "the disk was resized" },
+  );
+  assert.equal(plan.level, "full");
+  assert.equal(plan.reason, "the disk was resized");
+  assert.deepEqual(plan.removeNow, []);
+  assert.deepEqual(plan.removeOnCommit.sort(), [cp1.baseBitmap, cp1.incBitmap]);
+});

@@ -74,8 +74,11 @@ export interface PointInTime {
 
 /** Request of {@link openPointInTime}. */
 export interface PointInTimeRequest {
-  /** The disks, each with its last accepted checkpoint if there is one. */
-  disks: { node: string; checkpoint?: DiskCheckpoint }[];
+  /**
+   * The disks, each with its last accepted checkpoint if there is one, and
+   * why it must get a full whatever its bitmaps say, if it must.
+   */
+  disks: { node: string; checkpoint?: DiskCheckpoint; fullBecause?: string }[];
   level: Level;
   /** Names the new checkpoint: a fresh id for every attempt. */
   checkpointId: string;
@@ -132,6 +135,7 @@ export async function openPointInTime(
     return planDisk(node, d.checkpoint, req.level, names, {
       scope: req.scope,
       takeOver: req.takeOver,
+      fullBecause: d.fullBecause,
     });
   });
   for (const plan of plans) await removeBitmaps(qmp, plan.node, plan.removeNow);
