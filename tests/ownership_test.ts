@@ -5,8 +5,9 @@
  * is refused naming the owning chain, `--take-over` starts a new chain that
  * restores equal (`qemu-img compare`), two jobs on one disk at once give one
  * "busy" (a lock left by a `kill -9` is removed by the next plain run:
- * tests/backup_test.ts), and a full taken instead of an incremental says why,
- * on stderr and in `--json`.
+ * tests/backup_test.ts), a full taken instead of an incremental says why,
+ * on stderr and in `--json`, and backup and replication of one disk keep
+ * each other's bitmaps.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -15,6 +16,7 @@ import { assertOneLineError, assertSameImage, dirtybit, dirtybitOk } from "./fix
 import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
+import { ReceiverProcess, Sites } from "./replication/sites.ts";
 
 const MiB = 1 << 20;
 
@@ -262,4 +264,37 @@ Deno.test("--out DIR: an incremental whose parent stream is gone from DIR warns 
     assert.equal(inc2.level, "incremental");
     assert.equal(inc2.parentId, again.backupId);
   });
+});
+
+Deno.test("backup and replication of one disk keep each other's bitmaps", async () => {
+  const sites = await Sites.start(16 * MiB);
+  const receiver = await ReceiverProcess.start(sites.receiverArgs());
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  const at = (name: string) => join(dir, name);
+  try {
+    const qsd = sites.qsd;
+    const seeded = await sites.send("seed", receiver.port);
+    assert.equal(seeded.code, 0, seeded.stderr);
+    const { disk: full } = await backupOk(qsd, at("b"), at("s0.dbit"));
+    await qsd.guestWrite(0, 0x61, 4 * MiB, MiB);
+    const pushed = await sites.send("push", receiver.port, ["--once"]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.match(pushed.stderr, /cycle 1 confirmed: 1048576 bytes dirty/);
+
+    await qsd.guestWrite(0, 0x62, 8 * MiB, MiB);
+    await qsd.snapshotImage(0, at("p1.raw"));
+    const { disk: inc } = await backupOk(qsd, at("b"), at("s1.dbit"));
+    assert.equal(inc.level, "incremental", "replication left the backup's bitmaps alone");
+    assert.equal(inc.stats.dirtyBytes, 2 * MiB);
+    const again = await sites.send("push", receiver.port, ["--once"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /cycle 2 confirmed: 1048576 bytes dirty/, "and the other way round");
+    assert.ok(await sites.replicaEquals(await sites.snapshot("now")));
+    await dirtybitOk(["restore", "--out", at("t.qcow2"), full.file, inc.file]);
+    await assertSameImage(at("t.qcow2"), at("p1.raw"));
+  } finally {
+    await receiver.stop();
+    await sites.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
