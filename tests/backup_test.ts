@@ -8,8 +8,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd, withQsd } from "./fixtures/qsd.ts";
-import { assertSameImage, cliCommand, dirtybit, dirtybitJson, dirtybitOk } from "./fixtures/cli.ts";
-import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
+import {
+  assertSameImage,
+  backupCli,
+  type BackupSummary,
+  cliCommand,
+  dirtybitJson,
+  dirtybitOk,
+} from "./fixtures/cli.ts";
+import { runBackup } from "../lib/backup/engine.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
 import { lockStateDir } from "../lib/backup/lock.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
@@ -22,9 +29,6 @@ const MiB = 1 << 20;
 /** The dirty bitmap granularity of a qcow2 disk with 64 KiB clusters: the chain's block size. */
 const BLOCK = 64 * KiB;
 
-/** One disk of `backup --json`. */
-type BackupSummary = DiskBackupResult & { file: string };
-
 /** `dirtybit backup --json` of `nodes` of `qsd`: the summary, and stderr (warnings). */
 async function backupWithWarnings(
   qsd: Qsd,
@@ -33,18 +37,9 @@ async function backupWithWarnings(
   extra: string[] = [],
   nodes = ["disk0"],
 ): Promise<{ disks: BackupSummary[]; stderr: string }> {
-  const r = await dirtybit([
-    "backup",
-    ...qsd.sourceArgs(nodes),
-    "--state-dir",
-    stateDir,
-    "--out",
-    out,
-    "--json",
-    ...extra,
-  ]);
+  const r = await backupCli(qsd.sourceArgs(nodes), stateDir, out, extra);
   assert.equal(r.code, 0, `backup exited ${r.code}: ${r.stderr}`);
-  return { disks: JSON.parse(r.stdout), stderr: r.stderr };
+  return r;
 }
 
 /** `dirtybit backup --json` of `nodes` of `qsd`. */

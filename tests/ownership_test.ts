@@ -12,35 +12,23 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Qsd, withQsd } from "./fixtures/qsd.ts";
-import { assertOneLineError, assertSameImage, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
-import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
+import {
+  assertOneLineError,
+  assertSameImage,
+  backupCli,
+  dirtybit,
+  dirtybitOk,
+} from "./fixtures/cli.ts";
+import { runBackup } from "../lib/backup/engine.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
 import { ReceiverProcess, Sites } from "./replication/sites.ts";
 
 const MiB = 1 << 20;
 
-type Summary = DiskBackupResult & { file: string };
-
 /** `dirtybit backup --json` of disk0 through QMP monitor `monitor`. */
-async function backup(
-  qsd: Qsd,
-  stateDir: string,
-  out: string,
-  extra: string[] = [],
-  monitor = 0,
-) {
-  const r = await dirtybit([
-    "backup",
-    ...qsd.sourceArgs(["disk0"], monitor),
-    "--state-dir",
-    stateDir,
-    "--out",
-    out,
-    "--json",
-    ...extra,
-  ]);
-  return { ...r, disks: r.code === 0 ? JSON.parse(r.stdout) as Summary[] : [] };
+function backup(qsd: Qsd, stateDir: string, out: string, extra: string[] = [], monitor = 0) {
+  return backupCli(qsd.sourceArgs(["disk0"], monitor), stateDir, out, extra);
 }
 
 async function backupOk(qsd: Qsd, stateDir: string, out: string, extra: string[] = []) {
