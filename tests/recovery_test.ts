@@ -121,7 +121,7 @@ Deno.test("replicate seed and push killed -9 (server started, mid-transfer): the
       cliCommand([...sites.senderArgs(sub, receiver.port), ...(sub === "push" ? ["--once"] : [])], {
         stdin: "null",
         stdout: "null",
-        stderr: "null",
+        stderr: "piped",
       }).spawn();
     for (const sub of ["seed", "push"] as const) {
       // Before the kills: what they leave keeps the fixture from serving the guest.
@@ -131,7 +131,8 @@ Deno.test("replicate seed and push killed -9 (server started, mid-transfer): the
         const child = spawnSender(sub);
         const recorded = async () =>
           (await runRecordItems(sites.stateDir, child.pid)).some((i) => i.kind === "nbd-server");
-        await killWhen(child, `${sub}: server recorded`, recorded, afterMs);
+        const said = new Response(child.stderr).text();
+        await killWhen(child, `${sub}: server recorded`, recorded, afterMs, said);
       }
       // As a user would run it (default retries: the receiver may still see the killed sender).
       const r = await cli([
