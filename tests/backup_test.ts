@@ -8,10 +8,19 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd, withQsd } from "./fixtures/qsd.ts";
-import { assertSameImage, cliCommand, dirtybit, dirtybitJson, dirtybitOk } from "./fixtures/cli.ts";
-import { type DiskBackupResult, runBackup } from "../lib/backup/engine.ts";
+import {
+  assertSameImage,
+  backupCli,
+  type BackupSummary,
+  cliCommand,
+  dirtybitJson,
+  dirtybitOk,
+} from "./fixtures/cli.ts";
+import { runBackup } from "../lib/backup/engine.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
 import { lockStateDir } from "../lib/backup/lock.ts";
+import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
+import { parseHolder } from "../lib/qemu/disk_lock.ts";
 import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";
 import { delay } from "../lib/core/async.ts";
 
@@ -19,9 +28,6 @@ const KiB = 1 << 10;
 const MiB = 1 << 20;
 /** The dirty bitmap granularity of a qcow2 disk with 64 KiB clusters: the chain's block size. */
 const BLOCK = 64 * KiB;
-
-/** One disk of `backup --json`. */
-type BackupSummary = DiskBackupResult & { file: string };
 
 /** `dirtybit backup --json` of `nodes` of `qsd`: the summary, and stderr (warnings). */
 async function backupWithWarnings(
@@ -31,18 +37,9 @@ async function backupWithWarnings(
   extra: string[] = [],
   nodes = ["disk0"],
 ): Promise<{ disks: BackupSummary[]; stderr: string }> {
-  const r = await dirtybit([
-    "backup",
-    ...qsd.sourceArgs(nodes),
-    "--state-dir",
-    stateDir,
-    "--out",
-    out,
-    "--json",
-    ...extra,
-  ]);
+  const r = await backupCli(qsd.sourceArgs(nodes), stateDir, out, extra);
   assert.equal(r.code, 0, `backup exited ${r.code}: ${r.stderr}`);
-  return { disks: JSON.parse(r.stdout), stderr: r.stderr };
+  return r;
 }
 
 /** `dirtybit backup --json` of `nodes` of `qsd`. */
@@ -109,7 +106,7 @@ Deno.test("full + incrementals: each point restores equal; only written blocks; 
     const [full] = await backup(qsd, state, at("s0.dbit"));
     assert.equal(full.level, "full");
     assert.equal(full.parentId, null);
-    assert.match(full.reason ?? "", /no previous/);
+    assert.match(full.fallback ?? "", /no previous/);
     assert.equal(full.stats.dataBytes, 12 * MiB, "a full stores the allocated data");
     await qsd.snapshotImage(0, at("p0.raw"));
 
@@ -119,7 +116,7 @@ Deno.test("full + incrementals: each point restores equal; only written blocks; 
     const written1 = blockAligned(MiB + 512, 200 * KiB) + BLOCK;
     const [inc1] = await backup(qsd, state, at("s1.dbit"));
     assert.equal(inc1.level, "incremental");
-    assert.equal(inc1.reason, undefined);
+    assert.equal(inc1.fallback, undefined);
     assert.equal(inc1.parentId, full.backupId);
     assert.deepEqual(inc1.stats, {
       dirtyBytes: written1,
@@ -306,11 +303,20 @@ Deno.test("killed, cancelled, broken pipe: the next incremental is complete, not
     assert.equal((await Deno.readTextFile(join(state, ".lock"))).trim(), String(killed.pid));
     const qmp = await qsd.qmp();
     const exports = await qmp.execute<{ id: string }[]>("query-block-exports");
-    await qmp.close();
     assert.ok(exports.some((e) => e.id.startsWith("dirtybit-")), "the kill left its export");
+    const lock = (await queryBlockNodes(qmp)).get("disk0")!.bitmaps.map((b) => parseHolder(b.name));
+    assert.equal(lock.find((h) => h)?.pid, killed.pid, "and its disk lock in QEMU");
+    await qmp.close();
 
     const { disks: [inc], stderr } = await backupWithWarnings(qsd, state, at("s1.dbit"));
     assert.match(stderr, /^dirtybit: warning: removed \d+ leftovers/m);
+    assert.match(
+      stderr,
+      new RegExp(
+        `^dirtybit: warning: removed the disk lock of dirtybit pid ${killed.pid} on host .*, which died$`,
+        "m",
+      ),
+    );
     assert.equal(inc.level, "incremental");
     assert.equal(inc.parentId, full.backupId);
     assert.equal(inc.stats.dirtyBytes, 48 * MiB);
@@ -333,9 +339,9 @@ Deno.test("a lost bitmap gives a full with the reason (inconsistent after a cras
     await qsd.restart();
     const { disks: [afterCrash], stderr } = await backupWithWarnings(qsd, state, at("s1.dbit"));
     assert.equal(afterCrash.level, "full");
-    assert.match(afterCrash.reason!, /inconsistent/);
+    assert.match(afterCrash.fallback!, /inconsistent/);
     assert.ok(
-      stderr.includes(`dirtybit: warning: disk0: full backup: ${afterCrash.reason}`),
+      stderr.includes(`dirtybit: warning: disk0: full backup: ${afterCrash.fallback}`),
       `the reason is printed without a terminal: ${stderr}`,
     );
 
@@ -345,7 +351,7 @@ Deno.test("a lost bitmap gives a full with the reason (inconsistent after a cras
     await qmp.close();
     const [afterRemoval] = await backup(qsd, state, at("s2.dbit"));
     assert.equal(afterRemoval.level, "full");
-    assert.match(afterRemoval.reason!, /does not exist/);
+    assert.match(afterRemoval.fallback!, /does not exist/);
 
     await qsd.guestWrite(0, 0x52, 4 * MiB, MiB);
     await qsd.snapshotImage(0, at("p3.raw"));
@@ -416,7 +422,7 @@ Deno.test("a resized disk gets a full with the reason, not an incremental no res
     await qsd.guestWrite(0, 0x92, 36 * MiB, MiB);
     const [grown] = await backup(qsd, state, at("s1.dbit"));
     assert.equal(grown.level, "full");
-    assert.match(grown.reason!, /resized from 33554432 to 41943040 bytes/);
+    assert.match(grown.fallback!, /resized from 33554432 to 41943040 bytes/);
     await qsd.guestWrite(0, 0x93, 2 * MiB, MiB);
     await qsd.snapshotImage(0, at("p2.raw"));
     const [inc] = await backup(qsd, state, at("s2.dbit"));

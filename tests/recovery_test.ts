@@ -25,6 +25,8 @@ import {
 } from "./fixtures/kills.ts";
 import { cli, ReceiverProcess, Sites } from "./replication/sites.ts";
 import type { DiskBackupResult } from "../lib/backup/engine.ts";
+import { RunRecord } from "../lib/core/run_record.ts";
+import { startNbdServer } from "../lib/qemu/nbd_server.ts";
 
 const MiB = 1 << 20;
 const DISK = 96 * MiB;
@@ -119,7 +121,7 @@ Deno.test("replicate seed and push killed -9 (server started, mid-transfer): the
       cliCommand([...sites.senderArgs(sub, receiver.port), ...(sub === "push" ? ["--once"] : [])], {
         stdin: "null",
         stdout: "null",
-        stderr: "null",
+        stderr: "piped",
       }).spawn();
     for (const sub of ["seed", "push"] as const) {
       // Before the kills: what they leave keeps the fixture from serving the guest.
@@ -129,7 +131,8 @@ Deno.test("replicate seed and push killed -9 (server started, mid-transfer): the
         const child = spawnSender(sub);
         const recorded = async () =>
           (await runRecordItems(sites.stateDir, child.pid)).some((i) => i.kind === "nbd-server");
-        await killWhen(child, `${sub}: server recorded`, recorded, afterMs);
+        const said = new Response(child.stderr).text();
+        await killWhen(child, `${sub}: server recorded`, recorded, afterMs, said);
       }
       // As a user would run it (default retries: the receiver may still see the killed sender).
       const r = await cli([
@@ -201,5 +204,30 @@ Deno.test("restore --out X.qcow2: kill -9 leaves no qemu-nbd, SIGTERM exits 8; t
 
     await dirtybitOk(["restore", "--out", target, full, inc]);
     await assertSameImage(target, expected2);
+  });
+});
+
+Deno.test("a run killed after recording its NBD server but before tagging QEMU: the next starts its own", async () => {
+  await withQsd({ disks: [{ size: MiB }], guestNbd: false }, async ({ qsd, at }) => {
+    // What such a run leaves: its record, and no marker (the daemon has no /objects at all yet).
+    const state = at("state");
+    await Deno.mkdir(join(state, ".runs"), { recursive: true });
+    const item = { kind: "nbd-server", qmp: qsd.qmpSocket, marker: "dirtybit-nbd-1-dead" };
+    await Deno.writeTextFile(
+      join(state, ".runs", "1-1-deadbeef.json"),
+      JSON.stringify({ owner: { pid: 1, start: 1 }, items: [item] }),
+    );
+    const run = await RunRecord.begin(state);
+    await withQmp(qsd, async (qmp) => {
+      const server = await startNbdServer(qmp, {
+        addr: { type: "unix", path: at("nbd.sock") },
+        run,
+        busy: "busy",
+      });
+      assert.ok(server.started);
+      await server.stop();
+    });
+    await run.end();
+    assert.deepEqual(await files(join(state, ".runs")), [], "the dead run's record was settled");
   });
 });

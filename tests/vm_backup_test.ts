@@ -470,7 +470,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           sshd.knownHostsPath,
           ...args,
         ]);
-      const r = await backupVm(vm.name, [
+      const args = [
         "--disks",
         "vdb",
         "--level",
@@ -480,7 +480,12 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         "--out",
         out,
         "--json",
-      ]);
+      ];
+      // The earlier steps' state directory owns the disk's chain.
+      const refused = await backupVm(vm.name, args);
+      assertEquals(refused.code, 4, refused.err);
+      assertMatch(refused.err, /belongs to the chain of owner [0-9a-f]+ .*pass --take-over/);
+      const r = await backupVm(vm.name, [...args, "--take-over"]);
       assertEquals(r.code, 0, r.err);
       const summary = JSON.parse(r.out) as { diskName: string; file: string }[];
       assertEquals(summary.map((s) => s.diskName), [data.id]);
@@ -506,6 +511,8 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         `known_hosts=${sshd.knownHostsPath}`,
         `disks=${root.id}`,
         "quiesce=false",
+        // A new working directory is a new state directory: the disk was another's.
+        "take_over=yes",
         `log_file=${cwd}/backend.log`,
       ];
       const { files, messages } = await backupSession(cwd, 101, "F", params);

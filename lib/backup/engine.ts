@@ -11,14 +11,22 @@
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
-import { openPointInTime, type PointInTime } from "../qemu/pointintime.ts";
+import { openPointInTime, type PointInTime, type PointInTimeRequest } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
 import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
+import { describeHolder, type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
 import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
 import { untilAborted } from "../core/async.ts";
 import type { CbtStats } from "../cbt/layers.ts";
-import { type DiskState, loadDiskState, newBackupId, saveDiskState } from "./state.ts";
+import {
+  type BackupRecord,
+  type DiskState,
+  loadDiskState,
+  newBackupId,
+  ownerId,
+  saveDiskState,
+} from "./state.ts";
 import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk_backup.ts";
 import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
@@ -49,6 +57,19 @@ export interface BackupJob {
   disks?: JobDisk[];
   level: RequestedLevel;
   stateDir: string;
+  /**
+   * Take the disks over from the chains of other state directories (remove
+   * their bitmaps, back up full) instead of refusing with a ChainError.
+   */
+  takeOver?: boolean;
+  /** The stream file a disk's stream goes to, if a file: recorded in the disk's history. */
+  streamPath?: (disk: PlannedDisk) => string | undefined;
+  /**
+   * Why the stream of a disk's parent backup cannot be used (e.g. no longer in
+   * the output directory), or undefined if it can: a disk with a reason gets a
+   * full instead of an incremental or differential on that parent.
+   */
+  checkParent?: (parent: BackupRecord) => Promise<string | undefined>;
   /** `zstd:N` or `none`. */
   compression: string;
   /** Stored in every stream header (e.g. the VM definition for cross-restore). */
@@ -85,8 +106,8 @@ export interface PlannedDisk {
   node: string;
   diskName: string;
   level: Level;
-  /** Why a requested incremental/differential became a full. */
-  reason?: string;
+  /** Why a requested incremental/differential (or auto) became a full. */
+  fallback?: string;
   backupId: string;
   parentId: string | null;
 }
@@ -128,6 +149,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
   await makeDirectory(job.stateDir, "the state directory", { mode: 0o700 });
   const lock = await lockStateDir(job.stateDir);
   let qmp: QmpTransport | undefined;
+  let diskLock: DiskLock | undefined;
   let run: RunRecord | undefined;
   const localDir = join(tmpdir(), `dirtybit-job-${crypto.randomUUID().slice(0, 8)}`);
   try {
@@ -135,23 +157,33 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     await run.add({ kind: "path", path: localDir });
     await Deno.mkdir(localDir, { mode: 0o700 });
     qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
-    const left = await removeLeftovers(qmp, { removeFile: job.removeFile });
-    const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
-    if (leftCount > 0) {
-      job.onMessage?.(
-        "warning",
-        `removed ${leftCount} leftovers of an earlier backup that did not end`,
-      );
+    diskLock = await lockDisks(qmp, disks.map((d) => d.node));
+    for (const dead of diskLock.removedStale) {
+      job.onMessage?.("warning", `removed the disk lock of ${describeHolder(dead)}, which died`);
     }
+    // Cleaning up dead runs reaches the whole QEMU: not while a job runs on another disk.
+    if (!diskLock.othersRunning) {
+      const left = await removeLeftovers(qmp, { removeFile: job.removeFile });
+      const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
+      if (leftCount > 0) {
+        job.onMessage?.(
+          "warning",
+          `removed ${leftCount} leftovers of an earlier backup that did not end`,
+        );
+      }
+    }
+    const owner = await ownerId(job.stateDir);
     const states = await Promise.all(disks.map((d) => loadDiskState(job.stateDir, d.name)));
-    const resized = job.level === "full" ? [] : await resizedDisks(qmp, disks, states);
-    // A resized disk gets a full: no checkpoint is passed on for it.
+    const broken = job.level === "full" ? [] : await brokenChains(job, qmp, disks, states);
     const pit = await openPointInTimeQuiesced(
       job,
       qmp,
-      disks,
-      states.map((state, i) => resized[i] ? null : state),
-      backupId,
+      disks.map((d, i) => ({
+        node: d.node,
+        checkpoint: states[i]?.checkpoint,
+        fullBecause: broken[i],
+      })),
+      { checkpointId: backupId, owner },
       job.workDir ?? join(localDir, "fleece"),
       run,
     );
@@ -162,20 +194,19 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
         job.signal,
         Promise.all(pit.disks.map(async (disk, i) => {
           const state = states[i];
+          const fallback = disk.reason ??
+            (disk.level === "full" && job.level !== "full" && !state
+              ? "no previous backup of this disk in the state directory"
+              : undefined);
           const planned: PlannedDisk = {
             node: disk.node,
             diskName: disks[i].name,
             level: disk.level,
-            reason: resized[i] ?? disk.reason ??
-              (disk.level === "full" && job.level !== "full" && !state
-                ? "no previous backup of this disk in the state directory"
-                : undefined),
+            ...(fallback ? { fallback } : {}),
             backupId,
             parentId: parentOf(disk.level, state),
           };
-          if (planned.reason) {
-            job.onMessage?.("warning", `${planned.diskName}: full backup: ${planned.reason}`);
-          }
+          if (fallback) job.onMessage?.("warning", `${planned.diskName}: full backup: ${fallback}`);
           const uri = job.reachExport ? await job.reachExport(disk.uri) : disk.uri;
           return await backupDisk({
             planned,
@@ -210,10 +241,12 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     const checkpoints = await pit.commit();
     for (const [i, outcome] of outcomes.entries()) {
       outcome.commitHashes();
-      await saveDiskState(job.stateDir, nextState(states[i], outcome, checkpoints[i]));
+      const stream = job.streamPath?.(outcome.result);
+      await saveDiskState(job.stateDir, nextState(states[i], outcome, checkpoints[i], stream));
     }
     return outcomes.map((o) => o.result);
   } finally {
+    await diskLock?.release();
     if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
     await Deno.remove(localDir, { recursive: true }).catch(() => {});
     await run?.end();
@@ -225,7 +258,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
 export interface DiskEstimate {
   diskName: string;
   level: Level;
-  reason?: string;
+  fallback?: string;
   /**
    * Bytes the backup would read: dirty bytes for an incremental/differential;
    * for a full the image's host allocation, at most the virtual size.
@@ -241,18 +274,18 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
   const qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
   try {
     const nodes = await queryBlockNodes(qmp);
-    const names = bitmapNames("estimate");
+    const names = bitmapNames("estimate", undefined, await ownerId(job.stateDir));
     const level = job.level === "auto" ? "incremental" : job.level;
     return await Promise.all(
       jobDisks(job).map(async ({ node, name }) => {
         const info = nodes.get(node);
         if (!info) throw missingNode(node);
         const state = await loadDiskState(job.stateDir, name);
-        const plan = planDisk(info, state?.checkpoint, level, names);
+        const plan = planDisk(info, state?.checkpoint, level, names, { takeOver: job.takeOver });
         return {
           diskName: name,
           level: plan.level,
-          reason: plan.reason,
+          fallback: plan.reason,
           bytes: plan.source ? plan.source.count : Math.min(info.allocated ?? info.size, info.size),
           lastBackupId: state?.lastBackupId ?? null,
           lastFullId: state?.lastFullId ?? null,
@@ -267,17 +300,17 @@ export async function estimateBackup(job: BackupJob): Promise<DiskEstimate[]> {
 async function openPointInTimeQuiesced(
   job: BackupJob,
   qmp: QmpTransport,
-  disks: JobDisk[],
-  states: (DiskState | null)[],
-  checkpointId: string,
+  disks: PointInTimeRequest["disks"],
+  ids: { checkpointId: string; owner: string },
   workDir: string,
   run: RunRecord,
 ): Promise<PointInTime> {
   const request = {
     run,
-    disks: disks.map((d, i) => ({ node: d.node, checkpoint: states[i]?.checkpoint })),
+    disks,
     level: job.level === "auto" ? "incremental" as const : job.level,
-    checkpointId,
+    ...ids,
+    takeOver: job.takeOver,
     workDir,
     nbdSocket: job.nbdSocket,
     removeFile: job.removeFile,
@@ -293,23 +326,28 @@ async function openPointInTimeQuiesced(
 }
 
 /**
- * Per disk, why its chain cannot go on because its size changed since the last
- * backup (an incremental of another size cannot apply on its parent), or undefined.
+ * Per disk, why its chain cannot go on whatever its bitmaps say, or
+ * undefined: its size changed since the last backup (an incremental of
+ * another size cannot apply on its parent), or the parent's stream is gone.
  */
-async function resizedDisks(
+async function brokenChains(
+  job: BackupJob,
   qmp: QmpTransport,
   disks: JobDisk[],
   states: (DiskState | null)[],
 ): Promise<(string | undefined)[]> {
   const info = await queryBlockNodes(qmp);
-  return disks.map(({ node }, i) => {
-    const was = states[i]?.virtualSize;
+  return await Promise.all(disks.map(async ({ node }, i) => {
+    const state = states[i];
+    if (!state) return undefined;
     const size = info.get(node)?.size;
-    if (was === undefined || size === undefined || size === was) return undefined;
-    return `the disk was resized from ${was} to ${size} bytes since backup ${
-      states[i]!.lastBackupId
-    }`;
-  });
+    if (size !== undefined && size !== state.virtualSize) {
+      return `the disk was resized from ${state.virtualSize} to ${size} bytes since backup ${state.lastBackupId}`;
+    }
+    const parentId = parentOf(job.level === "differential" ? "differential" : "incremental", state);
+    const parent = state.history.find((r) => r.backupId === parentId);
+    return parent ? await job.checkParent?.(parent) : undefined;
+  }));
 }
 
 function parentOf(level: Level, state: DiskState | null): string | null {
@@ -321,6 +359,7 @@ function nextState(
   prev: DiskState | null,
   outcome: DiskBackupOutcome,
   checkpoint: DiskState["checkpoint"],
+  stream: string | undefined,
 ): DiskState {
   const r = outcome.result;
   const full = r.level === "full";
@@ -337,6 +376,7 @@ function nextState(
       parentId: r.parentId,
       level: r.level,
       time: new Date().toISOString(),
+      ...(stream ? { stream } : {}),
     }],
   };
 }

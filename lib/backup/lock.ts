@@ -13,14 +13,14 @@
  */
 import { writeAll } from "../core/bytes.ts";
 import { join } from "node:path";
-import { fileSystemError, UsageError } from "../core/errors.ts";
+import { BusyError, fileSystemError } from "../core/errors.ts";
 
 /** A held lock; `release` gives it up. */
 export interface JobLock {
   release(): Promise<void>;
 }
 
-/** Takes the lock of `stateDir`, or throws a UsageError naming the running job's pid. */
+/** Takes the lock of `stateDir`, or throws a BusyError naming the running job's pid. */
 export async function lockStateDir(stateDir: string): Promise<JobLock> {
   const path = join(stateDir, ".lock");
   let file: Deno.FsFile;
@@ -32,7 +32,7 @@ export async function lockStateDir(stateDir: string): Promise<JobLock> {
   if (!(await file.tryLock(true))) {
     file.close();
     const pid = (await Deno.readTextFile(path).catch(() => "")).trim() || "unknown";
-    throw new UsageError(
+    throw new BusyError(
       `another dirtybit job (pid ${pid}) is using state directory ${stateDir}: wait for it to end`,
     );
   }

@@ -9,6 +9,7 @@
 import { join } from "node:path";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
+import { InputError } from "../core/errors.ts";
 import type { BackupLevel } from "../stream/format.ts";
 import { makeDirectory } from "../core/files.ts";
 
@@ -18,6 +19,8 @@ export interface BackupRecord {
   parentId: string | null;
   level: BackupLevel;
   time: string;
+  /** The stream file the front end wrote, if it wrote one (absolute path). */
+  stream?: string;
 }
 
 /** What the state directory remembers about one disk. */
@@ -52,6 +55,45 @@ export async function saveDiskState(stateDir: string, state: DiskState): Promise
   await makeDirectory(paths.dir, "the disk's state directory", { mode: 0o700 });
   const trimmed = { ...state, history: state.history.slice(-HISTORY_LIMIT) };
   await writeFileAtomic(paths.state, JSON.stringify(trimmed, null, 2) + "\n");
+}
+
+/**
+ * The owner id of the state directory's chains, made once: the checkpoint
+ * bitmaps carry it, so a run from another state directory knows the disk is
+ * not its own. Made by a hard link of a complete file, which fails if another
+ * run made it first: then that one's id is the id.
+ */
+export async function ownerId(stateDir: string): Promise<string> {
+  const path = join(stateDir, "owner-id");
+  const made = await readOwnerId(path);
+  if (made) return made;
+  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  await writeFileAtomic(tmp, `${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}\n`);
+  try {
+    await Deno.link(tmp, path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  } finally {
+    await Deno.remove(tmp);
+  }
+  return (await readOwnerId(path))!;
+}
+
+async function readOwnerId(path: string): Promise<string | undefined> {
+  let id: string;
+  try {
+    id = (await Deno.readTextFile(path)).trim();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
+  }
+  if (!/^[0-9a-f]{8,32}$/.test(id)) {
+    throw new InputError(
+      `${path} does not hold an owner id (hex digits): restore it, or remove it to start ` +
+        `new chains (then the next backup needs --take-over)`,
+    );
+  }
+  return id;
 }
 
 /** A new backup id: sortable by time, unique enough across hosts. */

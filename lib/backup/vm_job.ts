@@ -91,7 +91,15 @@ export interface VmSource {
 /** The engine settings of a VM job (what the source does not decide). */
 export type VmJobSettings = Pick<
   BackupJob,
-  "level" | "stateDir" | "compression" | "metadata" | "signal" | "onMessage" | "onProgress"
+  | "level"
+  | "stateDir"
+  | "takeOver"
+  | "checkParent"
+  | "compression"
+  | "metadata"
+  | "signal"
+  | "onMessage"
+  | "onProgress"
 >;
 
 /**
@@ -99,10 +107,20 @@ export type VmJobSettings = Pick<
  * Bacula backend passes its whole job, with `nodes` and `qmp`), and none of
  * that may reach the engine job this module builds.
  */
-function onlySettings(
-  { level, stateDir, compression, metadata, signal, onMessage, onProgress }: VmJobSettings,
-): VmJobSettings {
-  return { level, stateDir, compression, metadata, signal, onMessage, onProgress };
+function onlySettings(s: VmJobSettings): VmJobSettings {
+  const { level, stateDir, takeOver, checkParent, compression, metadata } = s;
+  const { signal, onMessage, onProgress } = s;
+  return {
+    level,
+    stateDir,
+    takeOver,
+    checkParent,
+    compression,
+    metadata,
+    signal,
+    onMessage,
+    onProgress,
+  };
 }
 
 /** Default TCP port of the NBD server in direct mode (IANA's NBD port). */
@@ -255,7 +273,7 @@ export function estimateVmBackup(
       return open.selected.map(({ volume }) => ({
         diskName: volume.id,
         level: "full" as const,
-        reason: "nbd_access_mode=api_only always reads the whole volume",
+        fallback: "nbd_access_mode=api_only always reads the whole volume",
         bytes: volume.size,
         lastBackupId: null,
         lastFullId: null,
@@ -481,7 +499,7 @@ async function backupByDownload(
           node: volume.id,
           diskName: volume.id,
           level: "full" as const,
-          reason: "nbd_access_mode=api_only",
+          fallback: "nbd_access_mode=api_only",
           backupId,
           parentId: null,
         };

@@ -74,6 +74,7 @@ async function engineJob(ctx: JobContext): Promise<EngineJob> {
     nodes: params.node ?? [],
     level: engineLevel(job.level),
     stateDir: stateDirOf(params, ctx.workDir),
+    takeOver: params.take_over,
     compression: params.compress ?? DEFAULT_COMPRESSION,
     metadata: { bacula: { job: job.name, jobId: job.jobId, vm: vmName(params) } },
     signal: ctx.ch.signal,

@@ -22,6 +22,8 @@ export interface EngineJob {
   nodes: string[];
   level: EngineLevel;
   stateDir: string;
+  /** Take the disks over from other state directories' chains (`take_over=yes`). */
+  takeOver?: boolean;
   compression: string;
   metadata?: Record<string, unknown>;
   signal?: AbortSignal;
@@ -33,7 +35,8 @@ export interface EnginePlannedDisk {
   node: string;
   diskName: string;
   level: "full" | "incremental" | "differential";
-  reason?: string;
+  /** Why the disk gets a full instead of the level asked for. */
+  fallback?: string;
   backupId: string;
   parentId: string | null;
 }

@@ -4,11 +4,12 @@
  *
  * @module
  */
-import { join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { isSpecialFile } from "./output.ts";
 import { fileWritable, makeDirectory, openForWriting, writeToFile } from "../core/files.ts";
 import { choice, parseFlags, required } from "./args.ts";
+import type { BackupRecord } from "../backup/state.ts";
 import {
   type DiskBackupResult,
   type PlannedDisk,
@@ -42,7 +43,15 @@ With --vm, the VM is found through CloudStack and read on its KVM host.
   --out FILE|DIR|-    stream file, directory for one file per disk, or - for
                       stdout (one disk only; e.g. Bacula bpipe). Default: .
   --compress C        zstd:N (1-19) or none (default zstd:3)
-  --json              print a JSON summary (on stderr when --out is -)
+  --json              print a JSON summary (on stderr when --out is -); a disk
+                      that got a full instead of the level asked for carries
+                      "fallback": "<reason>"
+  --take-over         back up disks whose checkpoint bitmaps belong to the
+                      chain of another state directory: remove them and take
+                      a full (without it such a disk is refused, exit 4)
+
+A disk is backed up by one job at a time: another job on it (from any state
+directory, backup or replication) makes this one fail with "busy" (exit 2).
 
 CloudStack VM (instead of --qmp/--node; disks are named by their volume id):
   --vm VM             UUID, name or instance name (i-2-10-VM)
@@ -92,6 +101,7 @@ type Flags = { [F in typeof VM_FLAGS[number] | "config"]?: string } & {
   out?: string;
   compress?: string;
   json?: boolean;
+  "take-over"?: boolean;
 };
 
 export const backupCommand: Command = {
@@ -110,6 +120,7 @@ export const backupCommand: Command = {
         out: { type: "string" },
         compress: { type: "string" },
         json: { type: "boolean" },
+        "take-over": { type: "boolean" },
         config: { type: "string" },
         ...Object.fromEntries(VM_FLAGS.map((f) => [f, { type: "string" as const }])),
       },
@@ -165,9 +176,14 @@ export const backupCommand: Command = {
       const settings = {
         level,
         stateDir,
+        takeOver: values["take-over"] ?? false,
+        streamPath: (disk: PlannedDisk) => files.get(disk.diskName)?.final,
+        // An incremental is restored with its parent: a parent written to this
+        // directory and gone from it since means the chain is broken here.
+        checkParent: outDir ? (parent: BackupRecord) => parentMissing(outDir, parent) : undefined,
         compression,
         signal: controller.signal,
-        // Warnings (why a full was taken, leftovers removed) are messages, not
+        // Warnings (leftovers removed, a fallback to full) are messages, not
         // progress: scripts and bpipe logs must see them without a terminal.
         onMessage: (kind: "info" | "warning", text: string) =>
           kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
@@ -186,11 +202,11 @@ export const backupCommand: Command = {
           // renaming a partial file over it would replace the device.
           return chunkReleasingSink(fileWritable(await openForWriting(out, { write: true }), out));
         }
-        const final = outDir ? join(outDir, streamFileName(disk)) : out;
+        const final = resolve(outDir ? join(outDir, streamFileName(disk)) : out);
         const partial = `${final}.partial`;
         const entry = { partial, final, complete: false };
         files.set(disk.diskName, entry);
-        await run.add({ kind: "path", path: resolve(partial) }); // the next run removes it if killed
+        await run.add({ kind: "path", path: partial }); // the next run removes it if killed
         const file = await openForWriting(partial, { write: true, create: true, truncate: true });
         return chunkReleasingSink(streamFileSink(file, entry));
       };
@@ -304,6 +320,14 @@ function progressLine(): (disk: string, done: number, total: number) => void {
 /** `DISK-LEVEL-BACKUPID.dbit`, with the disk name made file-name safe. */
 export function streamFileName(disk: PlannedDisk): string {
   return `${disk.diskName.replace(/[^A-Za-z0-9_.-]/g, "_")}-${disk.level}-${disk.backupId}.dbit`;
+}
+
+/** Why `parent` cannot be a parent here: its stream was written to `dir` and is gone. */
+async function parentMissing(dir: string, parent: BackupRecord): Promise<string | undefined> {
+  if (!parent.stream || dirname(parent.stream) !== resolve(dir)) return undefined;
+  if (await Deno.stat(parent.stream).then(() => true, () => false)) return undefined;
+  return `the stream of its parent backup ${parent.backupId} is no longer in ${dir} ` +
+    `(${basename(parent.stream)})`;
 }
 
 async function directoryOrNull(path: string): Promise<string | null> {

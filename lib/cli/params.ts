@@ -282,6 +282,11 @@ export const PARAMS = {
     default: "auto",
     values: ["full", "incremental", "differential", "auto"],
   },
+  take_over: {
+    kind: "bool",
+    help:
+      "back up disks whose checkpoint bitmaps belong to another state directory's chain: remove them and take a full",
+  },
   state_dir: {
     kind: "path",
     help:

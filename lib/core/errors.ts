@@ -27,6 +27,15 @@ export class UsageError extends DirtybitError {
  */
 export class RoleError extends UsageError {}
 
+/**
+ * Someone else is at work on the same thing: a job holds the state directory
+ * or the disk. Exit 2, as a retry later (not a fix of the source) is the
+ * remedy and scripts already treat it so.
+ */
+export class BusyError extends DirtybitError {
+  override readonly exitCode = 2;
+}
+
 /** Malformed or corrupt input: a stream, image header, packet, frame or config file. Exit 3. */
 export class InputError extends DirtybitError {
   override readonly exitCode = 3;

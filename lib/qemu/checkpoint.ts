@@ -4,13 +4,17 @@
  * disk, what a new point in time exports and which bitmaps it adds, keeps and
  * drops. No I/O here; {@link ./pointintime.ts} carries the plan out.
  *
- * Bitmap names are `dirtybit-[SCOPE-](inc|base|tmp)-CHECKPOINTID`. A scope
- * (e.g. `repl`) keeps the bitmaps of independent users of one disk (backup,
- * replication) apart: each only ever removes bitmaps of its own scope.
+ * Bitmap names are `dirtybit-[SCOPE-](inc|base|tmp)-CHECKPOINTID[@OWNER]`. A
+ * scope (e.g. `repl`) keeps the bitmaps of independent users of one disk
+ * (backup, replication) apart: each only ever removes bitmaps of its own
+ * scope. Within a scope the disk, not a state directory, is the unit of
+ * ownership: the owner id (one per state directory) says whose chain a bitmap
+ * belongs to, and a run that finds another owner's bitmaps refuses unless told
+ * to take the disk over.
  *
  * @module
  */
-import { SourceError, UsageError } from "../core/errors.ts";
+import { ChainError, SourceError, UsageError } from "../core/errors.ts";
 import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
 
 /** What the caller persists per disk after an accepted backup. */
@@ -34,26 +38,43 @@ export interface BitmapNames {
   base: string;
   /** Temporary frozen copy that the point-in-time view exports. */
   tmp: string;
+  /** Owner id the names carry; undefined: unowned names (every bitmap of the scope is ours). */
+  owner?: string;
 }
 
 const CHECKPOINT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 // At most 8 characters: temporary node names carry the scope and QEMU allows 31.
 const SCOPE = /^[a-z0-9]{1,8}$/;
 const KINDS = ["inc", "base", "tmp"];
+const OWNER = /^[0-9a-f]{8,32}$/;
 
-/** Bitmap names for a checkpoint id; UsageError on an id or scope QEMU or we cannot use. */
-export function bitmapNames(checkpointId: string, scope?: string): BitmapNames {
+/**
+ * Bitmap names for a checkpoint id, carrying `owner` if given; UsageError on
+ * an id, scope or owner QEMU or we cannot use.
+ */
+export function bitmapNames(checkpointId: string, scope?: string, owner?: string): BitmapNames {
   if (!CHECKPOINT_ID.test(checkpointId)) {
     throw new UsageError(
       `checkpoint id "${checkpointId}" is invalid: use 1-64 letters, digits, '.', '_' or '-'`,
     );
   }
+  if (owner !== undefined && !OWNER.test(owner)) {
+    throw new UsageError(`owner id "${owner}" is invalid: use 8-32 lower-case hex digits`);
+  }
   const prefix = scopePrefix(scope);
+  const suffix = owner === undefined ? "" : `@${owner}`;
   return {
-    inc: `${prefix}inc-${checkpointId}`,
-    base: `${prefix}base-${checkpointId}`,
-    tmp: `${prefix}tmp-${checkpointId}`,
+    inc: `${prefix}inc-${checkpointId}${suffix}`,
+    base: `${prefix}base-${checkpointId}${suffix}`,
+    tmp: `${prefix}tmp-${checkpointId}${suffix}`,
+    ...(owner === undefined ? {} : { owner }),
   };
+}
+
+/** The owner id a bitmap name carries (`...@OWNER`), or undefined (made before owner ids). */
+export function bitmapOwner(name: string): string | undefined {
+  const at = name.lastIndexOf("@");
+  return at < 0 ? undefined : name.slice(at + 1);
 }
 
 /** True for the bitmaps dirtybit owns in `scope` (no scope: the unscoped ones). */
@@ -88,12 +109,25 @@ export function scopePrefix(scope: string | undefined): string {
   return `dirtybit-${scope}-`;
 }
 
-/** Why a checkpoint bitmap cannot serve as the base of a backup, or undefined if it can. */
-export function bitmapProblem(node: BlockNodeInfo, name: string): string | undefined {
+/**
+ * Why a checkpoint bitmap cannot serve as the base of a backup, or undefined
+ * if it can. For a missing one, what the other bitmaps of `scope` tell: none
+ * left means QEMU lost them all (a restart that did not keep them); others
+ * left means this one was removed.
+ */
+export function bitmapProblem(
+  node: BlockNodeInfo,
+  name: string,
+  scope?: string,
+): string | undefined {
   const bitmap = node.bitmaps.find((b) => b.name === name);
   if (!bitmap) {
-    return `bitmap ${name} does not exist on node ${node.name} ` +
-      `(QEMU restarted without it, the host crashed, or it was removed)`;
+    const others = node.bitmaps.some((b) => isScopedBitmap(b.name, scope));
+    return `bitmap ${name} does not exist on node ${node.name}: ` +
+      (others
+        ? "it was removed (other dirtybit bitmaps are still there)"
+        : "no dirtybit bitmap is left, so QEMU was restarted without them " +
+          "(a host crash, the disk reopened, or an image that cannot store bitmaps)");
   }
   if (bitmap.inconsistent) {
     return `bitmap ${name} is inconsistent (QEMU was not shut down cleanly)`;
@@ -124,20 +158,32 @@ export interface DiskPlan {
   next: DiskCheckpoint;
 }
 
+/** Options of {@link planDisk}. */
+export interface PlanOptions {
+  /** Bitmap scope (default none). */
+  scope?: string;
+  /** Remove the bitmaps of other owners and take a full, instead of refusing. */
+  takeOver?: boolean;
+  /** Why the disk must get a full whatever its bitmaps say (e.g. it was resized). */
+  fullBecause?: string;
+}
+
 /**
  * Plans one disk: the effective level (full with a reason when the needed
  * bitmap is unusable) and the bitmaps to add, export and remove.
  * SourceError if a bitmap of this scope is busy: another job is running.
+ * ChainError if the disk holds bitmaps of another owner than `names.owner`
+ * (another state directory's chain) and `takeOver` is not set.
  */
 export function planDisk(
   node: BlockNodeInfo,
   checkpoint: DiskCheckpoint | undefined,
   requested: Level,
   names: BitmapNames,
-  scope?: string,
+  { scope, takeOver = false, fullBecause }: PlanOptions = {},
 ): DiskPlan {
-  const owned = node.bitmaps.filter((b) => isScopedBitmap(b.name, scope));
-  const busy = owned.find((b) => b.busy);
+  const scoped = node.bitmaps.filter((b) => isScopedBitmap(b.name, scope));
+  const busy = scoped.find((b) => b.busy);
   if (busy) {
     throw new SourceError(
       `bitmap ${busy.name} on node ${node.name} is busy: another dirtybit job is running on ` +
@@ -152,17 +198,45 @@ export function planDisk(
     );
   }
 
+  const oldNames = checkpoint?.node === node.name
+    ? [checkpoint.incBitmap, checkpoint.baseBitmap]
+    : [];
+  // Bitmaps named by our checkpoint are ours even without an owner id (made before them).
+  const foreign = names.owner === undefined
+    ? []
+    : scoped.filter((b) => bitmapOwner(b.name) !== names.owner && !oldNames.includes(b.name));
+  const owners = [
+    ...new Set(
+      foreign.map((b) => bitmapOwner(b.name) ?? "unknown (bitmaps made before owner ids)"),
+    ),
+  ].join(", ");
+  if (foreign.length > 0 && !takeOver) {
+    throw new ChainError(
+      (oldNames.length > 0
+        ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
+          `(another state directory)`
+        : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`) +
+        `: pass --take-over (plugin: take_over=yes) to remove its bitmaps and start a new ` +
+        `chain here with a full backup`,
+    );
+  }
+  const owned = scoped.filter((b) => !foreign.includes(b));
+
   let level = requested;
   let reason: string | undefined;
   let sourceName: string | undefined;
   if (requested !== "full") {
-    if (!checkpoint) {
+    if (foreign.length > 0) {
+      reason = `taking node ${node.name} over from the chain of owner ${owners}`;
+    } else if (fullBecause) {
+      reason = fullBecause;
+    } else if (!checkpoint) {
       reason = `no previous checkpoint for node ${node.name}`;
     } else if (checkpoint.node !== node.name) {
       reason = `the checkpoint belongs to node ${checkpoint.node}, not ${node.name}`;
     } else {
       sourceName = requested === "incremental" ? checkpoint.incBitmap : checkpoint.baseBitmap;
-      reason = bitmapProblem(node, sourceName);
+      reason = bitmapProblem(node, sourceName, scope);
     }
     if (reason) {
       level = "full";
@@ -172,15 +246,13 @@ export function planDisk(
 
   // Old checkpoint bitmaps that still record stay until the backup is accepted,
   // so an aborted attempt leaves the old checkpoint whole; everything else of
-  // this scope (unusable, or left by an attempt that crashed) goes now.
-  const oldNames = checkpoint?.node === node.name
-    ? [checkpoint.incBitmap, checkpoint.baseBitmap]
-    : [];
+  // this scope (unusable, left by an attempt that crashed, or another owner's
+  // on a take-over) goes now.
   const keep = new Set(
     owned.filter((b) => oldNames.includes(b.name) && bitmapProblem(node, b.name) === undefined)
       .map((b) => b.name),
   );
-  const removeNow = owned.filter((b) => !keep.has(b.name)).map((b) => b.name);
+  const removeNow = scoped.filter((b) => !keep.has(b.name)).map((b) => b.name);
 
   const full = level === "full";
   const base = full ? names.base : checkpoint!.baseBitmap;

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { SourceError, UsageError } from "../core/errors.ts";
+import { ChainError, SourceError, UsageError } from "../core/errors.ts";
 import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
 import {
   bitmapNames,
+  bitmapOwner,
   bitmapProblem,
   type DiskCheckpoint,
   isScopedBitmap,
@@ -76,7 +77,14 @@ Deno.test("bitmapProblem: every unusable state has its reason", () => {
     bitmap("mem", { persistent: false }),
   );
   assert.equal(bitmapProblem(n, "ok"), undefined);
-  assert.match(bitmapProblem(n, "gone")!, /does not exist on node disk0/);
+  assert.match(
+    bitmapProblem(node(bitmap("dirtybit-base-c1")), "dirtybit-inc-c1")!,
+    /does not exist on node disk0: it was removed/,
+  );
+  assert.match(
+    bitmapProblem(node(bitmap("libvirt-x")), "dirtybit-inc-c1")!,
+    /does not exist on node disk0: no dirtybit bitmap is left, so QEMU was restarted/,
+  );
   assert.equal(
     bitmapProblem(n, "bad"),
     "bitmap bad is inconsistent (QEMU was not shut down cleanly)",
@@ -175,4 +183,89 @@ Deno.test("planDisk: a busy bitmap means another job; a reused id is refused", (
     names2,
   );
   assert.deepEqual(otherScope.removeNow, []);
+});
+
+const A = "0123456789ab";
+const B = "ba9876543210";
+const cpA: DiskCheckpoint = {
+  node: "disk0",
+  incBitmap: `dirtybit-inc-c1@${A}`,
+  baseBitmap: `dirtybit-base-c1@${A}`,
+};
+
+Deno.test("bitmapNames: an owner id is carried by every name and read back", () => {
+  const names = bitmapNames("c2", undefined, A);
+  assert.deepEqual(names, {
+    inc: `dirtybit-inc-c2@${A}`,
+    base: `dirtybit-base-c2@${A}`,
+    tmp: `dirtybit-tmp-c2@${A}`,
+    owner: A,
+  });
+  assert.equal(bitmapOwner(names.inc), A);
+  assert.equal(bitmapOwner("dirtybit-inc-c1"), undefined);
+  assert.ok(isScopedBitmap(names.base));
+  assert.throws(() => bitmapNames("c2", undefined, "x@y"), UsageError);
+});
+
+Deno.test("planDisk: another owner's bitmaps are refused, naming the owner and --take-over", () => {
+  const theirs = node(bitmap(`dirtybit-inc-c7@${B}`), bitmap(`dirtybit-base-c7@${B}`));
+  const mine = bitmapNames("c2", undefined, A);
+  assert.throws(
+    () => planDisk(theirs, undefined, "full", mine),
+    (err: Error) =>
+      err instanceof ChainError &&
+      /^node disk0 belongs to the chain of owner ba9876543210 \(another state directory\): pass --take-over/
+        .test(err.message),
+  );
+  // Ours was there before: the message says it was taken over.
+  assert.throws(
+    () => planDisk(theirs, cpA, "incremental", mine),
+    /the checkpoint of node disk0 was taken over by the chain of owner ba9876543210/,
+  );
+  // Another scope (replication) is never another owner.
+  const repl = planDisk(node(bitmap(`dirtybit-r1234567-inc-c7@${B}`)), undefined, "full", mine);
+  assert.deepEqual(repl.removeNow, []);
+});
+
+Deno.test("planDisk: a take-over removes the other owner's bitmaps and takes a full", () => {
+  const both = node(
+    bitmap(`dirtybit-inc-c7@${B}`),
+    bitmap(`dirtybit-base-c7@${B}`),
+    bitmap(cpA.incBitmap, { persistent: true }),
+  );
+  const plan = planDisk(both, cpA, "incremental", bitmapNames("c2", undefined, A), {
+    takeOver: true,
+  });
+  assert.equal(plan.level, "full");
+  assert.match(plan.reason!, /taking node disk0 over from the chain of owner ba9876543210/);
+  assert.deepEqual(plan.removeNow.sort(), [`dirtybit-base-c7@${B}`, `dirtybit-inc-c7@${B}`]);
+  assert.deepEqual(plan.removeOnCommit, [cpA.incBitmap]);
+  assert.deepEqual(plan.added, [`dirtybit-inc-c2@${A}`, `dirtybit-base-c2@${A}`]);
+});
+
+Deno.test("planDisk: bitmaps of our checkpoint made before owner ids stay ours", () => {
+  const plan = planDisk(
+    node(bitmap(cp1.incBitmap), bitmap(cp1.baseBitmap)),
+    cp1,
+    "incremental",
+    bitmapNames("c2", undefined, A),
+  );
+  assert.equal(plan.level, "incremental");
+  assert.equal(plan.source?.name, cp1.incBitmap);
+  assert.equal(plan.next.incBitmap, `dirtybit-inc-c2@${A}`);
+  assert.equal(plan.next.baseBitmap, cp1.baseBitmap);
+});
+
+Deno.test("planDisk: a full for a reason found elsewhere keeps the old checkpoint until commit", () => {
+  const plan = planDisk(
+    node(bitmap(cp1.incBitmap), bitmap(cp1.baseBitmap)),
+    cp1,
+    "incremental",
+    bitmapNames("c2", undefined, A),
+    { fullBecause: "the disk was resized" },
+  );
+  assert.equal(plan.level, "full");
+  assert.equal(plan.reason, "the disk was resized");
+  assert.deepEqual(plan.removeNow, []);
+  assert.deepEqual(plan.removeOnCommit.sort(), [cp1.baseBitmap, cp1.incBitmap]);
 });

@@ -87,7 +87,13 @@ export async function startNbdServer(
 async function stopLeftoverServers(qmp: QmpTransport, run: RunRecord): Promise<void> {
   const left = run.leftovers("nbd-server").filter((item) => item.qmp === qmp.name);
   if (left.length === 0) return;
-  const objects = await qmp.execute<{ name: string }[]>("qom-list", { path: "/objects" });
+  const objects = await qmp.execute<{ name: string }[]>("qom-list", { path: "/objects" })
+    .catch((err) => {
+      // qemu-storage-daemon makes /objects with its first object: a run killed
+      // before adding its marker leaves none, so no marker and no server of ours.
+      if (err instanceof QmpError && err.qmpClass === "DeviceNotFound") return [];
+      throw err;
+    });
   const markers = new Set(objects.map((o) => o.name));
   for (const item of left) {
     // No marker: QEMU restarted (the server died with it) or it was stopped already.

@@ -74,8 +74,11 @@ export interface PointInTime {
 
 /** Request of {@link openPointInTime}. */
 export interface PointInTimeRequest {
-  /** The disks, each with its last accepted checkpoint if there is one. */
-  disks: { node: string; checkpoint?: DiskCheckpoint }[];
+  /**
+   * The disks, each with its last accepted checkpoint if there is one, and
+   * why it must get a full whatever its bitmaps say, if it must.
+   */
+  disks: { node: string; checkpoint?: DiskCheckpoint; fullBecause?: string }[];
   level: Level;
   /** Names the new checkpoint: a fresh id for every attempt. */
   checkpointId: string;
@@ -88,6 +91,10 @@ export interface PointInTimeRequest {
   nbdSocket?: string;
   /** Bitmap scope separating independent users of a disk (e.g. `repl`); default none. */
   scope?: string;
+  /** Owner id the new bitmaps carry (see checkpoint.ts); default none (unowned names). */
+  owner?: string;
+  /** Remove another owner's bitmaps and take a full instead of refusing (ChainError). */
+  takeOver?: boolean;
   /** Removes an overlay file; default `Deno.remove` (QEMU runs on this machine). */
   removeFile?: (path: string) => Promise<void>;
   /**
@@ -120,12 +127,16 @@ export async function openPointInTime(
     if (seen.has(d.node)) throw new UsageError(`disk node ${d.node} is listed twice`);
     seen.add(d.node);
   }
-  const names = bitmapNames(req.checkpointId, req.scope);
+  const names = bitmapNames(req.checkpointId, req.scope, req.owner);
   const nodes = await queryBlockNodes(qmp);
   const plans = req.disks.map((d) => {
     const node = nodes.get(d.node);
     if (!node) throw missingNode(d.node);
-    return planDisk(node, d.checkpoint, req.level, names, req.scope);
+    return planDisk(node, d.checkpoint, req.level, names, {
+      scope: req.scope,
+      takeOver: req.takeOver,
+      fullBecause: d.fullBecause,
+    });
   });
   for (const plan of plans) await removeBitmaps(qmp, plan.node, plan.removeNow);
 

@@ -25,6 +25,8 @@ export interface DaemonDisk {
 export interface StorageDaemonOptions {
   disks: DaemonDisk[];
   qmpSocket: string;
+  /** More QMP sockets, one monitor each (a monitor serves one client at a time). */
+  moreQmpSockets?: string[];
   /** Unix socket of the NBD server; none is started without it. */
   nbdSocket?: string;
 }
@@ -66,6 +68,11 @@ export class StorageDaemon {
           `type=nbd,id=${disk.exportName},node-name=${disk.node},name=${disk.exportName},writable=on`,
         );
       }
+    }
+    for (const [i, path] of (opts.moreQmpSockets ?? []).entries()) {
+      await Deno.remove(path).catch(() => undefined);
+      args.push("--chardev", `socket,path=${path},server=on,wait=off,id=qmp${i + 1}`);
+      args.push("--monitor", `chardev=qmp${i + 1}`);
     }
     // The monitor comes last: once its socket accepts, every option before it is in place.
     args.push(

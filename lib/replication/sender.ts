@@ -24,6 +24,7 @@ import {
   removeCheckpoint,
   removeLeftovers,
 } from "../qemu/mod.ts";
+import { lockDisks } from "../qemu/disk_lock.ts";
 import { zstdCompressIfSmaller } from "../stream/zstd.ts";
 import type { HashDb } from "../cbt/hashdb.ts";
 import { BlockClassifier } from "../cbt/layers.ts";
@@ -672,7 +673,8 @@ export async function replicationScope(node: string): Promise<string> {
 }
 
 /**
- * Runs one attempt holding the disk's lock file, after removing what a dead
+ * Runs one attempt holding the disk's lock file and its lock in QEMU (shared
+ * with backups: one job per disk, whatever it is), after removing what a dead
  * earlier attempt left in QEMU (safe only under the lock: one sender per disk),
  * with a record of what it starts (its NBD server) for the next attempt.
  */
@@ -687,12 +689,18 @@ async function exclusively<T>(
   });
   try {
     await lock.lock(true);
-    await removeLeftovers(disk.qmp, { scope: await replicationScope(disk.node) });
-    const run = await RunRecord.begin(disk.stateDir);
+    const diskLock = await lockDisks(disk.qmp, [disk.node]);
     try {
-      return await attempt(run);
+      // The scope is this node's own: nothing of a job on another disk is touched.
+      await removeLeftovers(disk.qmp, { scope: await replicationScope(disk.node) });
+      const run = await RunRecord.begin(disk.stateDir);
+      try {
+        return await attempt(run);
+      } finally {
+        await run.end();
+      }
     } finally {
-      await run.end();
+      await diskLock.release();
     }
   } finally {
     lock.close();

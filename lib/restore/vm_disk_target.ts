@@ -26,6 +26,7 @@ import { QmpError, QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
 import { deleteExport, queryBlockNode } from "../qemu/blocknodes.ts";
 import { type NbdServer, startNbdServer } from "../qemu/nbd_server.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
+import { type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { newTempPrefix } from "../qemu/checkpoint.ts";
 import { removeCheckpoint } from "../qemu/bitmaps.ts";
@@ -136,30 +137,42 @@ export class VmDiskRestore {
   readonly #lock: JobLock;
   readonly #run: RunRecord;
   readonly #qmp: QmpSocket;
+  readonly #diskLock: DiskLock;
   #target: RestoreTarget | undefined;
 
-  private constructor(spec: VmDiskSpec, lock: JobLock, run: RunRecord, qmp: QmpSocket) {
+  private constructor(
+    spec: VmDiskSpec,
+    lock: JobLock,
+    run: RunRecord,
+    qmp: QmpSocket,
+    diskLock: DiskLock,
+  ) {
     this.#spec = spec;
     this.#lock = lock;
     this.#run = run;
     this.#qmp = qmp;
+    this.#diskLock = diskLock;
   }
 
   /**
-   * Locks the state directory (no backup of the disk meanwhile), connects to
-   * QMP and removes what a killed backup or restore left in QEMU.
+   * Locks the state directory and the disk (no backup or replication of it
+   * meanwhile, from any state directory), connects to QMP and removes what a
+   * killed backup or restore left in QEMU.
    */
   static async open(spec: VmDiskSpec): Promise<VmDiskRestore> {
     await Deno.mkdir(spec.stateDir, { recursive: true, mode: 0o700 });
     const lock = await lockStateDir(spec.stateDir);
     let run: RunRecord | undefined;
     let qmp: QmpSocket | undefined;
+    let diskLock: DiskLock | undefined;
     try {
       run = await RunRecord.begin(spec.stateDir);
       qmp = await QmpSocket.connect(spec.qmp);
-      await removeLeftovers(qmp);
-      return new VmDiskRestore(spec, lock, run, qmp);
+      diskLock = await lockDisks(qmp, [spec.node]);
+      if (!diskLock.othersRunning) await removeLeftovers(qmp);
+      return new VmDiskRestore(spec, lock, run, qmp, diskLock);
     } catch (err) {
+      await diskLock?.release();
       await qmp?.close().catch(() => {});
       await run?.end();
       await lock.release();
@@ -224,6 +237,7 @@ export class VmDiskRestore {
         throw new SourceError(`removing the restore export: ${describeError(err)}`);
       });
     } finally {
+      await this.#diskLock.release();
       await this.#qmp.close().catch(() => {});
       await this.#run.end();
       await this.#lock.release();

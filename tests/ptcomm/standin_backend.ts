@@ -53,11 +53,11 @@ const engine: BackendEngine = {
         node,
         diskName: node,
         level,
-        reason: level !== wanted ? "no previous backup of this disk" : undefined,
+        fallback: level !== wanted ? "no previous backup of this disk" : undefined,
         backupId: id,
         parentId: level === "full" ? null : parent,
       } as const;
-      if (planned.reason) job.onMessage?.("warning", `${node}: full backup: ${planned.reason}`);
+      if (planned.fallback) job.onMessage?.("warning", `${node}: full backup: ${planned.fallback}`);
       job.onMessage?.("info", `stand-in engine: ${node} ${level}`);
       const sink = (await sinkFor(planned)).getWriter();
       const header = enc.encode(
