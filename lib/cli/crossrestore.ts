@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { basename, dirname } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import { choice, parseFlags } from "./args.ts";
 import { reportLine } from "./report.ts";
 import { UsageError } from "../core/errors.ts";
@@ -179,8 +179,8 @@ async function openDestination(spec: DestSpec, f: Flags, target: TargetKind): Pr
 
 /** Runs `dirtybit restore --to ...` (`args` includes `--to`). */
 export async function runCrossRestore(args: string[]): Promise<number> {
+  // --ova is not among the paths made absolute: under --dest it is a file name there.
   const parsed = parseFlags<Flags>("restore", args, OPTIONS, HELP, [
-    "ova",
     "ssh-key",
     "known-hosts",
   ]);
@@ -207,6 +207,7 @@ export async function runCrossRestore(args: string[]): Promise<number> {
   if (f.ova && f.ova !== "-" && f.dest && /[\\/]/.test(f.ova)) {
     throw new UsageError("restore: with --dest, --ova takes a file name, not a path");
   }
+  if (f.ova && f.ova !== "-" && !f.dest) f.ova = resolve(f.ova);
   const overrides = {
     name: f.name,
     cpus: positiveInt("cpus", f.cpus, 4096),
