@@ -98,3 +98,21 @@ export function choice<T extends string>(
   }
   return value as T;
 }
+
+/** An optional integer flag from `min` to `max`, or a UsageError naming it. */
+export function integer(
+  command: string,
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `${command}: --${name} must be an integer from ${min} to ${max}, not '${text}'`,
+    );
+  }
+  return n;
+}

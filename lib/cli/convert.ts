@@ -8,7 +8,7 @@
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { openOutput } from "./output.ts";
-import { parseFlags, required } from "./args.ts";
+import { integer, parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { NbdSource } from "../nbd/reader.ts";
@@ -71,14 +71,7 @@ export function parseSize(flag: string, text: string): number {
 }
 
 function parseCount(flag: string, text: string | undefined, min: number, max: number) {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(
-      `convert: --${flag} must be an integer from ${min} to ${max}, not '${text}'`,
-    );
-  }
-  return n;
+  return integer("convert", flag, text, min, max);
 }
 
 function isNbdUri(s: string): boolean {

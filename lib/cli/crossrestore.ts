@@ -6,7 +6,7 @@
  * @module
  */
 import { basename, dirname } from "node:path";
-import { choice, parseFlags } from "./args.ts";
+import { choice, integer, parseFlags } from "./args.ts";
 import { reportLine } from "./report.ts";
 import { UsageError } from "../core/errors.ts";
 import { openChains } from "../crossrestore/chains.ts";
@@ -120,12 +120,7 @@ const OPTIONS = {
 } as const;
 
 function positiveInt(flag: string, text: string | undefined, max: number): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > max) {
-    throw new UsageError(`restore: --${flag} must be an integer from 1 to ${max}, not '${text}'`);
-  }
-  return n;
+  return integer("restore", flag, text, 1, max);
 }
 
 const ONLY_FOR: Record<string, TargetKind> = {
