@@ -3,7 +3,9 @@
  * full stream of the last point, without the VM. The streams are read side by
  * side in offset order (each once, each verified to its trailer), the newest
  * stream that covers a range wins, and the result goes through the stream
- * writer while a stream reader checks it as it is written. Memory is one
+ * writer while a stream reader checks it as it is written. A record that
+ * survives whole is copied as stored (no second compression); only records
+ * a newer stream overwrites in part are cut and compressed again. Memory is one
  * record per input stream plus the writer's queue, whatever the disk size.
  *
  * The new full keeps the last point's backup id, chain id, checkpoint and
@@ -52,6 +54,7 @@ export interface MergeResult {
 
 /** One input stream being read in offset order. */
 interface Cursor {
+  readonly header: StreamHeader;
   readonly records: AsyncGenerator<StreamRecord>;
   current: StreamRecord | null;
 }
@@ -134,8 +137,15 @@ export async function mergeChain(req: MergeRequest): Promise<MergeResult> {
   const writer = new StreamWriter(
     sink,
     mergedHeader(last, mergedFrom, req.compression ?? last.compression),
+    // Inline: most records are copied as stored, and each record worker is an isolate of its own
+    // (tens of MiB), more than the few cut records need.
+    { workers: 0 },
   );
-  const cursors: Cursor[] = readers.map((r) => ({ records: r.records(), current: null }));
+  const cursors: Cursor[] = readers.map((r) => ({
+    header: r.header,
+    records: r.records(),
+    current: null,
+  }));
   try {
     for (const c of cursors) {
       const first = await c.records.next();
@@ -212,7 +222,11 @@ async function copyNewest(
     if (rec) end = Math.min(end, rec.offset + rec.length);
     if (rec?.kind === "data") {
       await flushZeros(pos);
-      await writer.writeData(pos, rec.data.subarray(pos - rec.offset, end - rec.offset));
+      if (pos === rec.offset && end === rec.offset + rec.length) {
+        await writer.copyRecord(cursors[winner].header, rec);
+      } else {
+        await writer.writeData(pos, rec.data.subarray(pos - rec.offset, end - rec.offset));
+      }
     } else if (zeroFrom < 0) {
       zeroFrom = pos;
     }
