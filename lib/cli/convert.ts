@@ -7,7 +7,7 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
-import { openOutput } from "./output.ts";
+import { openOutput, refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { integer, parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
@@ -17,6 +17,16 @@ import { getImageWriter, imageWriters } from "../formats/registry.ts";
 import { flatExtentName } from "../formats/vmdk.ts";
 import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";
 import { ChainSource } from "../stream/chain_source.ts";
+
+/** One line per format with variants: `vmdk: streamOptimized, monolithicSparse, vmfs`. */
+function subformatHelp(): string {
+  const formats = [...new Set(imageWriters.map((w) => w.format))];
+  return formats.map((f) => imageWriters.filter((w) => w.format === f).map((w) => w.subformat))
+    .map((subs, i) => ({ format: formats[i], subs }))
+    .filter(({ subs }) => subs.length > 1)
+    .map(({ format, subs }) => `                         --format ${format}: ${subs.join(", ")}`)
+    .join("\n");
+}
 
 const HELP = `
 usage: dirtybit convert --from NBD-URI|IMAGE --format FMT --out FILE|- [options]
@@ -28,11 +38,8 @@ output; no temporary file). Unallocated and zero ranges stay unallocated.
   --from SOURCE        nbd://, nbd+unix:// URI, or a local image of any qemu format
   --chain              the positionals are a backup chain (full, then incrementals)
   --format FMT         ${[...new Set(imageWriters.map((w) => w.format))].join(", ")} (vhd = vpc)
-  --subformat SUB      ${
-  imageWriters.filter((w) => w.subformat !== "default").map((w) => `${w.format}:${w.subformat}`)
-    .join(", ")
-}
-                       (first of each format is the default)
+  --subformat SUB      the format's variant, as this flag takes it (first: default):
+${subformatHelp()}
   --out FILE|-         output file, - for stdout. vmdk vmfs: FILE is the descriptor,
                        the data goes to FILE-flat.vmdk (with -, give --descriptor)
   --descriptor FILE    vmdk vmfs with --out -: where to write the descriptor
@@ -131,6 +138,8 @@ export const convertCommand: Command = {
     const writer = getImageWriter(required("convert", "format", f.format), f.subformat);
     const out = required("convert", "out", f.out);
     const vmfs = writer.format === "vmdk" && writer.subformat === "vmfs";
+    if (out === "-") refuseTerminalStdout("convert", "--out - writes the image, which");
+    else await requireOutputDir("convert", "out", out);
     if (vmfs && out === "-" && !f.descriptor) {
       throw new UsageError(
         "convert: vmdk vmfs to stdout needs --descriptor FILE for the descriptor",

@@ -7,6 +7,7 @@
  */
 import { basename, dirname } from "node:path";
 import { choice, integer, parseFlags } from "./args.ts";
+import { refuseTerminalStdout } from "./output.ts";
 import { reportLine } from "./report.ts";
 import { UsageError } from "../core/errors.ts";
 import { openChains } from "../crossrestore/chains.ts";
@@ -193,6 +194,7 @@ export async function runCrossRestore(args: string[]): Promise<number> {
     );
   }
   if (f.ova && f.register) throw new UsageError("restore: --register does not apply to --ova");
+  if (f.ova === "-") refuseTerminalStdout("restore", "--ova - writes the OVA package, which");
   if (f.ova === "-" && f.dest) {
     throw new UsageError("restore: --ova - writes to stdout: drop --dest");
   }

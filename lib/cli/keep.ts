@@ -6,7 +6,10 @@
  */
 import type { Command } from "./command.ts";
 import { integer, parseFlags, required } from "./args.ts";
-import { formatBytes, reportLine } from "./report.ts";
+import { formatBytes } from "./report.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
+import { requireOutputDir } from "./output.ts";
 import { ChainError, UsageError } from "../core/errors.ts";
 import { type Compression, compressionLevel } from "../stream/format.ts";
 import type { Chain, ChainPoint } from "../keep/chains.ts";
@@ -159,14 +162,20 @@ next incremental applies on top of it. The streams merged are not changed.
   --out FILE     the new full stream (written as FILE.partial, then renamed)
   --compress C   zstd:N (1-19) or none (default: as the last stream)
   --force        replace an existing FILE
-  --json         print a JSON summary on stdout
+  --json         print a JSON summary on stdout${PROGRESS_HELP}
 `;
 
 export const mergeCommand: Command = {
   name: "merge",
   summary: "merge a full and its incrementals into a new full (synthetic full)",
   async run(args) {
-    const parsed = parseFlags<{ out?: string; compress?: string; force?: boolean; json?: boolean }>(
+    type Flags = ProgressFlags & {
+      out?: string;
+      compress?: string;
+      force?: boolean;
+      json?: boolean;
+    };
+    const parsed = parseFlags<Flags>(
       "merge",
       args,
       {
@@ -174,6 +183,7 @@ export const mergeCommand: Command = {
         compress: { type: "string" },
         force: { type: "boolean" },
         json: { type: "boolean" },
+        ...PROGRESS_FLAGS,
       },
       MERGE_HELP,
     );
@@ -183,7 +193,8 @@ export const mergeCommand: Command = {
       throw new UsageError("merge: name the full and its incrementals, in chain order");
     }
     const compression = parseCompression("merge", parsed.values.compress);
-    const started = Date.now();
+    await requireOutputDir("merge", "out", out);
+    const progress = await Progress.start("merge", parsed.values);
     const result = await cancellable((signal) =>
       mergeChain({
         streams: parsed.positionals,
@@ -191,17 +202,26 @@ export const mergeCommand: Command = {
         compression,
         force: parsed.values.force,
         signal,
+        onProgress: (done, total) => progress.update(out, done, total),
       })
+    ).catch((err) => {
+      progress.fail(err);
+      throw err;
+    });
+    const read = result.trailer.dataBytes;
+    const when = timing(progress.startedAt, Date.now(), read);
+    progress.info(
+      `merged ${result.mergedFrom.length} streams into full ${result.header.backupId} of ${result.header.disk}: ${out} (verified)`,
     );
-    const seconds = (Date.now() - started) / 1000;
-    reportLine(
-      `merged ${result.mergedFrom.length} streams into full ${result.header.backupId} of ${result.header.disk}: ${out}, ${
-        formatBytes(result.streamBytes)
-      } in ${seconds.toFixed(2)} s (verified)`,
-    );
-    if (parsed.values.json) {
-      console.log(JSON.stringify({ ...result, seconds }, null, 2));
-    }
+    progress.finish({
+      what: `merge into ${out}`,
+      level: "full",
+      read,
+      stored: result.trailer.storedBytes,
+      streamBytes: result.streamBytes,
+      seconds: when.seconds,
+    });
+    if (parsed.values.json) console.log(JSON.stringify({ ...result, ...when }, null, 2));
     return 0;
   },
 };

@@ -57,7 +57,17 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
                           are the parameters below (snake_case) plus name, qmp, node,
                           nbd_socket, work_dir (each disk works in work_dir/NAME);
                           see docs/replication-protocol.md §9
-${flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS])}
+${
+  flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS], "flag", {
+    width: 23,
+    help: {
+      psk_file: "file holding the pre-shared key (chmod 600)",
+      qmp: "QMP socket of the QEMU whose disk is replicated",
+      node: "block node of the disk to replicate",
+      state_dir: "seed, push, status: the sender's state (checkpoint, last confirmed cycle)",
+    },
+  })
+}
 `;
 
 /** The daemon's disk parameters but nbd_socket, which is --nbd-socket here. */

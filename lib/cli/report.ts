@@ -18,13 +18,4 @@ export function reportProgress(text: string): void {
   if (interactive) Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${text}`));
 }
 
-/** Formats a byte count for humans (binary units). */
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
-}
+export { formatBytes } from "./progress_view.ts";
