@@ -74,12 +74,26 @@ Deno.test("progress: live lines on a terminal, interval lines and a summary with
       },
     );
 
-    await t.step("restore prints its summary; --quiet prints nothing", async () => {
+    await t.step("restore and convert print their summary; --quiet prints nothing", async () => {
       const r = await dirtybit(["restore", "--out", at("r.raw"), at("full.dbit"), at("incr.dbit")]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(
         r.stderr.trimEnd().split("\n").at(-1)!,
         /^restore to .*r\.raw \(full\+incremental\): read 28\.0 MiB/,
+      );
+      const c = await dirtybit([
+        "convert",
+        "--from",
+        at("r.raw"),
+        "--format",
+        "qcow2",
+        "--out",
+        at("c.qcow2"),
+      ]);
+      assert.equal(c.code, 0, c.stderr);
+      assert.match(
+        c.stderr,
+        /^convert to .*c\.qcow2 \(qcow2\): read 28\.0 MiB, stream .* MB\/s\n$/,
       );
       const q = await dirtybit(["restore", "--quiet", "--out", at("q.raw"), at("full.dbit")]);
       assert.equal(q.code, 0, q.stderr);

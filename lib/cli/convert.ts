@@ -8,6 +8,9 @@
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { openOutput, refuseTerminalStdout, requireOutputDir } from "./output.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
+import { withReadProgress } from "../core/source.ts";
 import { integer, parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
@@ -49,10 +52,10 @@ ${subformatHelp()}
   --compress-level N   zlib level for vmdk streamOptimized (0-9, default 1)
   --workers N          compression workers (default: CPU count)
   --connections N      NBD connections for reading (default 2)
-  --json               print the report as JSON (stderr when --out is -)
+  --json               print the report as JSON (stderr when --out is -)${PROGRESS_HELP}
 `;
 
-interface Flags {
+interface Flags extends ProgressFlags {
   from?: string;
   chain?: boolean;
   format?: string;
@@ -129,6 +132,7 @@ export const convertCommand: Command = {
         workers: { type: "string" },
         connections: { type: "string" },
         json: { type: "boolean" },
+        ...PROGRESS_FLAGS,
       },
       HELP,
       ["out", "descriptor"],
@@ -157,7 +161,11 @@ export const convertCommand: Command = {
     };
     const connections = parseCount("connections", f.connections, 1, 16) ?? 2;
 
-    const source = await openSource(f, parsed.positionals, connections);
+    const progress = await Progress.start("convert", f);
+    const source = withReadProgress(
+      await openSource(f, parsed.positionals, connections),
+      (done, total) => progress.update(out === "-" ? "stdout" : out, done, total),
+    );
     let report: ImageWriteReport;
     try {
       const output = dataPath === "-"
@@ -166,6 +174,7 @@ export const convertCommand: Command = {
       try {
         report = await writer.write(source, output.writable, options);
       } catch (err) {
+        progress.fail(err);
         await output.discard();
         throw err;
       }
@@ -182,8 +191,22 @@ export const convertCommand: Command = {
         throw new TargetError(`cannot write ${path}: ${(err as Error).message.split("\n")[0]}`);
       }
     }
+    const when = timing(progress.startedAt, Date.now(), report.storedBytes);
+    progress.finish({
+      what: `convert to ${out === "-" ? "stdout" : out}`,
+      level: report.subformat === "default"
+        ? report.format
+        : `${report.format} ${report.subformat}`,
+      read: report.storedBytes,
+      streamBytes: report.bytesWritten,
+      seconds: when.seconds,
+    });
     if (f.json) {
-      const text = JSON.stringify({ ...report, companions: report.companions.map((c) => c.name) });
+      const text = JSON.stringify({
+        ...report,
+        companions: report.companions.map((c) => c.name),
+        ...when,
+      });
       if (out === "-") console.error(text);
       else console.log(text);
     }
