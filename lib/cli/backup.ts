@@ -20,7 +20,7 @@ import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
-import { formatBytes } from "./report.ts";
+import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { compressionLevel, DEFAULT_COMPRESSION } from "../stream/format.ts";

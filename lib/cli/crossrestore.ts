@@ -8,7 +8,9 @@
 import { basename, dirname } from "node:path";
 import { choice, integer, parseFlags } from "./args.ts";
 import { refuseTerminalStdout } from "./output.ts";
-import { reportLine } from "./report.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
+import { withReadProgress } from "../core/source.ts";
 import { UsageError } from "../core/errors.ts";
 import { openChains } from "../crossrestore/chains.ts";
 import {
@@ -65,10 +67,10 @@ flags below override it.
   --network NAME       vmware: port group (default "VM Network")
   --controller C       vmware: lsilogic, lsisas1068 or pvscsi (default lsilogic, Windows lsisas1068)
   --nic-model M        vmware: e1000, e1000e or vmxnet3 (default e1000, Windows e1000e)
-  --json               print a JSON summary on stdout
+  --json               print a JSON summary on stdout${PROGRESS_HELP}
 `;
 
-interface Flags {
+interface Flags extends ProgressFlags {
   to?: string;
   dest?: string;
   ova?: string;
@@ -118,6 +120,7 @@ const OPTIONS = {
   controller: { type: "string" },
   "nic-model": { type: "string" },
   json: { type: "boolean" },
+  ...PROGRESS_FLAGS,
 } as const;
 
 function positiveInt(flag: string, text: string | undefined, max: number): number | undefined {
@@ -253,31 +256,51 @@ export async function runCrossRestore(args: string[]): Promise<number> {
     dest = spec
       ? await openDestination(spec, f, target)
       : new LocalDestination(f.ova === "-" ? "." : dirname(f.ova!));
+    const progress = await Progress.start("restore", f);
+    // Each disk's chain reports its reads (an OVA reads twice: it measures, then writes).
+    const disks = chains.disks.map((d) => ({
+      ...d,
+      source: withReadProgress(
+        d.source,
+        (done, total) => progress.update(d.disk.name, done, total),
+      ),
+    }));
     const ctx = {
       dest,
-      chains: { ...chains, definition },
+      chains: { ...chains, disks, definition },
       register: f.register ?? false,
-      progress: reportLine,
+      progress: (line: string) => progress.info(line),
     };
-    let result: TargetResult;
-    if (target === "proxmox") {
-      result = await restoreToProxmox(ctx, {
-        vmid,
-        storage: f.storage,
-        storageType,
-        storageDir: f["storage-dir"],
-        diskFormat,
-        bridge: f.bridge,
-      });
-    } else if (target === "hyperv") {
-      result = await restoreToHyperv(ctx, { switchName: f.switch });
-    } else if (f.ova) {
-      result = await restoreToOva(ctx, hw!, f.ova === "-" ? "-" : f.dest ? f.ova : basename(f.ova));
-    } else {
-      result = await restoreToEsxi(ctx, hw!);
-    }
-    reportLine(`restored ${result.vmName} to ${target}: ${result.config}`);
-    if (f.json) console.log(JSON.stringify(result, null, 2));
+    const result: TargetResult = await (async () => {
+      if (target === "proxmox") {
+        return await restoreToProxmox(ctx, {
+          vmid,
+          storage: f.storage,
+          storageType,
+          storageDir: f["storage-dir"],
+          diskFormat,
+          bridge: f.bridge,
+        });
+      } else if (target === "hyperv") {
+        return await restoreToHyperv(ctx, { switchName: f.switch });
+      } else if (f.ova) {
+        return await restoreToOva(ctx, hw!, f.ova === "-" ? "-" : f.dest ? f.ova : basename(f.ova));
+      } else {
+        return await restoreToEsxi(ctx, hw!);
+      }
+    })().catch((err) => {
+      progress.fail(err);
+      throw err;
+    });
+    progress.info(`restored ${result.vmName} to ${target}: ${result.config}`);
+    const read = progress.totals().done;
+    const when = timing(progress.startedAt, Date.now(), read);
+    progress.finish({
+      what: `restore of ${result.vmName} to ${target}`,
+      read,
+      seconds: when.seconds,
+    });
+    if (f.json) console.log(JSON.stringify({ ...result, ...when }, null, 2));
     return 0;
   } finally {
     await dest?.close();

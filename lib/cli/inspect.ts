@@ -10,7 +10,7 @@ import { openStreamFile, openStreamStdin, type StreamReader } from "../stream/re
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader, StreamTrailer } from "../stream/format.ts";
 import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
-import { formatBytes } from "./report.ts";
+import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 
 /** Header, trailer and record counts of a completely verified stream. */

@@ -6,7 +6,7 @@
  */
 import type { Command } from "./command.ts";
 import { integer, parseFlags, required } from "./args.ts";
-import { formatBytes } from "./report.ts";
+import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { requireOutputDir } from "./output.ts";

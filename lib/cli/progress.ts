@@ -106,6 +106,11 @@ export class Progress {
     }
   };
 
+  /** Bytes done and total so far over every item. */
+  totals(): { done: number; total: number } {
+    return this.#view.totals();
+  }
+
   /** A status message: on a terminal above the live lines, and in the log. */
   info(text: string): void {
     this.#logWrite(text);

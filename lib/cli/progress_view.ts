@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { formatBytes } from "../core/bytes.ts";
 
 /** One unit of work (a disk, a stream): bytes done of total since `startedAt`. */
 interface Item {
@@ -14,17 +15,6 @@ interface Item {
   total: number;
   startedAt: number;
   finished: boolean;
-}
-
-/** Formats a byte count for humans (binary units). */
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
 /** `12 s`, `3m05s`, `2h07m`. */
