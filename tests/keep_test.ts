@@ -44,6 +44,8 @@ Deno.test("list: two VMs, three chains, one broken; --check fails on it", async 
   const vmA = join(root, "vm-a");
   const vmB = join(root, "vm-b");
   try {
+    await Deno.mkdir(vmA);
+    await Deno.mkdir(vmB);
     await a.guestWrite(0, 0x11, 0, MiB);
     await backup(a, vmA, "a0.dbit");
     await a.guestWrite(0, 0x12, 2 * MiB, 64 * KiB);
