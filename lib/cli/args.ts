@@ -41,7 +41,9 @@ export function parseFlags<T = Record<string, string | boolean | string[] | unde
       allowPositionals: true,
       strict: true,
     });
-    const absolute = (p: string) => p === "-" ? p : resolve(p);
+    // A trailing '/' says "a directory": it stays, so that a missing one is reported as such.
+    const absolute = (p: string) =>
+      p === "-" ? p : p.endsWith("/") && resolve(p) !== "/" ? `${resolve(p)}/` : resolve(p);
     for (const name of paths) {
       const v = values[name];
       if (typeof v === "string") values[name] = absolute(v);
