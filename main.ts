@@ -15,6 +15,7 @@ import { apiCommand } from "./lib/cli/api.ts";
 import { replicateCommand } from "./lib/cli/replicate.ts";
 import { failbackCommand, failoverCommand, reprotectCommand } from "./lib/cli/failover.ts";
 import { backendCommand } from "./lib/cli/backend.ts";
+import { listCommand, mergeCommand, pruneCommand } from "./lib/cli/keep.ts";
 import { growPipe, tuneMalloc } from "./ffi/libc.ts";
 
 register(
@@ -23,6 +24,9 @@ register(
   inspectCommand,
   verifyCommand,
   convertCommand,
+  listCommand,
+  mergeCommand,
+  pruneCommand,
   apiCommand,
   demoCommand,
   replicateCommand,

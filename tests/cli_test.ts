@@ -26,6 +26,8 @@ Deno.test("cli: usage errors and unreachable sources exit 2 or 5 with one line",
     [[...backup, "--qmp", qmp, "--node", "d", "extra"], 2, "unexpected argument 'extra'"],
     [[...backup, "--qmp", qmp, "--node", "a", "--node", "b", "--out", "-"], 2, "one disk"],
     [[...backup, "--qmp", qmp, "--node", "d", "--out", dir], 5, qmp],
+    [[...backup, "--qmp", qmp, "--node", "d", "--out", `${dir}/nodir/`], 2, "does not exist"],
+    [["restore", "--out", join(dir, "nodir", "t.raw"), "s.dbit"], 2, "directory"],
     [["restore", "s.dbit"], 2, "--out is required"],
     [["restore", "--out", join(dir, "t.raw")], 2, "at least one STREAM"],
     [["restore", "--out", join(dir, "t.raw"), "-", "s.dbit"], 2, "'-' (stdin) must be the only"],
@@ -57,6 +59,43 @@ Deno.test("cli: usage errors and unreachable sources exit 2 or 5 with one line",
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cli: help says what each command takes, in its own words", async () => {
+  const help = async (...args: string[]) => {
+    const r = await dirtybit([...args, "--help"]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  };
+  const backup = await help("backup");
+  assert.match(backup, /--qmp SOCKET +QMP .*\(required without --vm\)/);
+  assert.doesNotMatch(backup, /\(required\)/);
+  const convert = await help("convert");
+  assert.match(convert, /--format vmdk: streamOptimized, /);
+  assert.doesNotMatch(convert, /vmdk:streamOptimized/);
+  const replicate = await help("replicate");
+  assert.match(replicate, /--node {18}block node of the disk to replicate/);
+  assert.doesNotMatch(replicate, /back up|hash databases/);
+  // Every option line's description starts in the same column.
+  const columns = replicate.split("\n").filter((l) => /^ {2}--\S/.test(l)).map((l) =>
+    l.search(/(?<=\S) {2,}\S/) + l.slice(l.search(/(?<=\S) {2,}\S/)).search(/\S/)
+  );
+  assert.equal(new Set(columns).size, 1, replicate);
+  const [failover, failback, reprotect] = [
+    await help("failover"),
+    await help("failback"),
+    await help("reprotect"),
+  ];
+  assert.match(failover, /^usage: dirtybit failover pre/);
+  assert.doesNotMatch(failover, /failback pre|reprotect {2}/);
+  assert.match(failback, /^usage: dirtybit failback pre/);
+  assert.match(reprotect, /^usage: dirtybit reprotect/);
+  assert.doesNotMatch(reprotect, /failover exec/);
+  const backend = await help("backend");
+  const [user, internal] = backend.split("Set by Bacula itself");
+  assert.match(user, /\n {2}vm {3,}/);
+  assert.doesNotMatch(user, /accurate|abort_on_error/);
+  assert.match(internal, /accurate/);
 });
 
 Deno.test("cli: version 1 and 2 streams (older dirtybits) inspect, verify and restore", async () => {

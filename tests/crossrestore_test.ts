@@ -460,6 +460,7 @@ Deno.test("vmware OVA to stdout piped into tar: same members and descriptor as t
       new Response(cli.stderr).text(),
     ]);
     assert.equal((await cli.status).code, 0, cliErr);
+    assert.match(cliErr, /\nrestore of db1 to vmware: read .* MB\/s\n$/, "the summary ends it");
     assert.equal(listed.code, 0, new TextDecoder().decode(listed.stderr));
     const members = new TextDecoder().decode(listed.stdout).trim().split("\n");
     assert.deepEqual(members, ["db1.ovf", "db1-disk1.vmdk", "db1-disk2.vmdk", "db1.mf"]);

@@ -43,6 +43,7 @@ Deno.test("replication: an interrupted seed resumes where it stopped", async () 
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /seed resumes at 8388608, 65536 bytes changed below/);
     assert.match(second.stderr, /seeded \(resumed at 8388608\)/);
+    assert.match(second.stderr, /\nreplicate seed of \S+ \(seed\): read .* MB\/s\n$/);
     assert.ok(await sites.replicaEquals(now));
 
     // The hash DB of the resumed seed describes the replica: rewriting the
@@ -53,6 +54,10 @@ Deno.test("replication: an interrupted seed resumes where it stopped", async () 
     const push = await sites.send("push", receiver.port, ["--once"]);
     assert.equal(push.code, 0, push.stderr);
     assert.match(push.stderr, /9175040 bytes dirty, 9109504 unchanged/);
+    assert.match(
+      push.stderr,
+      /\nreplicate push of \S+ \(1 cycle\): read 8\.8 MiB, stored .* MB\/s\n/,
+    );
     assert.ok(await sites.replicaEquals(again));
   } finally {
     await receiver.stop();

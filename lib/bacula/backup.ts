@@ -22,7 +22,7 @@ import { chunkReleasingSink } from "../stream/writer.ts";
 import { DEFAULT_COMPRESSION } from "../stream/format.ts";
 import { vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
-import { formatBytes } from "../cli/report.ts";
+import { formatBytes } from "../core/bytes.ts";
 import { chainProblem, loadBaculaJobs, recordBaculaJob } from "./bacula_jobs.ts";
 
 /** Everything a job handler gets. */

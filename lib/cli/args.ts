@@ -41,7 +41,9 @@ export function parseFlags<T = Record<string, string | boolean | string[] | unde
       allowPositionals: true,
       strict: true,
     });
-    const absolute = (p: string) => p === "-" ? p : resolve(p);
+    // A trailing '/' says "a directory": it stays, so that a missing one is reported as such.
+    const absolute = (p: string) =>
+      p === "-" ? p : p.endsWith("/") && resolve(p) !== "/" ? `${resolve(p)}/` : resolve(p);
     for (const name of paths) {
       const v = values[name];
       if (typeof v === "string") values[name] = absolute(v);
@@ -97,4 +99,22 @@ export function choice<T extends string>(
     );
   }
   return value as T;
+}
+
+/** An optional integer flag from `min` to `max`, or a UsageError naming it. */
+export function integer(
+  command: string,
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `${command}: --${name} must be an integer from ${min} to ${max}, not '${text}'`,
+    );
+  }
+  return n;
 }

@@ -8,7 +8,7 @@
  */
 import type { Command } from "./command.ts";
 import { UsageError } from "../core/errors.ts";
-import { flagHelp, type ParamName, PARAMS } from "./params.ts";
+import { flagHelp, type ParamName, PARAMS, type ParamSpec } from "./params.ts";
 import { serveBackend } from "../bacula/serve.ts";
 import type { BackendEngine } from "../bacula/engine_port.ts";
 import { estimateBackup, runBackup } from "../backup/engine.ts";
@@ -26,13 +26,23 @@ const engine: BackendEngine = {
   openVmDiskRestore: (disk) => VmDiskRestore.open(disk),
 };
 
+const ALL = Object.keys(PARAMS) as ParamName[];
+const bySetter = (bacula: boolean) =>
+  ALL.filter((n) => ((PARAMS[n] as ParamSpec).setByBacula ?? false) === bacula);
+
 const HELP = `usage: dirtybit backend
 
 Bacula File Daemon metaplugin backend for the 'cloudstack' plugin (namespace @cloudstack):
 speaks PTCOMM on stdin/stdout, logs to log_file, never writes to stderr. Started by the FD,
-not by hand. Plugin parameters (FileSet: Plugin = "cloudstack: key=value ..."):
+not by hand.
 
-${flagHelp(Object.keys(PARAMS) as ParamName[], "plugin")}`;
+Plugin parameters (FileSet: Plugin = "cloudstack: key=value ..."):
+
+${flagHelp(bySetter(false), "plugin")}
+
+Set by Bacula itself (not for the FileSet):
+
+${flagHelp(bySetter(true), "plugin")}`;
 
 /** The `backend` subcommand. */
 export const backendCommand: Command = {

@@ -6,7 +6,7 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
-import { isSpecialFile } from "./output.ts";
+import { isSpecialFile, refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { fileWritable, makeDirectory, openForWriting, writeToFile } from "../core/files.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import type { BackupRecord } from "../backup/state.ts";
@@ -20,7 +20,9 @@ import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
 import { vmSourceFromParams } from "./vm_params.ts";
 import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
-import { formatBytes, reportLine, reportProgress } from "./report.ts";
+import { formatBytes } from "../core/bytes.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
 import { compressionLevel, DEFAULT_COMPRESSION } from "../stream/format.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
 
@@ -32,8 +34,9 @@ Backs up the disks (QEMU block nodes) of a running QEMU through a point-in-time
 view, reading only what changed since the last backup for an incremental.
 With --vm, the VM is found through CloudStack and read on its KVM host.
 
-  --qmp SOCKET        QMP unix socket of the QEMU process (required)
-  --node NODE         block node of a disk; repeat for several disks (required)
+  --qmp SOCKET        QMP unix socket of the QEMU process (required without --vm)
+  --node NODE         block node of a disk; repeat for several disks (required
+                      without --vm)
   --nbd-socket PATH   unix socket of the NBD server QEMU already runs, if any
                       (otherwise one is started for the job and stopped after)
   --level LEVEL       full, incremental, differential or auto (default auto:
@@ -48,7 +51,7 @@ With --vm, the VM is found through CloudStack and read on its KVM host.
                       "fallback": "<reason>"
   --take-over         back up disks whose checkpoint bitmaps belong to the
                       chain of another state directory: remove them and take
-                      a full (without it such a disk is refused, exit 4)
+                      a full (without it such a disk is refused, exit 4)${PROGRESS_HELP}
 
 A disk is backed up by one job at a time: another job on it (from any state
 directory, backup or replication) makes this one fail with "busy" (exit 2).
@@ -92,7 +95,7 @@ const VM_FLAGS = [
   "quiesce",
 ] as const;
 
-type Flags = { [F in typeof VM_FLAGS[number] | "config"]?: string } & {
+type Flags = ProgressFlags & { [F in typeof VM_FLAGS[number] | "config"]?: string } & {
   qmp?: string;
   "nbd-socket"?: string;
   node?: string[];
@@ -122,10 +125,11 @@ export const backupCommand: Command = {
         json: { type: "boolean" },
         "take-over": { type: "boolean" },
         config: { type: "string" },
+        ...PROGRESS_FLAGS,
         ...Object.fromEntries(VM_FLAGS.map((f) => [f, { type: "string" as const }])),
       },
       HELP,
-      ["qmp", "nbd-socket", "state-dir", "out", "config"],
+      ["qmp", "nbd-socket", "state-dir", "out", "config", "log-file"],
     );
     if (!parsed) return 0;
     const { values, positionals } = parsed;
@@ -154,9 +158,11 @@ export const backupCommand: Command = {
     }
     const out = values.out ?? ".";
     const toStdout = out === "-";
+    if (toStdout) refuseTerminalStdout("backup", "--out - writes the backup stream, which");
     if (toStdout && nodes.length > 1) {
       throw new UsageError("backup: --out - takes one disk; give a directory for several --node");
     }
+    if (!toStdout) await requireOutputDir("backup", "out", out);
     const outDir = toStdout ? null : await directoryOrNull(out);
     if (!toStdout && !outDir && nodes.length > 1) {
       throw new UsageError(`backup: --out ${out} must be an existing directory for several disks`);
@@ -165,6 +171,7 @@ export const backupCommand: Command = {
       resolve(Deno.env.get("DIRTYBIT_STATE_DIR") ?? "/var/lib/dirtybit");
     await makeDirectory(stateDir, "the state directory", { mode: 0o700 });
 
+    const progress = await Progress.start("backup", values);
     const files = new Map<string, StreamFile>();
     const controller = new AbortController();
     const onSignal = () => controller.abort();
@@ -186,8 +193,8 @@ export const backupCommand: Command = {
         // Warnings (leftovers removed, a fallback to full) are messages, not
         // progress: scripts and bpipe logs must see them without a terminal.
         onMessage: (kind: "info" | "warning", text: string) =>
-          kind === "warning" ? console.error(`dirtybit: warning: ${text}`) : reportLine(text),
-        onProgress: progressLine(),
+          kind === "warning" ? progress.warn(text) : progress.info(text),
+        onProgress: progress.update,
       };
       const sinkFor: SinkFactory = async (disk: PlannedDisk, run) => {
         // A VM's disk count is known only once it is resolved.
@@ -214,6 +221,7 @@ export const backupCommand: Command = {
         ? await runVmBackup(source, settings, sinkFor)
         : await runBackup({ ...settings, qmp, nbdSocket: values["nbd-socket"], nodes }, sinkFor);
     } catch (err) {
+      progress.fail(err);
       // Also a complete file of a disk that finished: the backup was not accepted.
       for (const f of files.values()) {
         await Deno.remove(f.complete ? f.final : f.partial).catch(() => {});
@@ -228,12 +236,16 @@ export const backupCommand: Command = {
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
     }
+    const endedAt = Date.now();
+    const read = results.reduce((n, r) => n + r.stats.dirtyBytes, 0);
+    const when = timing(progress.startedAt, endedAt, read);
     const summary = results.map((r) => ({
       ...r,
       file: files.get(r.diskName)?.final ?? (toStdout ? "-" : out),
+      ...when,
     }));
     for (const r of summary) {
-      reportLine(
+      progress.info(
         `${r.diskName}: ${r.level} ${r.backupId} -> ${r.file}: dirty ${
           formatBytes(r.stats.dirtyBytes)
         }, ` +
@@ -243,6 +255,14 @@ export const backupCommand: Command = {
           `stored ${formatBytes(r.stats.dataBytes)}, stream ${formatBytes(r.streamBytes)}`,
       );
     }
+    progress.finish({
+      what: `backup of ${results.length === 1 ? results[0].diskName : `${results.length} disks`}`,
+      level: [...new Set(results.map((r) => r.level))].join("+"),
+      read,
+      stored: results.reduce((n, r) => n + r.stats.dataBytes, 0),
+      streamBytes: results.reduce((n, r) => n + r.streamBytes, 0),
+      seconds: when.seconds,
+    });
     if (values.json) {
       const text = JSON.stringify(summary, null, 2) + "\n";
       if (toStdout) Deno.stderr.writeSync(new TextEncoder().encode(text));
@@ -303,18 +323,6 @@ function streamFileSink(file: Deno.FsFile, entry: StreamFile): WritableStream<Ui
       file.close();
     },
   });
-}
-
-/** A progress reporter that redraws the terminal's line at most five times a second. */
-function progressLine(): (disk: string, done: number, total: number) => void {
-  let last = 0;
-  return (disk, done, total) => {
-    const now = Date.now();
-    if (now - last < 200 && done < total) return;
-    last = now;
-    const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
-    reportProgress(`${disk}: ${pct}% (${formatBytes(done)} of ${formatBytes(total)})`);
-  };
 }
 
 /** `DISK-LEVEL-BACKUPID.dbit`, with the disk name made file-name safe. */

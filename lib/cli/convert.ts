@@ -7,8 +7,11 @@
  */
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
-import { openOutput } from "./output.ts";
-import { parseFlags, required } from "./args.ts";
+import { openOutput, refuseTerminalStdout, requireOutputDir } from "./output.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
+import { withReadProgress } from "../core/source.ts";
+import { integer, parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { NbdSource } from "../nbd/reader.ts";
@@ -17,6 +20,16 @@ import { getImageWriter, imageWriters } from "../formats/registry.ts";
 import { flatExtentName } from "../formats/vmdk.ts";
 import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";
 import { ChainSource } from "../stream/chain_source.ts";
+
+/** One line per format with variants: `vmdk: streamOptimized, monolithicSparse, vmfs`. */
+function subformatHelp(): string {
+  const formats = [...new Set(imageWriters.map((w) => w.format))];
+  return formats.map((f) => imageWriters.filter((w) => w.format === f).map((w) => w.subformat))
+    .map((subs, i) => ({ format: formats[i], subs }))
+    .filter(({ subs }) => subs.length > 1)
+    .map(({ format, subs }) => `                         --format ${format}: ${subs.join(", ")}`)
+    .join("\n");
+}
 
 const HELP = `
 usage: dirtybit convert --from NBD-URI|IMAGE --format FMT --out FILE|- [options]
@@ -28,11 +41,8 @@ output; no temporary file). Unallocated and zero ranges stay unallocated.
   --from SOURCE        nbd://, nbd+unix:// URI, or a local image of any qemu format
   --chain              the positionals are a backup chain (full, then incrementals)
   --format FMT         ${[...new Set(imageWriters.map((w) => w.format))].join(", ")} (vhd = vpc)
-  --subformat SUB      ${
-  imageWriters.filter((w) => w.subformat !== "default").map((w) => `${w.format}:${w.subformat}`)
-    .join(", ")
-}
-                       (first of each format is the default)
+  --subformat SUB      the format's variant, as this flag takes it (first: default):
+${subformatHelp()}
   --out FILE|-         output file, - for stdout. vmdk vmfs: FILE is the descriptor,
                        the data goes to FILE-flat.vmdk (with -, give --descriptor)
   --descriptor FILE    vmdk vmfs with --out -: where to write the descriptor
@@ -42,10 +52,10 @@ output; no temporary file). Unallocated and zero ranges stay unallocated.
   --compress-level N   zlib level for vmdk streamOptimized (0-9, default 1)
   --workers N          compression workers (default: CPU count)
   --connections N      NBD connections for reading (default 2)
-  --json               print the report as JSON (stderr when --out is -)
+  --json               print the report as JSON (stderr when --out is -)${PROGRESS_HELP}
 `;
 
-interface Flags {
+interface Flags extends ProgressFlags {
   from?: string;
   chain?: boolean;
   format?: string;
@@ -71,14 +81,7 @@ export function parseSize(flag: string, text: string): number {
 }
 
 function parseCount(flag: string, text: string | undefined, min: number, max: number) {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(
-      `convert: --${flag} must be an integer from ${min} to ${max}, not '${text}'`,
-    );
-  }
-  return n;
+  return integer("convert", flag, text, min, max);
 }
 
 function isNbdUri(s: string): boolean {
@@ -129,6 +132,7 @@ export const convertCommand: Command = {
         workers: { type: "string" },
         connections: { type: "string" },
         json: { type: "boolean" },
+        ...PROGRESS_FLAGS,
       },
       HELP,
       ["out", "descriptor"],
@@ -138,6 +142,8 @@ export const convertCommand: Command = {
     const writer = getImageWriter(required("convert", "format", f.format), f.subformat);
     const out = required("convert", "out", f.out);
     const vmfs = writer.format === "vmdk" && writer.subformat === "vmfs";
+    if (out === "-") refuseTerminalStdout("convert", "--out - writes the image, which");
+    else await requireOutputDir("convert", "out", out);
     if (vmfs && out === "-" && !f.descriptor) {
       throw new UsageError(
         "convert: vmdk vmfs to stdout needs --descriptor FILE for the descriptor",
@@ -155,7 +161,11 @@ export const convertCommand: Command = {
     };
     const connections = parseCount("connections", f.connections, 1, 16) ?? 2;
 
-    const source = await openSource(f, parsed.positionals, connections);
+    const progress = await Progress.start("convert", f);
+    const source = withReadProgress(
+      await openSource(f, parsed.positionals, connections),
+      (done, total) => progress.update(out === "-" ? "stdout" : out, done, total),
+    );
     let report: ImageWriteReport;
     try {
       const output = dataPath === "-"
@@ -164,6 +174,7 @@ export const convertCommand: Command = {
       try {
         report = await writer.write(source, output.writable, options);
       } catch (err) {
+        progress.fail(err);
         await output.discard();
         throw err;
       }
@@ -180,8 +191,22 @@ export const convertCommand: Command = {
         throw new TargetError(`cannot write ${path}: ${(err as Error).message.split("\n")[0]}`);
       }
     }
+    const when = timing(progress.startedAt, Date.now(), report.storedBytes);
+    progress.finish({
+      what: `convert to ${out === "-" ? "stdout" : out}`,
+      level: report.subformat === "default"
+        ? report.format
+        : `${report.format} ${report.subformat}`,
+      read: report.storedBytes,
+      streamBytes: report.bytesWritten,
+      seconds: when.seconds,
+    });
     if (f.json) {
-      const text = JSON.stringify({ ...report, companions: report.companions.map((c) => c.name) });
+      const text = JSON.stringify({
+        ...report,
+        companions: report.companions.map((c) => c.name),
+        ...when,
+      });
       if (out === "-") console.error(text);
       else console.log(text);
     }

@@ -6,8 +6,11 @@
  * @module
  */
 import { basename, dirname, resolve } from "node:path";
-import { choice, parseFlags } from "./args.ts";
-import { reportLine } from "./report.ts";
+import { choice, integer, parseFlags } from "./args.ts";
+import { refuseTerminalStdout } from "./output.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
+import { withReadProgress } from "../core/source.ts";
 import { UsageError } from "../core/errors.ts";
 import { openChains } from "../crossrestore/chains.ts";
 import {
@@ -64,10 +67,10 @@ flags below override it.
   --network NAME       vmware: port group (default "VM Network")
   --controller C       vmware: lsilogic, lsisas1068 or pvscsi (default lsilogic, Windows lsisas1068)
   --nic-model M        vmware: e1000, e1000e or vmxnet3 (default e1000, Windows e1000e)
-  --json               print a JSON summary on stdout
+  --json               print a JSON summary on stdout${PROGRESS_HELP}
 `;
 
-interface Flags {
+interface Flags extends ProgressFlags {
   to?: string;
   dest?: string;
   ova?: string;
@@ -117,15 +120,11 @@ const OPTIONS = {
   controller: { type: "string" },
   "nic-model": { type: "string" },
   json: { type: "boolean" },
+  ...PROGRESS_FLAGS,
 } as const;
 
 function positiveInt(flag: string, text: string | undefined, max: number): number | undefined {
-  if (text === undefined) return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > max) {
-    throw new UsageError(`restore: --${flag} must be an integer from 1 to ${max}, not '${text}'`);
-  }
-  return n;
+  return integer("restore", flag, text, 1, max);
 }
 
 const ONLY_FOR: Record<string, TargetKind> = {
@@ -198,6 +197,7 @@ export async function runCrossRestore(args: string[]): Promise<number> {
     );
   }
   if (f.ova && f.register) throw new UsageError("restore: --register does not apply to --ova");
+  if (f.ova === "-") refuseTerminalStdout("restore", "--ova - writes the OVA package, which");
   if (f.ova === "-" && f.dest) {
     throw new UsageError("restore: --ova - writes to stdout: drop --dest");
   }
@@ -257,31 +257,51 @@ export async function runCrossRestore(args: string[]): Promise<number> {
     dest = spec
       ? await openDestination(spec, f, target)
       : new LocalDestination(f.ova === "-" ? "." : dirname(f.ova!));
+    const progress = await Progress.start("restore", f);
+    // Each disk's chain reports its reads (an OVA reads twice: it measures, then writes).
+    const disks = chains.disks.map((d) => ({
+      ...d,
+      source: withReadProgress(
+        d.source,
+        (done, total) => progress.update(d.disk.name, done, total),
+      ),
+    }));
     const ctx = {
       dest,
-      chains: { ...chains, definition },
+      chains: { ...chains, disks, definition },
       register: f.register ?? false,
-      progress: reportLine,
+      progress: (line: string) => progress.info(line),
     };
-    let result: TargetResult;
-    if (target === "proxmox") {
-      result = await restoreToProxmox(ctx, {
-        vmid,
-        storage: f.storage,
-        storageType,
-        storageDir: f["storage-dir"],
-        diskFormat,
-        bridge: f.bridge,
-      });
-    } else if (target === "hyperv") {
-      result = await restoreToHyperv(ctx, { switchName: f.switch });
-    } else if (f.ova) {
-      result = await restoreToOva(ctx, hw!, f.ova === "-" ? "-" : f.dest ? f.ova : basename(f.ova));
-    } else {
-      result = await restoreToEsxi(ctx, hw!);
-    }
-    reportLine(`restored ${result.vmName} to ${target}: ${result.config}`);
-    if (f.json) console.log(JSON.stringify(result, null, 2));
+    const result: TargetResult = await (async () => {
+      if (target === "proxmox") {
+        return await restoreToProxmox(ctx, {
+          vmid,
+          storage: f.storage,
+          storageType,
+          storageDir: f["storage-dir"],
+          diskFormat,
+          bridge: f.bridge,
+        });
+      } else if (target === "hyperv") {
+        return await restoreToHyperv(ctx, { switchName: f.switch });
+      } else if (f.ova) {
+        return await restoreToOva(ctx, hw!, f.ova === "-" ? "-" : f.dest ? f.ova : basename(f.ova));
+      } else {
+        return await restoreToEsxi(ctx, hw!);
+      }
+    })().catch((err) => {
+      progress.fail(err);
+      throw err;
+    });
+    progress.info(`restored ${result.vmName} to ${target}: ${result.config}`);
+    const read = progress.totals().done;
+    const when = timing(progress.startedAt, Date.now(), read);
+    progress.finish({
+      what: `restore of ${result.vmName} to ${target}`,
+      read,
+      seconds: when.seconds,
+    });
+    if (f.json) console.log(JSON.stringify({ ...result, ...when }, null, 2));
     return 0;
   } finally {
     await dest?.close();

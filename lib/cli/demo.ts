@@ -14,7 +14,7 @@ import { type DiskBackupResult, runBackup } from "../backup/engine.ts";
 import { RestoreSession } from "../restore/session.ts";
 import { openStreamFile } from "../stream/reader.ts";
 import { DependencyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
-import { formatBytes } from "./report.ts";
+import { formatBytes } from "../core/bytes.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
 import { helperCommand } from "../core/process.ts";
 

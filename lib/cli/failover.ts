@@ -21,12 +21,13 @@ import {
 const SENDER_FLAGS =
   "--qmp SOCKET --node NODE --dr HOST:PORT --psk-file F --name NAME --state-dir DIR [--nbd-socket P]";
 
-const HELP = `
+const STATE_DIR_NOTE =
+  `--state-dir is this site's directory of the disk: the sender's state directory at the
+original site, the replica directory at the DR site.`;
+
+const FAILOVER_HELP = `
 usage: dirtybit failover pre   ${SENDER_FLAGS}          (original site)
        dirtybit failover exec  --name NAME --replica-dir DIR [--force] [--memory MiB] [--cpus N]   (DR site)
-       dirtybit failback pre   ${SENDER_FLAGS}          (DR site, toward the original site)
-       dirtybit failback exec  ${SENDER_FLAGS}          (DR site)
-       dirtybit reprotect      ${SENDER_FLAGS}          (the side that stays primary)
 
 failover pre    final replication cycle, then fence the disk: no more cycles from here.
                 Shut the VM down first, or what it writes afterwards stays here.
@@ -35,6 +36,14 @@ failover exec   promote the replica at the DR site: DIR/NAME.qcow2 becomes the V
                 Needs 'failover pre' at the source first; --force promotes the last
                 confirmed cycle when the source site is lost (unplanned failover: the
                 output says the RPO, the source fences itself when it returns).
+Back to the original site later: 'dirtybit failback --help'.
+${STATE_DIR_NOTE}
+`;
+
+const FAILBACK_HELP = `
+usage: dirtybit failback pre   ${SENDER_FLAGS}          (DR site, toward the original site)
+       dirtybit failback exec  ${SENDER_FLAGS}          (DR site)
+
 failback pre    the DR VM's disk (--qmp/--node at the DR site) is compared block by block
                 (xxHash64) with the original primary's disk, which a receiver at the original
                 site serves ('dirtybit replicate receive --replica-dir STATE-DIR' there, with
@@ -43,21 +52,31 @@ failback pre    the DR VM's disk (--qmp/--node at the DR site) is compared block
                 STATE-DIR/NAME.divergent-after-cycle-N.qcow2. Then 'replicate push' from
                 the DR site keeps it current.
 failback exec   final cycle from the DR site, then swap roles: the original disk is the primary
-                again (shut the DR VM down first).
-reprotect       re-establish replication from this side without a full copy: after failback
-                exec (original site), or to undo a failover pre that was not executed.
---state-dir is this site's directory of the disk: the sender's state directory at the
-original site, the replica directory at the DR site.
+                again (shut the DR VM down first). Then 'dirtybit reprotect' at the original site.
+${STATE_DIR_NOTE}
 `;
 
-function cmd(name: string, summary: string, run: (sub: string, args: string[]) => Promise<number>) {
+const REPROTECT_HELP = `
+usage: dirtybit reprotect      ${SENDER_FLAGS}          (the side that stays primary)
+
+Re-establishes replication from this side without a full copy: after failback exec (at the
+original site), or to undo a failover pre that was not executed.
+${STATE_DIR_NOTE}
+`;
+
+function cmd(
+  name: string,
+  summary: string,
+  help: string,
+  run: (sub: string, args: string[]) => Promise<number>,
+) {
   return {
     name,
     summary,
     async run(args: string[]): Promise<number> {
       const [sub, ...rest] = args;
       if (!sub || sub === "--help" || sub === "-h" || rest.includes("--help")) {
-        console.log(HELP.trim());
+        console.log(help.trim());
         return sub ? 0 : 2;
       }
       return await run(sub, rest);
@@ -69,6 +88,7 @@ function cmd(name: string, summary: string, run: (sub: string, args: string[]) =
 export const failoverCommand: Command = cmd(
   "failover",
   "DR failover: pre (final cycle, fence) at the source, exec (promote) at the DR site",
+  FAILOVER_HELP,
   (sub, args) => {
     if (sub === "pre") return failoverPre(args);
     if (sub === "exec") return failoverExec(args);
@@ -80,6 +100,7 @@ export const failoverCommand: Command = cmd(
 export const failbackCommand: Command = cmd(
   "failback",
   "DR failback: pre (resync the original primary), exec (final sync, swap roles)",
+  FAILBACK_HELP,
   (sub, args) => {
     if (sub === "pre") return failbackPre(args);
     if (sub === "exec") return failbackExec(args);
@@ -91,6 +112,7 @@ export const failbackCommand: Command = cmd(
 export const reprotectCommand: Command = cmd(
   "reprotect",
   "re-establish DR replication from this side without a full copy",
+  REPROTECT_HELP,
   (sub, args) => reprotect([sub, ...args]),
 );
 

@@ -10,7 +10,8 @@ import { openStreamFile, openStreamStdin, type StreamReader } from "../stream/re
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader, StreamTrailer } from "../stream/format.ts";
 import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
-import { formatBytes } from "./report.ts";
+import { formatBytes } from "../core/bytes.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 
 /** Header, trailer and record counts of a completely verified stream. */
 interface StreamSummary {
@@ -23,9 +24,13 @@ function open(path: string): Promise<StreamReader> {
   return path === "-" ? openStreamStdin() : openStreamFile(path);
 }
 
-async function readThrough(reader: StreamReader): Promise<StreamSummary> {
+async function readThrough(
+  reader: StreamReader,
+  onRecord?: (position: number) => void,
+): Promise<StreamSummary> {
   for await (const _ of reader.records()) {
     // Reading verifies each record; the data itself is not needed here.
+    onRecord?.(reader.position);
   }
   return { header: reader.header, trailer: reader.trailer, streamBytes: reader.position };
 }
@@ -80,10 +85,10 @@ export const verifyCommand: Command = {
   name: "verify",
   summary: "check the integrity of streams, and the chain order when several are given",
   async run(args) {
-    const parsed = parseFlags<{ json?: boolean }>(
+    const parsed = parseFlags<ProgressFlags & { json?: boolean }>(
       "verify",
       args,
-      { json: { type: "boolean" } },
+      { json: { type: "boolean" }, ...PROGRESS_FLAGS },
       `
 usage: dirtybit verify [--json] STREAM...
 
@@ -92,6 +97,8 @@ are given they must form a chain in order: a full, then backups whose parent
 is the one before. Exit 0 only if all are good; otherwise the exit code of
 the first problem, the same as restore gives for it (3 corrupt stream, 4 chain
 broken or out of order, 5 unreadable).
+
+  --json              print the results as JSON on stdout${PROGRESS_HELP}
 `,
     );
     if (!parsed) return 0;
@@ -106,9 +113,19 @@ broken or out of order, 5 unreadable).
     }[] = [];
     let prev: StreamHeader | null = null;
     let exitCode = 0;
+    const progress = await Progress.start("verify", parsed.values);
+    const sizes = await Promise.all(
+      paths.map((p) => p === "-" ? 0 : Deno.stat(p).then((s) => s.size, () => 0)),
+    );
+    for (const [i, path] of paths.entries()) progress.update(path, 0, sizes[i]);
+    let streamBytes = 0;
     for (const [i, path] of paths.entries()) {
       try {
-        const summary = await readThrough(await open(path));
+        const summary = await readThrough(
+          await open(path),
+          (position) => progress.update(path, position, sizes[i]),
+        );
+        streamBytes += summary.streamBytes;
         if (paths.length > 1) checkChainOrder(i === 0 ? null : prev, summary.header);
         prev = summary.header;
         results.push({
@@ -124,6 +141,14 @@ broken or out of order, 5 unreadable).
         prev = null;
       }
     }
+    const bad = results.filter((r) => !r.ok).length;
+    progress.finish({
+      what: `verify of ${paths.length} stream${paths.length === 1 ? "" : "s"}${
+        bad ? ` (${bad} bad)` : ""
+      }`,
+      read: streamBytes,
+      seconds: (Date.now() - progress.startedAt) / 1000,
+    });
     if (parsed.values.json) console.log(JSON.stringify(results, null, 2));
     else {
       for (const r of results) {

@@ -6,6 +6,8 @@
  */
 import type { Command } from "./command.ts";
 import { describeError, typedError, UsageError } from "../core/errors.ts";
+import { READABLE_VERSIONS, STREAM_VERSION } from "../stream/format.ts";
+import config from "../../deno.json" with { type: "json" };
 
 const commands: Command[] = [];
 
@@ -18,8 +20,19 @@ function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
   return [
     "usage: dirtybit COMMAND [options]   (dirtybit COMMAND --help for details)",
+    "       dirtybit --version",
     "",
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+  ].join("\n");
+}
+
+/** `dirtybit --version`: the program's version and the stream format versions it handles. */
+export function versionText(): string {
+  return [
+    `dirtybit ${config.version}`,
+    `stream format: writes version ${STREAM_VERSION}, reads versions ${
+      READABLE_VERSIONS.join(", ")
+    }`,
   ].join("\n");
 }
 
@@ -29,6 +42,10 @@ export async function runCli(args: string[]): Promise<number> {
   if (!name || name === "--help" || name === "-h" || name === "help") {
     console.log(usage());
     return name ? 0 : 2;
+  }
+  if (name === "--version" || name === "-V" || name === "version") {
+    console.log(versionText());
+    return 0;
   }
   try {
     const cmd = commands.find((c) => c.name === name);

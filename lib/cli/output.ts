@@ -5,7 +5,9 @@
  *
  * @module
  */
+import { dirname } from "node:path";
 import { fileWritable, openForWriting } from "../core/files.ts";
+import { UsageError } from "../core/errors.ts";
 
 /** True for an existing path that is not a regular file or directory (device, FIFO, socket). */
 export async function isSpecialFile(path: string): Promise<boolean> {
@@ -32,4 +34,29 @@ export async function openOutput(path: string): Promise<OutputFile> {
   }
   const file = await openForWriting(path, { write: true, create: true, truncate: true });
   return { writable: fileWritable(file, path), discard: () => Deno.remove(path).catch(() => {}) };
+}
+
+/**
+ * Refuses `-` (standard output) for binary data when stdout is a terminal:
+ * a stream or image there only garbles the screen. UsageError naming `what`.
+ */
+export function refuseTerminalStdout(command: string, what: string): void {
+  if (Deno.stdout.isTerminal()) {
+    throw new UsageError(
+      `${command}: standard output is a terminal: ${what} is binary; redirect it (> FILE or | ...) or give a file`,
+    );
+  }
+}
+
+/**
+ * Refuses an output path whose directory does not exist (`DIR/` itself, or
+ * FILE's parent) with that message, before any work, instead of a failure
+ * to open `FILE.partial` at the end.
+ */
+export async function requireOutputDir(command: string, flag: string, path: string): Promise<void> {
+  const dir = path.endsWith("/") ? path : dirname(path);
+  const info = await Deno.stat(dir).catch(() => null);
+  if (!info?.isDirectory) {
+    throw new UsageError(`${command}: --${flag} ${path}: directory ${dir} does not exist`);
+  }
 }

@@ -31,6 +31,8 @@ export interface ParamSpec {
   readonly notAFlag?: string;
   /** Used at restore time: the Bacula plugin offers it in bconsole's Plugin Options. */
   readonly restore?: true;
+  /** Set by Bacula itself for the backend, never in a FileSet. */
+  readonly setByBacula?: true;
 }
 
 /** Operating modes; unset (or `backup`) means a normal backup or restore. */
@@ -303,10 +305,14 @@ export const PARAMS = {
     default: "raw",
     values: ["raw", "qcow2"],
   },
-  abort_on_error: { kind: "bool", help: "Bacula: make every backend error fatal" },
-  listing: { kind: "string", help: "Bacula: path of a listing session" },
-  query: { kind: "string", help: "Bacula: name of a query session" },
-  accurate: { kind: "bool", help: "Bacula: the job runs in accurate mode" },
+  abort_on_error: {
+    kind: "bool",
+    help: "Bacula: make every backend error fatal",
+    setByBacula: true,
+  },
+  listing: { kind: "string", help: "Bacula: path of a listing session", setByBacula: true },
+  query: { kind: "string", help: "Bacula: name of a query session", setByBacula: true },
+  accurate: { kind: "bool", help: "Bacula: the job runs in accurate mode", setByBacula: true },
 } as const satisfies Record<string, ParamSpec>;
 
 /** A parameter name. */
@@ -580,13 +586,25 @@ export function parseParamFlags(
   return { params: parseParamEntries(entries), extra, positionals };
 }
 
+/** How {@link flagHelp} words and lays out its lines. */
+export interface HelpStyle {
+  /** Width of the flag or key column (default 20). */
+  readonly width?: number;
+  /** A command's own words for some parameters (e.g. replication's for --node). */
+  readonly help?: Partial<Record<ParamName, string>>;
+}
+
 /** Help lines for the given parameters, as `--flags` or as plugin `keys`. */
-export function flagHelp(names: readonly ParamName[], style: "flag" | "plugin" = "flag"): string {
+export function flagHelp(
+  names: readonly ParamName[],
+  style: "flag" | "plugin" = "flag",
+  opts: HelpStyle = {},
+): string {
   const shown = style === "flag" ? names.filter((n) => !(PARAMS[n] as ParamSpec).notAFlag) : names;
   return shown.map((n) => {
     const spec: ParamSpec = PARAMS[n];
     const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
     const label = style === "flag" ? paramToFlag(n) : n;
-    return `  ${label.padEnd(20)} ${spec.help}${def}`;
+    return `  ${label.padEnd(opts.width ?? 20)} ${opts.help?.[n] ?? spec.help}${def}`;
   }).join("\n");
 }

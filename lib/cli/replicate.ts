@@ -17,6 +17,7 @@ import {
   type ReplicatedDisk,
   type ReplicationTarget,
   senderWorkDir,
+  type SendOptions,
 } from "../replication/sender.ts";
 import { runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
 import type { Notify } from "../replication/notify.ts";
@@ -26,6 +27,7 @@ import { toPrometheus, toText } from "../replication/status.ts";
 import { replicationStatus } from "../replication/status_query.ts";
 import { ReplicaStore } from "../replication/store.ts";
 import { makeDirectory } from "../core/files.ts";
+import { Progress } from "./progress.ts";
 
 const HELP = `
 usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir DIR [--replica-format qcow2|raw]
@@ -57,7 +59,17 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
                           are the parameters below (snake_case) plus name, qmp, node,
                           nbd_socket, work_dir (each disk works in work_dir/NAME);
                           see docs/replication-protocol.md §9
-${flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS])}
+${
+  flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS], "flag", {
+    width: 23,
+    help: {
+      psk_file: "file holding the pre-shared key (chmod 600)",
+      qmp: "QMP socket of the QEMU whose disk is replicated",
+      node: "block node of the disk to replicate",
+      state_dir: "seed, push, status: the sender's state (checkpoint, last confirmed cycle)",
+    },
+  })
+}
 `;
 
 /** The daemon's disk parameters but nbd_socket, which is --nbd-socket here. */
@@ -297,13 +309,42 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   if (!Number.isInteger(window) || window < 1 || window > 1 << 20) {
     throw new UsageError(`replicate seed: --seed-window must be a whole number of MiB >= 1`);
   }
-  const options = { compressLevel: setup.compressLevel, seedWindowBytes: window << 20 };
+  const progress = await Progress.start(`replicate ${sub}`, {});
+  // A new cycle starts from 0 again: its own live line (the total line sums them).
+  let item = 0;
+  let last = Infinity;
+  const options: SendOptions = {
+    compressLevel: setup.compressLevel,
+    seedWindowBytes: window << 20,
+    onProgress: (done, total) => {
+      if (done < last) item++;
+      last = done;
+      progress.update(item > 1 ? `${disk.name} #${item}` : disk.name, done, total);
+    },
+  };
+  const failed = (err: unknown) => {
+    progress.fail(err);
+    throw err;
+  };
+  const finish = (
+    level: string,
+    s: { dirtyBytes: number; payloadBytes: number; wireBytes: number },
+  ) =>
+    progress.finish({
+      what: `replicate ${sub} of ${disk.name}`,
+      level,
+      read: s.dirtyBytes,
+      stored: s.payloadBytes,
+      streamBytes: s.wireBytes,
+      seconds: (Date.now() - progress.startedAt) / 1000,
+    });
   if (target.bandwidthBytesPerSecond) {
     log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
   try {
     if (sub === "seed") {
-      await seedOnce({ disk, target, options, notify });
+      const r = await seedOnce({ disk, target, options, notify }).catch(failed);
+      finish("seed", r.stats);
       return 0;
     }
     const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
@@ -320,7 +361,8 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
         cycles,
         intervalMs: (params.cycle_interval ?? 300) * 1000,
         signal: ac.signal,
-      });
+      }).catch(failed);
+      finish(`${r.confirmed} cycle${r.confirmed === 1 ? "" : "s"}`, r.stats);
       return r.failed ? 1 : 0;
     } finally {
       if (!ac.signal.aborted) ac.abort();

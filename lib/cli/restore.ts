@@ -11,7 +11,10 @@ import { checkChainOrder } from "../stream/chain.ts";
 import { RestoreSession } from "../restore/session.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatFromPath } from "../restore/target.ts";
-import { reportLine } from "./report.ts";
+import { requireOutputDir } from "./output.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { timing } from "./progress_view.ts";
+import type { StreamReader } from "../stream/reader.ts";
 import { runCrossRestore } from "./crossrestore.ts";
 
 const HELP = `
@@ -25,7 +28,7 @@ A stream whose parent is not the last one applied is refused.
   --out FILE      image to restore into (required)
   --format FMT    raw or qcow2 (default: qcow2 for *.qcow2, else raw)
   --force         replace an existing FILE that is not a dirtybit restore target
-  --json          print a JSON summary on stdout
+  --json          print a JSON summary on stdout${PROGRESS_HELP}
 
 Cross-restore into another hypervisor: dirtybit restore --to proxmox|hyperv|vmware
 (see 'dirtybit restore --to proxmox --help').
@@ -36,7 +39,8 @@ export const restoreCommand: Command = {
   summary: "restore a full and its incrementals to a raw or qcow2 image",
   async run(args) {
     if (args.some((a) => a === "--to" || a.startsWith("--to="))) return await runCrossRestore(args);
-    const parsed = parseFlags<{ out?: string; format?: string; force?: boolean; json?: boolean }>(
+    type Flags = ProgressFlags & { out?: string; format?: string; force?: boolean; json?: boolean };
+    const parsed = parseFlags<Flags>(
       "restore",
       args,
       {
@@ -44,6 +48,7 @@ export const restoreCommand: Command = {
         format: { type: "string" },
         force: { type: "boolean" },
         json: { type: "boolean" },
+        ...PROGRESS_FLAGS,
       },
       HELP,
       ["out"],
@@ -61,14 +66,20 @@ export const restoreCommand: Command = {
     if (positionals.length === 0) {
       throw new UsageError("restore: name at least one STREAM (or - for stdin)");
     }
+    await requireOutputDir("restore", "out", out);
     if (positionals.filter((p) => p === "-").length > 0 && positionals.length > 1) {
       throw new UsageError("restore: '-' (stdin) must be the only STREAM");
     }
     // All headers first: a wrong order or a gap among the streams given is refused
     // before anything is written, not after the target was half rebuilt.
     const readers = [];
+    const streams = new Map<StreamReader, { name: string; size: number }>();
     for (const path of positionals) {
-      readers.push(path === "-" ? await openStreamStdin() : await openStreamFile(path));
+      const reader = path === "-" ? await openStreamStdin() : await openStreamFile(path);
+      // Stdin's size is unknown (0): its progress shows bytes and rate, no ETA.
+      const size = path === "-" ? 0 : (await Deno.stat(path)).size;
+      streams.set(reader, { name: path === "-" ? "stdin" : path, size });
+      readers.push(reader);
     }
     for (let i = 1; i < readers.length; i++) {
       checkChainOrder(readers[i - 1].header, readers[i].header);
@@ -78,11 +89,17 @@ export const restoreCommand: Command = {
     const onSignal = () => controller.abort();
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
+    const progress = await Progress.start("restore", values);
+    for (const s of streams.values()) progress.update(s.name, 0, s.size);
     const session = await RestoreSession.open({
       path: out,
       format,
       force: values.force,
       signal: controller.signal,
+      onProgress: (reader) => {
+        const s = streams.get(reader)!;
+        progress.update(s.name, reader.position, s.size);
+      },
     });
     const applied = [];
     try {
@@ -96,14 +113,29 @@ export const restoreCommand: Command = {
           );
         });
         applied.push(result);
-        reportLine(`applied ${result.level} ${result.backupId} of ${result.disk} to ${out}`);
+        progress.info(`applied ${result.level} ${result.backupId} of ${result.disk} to ${out}`);
       }
+    } catch (err) {
+      progress.fail(err);
+      throw err;
     } finally {
       Deno.removeSignalListener("SIGINT", onSignal);
       Deno.removeSignalListener("SIGTERM", onSignal);
     }
     await session.close();
-    if (values.json) console.log(JSON.stringify({ target: out, format, applied }, null, 2));
+    const read = applied.reduce((n, a) => n + a.bytes, 0);
+    const streamBytes = readers.reduce((n, r) => n + r.position, 0);
+    const when = timing(progress.startedAt, Date.now(), read);
+    progress.finish({
+      what: `restore to ${out}`,
+      level: applied.map((a) => a.level).join("+"),
+      read,
+      streamBytes,
+      seconds: when.seconds,
+    });
+    if (values.json) {
+      console.log(JSON.stringify({ target: out, format, applied, ...when }, null, 2));
+    }
     return 0;
   },
 };

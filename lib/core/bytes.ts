@@ -24,3 +24,14 @@ export interface ByteWriter {
 export async function writeAll(writer: ByteWriter, bytes: Uint8Array): Promise<void> {
   for (let done = 0; done < bytes.length;) done += await writer.write(bytes.subarray(done));
 }
+
+/** Formats a byte count for humans (binary units). */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}

@@ -21,3 +21,30 @@ export interface DiskSource {
   /** Releases connections and helper processes. Safe to call twice. */
   close(): Promise<void>;
 }
+
+/**
+ * `src` reporting its reads: after each, `onRead(bytes read so far, data
+ * bytes of its map)` (the total is 0 until the map was asked for).
+ */
+export function withReadProgress(
+  src: DiskSource,
+  onRead: (done: number, total: number) => void,
+): DiskSource {
+  let done = 0;
+  let total = 0;
+  return {
+    size: src.size,
+    async map() {
+      const extents = await src.map();
+      total = extents.reduce((n, e) => e.kind === "data" ? n + e.length : n, 0);
+      return extents;
+    },
+    async read(offset, length) {
+      const bytes = await src.read(offset, length);
+      done += length;
+      onRead(done, total);
+      return bytes;
+    },
+    close: () => src.close(),
+  };
+}

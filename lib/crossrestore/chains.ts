@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { DiskSource } from "../core/source.ts";
 import { InputError, UsageError } from "../core/errors.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 import {
@@ -22,7 +23,7 @@ import { concatBytes } from "../core/bytes.ts";
 /** One disk to restore: its chain and its place in the VM. */
 export interface ChainDisk {
   readonly disk: VmDisk;
-  readonly source: ChainSource;
+  readonly source: DiskSource;
 }
 
 /** The opened chains and the VM definition that goes with them. */

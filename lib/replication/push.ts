@@ -53,18 +53,27 @@ export interface PushRequest extends SendRequest {
 export interface PushResult {
   confirmed: number;
   failed: number;
+  /** Totals over the confirmed cycles. */
+  stats: { dirtyBytes: number; payloadBytes: number; wireBytes: number };
 }
 
 /** Runs cycles per the request; a counted run throws its first failure. */
 export async function pushCycles(req: PushRequest): Promise<PushResult> {
   const { disk, target, signal } = req;
-  const result: PushResult = { confirmed: 0, failed: 0 };
+  const result: PushResult = {
+    confirmed: 0,
+    failed: 0,
+    stats: { dirtyBytes: 0, payloadBytes: 0, wireBytes: 0 },
+  };
   for (let n = 0; n < req.cycles && !signal.aborted; n++) {
     if (n > 0) await abortableSleep(req.intervalMs, signal);
     if (signal.aborted) break;
     try {
       const r = await pushCycle(disk, target, withLog(req));
       result.confirmed++;
+      result.stats.dirtyBytes += r.stats.dirtyBytes;
+      result.stats.payloadBytes += r.stats.payloadBytes;
+      result.stats.wireBytes += r.stats.wireBytes;
       req.notify?.("progress", describeCycle(disk.name, r));
     } catch (err) {
       await recordError(disk, target, err);

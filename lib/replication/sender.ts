@@ -101,6 +101,8 @@ export interface SenderState {
 /** Options of {@link seedDisk} and {@link pushCycle}. */
 export interface SendOptions {
   log?: (line: string) => void;
+  /** Disk bytes read so far of the bytes this seed or cycle reads (after every chunk). */
+  onProgress?: (done: number, total: number) => void;
   /** zstd level (default 3). */
   compressLevel?: number;
   /** Seed window per confirmed batch (default 64 MiB). */
@@ -246,6 +248,10 @@ async function seedAttempt(
     const db = openHashDb(disk.stateDir, disk.name, blockSizeOf(view), view.size);
     try {
       const map = await source.map();
+      const meter = readMeter(
+        options,
+        totalLength(intersectMap([{ offset, length: view.size - offset }], map)),
+      );
       const begin = (seedEnd: number): BeginMessage => ({
         type: "begin",
         kind: "seed",
@@ -264,14 +270,21 @@ async function seedAttempt(
         // Blocks below the offset are the replica's as the hash DB saw them
         // when it was committed at this very offset of this seed.
         const compare = db.id === seedKey(seedId, offset);
-        add(stats, await sendBatch(channel, begin(offset), source, below, db, compare, options));
+        meter.total += totalLength(below);
+        add(
+          stats,
+          await sendBatch(channel, begin(offset), source, below, db, compare, options, meter),
+        );
         db.commit(seedKey(seedId, offset));
         caughtUp = true;
       }
       for (const w of seedWindows(view.size, offset, options.seedWindowBytes ?? 64 << 20)) {
         const end = w.offset + w.length;
         const window = intersectMap([w], map);
-        add(stats, await sendBatch(channel, begin(end), source, window, db, false, options));
+        add(
+          stats,
+          await sendBatch(channel, begin(end), source, window, db, false, options, meter),
+        );
         db.commit(seedKey(seedId, end));
         offset = end;
       }
@@ -411,6 +424,7 @@ async function cycleAttempt(
           db,
           l2.compare,
           options,
+          readMeter(options, totalLength(extents)),
         );
         // Confirmed: the staged hashes now describe the replica (or, when the
         // DB's base is unknown, are dropped and L2 stays off).
@@ -775,6 +789,7 @@ async function sendBatch(
   db: HashDb,
   compare: boolean,
   options: SendOptions,
+  meter?: ReadMeter,
 ): Promise<BatchStats> {
   const wireBefore = channel.bytesSent;
   const stats = emptyStats();
@@ -794,6 +809,7 @@ async function sendBatch(
   }
   const level = options.compressLevel ?? 3;
   for await (const chunk of source.readExtents(read)) {
+    meter?.read(chunk.data.length);
     for (const run of classifier.classify(chunk.offset, chunk.data)) {
       if (run.kind === "zero") {
         await sendZero(run.offset, run.length);
@@ -821,6 +837,24 @@ async function sendBatch(
   }
   stats.wireBytes = channel.bytesSent - wireBefore;
   return stats;
+}
+
+/** Counts the bytes a seed or cycle reads against its total, for `onProgress`. */
+interface ReadMeter {
+  total: number;
+  read(bytes: number): void;
+}
+
+function readMeter(options: SendOptions, total: number): ReadMeter {
+  let done = 0;
+  const meter = {
+    total,
+    read(bytes: number) {
+      done += bytes;
+      options.onProgress?.(done, meter.total);
+    },
+  };
+  return meter;
 }
 
 /** Hash block size of a view: the bitmap granularity (whole dirty blocks). */

@@ -44,6 +44,8 @@ export interface RestoreTargetSpec {
    * incremental's target stays marked incomplete; the apply throws a CancelledError.
    */
   signal?: AbortSignal;
+  /** Called after each record applied, with the reader (its `position`: stream bytes read). */
+  onProgress?: (reader: StreamReader) => void;
 }
 
 /** Restores streams into one target file. */
@@ -52,12 +54,14 @@ export class RestoreSession {
   readonly #format: RestoreFormat;
   readonly #force: boolean;
   readonly #signal: AbortSignal | undefined;
+  readonly #onProgress: RestoreTargetSpec["onProgress"];
 
   private constructor(spec: RestoreTargetSpec, format: RestoreFormat) {
     this.#path = spec.path;
     this.#format = format;
     this.#force = spec.force ?? false;
     this.#signal = spec.signal;
+    this.#onProgress = spec.onProgress;
   }
 
   /** Prepares a session; nothing is written before the first `apply`. */
@@ -103,7 +107,11 @@ export class RestoreSession {
       : await RawFileTarget.create(partial, header.virtualSize);
     try {
       // A new image reads as zeros already: zero records need no writes.
-      const bytes = await copyRecords(reader, target, { skipZeros: true, signal: this.#signal });
+      const bytes = await copyRecords(reader, target, {
+        skipZeros: true,
+        signal: this.#signal,
+        onProgress: this.#onProgress,
+      });
       await target.flush();
       await target.close();
       await Deno.remove(this.#sidecarPath).catch(() => {});
@@ -132,7 +140,11 @@ export class RestoreSession {
         );
       }
       await this.#saveSidecar({ ...sidecar, applying: header.backupId });
-      const bytes = await copyRecords(reader, target, { skipZeros: false, signal: this.#signal });
+      const bytes = await copyRecords(reader, target, {
+        skipZeros: false,
+        signal: this.#signal,
+        onProgress: this.#onProgress,
+      });
       await target.flush();
       await target.close();
       await this.#saveSidecar({ format: this.#format, last: header });
@@ -193,16 +205,23 @@ export function checkNextStream(
 export function copyRecords(
   reader: StreamReader,
   target: RestoreTarget,
-  opts: { skipZeros: boolean; signal?: AbortSignal },
+  opts: CopyOptions,
 ): Promise<number> {
   const cancelled = () => new CancelledError("restore cancelled");
   return untilAborted(opts.signal, copyAll(reader, target, opts), cancelled);
 }
 
+/** How {@link copyRecords} copies. */
+export interface CopyOptions {
+  skipZeros: boolean;
+  signal?: AbortSignal;
+  onProgress?: (reader: StreamReader) => void;
+}
+
 async function copyAll(
   reader: StreamReader,
   target: RestoreTarget,
-  opts: { skipZeros: boolean; signal?: AbortSignal },
+  opts: CopyOptions,
 ): Promise<number> {
   let bytes = 0;
   for await (const rec of reader.records()) {
@@ -213,6 +232,7 @@ async function copyAll(
     } else if (!opts.skipZeros) {
       await target.writeZero(rec.offset, rec.length);
     }
+    opts.onProgress?.(reader);
   }
   return bytes;
 }

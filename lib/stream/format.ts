@@ -20,7 +20,7 @@ export const STREAM_VERSION = 3;
  * The versions this code reads: 1 and 2 have no payload checksum in their
  * (shorter) record headers, and 1 differs in what its two other checksums cover.
  */
-const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 /** "1, 2 and 3", for messages. */
 const READABLE_LIST = `${READABLE_VERSIONS.slice(0, -1).join(", ")} and ${
   READABLE_VERSIONS.at(-1)
@@ -413,6 +413,14 @@ export function dataChecksum(
     at = end;
   }
   return checksumOfDigests(digests);
+}
+
+/** Whether a record's data checksum in a stream with header `a` is valid unchanged in one with `b`. */
+export function sameDataChecksum(
+  a: Pick<StreamHeader, "version" | "blockSize">,
+  b: Pick<StreamHeader, "version" | "blockSize">,
+): boolean {
+  return a.version === 1 ? b.version === 1 : b.version !== 1 && a.blockSize === b.blockSize;
 }
 
 /** The data checksum (version 2 and later) from the piece digests of {@link dataChecksum}. */

@@ -38,6 +38,8 @@ export interface DataRecord {
   readonly checksum: bigint;
   /** The stored payload's checksum (version 3; 0 before). */
   readonly payloadChecksum: bigint;
+  /** The payload as stored (the zstd frame, or the data); for copying the record as it is. */
+  readonly stored: Uint8Array;
 }
 
 /** A zero record: `[offset, offset + length)` reads as zeros. */
@@ -178,6 +180,7 @@ export class StreamReader {
           compressed: rec.compressed,
           checksum: rec.checksum,
           payloadChecksum: rec.payloadChecksum,
+          stored: rec.compressed ? payload : data,
         };
       }
     } catch (err) {

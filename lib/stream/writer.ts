@@ -16,7 +16,9 @@ import {
   encodeHeader,
   encodeRecordHeader,
   encodeTrailer,
+  payloadChecksum,
   RECORD_HEADER_SIZE,
+  sameDataChecksum,
   streamHashCoversPayloads,
   type StreamHeader,
   type StreamHeaderInit,
@@ -24,6 +26,7 @@ import {
 } from "./format.ts";
 import { encodeDataRecordInPlace } from "./data_record.ts";
 import { zstdMayShrink } from "./zstd.ts";
+import type { DataRecord } from "./reader.ts";
 
 /** Uncompressed size at which the writer cuts data into records. */
 export const RECORD_DATA_TARGET = 1 << 20;
@@ -148,6 +151,36 @@ export class StreamWriter {
       this.#totals.dataBytes += piece.length;
       await this.#slot();
     }
+  }
+
+  /**
+   * Adds a data record read (and verified) from a stream with header `from`:
+   * copied as stored, without compressing it again, when its data checksum
+   * holds unchanged here and this stream compresses or the record is not
+   * compressed; else written as {@link writeData} of its data. Same ordering rule.
+   */
+  async copyRecord(from: StreamHeader, rec: DataRecord): Promise<void> {
+    if (!sameDataChecksum(from, this.header) || (rec.compressed && this.#level === 0)) {
+      return await this.writeData(rec.offset, rec.data);
+    }
+    this.#checkRange(rec.offset, rec.length);
+    const frame = new Uint8Array(RECORD_HEADER_SIZE + rec.storedLength);
+    encodeRecordHeader({
+      kind: "data",
+      compressed: rec.compressed,
+      storedLength: rec.storedLength,
+      offset: rec.offset,
+      length: rec.length,
+      checksum: rec.checksum,
+      // A version 3 source has it (verified); an older one's compressed payload gets it here.
+      payloadChecksum: rec.compressed ? rec.payloadChecksum || payloadChecksum(rec.stored) : 0n,
+    }, frame);
+    frame.set(rec.stored, RECORD_HEADER_SIZE);
+    this.#enqueue(Promise.resolve(frame), this.#hashedOfData);
+    this.#totals.records++;
+    this.#totals.dataBytes += rec.length;
+    this.#totals.storedBytes += rec.storedLength;
+    await this.#slot();
   }
 
   /** Records that `[offset, offset + length)` reads as zeros. Same ordering rule. */

@@ -294,3 +294,29 @@ Deno.test("a failing sink becomes a TargetError", async () => {
   );
   w.abort();
 });
+
+Deno.test("copyRecord copies a compressed record as stored, re-encodes it for an uncompressed stream", async () => {
+  const source = memorySink();
+  const w = new StreamWriter(source.sink, header("zstd:3"), { workers: 0 });
+  const data = new Uint8Array(RECORD_DATA_TARGET).fill(0x5a);
+  await w.writeData(0, data);
+  await w.finish();
+  const copy = async (compression: StreamHeaderInit["compression"]) => {
+    const reader = await StreamReader.open(chunkedSource(source.bytes()));
+    const out = memorySink();
+    const copier = new StreamWriter(out.sink, header(compression), { workers: 0 });
+    for await (const rec of reader.records()) {
+      if (rec.kind === "data") await copier.copyRecord(reader.header, rec);
+    }
+    await copier.finish();
+    const again = await StreamReader.open(chunkedSource(out.bytes()));
+    const records = await Array.fromAsync(again.records());
+    return records[0] as Extract<StreamRecord, { kind: "data" }>;
+  };
+  const stored = await copy("zstd:3");
+  assert.equal(stored.compressed, true);
+  assert.deepEqual(stored.data, data);
+  const plain = await copy("none");
+  assert.equal(plain.compressed, false);
+  assert.deepEqual(plain.data, data);
+});

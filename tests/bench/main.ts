@@ -15,6 +15,7 @@ import { benchReplication } from "./replication.ts";
 import { benchFailback } from "./failback.ts";
 import { benchVmBackup } from "./vm_backup.ts";
 import { benchBacula15 } from "./bacula15.ts";
+import { benchMerge } from "./keep.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
@@ -29,6 +30,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["replication", (dir) => benchReplication(dir)],
   ["failback", (dir) => benchFailback(dir)],
   ["vm backup", (dir) => benchVmBackup(dir)],
+  ["merge", benchMerge],
 ];
 
 // As main.ts does: the engine benchmarks run in this process.
