@@ -17,8 +17,22 @@ import {
   ok as assert,
 } from "node:assert/strict";
 import { join } from "node:path";
-import { restartLibvirtd, startTestDomain, type TestDomain } from "./fixtures/libvirt.ts";
-import { assertOneLineError, dirtybit, dirtybitJson, dirtybitOk } from "./fixtures/cli.ts";
+import {
+  restartLibvirtd,
+  startTestDomain,
+  type TestDomain,
+  undefineDomain,
+} from "./fixtures/libvirt.ts";
+import {
+  assertOneLineError,
+  cliCommand,
+  dirtybit,
+  dirtybitJson,
+  dirtybitOk,
+} from "./fixtures/cli.ts";
+import { killWhen } from "./fixtures/kills.ts";
+import { backupSession } from "./ptcomm/sessions.ts";
+import { openStreamFile } from "../lib/stream/reader.ts";
 import { run } from "./fixtures/qsd.ts";
 import { loadDiskState } from "../lib/backup/state.ts";
 import { domainStateDir } from "../lib/backup/domain_job.ts";
@@ -95,58 +109,103 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
     ]);
   const points: Point[] = [];
   const byDisk = (p: Point, disk: string) => p.results.find((r) => r.diskName === disk)!;
+  /** A backup of every disk with these levels, and the disks copied as they were. */
+  const takePoint = async (levels: string[]) => {
+    const results = await backup();
+    assertEquals(results.map((r) => [r.diskName, r.level]), [
+      ["vda", levels[0]],
+      ["vdb", levels[1]],
+      ["vdc", "full"],
+    ]);
+    points.push({ results, copies: await snapshot(dom, dir, `p${points.length}`) });
+    return results;
+  };
   try {
     await t.step("full of the running domain, without tainting it", async () => {
-      const results = await backup();
-      assertEquals(results.map((r) => [r.diskName, r.level]), [
-        ["vda", "full"],
-        ["vdb", "full"],
-        ["vdc", "full"],
-      ]);
-      assertMatch(byDisk({ results, copies: new Map() }, "vdc").reason!, /raw image/);
+      const results = await takePoint(["full", "full"]);
+      assertMatch(results[2].reason!, /raw image/);
       const log = await Deno.readTextFile(`/var/log/libvirt/qemu/${name}.log`);
       assert(!/is tainted/.test(log), `domain log shows a taint:\n${log}`);
-      points.push({ results, copies: await snapshot(dom, dir, "p0") });
     });
 
     await t.step("incremental after guest writes on both qcow2 disks", async () => {
       await dom.guestWrite("vda", 0xa1, 1 * MiB, 256 * 1024);
       await dom.guestWrite("vdb", 0xb1, 5 * MiB, 64 * 1024);
       await dom.guestWrite("vdc", 0xc1, 0, 64 * 1024);
-      const results = await backup();
-      assertEquals(results.map((r) => [r.diskName, r.level]), [
-        ["vda", "incremental"],
-        ["vdb", "incremental"],
-        ["vdc", "full"],
-      ]);
-      points.push({ results, copies: await snapshot(dom, dir, "p1") });
+      await takePoint(["incremental", "incremental"]);
     });
 
     await t.step("shut off: offline incremental from the images' bitmaps", async () => {
       await dom.virsh(["destroy", name]);
       await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0xa2 8M 128k", dom.disks[0].file]);
       await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0xb2 0 64k", dom.disks[1].file]);
-      const results = await backup();
-      assertEquals(results.map((r) => [r.diskName, r.level]), [
-        ["vda", "incremental"],
-        ["vdb", "incremental"],
-        ["vdc", "full"],
-      ]);
+      await takePoint(["incremental", "incremental"]);
       assertEquals((await dom.virsh(["domstate", name])).trim(), "shut off");
-      points.push({ results, copies: await snapshot(dom, dir, "p2") });
     });
 
     await t.step("running again, across a libvirtd restart: the chain goes on", async () => {
       await dom.virsh(["start", name]);
       await restartLibvirtd();
       await dom.guestWrite("vda", 0xa3, 20 * MiB, 64 * 1024);
-      const results = await backup();
-      assertEquals(results.map((r) => [r.diskName, r.level]), [
-        ["vda", "incremental"],
-        ["vdb", "incremental"],
-        ["vdc", "full"],
+      await takePoint(["incremental", "incremental"]);
+    });
+
+    await t.step("a backup killed mid-job: the next plain run cleans up and goes on", async () => {
+      await dom.guestWrite("vdb", 0xb4, 9 * MiB, 64 * 1024);
+      const child = cliCommand([
+        "backup",
+        "--domain",
+        name,
+        "--state-dir",
+        stateRoot,
+        "--out",
+        out,
+        "--scratch-dir",
+        scratch,
+      ], { stdout: "null", stderr: "null" }).spawn();
+      await killWhen(child, "a stream being written", async () => {
+        for await (const e of Deno.readDir(out)) if (e.name.endsWith(".partial")) return true;
+        return false;
+      });
+      await takePoint(["incremental", "incremental"]);
+      assertEquals(await Array.fromAsync(Deno.readDir(scratch)), [], "no scratch dir is left");
+      assert(
+        !(await Array.fromAsync(Deno.readDir(out))).some((e) => e.name.endsWith(".partial")),
+        "no partial stream is left",
+      );
+    });
+
+    await t.step("the Bacula backend takes domain= and goes on with the same chain", async () => {
+      await dom.guestWrite("vda", 0xa5, 30 * MiB, 64 * 1024);
+      const cwd = join(dir, "fd");
+      await Deno.mkdir(cwd);
+      const { files } = await backupSession(cwd, 301, "I", [
+        `domain=${name}`,
+        `state_dir=${stateRoot}`,
+        `scratch_dir=${scratch}`,
+        "compress=none",
+        `log_file=${cwd}/backend.log`,
       ]);
-      points.push({ results, copies: await snapshot(dom, dir, "p3") });
+      assertEquals(files.map((f) => f.fname), [
+        `/@cloudstack/${name}/vda/incremental-301.dbit`,
+        `/@cloudstack/${name}/vdb/incremental-301.dbit`,
+        `/@cloudstack/${name}/vdc/full-301.dbit`,
+      ]);
+      const results: Result[] = [];
+      for (const [i, f] of files.entries()) {
+        const file = join(out, `ptcomm-${i}.dbit`);
+        await Deno.writeFile(file, f.data!);
+        const reader = await openStreamFile(file);
+        for await (const _ of reader.records()) { /* verified to its end, and closed */ }
+        const header = reader.header;
+        results.push({
+          diskName: header.disk,
+          level: header.level,
+          backupId: header.backupId,
+          file,
+        });
+      }
+      points.push({ results, copies: await snapshot(dom, dir, `p${points.length}`) });
     });
 
     await t.step("libvirt's checkpoints are the chain's", async () => {
@@ -155,7 +214,7 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
       const listed = (await dom.virsh(["checkpoint-list", name, "--name", "--topological"]))
         .split("\n").map((l) => l.trim()).filter(Boolean);
       assertEquals(listed, state!.history.map((h) => `dirtybit-${h.backupId}`));
-      assertEquals(listed.length, 4);
+      assertEquals(listed.length, 6);
     });
 
     await t.step("every point restores to the disk as it was", async () => {
@@ -233,8 +292,7 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
       },
     );
   } finally {
-    await dom.virsh(["destroy", restoredName], false);
-    await dom.virsh(["undefine", restoredName, "--checkpoints-metadata"], false);
+    await undefineDomain(restoredName);
     await dom.remove();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
