@@ -31,6 +31,7 @@ import {
   dirtybitOk,
 } from "./fixtures/cli.ts";
 import { killWhen } from "./fixtures/kills.ts";
+import { startSshd } from "./fixtures/sshd.ts";
 import { backupSession } from "./ptcomm/sessions.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";
 import { run } from "./fixtures/qsd.ts";
@@ -110,8 +111,8 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
   const points: Point[] = [];
   const byDisk = (p: Point, disk: string) => p.results.find((r) => r.diskName === disk)!;
   /** A backup of every disk with these levels, and the disks copied as they were. */
-  const takePoint = async (levels: string[]) => {
-    const results = await backup();
+  const takePoint = async (levels: string[], extra: string[] = []) => {
+    const results = await backup(...extra);
     assertEquals(results.map((r) => [r.diskName, r.level]), [
       ["vda", levels[0]],
       ["vdb", levels[1]],
@@ -208,13 +209,30 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
       points.push({ results, copies: await snapshot(dom, dir, `p${points.length}`) });
     });
 
+    await t.step("remote through qemu+ssh:// to the loopback sshd: the same chain", async () => {
+      await dom.guestWrite("vdb", 0xb6, 12 * MiB, 128 * 1024);
+      const sshd = await startSshd();
+      try {
+        await takePoint(["incremental", "incremental"], [
+          "--connect",
+          `qemu+ssh://${sshd.user}@127.0.0.1:${sshd.port}/system`,
+          "--ssh-key",
+          sshd.keyPath,
+          "--known-hosts",
+          sshd.knownHostsPath,
+        ]);
+      } finally {
+        await sshd.stop();
+      }
+    });
+
     await t.step("libvirt's checkpoints are the chain's", async () => {
       const uuid = (await dom.virsh(["domuuid", name])).trim();
       const state = await loadDiskState(domainStateDir(stateRoot, uuid), "vda");
       const listed = (await dom.virsh(["checkpoint-list", name, "--name", "--topological"]))
         .split("\n").map((l) => l.trim()).filter(Boolean);
       assertEquals(listed, state!.history.map((h) => `dirtybit-${h.backupId}`));
-      assertEquals(listed.length, 6);
+      assertEquals(listed.length, 7);
     });
 
     await t.step("every point restores to the disk as it was", async () => {

@@ -27,7 +27,15 @@
 import { join } from "node:path";
 import { SourceError, UsageError } from "../core/errors.ts";
 import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
-import { type HostShell, LocalShell, SYSTEM_URI, VirshDomain } from "../hosts/virsh.ts";
+import {
+  type HostShell,
+  LocalShell,
+  makeQemuDir,
+  removeHostDir,
+  SYSTEM_URI,
+  VirshDomain,
+  writeHostFile,
+} from "../hosts/virsh.ts";
 import {
   backupSocket,
   backupXml,
@@ -36,6 +44,8 @@ import {
   parseBackupExports,
 } from "../hosts/libvirt_xml.ts";
 import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
+import { SshHost, type SshTarget } from "../hosts/ssh.ts";
+import { tunnelDataPath } from "./vm_job.ts";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import type { PointInTime, PointInTimeDisk } from "../qemu/pointintime.ts";
 import {
@@ -67,8 +77,10 @@ export interface DomainSource {
   disks?: string[];
   /** Disks to leave out. */
   excludeDisks?: string[];
-  /** Where libvirt puts a running domain's scratch files and NBD socket. */
+  /** Where libvirt puts a running domain's scratch files and NBD socket (on its host). */
   scratchDir?: string;
+  /** For a `qemu+ssh://` URI: the key and known_hosts (host, port and user come from the URI). */
+  ssh?: Omit<SshTarget, "host" | "port" | "user" | "warn">;
 }
 
 /** The engine settings of a domain job. */
@@ -92,20 +104,78 @@ export function domainStateDir(stateDir: string, uuid: string): string {
   return join(stateDir, `libvirt-${uuid}`);
 }
 
-/** The URIs dirtybit reaches on this machine (remote ones are not supported yet). */
-function checkLocalUri(uri: string): void {
-  if (!/^qemu:\/\/\/(system|session)$/.test(uri)) {
+/**
+ * Where `uri` leads: this machine's libvirt, or (`qemu+ssh://[user@]host[:port]/system`)
+ * the system libvirt of a host reached over SSH, where virsh then runs.
+ */
+export function parseConnectUri(
+  uri: string,
+): { local: true; uri: string } | {
+  local: false;
+  uri: string;
+  host: string;
+  port?: number;
+  user?: string;
+} {
+  if (/^qemu:\/\/\/(system|session)$/.test(uri)) return { local: true, uri };
+  const m = /^qemu\+ssh:\/\/(?:([^@/]+)@)?([^:/]+|\[[^\]]+\])(?::(\d+))?\/(system|session)$/.exec(
+    uri,
+  );
+  if (!m) {
     throw new UsageError(
-      `--connect ${uri}: only qemu:///system and qemu:///session are supported; ` +
-        "run dirtybit on the KVM host itself",
+      `--connect ${uri}: give qemu:///system, qemu:///session or qemu+ssh://[user@]host[:port]/system`,
     );
+  }
+  return {
+    local: false,
+    uri: `qemu:///${m[4]}`,
+    host: m[2].replace(/^\[|\]$/g, ""),
+    ...(m[3] ? { port: Number(m[3]) } : {}),
+    ...(m[1] ? { user: decodeURIComponent(m[1]) } : {}),
+  };
+}
+
+/**
+ * Runs `fn` on the domain opened (its state, disks and what a job of it
+ * needs), on this machine or through SSH to its host.
+ */
+async function withDomain<T>(
+  source: DomainSource,
+  settings: DomainJobSettings,
+  fn: (open: OpenDomain) => Promise<T>,
+): Promise<T> {
+  const where = parseConnectUri(source.connect ?? SYSTEM_URI);
+  if (where.local) return await fn(await openDomain(source, settings, new LocalShell(), where.uri));
+  if (!source.ssh) {
+    throw new UsageError(`--connect ${source.connect}: needs an SSH key (--ssh-key)`);
+  }
+  const host = await SshHost.connect({
+    ...source.ssh,
+    host: where.host,
+    port: where.port,
+    user: where.user,
+    warn: (text: string) => settings.onMessage?.("warning", text),
+  });
+  try {
+    return await fn(await openDomain(source, settings, host, where.uri, host));
+  } finally {
+    await host.close();
   }
 }
 
-/** The domain opened: its state, disks and what a job of it needs. */
-async function openDomain(source: DomainSource, settings: DomainJobSettings, shell: HostShell) {
-  const uri = source.connect ?? SYSTEM_URI;
-  checkLocalUri(uri);
+interface OpenDomain {
+  ctx: DomainContext;
+  live: boolean;
+  xml: string;
+}
+
+async function openDomain(
+  source: DomainSource,
+  settings: DomainJobSettings,
+  shell: HostShell,
+  uri: string,
+  remote?: SshHost,
+): Promise<OpenDomain> {
   const domain = await VirshDomain.open(shell, uri, source.domain);
   const runState = await domain.state();
   const live = runState === "running" || runState === "paused";
@@ -114,9 +184,18 @@ async function openDomain(source: DomainSource, settings: DomainJobSettings, she
       `domain ${domain.name} is ${runState}: back it up running or shut off`,
     );
   }
+  if (!live && remote) {
+    throw new SourceError(
+      `domain ${domain.name} on ${remote.target.host} is shut off: shut-off domains are backed up ` +
+        "by dirtybit on their own host (qemu:///system)",
+    );
+  }
   const xml = await domain.dumpXml();
   const allDisks = parseDomainDisks(xml);
   const ctx: DomainContext = {
+    shell,
+    local: !remote,
+    remote,
     domain,
     allDisks,
     selected: selectDomainDisks(domain.name, allDisks, source.disks, source.excludeDisks),
@@ -132,57 +211,69 @@ async function openDomain(source: DomainSource, settings: DomainJobSettings, she
  * Backs up the domain's selected disks (see the module doc). Resolves only
  * once every stream was written and the new checkpoint accepted.
  */
-export async function runDomainBackup(
+export function runDomainBackup(
   source: DomainSource,
   settings: DomainJobSettings,
   sinkFor: SinkFactory,
-  shell: HostShell = new LocalShell(),
 ): Promise<DiskBackupResult[]> {
-  const { ctx, live, xml } = await openDomain(source, settings, shell);
-  const { domain } = ctx;
-  const job = {
-    ...settings,
-    stateDir: ctx.stateDir,
-    metadata: {
-      ...settings.metadata,
-      libvirt: {
-        domain: domain.name,
-        uuid: domain.uuid,
-        xml: live ? await domain.dumpXml(true) : xml,
+  return withDomain(source, settings, async ({ ctx, live, xml }) => {
+    const { domain } = ctx;
+    const tunnel = ctx.remote ? tunnelDataPath(ctx.remote) : undefined;
+    const job = {
+      ...settings,
+      ...tunnel?.job,
+      stateDir: ctx.stateDir,
+      metadata: {
+        ...settings.metadata,
+        libvirt: {
+          domain: domain.name,
+          uuid: domain.uuid,
+          xml: live ? await domain.dumpXml(true) : xml,
+        },
       },
-    },
-  };
-  const disks = ctx.selected.map((d) => ({ node: d.target, name: d.target }));
-  return await runPointInTimeJob(job, disks, live ? liveOpener(ctx) : offlineOpener(ctx), sinkFor);
+    };
+    const disks = ctx.selected.map((d) => ({ node: d.target, name: d.target }));
+    try {
+      const opener = live ? liveOpener(ctx) : offlineOpener(ctx);
+      return await runPointInTimeJob(job, disks, opener, sinkFor);
+    } finally {
+      await tunnel?.close();
+    }
+  });
 }
 
 /**
  * What a backup of the domain would read: the level each disk would get and,
  * as an upper bound, its virtual size. Changes nothing.
  */
-export async function estimateDomainBackup(
+export function estimateDomainBackup(
   source: DomainSource,
   settings: DomainJobSettings,
-  shell: HostShell = new LocalShell(),
 ): Promise<DiskEstimate[]> {
-  const { ctx } = await openDomain(source, settings, shell);
-  const sizes = await Promise.all(ctx.selected.map((d) => ctx.domain.capacity(d.target)));
-  const plans = planDomainDisks({
-    disks: ctx.selected,
-    states: await Promise.all(ctx.selected.map((d) => loadDiskState(ctx.stateDir, d.target))),
-    sizes,
-    checkpoints: await ctx.domain.checkpoints(),
-    requested: ctx.level,
+  return withDomain(source, settings, async ({ ctx }) => {
+    const sizes = await Promise.all(ctx.selected.map((d) => ctx.domain.capacity(d.target)));
+    const plans = planDomainDisks({
+      disks: ctx.selected,
+      states: await Promise.all(ctx.selected.map((d) => loadDiskState(ctx.stateDir, d.target))),
+      sizes,
+      checkpoints: await ctx.domain.checkpoints(),
+      requested: ctx.level,
+    });
+    return plans.map((p, i) => ({
+      diskName: p.target,
+      level: p.level,
+      ...(p.reason ? { reason: p.reason } : {}),
+      bytes: sizes[i],
+    }));
   });
-  return plans.map((p, i) => ({
-    diskName: p.target,
-    level: p.level,
-    ...(p.reason ? { reason: p.reason } : {}),
-    bytes: sizes[i],
-  }));
 }
 
 interface DomainContext {
+  shell: HostShell;
+  /** The domain's host is this machine. */
+  local: boolean;
+  /** The SSH connection to the domain's host, if it is another one. */
+  remote?: SshHost;
   domain: VirshDomain;
   allDisks: DomainDisk[];
   selected: ImageDisk[];
@@ -285,8 +376,16 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
         (cp) => domain.deleteCheckpoint(cp.name),
       );
       const scratch = join(ctx.scratchDir, `dirtybit-${crypto.randomUUID().slice(0, 8)}`);
-      await req.run.add({ kind: "path", path: scratch }); // the next run removes it if killed
-      await makeScratchDir(ctx, scratch);
+      // The next run removes it if this one is killed (on this machine; a remote
+      // host keeps an empty directory).
+      if (ctx.local) await req.run.add({ kind: "path", path: scratch });
+      await makeQemuDir(
+        ctx.shell,
+        ctx.scratchDir,
+        scratch,
+        domain.name,
+        ctx.scratchDir === DEFAULT_SCRATCH_DIR,
+      );
       const socket = join(scratch, "nbd.sock");
       const byTarget = new Map(plans.map((p) => [p.target, p]));
       const modes = ctx.allDisks.filter((d) => d.source !== undefined).map((d) => {
@@ -298,12 +397,13 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
           : { target: d.target, mode: "full" as const, scratch: scratchFile };
       });
       const withBitmap = plans.filter((p) => p.bitmap).map((p) => p.target);
-      const backupFile = join(req.localDir, "backup.xml");
-      await Deno.writeTextFile(backupFile, backupXml(socket, modes));
+      const backupFile = join(scratch, "backup.xml");
+      await writeHostFile(ctx.shell, backupFile, backupXml(socket, modes));
       let checkpointFile: string | undefined;
       if (withBitmap.length > 0) {
-        checkpointFile = join(req.localDir, "checkpoint.xml");
-        await Deno.writeTextFile(
+        checkpointFile = join(scratch, "checkpoint.xml");
+        await writeHostFile(
+          ctx.shell,
           checkpointFile,
           checkpointXml({
             name,
@@ -319,7 +419,7 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
         if (outcome === "abort" && begun && checkpointFile) {
           await domain.deleteCheckpoint(name).catch((e) => errors.push(e));
         }
-        await Deno.remove(scratch, { recursive: true }).catch(() => {});
+        await removeHostDir(ctx.shell, scratch);
         if (errors.length) throw errors[0];
       };
       try {
@@ -383,24 +483,6 @@ async function endLeftoverJob(ctx: DomainContext): Promise<void> {
   }
   ctx.warn(`ended the backup job of ${ctx.domain.name} that an earlier dirtybit run left`);
   await ctx.domain.abortJob();
-}
-
-/**
- * The job's scratch directory, mode 0700, owned by the user QEMU runs as
- * (it creates the NBD socket there and opens the scratch files libvirt makes).
- */
-async function makeScratchDir(ctx: DomainContext, dir: string): Promise<void> {
-  // QEMU must reach into it: one dirtybit makes (or its own default) is made
-  // traversable whatever the umask; a directory of the operator's keeps its mode.
-  const made = await Deno.stat(ctx.scratchDir).then(() => false, () => true);
-  await Deno.mkdir(ctx.scratchDir, { recursive: true, mode: 0o755 });
-  if (made || ctx.scratchDir === DEFAULT_SCRATCH_DIR) await Deno.chmod(ctx.scratchDir, 0o755);
-  await Deno.mkdir(dir, { mode: 0o700 });
-  const pid = (await Deno.readTextFile(`/run/libvirt/qemu/${ctx.domain.name}.pid`).catch(() => ""))
-    .trim();
-  if (!pid) return; // qemu:///session: QEMU runs as this user
-  const owner = await Deno.stat(`/proc/${pid}`);
-  if (owner.uid !== null && owner.gid !== null) await Deno.chown(dir, owner.uid, owner.gid);
 }
 
 function offlineOpener(ctx: DomainContext): PointInTimeOpener {

@@ -58,11 +58,15 @@ directory, backup or replication) makes this one fail with "busy" (exit 2).
 libvirt domain (instead of --qmp/--node; disks are named by their target, vda):
   --domain NAME|UUID  the domain, running or shut off, through libvirt's own
                       checkpoints and backup jobs (state in STATE_DIR/libvirt-UUID)
-  --connect URI       libvirt URI (default qemu:///system)
+  --connect URI       libvirt URI (default qemu:///system; or qemu+ssh://...)
   --disk DISK         back up only this disk (target or image path); repeat
   --exclude-disk DISK leave this disk out; repeat
   --scratch-dir DIR   where libvirt keeps a running domain's fleecing files and
                       NBD socket (default /var/lib/libvirt/qemu/dirtybit)
+  --ssh-key FILE, --known-hosts FILE
+                      with --connect qemu+ssh://[user@]host[:port]/system: virsh
+                      runs on that host over SSH and the NBD data comes through
+                      an SSH tunnel (running domains only)
   Disks that cannot carry a dirty bitmap (raw images, network disks) get a full
   backup every time, with the reason in the log and in --json.
 
@@ -295,7 +299,10 @@ function domainSource(values: Flags): DomainSource | null {
   if (values.qmp !== undefined || values.node !== undefined || values.vm !== undefined) {
     throw new UsageError("backup: give one of --domain, --vm or --qmp/--node");
   }
-  const entries: [string, string][] = given.map((f) => [flagToParam(f), values[f]!]);
+  const ssh = (["ssh-key", "known-hosts"] as const).filter((f) => values[f] !== undefined);
+  const vmOnly = VM_FLAGS.find((f) => values[f] !== undefined && !(ssh as string[]).includes(f));
+  if (vmOnly) throw new UsageError(`backup: --${vmOnly} needs --vm`);
+  const entries: [string, string][] = [...given, ...ssh].map((f) => [flagToParam(f), values[f]!]);
   for (const f of lists) for (const v of values[f]!) entries.push([flagToParam(f), v]);
   return domainSourceFromParams(parseParamEntries(entries));
 }

@@ -275,7 +275,8 @@ export const PARAMS = {
   },
   connect: {
     kind: "string",
-    help: "libvirt connection URI of domain (qemu:///system or qemu:///session)",
+    help:
+      "libvirt URI of domain: qemu:///system, qemu:///session or qemu+ssh://[user@]host[:port]/system",
     default: "qemu:///system",
     check: (t) => /^qemu(\+[a-z]+)?:\/\//.test(t) ? null : "must be a qemu:// libvirt URI",
   },

@@ -82,5 +82,8 @@ export function domainSourceFromParams(params: Params): DomainSource | null {
     disks: params.disk,
     excludeDisks: params.exclude_disk,
     scratchDir: params.scratch_dir,
+    ...(params.connect?.startsWith("qemu+ssh:")
+      ? { ssh: { keyPath: sshKeyPath(params.ssh_key), knownHostsPath: params.known_hosts } }
+      : {}),
   };
 }

@@ -198,3 +198,43 @@ export async function defineDomain(
   await virsh(shell, uri, ["define", xmlFile]);
   return await VirshDomain.open(shell, uri, name);
 }
+
+/** Writes a text file on the shell's machine (mode 0600). */
+export async function writeHostFile(shell: HostShell, path: string, text: string): Promise<void> {
+  const r = await shell.run(["sh", "-c", 'umask 077 && cat > "$1"', "sh", path], {
+    stdin: new TextEncoder().encode(text),
+  });
+  if (r.code !== 0) throw new SourceError(`cannot write ${path}: ${oneLine(r.stderr)}`);
+}
+
+/**
+ * Makes `dir` (mode 0700) inside `parent`, owned by the user the running
+ * domain's QEMU runs as (from its pid file), so that QEMU can create its
+ * NBD socket there and open the files libvirt makes. A `parent` this makes
+ * (or `traversable`) is made mode 0755: QEMU must reach into it.
+ */
+export async function makeQemuDir(
+  shell: HostShell,
+  parent: string,
+  dir: string,
+  domain: string,
+  traversable: boolean,
+): Promise<void> {
+  const script = [
+    'made=0; [ -d "$1" ] || made=1',
+    'mkdir -p "$1"',
+    'if [ "$made" = 1 ] || [ "$4" = yes ]; then chmod 0755 "$1"; fi',
+    'mkdir -m 0700 "$2"',
+    'pid=$(cat "/run/libvirt/qemu/$3.pid" 2>/dev/null) || exit 0', // qemu:///session: our own user
+    'chown "$(stat -c %u:%g "/proc/$pid")" "$2"',
+  ].join(" && ");
+  const r = await shell.run(
+    ["sh", "-c", script, "sh", parent, dir, domain, traversable ? "yes" : "no"],
+  );
+  if (r.code !== 0) throw new SourceError(`cannot make ${dir}: ${oneLine(r.stderr)}`);
+}
+
+/** Removes a directory tree on the shell's machine (best effort). */
+export async function removeHostDir(shell: HostShell, dir: string): Promise<void> {
+  await shell.run(["rm", "-rf", "--", dir]);
+}
