@@ -244,7 +244,8 @@ export function runDomainBackup(
 
 /**
  * What a backup of the domain would read: the level each disk would get and,
- * as an upper bound, its virtual size. Changes nothing.
+ * as an upper bound, its virtual size (libvirt tells a bitmap's dirty size
+ * only for a running domain). Changes nothing.
  */
 export function estimateDomainBackup(
   source: DomainSource,
@@ -252,9 +253,12 @@ export function estimateDomainBackup(
 ): Promise<DiskEstimate[]> {
   return withDomain(source, settings, async ({ ctx }) => {
     const sizes = await Promise.all(ctx.selected.map((d) => ctx.domain.capacity(d.target)));
+    const states = await Promise.all(
+      ctx.selected.map((d) => loadDiskState(ctx.stateDir, d.target)),
+    );
     const plans = planDomainDisks({
       disks: ctx.selected,
-      states: await Promise.all(ctx.selected.map((d) => loadDiskState(ctx.stateDir, d.target))),
+      states,
       sizes,
       checkpoints: await ctx.domain.checkpoints(),
       requested: ctx.level,
@@ -264,6 +268,8 @@ export function estimateDomainBackup(
       level: p.level,
       ...(p.reason ? { reason: p.reason } : {}),
       bytes: sizes[i],
+      lastBackupId: states[i]?.lastBackupId ?? null,
+      lastFullId: states[i]?.lastFullId ?? null,
     }));
   });
 }
