@@ -43,7 +43,7 @@ const MiB = 1 << 20;
 interface Result {
   diskName: string;
   level: string;
-  reason?: string;
+  fallback?: string;
   backupId: string;
   file: string;
 }
@@ -130,7 +130,7 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
   try {
     await t.step("full of the running domain, without tainting it", async () => {
       const results = await takePoint(["full", "full"]);
-      assertMatch(results[2].reason!, /raw image/);
+      assertMatch(results[2].fallback!, /raw image/);
       const log = await Deno.readTextFile(`/var/log/libvirt/qemu/${name}.log`);
       assert(!/is tainted/.test(log), `domain log shows a taint:\n${log}`);
     });
@@ -303,7 +303,7 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
         await dom.virsh(["checkpoint-delete", name, `dirtybit-${latest}`, "--metadata"]);
         const results = await backup("--disk", "vda");
         assertEquals(results.map((r) => [r.diskName, r.level]), [["vda", "full"]]);
-        assertMatch(results[0].reason!, /libvirt has no checkpoint dirtybit-/);
+        assertMatch(results[0].fallback!, /libvirt has no checkpoint dirtybit-/);
       },
     );
   } finally {

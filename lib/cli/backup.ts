@@ -68,7 +68,7 @@ libvirt domain (instead of --qmp/--node; disks are named by their target, vda):
                       runs on that host over SSH and the NBD data comes through
                       an SSH tunnel (running domains only)
   Disks that cannot carry a dirty bitmap (raw images, network disks) get a full
-  backup every time, with the reason in the log and in --json.
+  backup every time, with the reason in the log and in --json (fallback).
 
 CloudStack VM (instead of --qmp/--node; disks are named by their volume id):
   --vm VM             UUID, name or instance name (i-2-10-VM)
