@@ -143,50 +143,106 @@ export function jobDisks(job: Pick<BackupJob, "nodes" | "disks">): JobDisk[] {
 }
 
 /** Runs a backup job; resolves only when every disk was written and the checkpoint committed. */
-export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<DiskBackupResult[]> {
-  const backupId = newBackupId();
+export function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<DiskBackupResult[]> {
   const disks = jobDisks(job);
-  await makeDirectory(job.stateDir, "the state directory", { mode: 0o700 });
-  const lock = await lockStateDir(job.stateDir);
   let qmp: QmpTransport | undefined;
   let diskLock: DiskLock | undefined;
+  return runPointInTimeJob(job, disks, {
+    async open({ states, backupId, run, localDir }) {
+      qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
+      diskLock = await lockDisks(qmp, disks.map((d) => d.node));
+      for (const dead of diskLock.removedStale) {
+        job.onMessage?.("warning", `removed the disk lock of ${describeHolder(dead)}, which died`);
+      }
+      // Cleaning up dead runs reaches the whole QEMU: not while a job runs on another disk.
+      if (!diskLock.othersRunning) {
+        const left = await removeLeftovers(qmp, { removeFile: job.removeFile });
+        const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
+        if (leftCount > 0) {
+          job.onMessage?.(
+            "warning",
+            `removed ${leftCount} leftovers of an earlier backup that did not end`,
+          );
+        }
+      }
+      const owner = await ownerId(job.stateDir);
+      const broken = job.level === "full" ? [] : await brokenChains(job, qmp, disks, states);
+      return await openPointInTimeQuiesced(
+        job,
+        qmp,
+        disks.map((d, i) => ({
+          node: d.node,
+          checkpoint: states[i]?.checkpoint,
+          fullBecause: broken[i],
+        })),
+        { checkpointId: backupId, owner },
+        job.workDir ?? join(localDir, "fleece"),
+        run,
+      );
+    },
+    async close() {
+      await diskLock?.release();
+      if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
+    },
+  }, sinkFor);
+}
+
+/** The settings of a job that do not depend on what takes its point in time. */
+export type JobSettings = Pick<
+  BackupJob,
+  | "level"
+  | "stateDir"
+  | "compression"
+  | "metadata"
+  | "reachExport"
+  | "reads"
+  | "beforeCommit"
+  | "signal"
+  | "onMessage"
+  | "onProgress"
+  | "streamPath"
+>;
+
+/** What a point-in-time opener is given: the disks' states and this run's ids and record. */
+export interface OpenRequest {
+  states: (DiskState | null)[];
+  backupId: string;
+  run: RunRecord;
+  /** A private local directory of this run, removed at its end. */
+  localDir: string;
+}
+
+/**
+ * Takes the point in time of a job's disks (QMP transaction, libvirt backup
+ * job, an image of a shut-off VM): the engine around it is the same.
+ */
+export interface PointInTimeOpener {
+  open(req: OpenRequest): Promise<PointInTime>;
+  /** Called once the job ended, whatever became of it. */
+  close?(): Promise<void>;
+}
+
+/**
+ * The engine around a point in time: lock and run record, per-disk reads into
+ * streams, then the commit and the disks' new state; an abort on any failure.
+ */
+export async function runPointInTimeJob(
+  job: JobSettings,
+  disks: JobDisk[],
+  opener: PointInTimeOpener,
+  sinkFor: SinkFactory,
+): Promise<DiskBackupResult[]> {
+  const backupId = newBackupId();
+  await makeDirectory(job.stateDir, "the state directory", { mode: 0o700 });
+  const lock = await lockStateDir(job.stateDir);
   let run: RunRecord | undefined;
   const localDir = join(tmpdir(), `dirtybit-job-${crypto.randomUUID().slice(0, 8)}`);
   try {
     run = await RunRecord.begin(job.stateDir);
     await run.add({ kind: "path", path: localDir });
     await Deno.mkdir(localDir, { mode: 0o700 });
-    qmp = typeof job.qmp === "string" ? await QmpSocket.connect(job.qmp) : job.qmp;
-    diskLock = await lockDisks(qmp, disks.map((d) => d.node));
-    for (const dead of diskLock.removedStale) {
-      job.onMessage?.("warning", `removed the disk lock of ${describeHolder(dead)}, which died`);
-    }
-    // Cleaning up dead runs reaches the whole QEMU: not while a job runs on another disk.
-    if (!diskLock.othersRunning) {
-      const left = await removeLeftovers(qmp, { removeFile: job.removeFile });
-      const leftCount = Object.values(left).reduce((n, list) => n + list.length, 0);
-      if (leftCount > 0) {
-        job.onMessage?.(
-          "warning",
-          `removed ${leftCount} leftovers of an earlier backup that did not end`,
-        );
-      }
-    }
-    const owner = await ownerId(job.stateDir);
     const states = await Promise.all(disks.map((d) => loadDiskState(job.stateDir, d.name)));
-    const broken = job.level === "full" ? [] : await brokenChains(job, qmp, disks, states);
-    const pit = await openPointInTimeQuiesced(
-      job,
-      qmp,
-      disks.map((d, i) => ({
-        node: d.node,
-        checkpoint: states[i]?.checkpoint,
-        fullBecause: broken[i],
-      })),
-      { checkpointId: backupId, owner },
-      job.workDir ?? join(localDir, "fleece"),
-      run,
-    );
+    const pit = await opener.open({ states, backupId, run, localDir });
     let outcomes: DiskBackupOutcome[];
     try {
       throwIfCancelled(job.signal);
@@ -246,8 +302,7 @@ export async function runBackup(job: BackupJob, sinkFor: SinkFactory): Promise<D
     }
     return outcomes.map((o) => o.result);
   } finally {
-    await diskLock?.release();
-    if (typeof job.qmp === "string") await qmp?.close().catch(() => {});
+    await opener.close?.();
     await Deno.remove(localDir, { recursive: true }).catch(() => {});
     await run?.end();
     await lock.release();

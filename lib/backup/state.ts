@@ -49,6 +49,21 @@ export function loadDiskState(stateDir: string, diskName: string): Promise<DiskS
   return readJsonFile<DiskState>(diskStatePaths(stateDir, diskName).state);
 }
 
+/** The states of every disk kept in the state directory. */
+export async function loadAllDiskStates(stateDir: string): Promise<DiskState[]> {
+  const states: DiskState[] = [];
+  try {
+    for await (const entry of Deno.readDir(stateDir)) {
+      if (!entry.isDirectory || entry.name.startsWith(".")) continue;
+      const state = await loadDiskState(stateDir, decodeURIComponent(entry.name)).catch(() => null);
+      if (state) states.push(state);
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return states;
+}
+
 /** Saves a disk's state durably (after the backup it describes was accepted). */
 export async function saveDiskState(stateDir: string, state: DiskState): Promise<void> {
   const paths = diskStatePaths(stateDir, state.diskName);

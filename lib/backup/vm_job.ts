@@ -385,6 +385,14 @@ export async function openDataPath(
       close: async () => void await qmp.execute("nbd-server-stop"),
     };
   }
+  return tunnelDataPath(host);
+}
+
+/**
+ * Reads the point in time's exports (on unix sockets on the host) through
+ * one OpenSSH tunnel per socket, each checked before the commit.
+ */
+export function tunnelDataPath(host: SshHost): DataPath {
   const tunnels = new Map<string, Promise<SshTunnel>>();
   return {
     job: {

@@ -27,6 +27,7 @@ function disk(
   source = `/mnt/p/${target}`,
 ): DiskNode {
   return {
+    type: "file",
     device: "disk",
     target,
     bus: "virtio",

@@ -20,7 +20,7 @@ import type {
 import { DataPacker } from "./ptcomm.ts";
 import { chunkReleasingSink } from "../stream/writer.ts";
 import { DEFAULT_COMPRESSION } from "../stream/format.ts";
-import { vmSourceFromParams } from "../cli/vm_params.ts";
+import { domainSourceFromParams, vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { chainProblem, loadBaculaJobs, recordBaculaJob } from "./bacula_jobs.ts";
@@ -36,9 +36,9 @@ export interface JobContext {
   started(): Promise<void>;
 }
 
-/** The VM name used in file names: `vm`, else the QMP socket's base name. */
+/** The VM name used in file names: `domain` or `vm`, else the QMP socket's base name. */
 export function vmName(params: Params): string {
-  return params.vm ?? basename(params.qmp ?? "qemu").replace(/\.[^.]*$/, "");
+  return params.domain ?? params.vm ?? basename(params.qmp ?? "qemu").replace(/\.[^.]*$/, "");
 }
 
 /** The state directory of the job's VM: `state_dir`, else one per VM in the working directory. */
@@ -53,23 +53,25 @@ export function stateDirOf(params: Params, workDir: string): string {
  */
 async function engineJob(ctx: JobContext): Promise<EngineJob> {
   const { params, job } = ctx;
-  const vm = !params.qmp && params.vm
+  const domain = domainSourceFromParams(params) ?? undefined;
+  const vm = !domain && !params.qmp && params.vm
     ? await vmSourceFromParams(params, {
       warn: (m) => void ctx.ch.say("W", m).catch(() => {}),
     })
     : undefined;
-  if (!vm && !params.qmp) {
+  if (!domain && !vm && !params.qmp) {
     throw new UsageError(
-      "parameter qmp or vm is missing: give vm=VM with url, apikey and secretkey_file, " +
-        "or qmp=SOCKET and node=NODE",
+      "parameter qmp, vm or domain is missing: give domain=NAME (a libvirt domain), vm=VM with " +
+        "url, apikey and secretkey_file, or qmp=SOCKET and node=NODE",
     );
   }
-  if (!vm && !params.node?.length) {
+  if (!domain && !vm && !params.node?.length) {
     throw new UsageError("parameter node is missing: give node=NODE with qmp");
   }
   return {
     qmp: params.qmp,
     vm,
+    domain,
     nbdSocket: params.nbd_socket,
     nodes: params.node ?? [],
     level: engineLevel(job.level),

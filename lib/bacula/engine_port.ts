@@ -1,4 +1,5 @@
 import type { VmSource } from "../backup/vm_job.ts";
+import type { DomainSource } from "../backup/domain_job.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -17,6 +18,8 @@ export interface EngineJob {
   qmp?: string;
   /** A CloudStack VM read on its KVM host (`vm=` with url and keys, without `qmp=`). */
   vm?: VmSource;
+  /** A libvirt domain on this host (`domain=`). */
+  domain?: DomainSource;
   /** Unix socket of an NBD server the QEMU already runs. */
   nbdSocket?: string;
   nodes: string[];

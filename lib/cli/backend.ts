@@ -13,15 +13,24 @@ import { serveBackend } from "../bacula/serve.ts";
 import type { BackendEngine } from "../bacula/engine_port.ts";
 import { estimateBackup, runBackup } from "../backup/engine.ts";
 import { estimateVmBackup, runVmBackup } from "../backup/vm_job.ts";
+import { estimateDomainBackup, runDomainBackup } from "../backup/domain_job.ts";
 import { RestoreSession } from "../restore/session.ts";
 import { VmDiskRestore } from "../restore/vm_disk_target.ts";
 
 /** The real engine behind the backend. */
 const engine: BackendEngine = {
   runBackup: (job, sinkFor) =>
-    job.vm ? runVmBackup(job.vm, job, sinkFor) : runBackup({ ...job, qmp: job.qmp! }, sinkFor),
+    job.domain
+      ? runDomainBackup(job.domain, job, sinkFor)
+      : job.vm
+      ? runVmBackup(job.vm, job, sinkFor)
+      : runBackup({ ...job, qmp: job.qmp! }, sinkFor),
   estimateBackup: (job) =>
-    job.vm ? estimateVmBackup(job.vm, job) : estimateBackup({ ...job, qmp: job.qmp! }),
+    job.domain
+      ? estimateDomainBackup(job.domain, job)
+      : job.vm
+      ? estimateVmBackup(job.vm, job)
+      : estimateBackup({ ...job, qmp: job.qmp! }),
   openRestore: (target) => RestoreSession.open(target),
   openVmDiskRestore: (disk) => VmDiskRestore.open(disk),
 };

@@ -18,7 +18,8 @@ import {
 } from "../backup/engine.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
-import { vmSourceFromParams } from "./vm_params.ts";
+import { domainSourceFromParams, vmSourceFromParams } from "./vm_params.ts";
+import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
 import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
@@ -28,6 +29,7 @@ import { chunkReleasingSink } from "../stream/writer.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
+       dirtybit backup --domain NAME|UUID [libvirt options] [options]
        dirtybit backup --vm VM [CloudStack options] [options]
 
 Backs up the disks (QEMU block nodes) of a running QEMU through a point-in-time
@@ -55,6 +57,21 @@ With --vm, the VM is found through CloudStack and read on its KVM host.
 
 A disk is backed up by one job at a time: another job on it (from any state
 directory, backup or replication) makes this one fail with "busy" (exit 2).
+
+libvirt domain (instead of --qmp/--node; disks are named by their target, vda):
+  --domain NAME|UUID  the domain, running or shut off, through libvirt's own
+                      checkpoints and backup jobs (state in STATE_DIR/libvirt-UUID)
+  --connect URI       libvirt URI (default qemu:///system; or qemu+ssh://...)
+  --disk DISK         back up only this disk (target or image path); repeat
+  --exclude-disk DISK leave this disk out; repeat
+  --scratch-dir DIR   where libvirt keeps a running domain's fleecing files and
+                      NBD socket (default /var/lib/libvirt/qemu/dirtybit)
+  --ssh-key FILE, --known-hosts FILE
+                      with --connect qemu+ssh://[user@]host[:port]/system: virsh
+                      runs on that host over SSH and the NBD data comes through
+                      an SSH tunnel (running domains only)
+  Disks that cannot carry a dirty bitmap (raw images, network disks) get a full
+  backup every time, with the reason in the log and in --json (fallback).
 
 CloudStack VM (instead of --qmp/--node; disks are named by their volume id):
   --vm VM             UUID, name or instance name (i-2-10-VM)
@@ -95,17 +112,27 @@ const VM_FLAGS = [
   "quiesce",
 ] as const;
 
-type Flags = ProgressFlags & { [F in typeof VM_FLAGS[number] | "config"]?: string } & {
-  qmp?: string;
-  "nbd-socket"?: string;
-  node?: string[];
-  level?: string;
-  "state-dir"?: string;
-  out?: string;
-  compress?: string;
-  json?: boolean;
-  "take-over"?: boolean;
-};
+/** Flags of the libvirt domain source, each a row of the parameter table. */
+const DOMAIN_FLAGS = ["domain", "connect", "scratch-dir"] as const;
+const DOMAIN_LIST_FLAGS = ["disk", "exclude-disk"] as const;
+
+type Flags =
+  & ProgressFlags
+  & { [F in typeof VM_FLAGS[number] | typeof DOMAIN_FLAGS[number] | "config"]?: string }
+  & {
+    [F in typeof DOMAIN_LIST_FLAGS[number]]?: string[];
+  }
+  & {
+    qmp?: string;
+    "nbd-socket"?: string;
+    node?: string[];
+    level?: string;
+    "state-dir"?: string;
+    out?: string;
+    compress?: string;
+    json?: boolean;
+    "take-over"?: boolean;
+  };
 
 export const backupCommand: Command = {
   name: "backup",
@@ -126,20 +153,26 @@ export const backupCommand: Command = {
         "take-over": { type: "boolean" },
         config: { type: "string" },
         ...PROGRESS_FLAGS,
-        ...Object.fromEntries(VM_FLAGS.map((f) => [f, { type: "string" as const }])),
+        ...Object.fromEntries(
+          [...VM_FLAGS, ...DOMAIN_FLAGS].map((f) => [f, { type: "string" as const }]),
+        ),
+        ...Object.fromEntries(
+          DOMAIN_LIST_FLAGS.map((f) => [f, { type: "string" as const, multiple: true }]),
+        ),
       },
       HELP,
-      ["qmp", "nbd-socket", "state-dir", "out", "config", "log-file"],
+      ["qmp", "nbd-socket", "state-dir", "out", "config", "log-file", "scratch-dir"],
     );
     if (!parsed) return 0;
     const { values, positionals } = parsed;
     if (positionals.length > 0) {
       throw new UsageError(`backup: unexpected argument '${positionals[0]}'`);
     }
-    const source = await vmSource(values);
-    const qmp = source ? "" : required("backup", "qmp", values.qmp);
+    const domain = domainSource(values);
+    const source = domain ? null : await vmSource(values);
+    const qmp = source || domain ? "" : required("backup", "qmp", values.qmp);
     const nodes = values.node ?? [];
-    if (!source && nodes.length === 0) {
+    if (!source && !domain && nodes.length === 0) {
       throw new UsageError("backup: --node is required: see 'dirtybit backup --help'");
     }
     const level = choice("backup", "level", values.level, [
@@ -217,7 +250,9 @@ export const backupCommand: Command = {
         const file = await openForWriting(partial, { write: true, create: true, truncate: true });
         return chunkReleasingSink(streamFileSink(file, entry));
       };
-      results = source
+      results = domain
+        ? await runDomainBackup(domain, settings, sinkFor)
+        : source
         ? await runVmBackup(source, settings, sinkFor)
         : await runBackup({ ...settings, qmp, nbdSocket: values["nbd-socket"], nodes }, sinkFor);
     } catch (err) {
@@ -271,6 +306,27 @@ export const backupCommand: Command = {
     return 0;
   },
 };
+
+/** The libvirt domain source of `--domain` and its flags, or null without `--domain`. */
+function domainSource(values: Flags): DomainSource | null {
+  const given = DOMAIN_FLAGS.filter((f) => values[f] !== undefined);
+  const lists = DOMAIN_LIST_FLAGS.filter((f) => values[f] !== undefined);
+  if (!values.domain) {
+    if (given.length > 0 || lists.length > 0) {
+      throw new UsageError(`backup: --${given[0] ?? lists[0]} needs --domain`);
+    }
+    return null;
+  }
+  if (values.qmp !== undefined || values.node !== undefined || values.vm !== undefined) {
+    throw new UsageError("backup: give one of --domain, --vm or --qmp/--node");
+  }
+  const ssh = (["ssh-key", "known-hosts"] as const).filter((f) => values[f] !== undefined);
+  const vmOnly = VM_FLAGS.find((f) => values[f] !== undefined && !(ssh as string[]).includes(f));
+  if (vmOnly) throw new UsageError(`backup: --${vmOnly} needs --vm`);
+  const entries: [string, string][] = [...given, ...ssh].map((f) => [flagToParam(f), values[f]!]);
+  for (const f of lists) for (const v of values[f]!) entries.push([flagToParam(f), v]);
+  return domainSourceFromParams(parseParamEntries(entries));
+}
 
 /** The CloudStack VM source of `--vm` and its flags, or null without `--vm`. */
 async function vmSource(values: Flags): Promise<VmSource | null> {

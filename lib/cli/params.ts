@@ -271,6 +271,27 @@ export const PARAMS = {
     help:
       "in-place restore (where=/): confirms that no guest writes the disk (VM stopped or disk detached)",
   },
+  domain: {
+    kind: "string",
+    help: "libvirt domain to back up, by name or UUID (instead of vm or qmp)",
+  },
+  connect: {
+    kind: "string",
+    help:
+      "libvirt URI of domain: qemu:///system, qemu:///session or qemu+ssh://[user@]host[:port]/system",
+    default: "qemu:///system",
+    check: (t) => /^qemu(\+[a-z]+)?:\/\//.test(t) ? null : "must be a qemu:// libvirt URI",
+  },
+  disk: {
+    kind: "list",
+    help: "disks of domain to back up: targets (vda) or image paths (default all)",
+  },
+  exclude_disk: { kind: "list", help: "disks of domain to leave out: targets or image paths" },
+  scratch_dir: {
+    kind: "path",
+    help:
+      "domain: where libvirt keeps a running domain's fleecing files and NBD socket (default /var/lib/libvirt/qemu/dirtybit)",
+  },
   qmp: { kind: "path", help: "QMP socket of a local QEMU (instead of vm)" },
   nbd_socket: {
     kind: "path",
@@ -434,6 +455,13 @@ function checkConflicts(p: Params): void {
   both("psk", "psk_file");
   both("listing", "query");
   if (p.node && !p.qmp) throw new UsageError("parameter node needs qmp (the QMP socket path)");
+  both("domain", "qmp");
+  both("domain", "vm");
+  for (const name of ["disk", "exclude_disk", "scratch_dir"] as const) {
+    if (p[name] !== undefined && p.domain === undefined) {
+      throw new UsageError(`parameter ${name} applies to domain=... only`);
+    }
+  }
   for (const name of CROSS_RESTORE_ONLY) {
     if (p[name] !== undefined && p.cross_restore === undefined) {
       throw new UsageError(`parameter ${name} applies to cross_restore=... only`);

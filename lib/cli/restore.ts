@@ -16,6 +16,7 @@ import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./p
 import { timing } from "./progress_view.ts";
 import type { StreamReader } from "../stream/reader.ts";
 import { runCrossRestore } from "./crossrestore.ts";
+import { restoreAndDefine } from "../restore/define.ts";
 
 const HELP = `
 usage: dirtybit restore --out FILE [--format raw|qcow2] [--force] [--json] STREAM...
@@ -30,6 +31,13 @@ A stream whose parent is not the last one applied is refused.
   --force         replace an existing FILE that is not a dirtybit restore target
   --json          print a JSON summary on stdout${PROGRESS_HELP}
 
+A libvirt domain backup (backup --domain) restored as a new domain:
+dirtybit restore --define --out DIR [--name NAME] [--connect URI] STREAM...
+  restores every disk's chain (the streams of all disks, each disk's in order)
+  into DIR/NAME-TARGET.qcow2 and defines domain NAME (default: the original's
+  name with -restored) from the definition the streams carry, with a new UUID,
+  new MAC addresses and the restored disks (disks not restored are left out).
+
 Cross-restore into another hypervisor: dirtybit restore --to proxmox|hyperv|vmware
 (see 'dirtybit restore --to proxmox --help').
 `;
@@ -39,7 +47,15 @@ export const restoreCommand: Command = {
   summary: "restore a full and its incrementals to a raw or qcow2 image",
   async run(args) {
     if (args.some((a) => a === "--to" || a.startsWith("--to="))) return await runCrossRestore(args);
-    type Flags = ProgressFlags & { out?: string; format?: string; force?: boolean; json?: boolean };
+    type Flags = ProgressFlags & {
+      out?: string;
+      format?: string;
+      force?: boolean;
+      json?: boolean;
+      define?: boolean;
+      name?: string;
+      connect?: string;
+    };
     const parsed = parseFlags<Flags>(
       "restore",
       args,
@@ -49,6 +65,9 @@ export const restoreCommand: Command = {
         force: { type: "boolean" },
         json: { type: "boolean" },
         ...PROGRESS_FLAGS,
+        define: { type: "boolean" },
+        name: { type: "string" },
+        connect: { type: "string" },
       },
       HELP,
       ["out"],
@@ -61,8 +80,13 @@ export const restoreCommand: Command = {
       "format",
       values.format,
       ["raw", "qcow2"],
-      formatFromPath(out),
+      values.define ? "qcow2" : formatFromPath(out),
     );
+    if (!values.define && (values.name !== undefined || values.connect !== undefined)) {
+      throw new UsageError(
+        `restore: --${values.name !== undefined ? "name" : "connect"} needs --define`,
+      );
+    }
     if (positionals.length === 0) {
       throw new UsageError("restore: name at least one STREAM (or - for stdin)");
     }
@@ -80,6 +104,39 @@ export const restoreCommand: Command = {
       const size = path === "-" ? 0 : (await Deno.stat(path)).size;
       streams.set(reader, { name: path === "-" ? "stdin" : path, size });
       readers.push(reader);
+    }
+    if (values.define) {
+      if (positionals.includes("-")) {
+        throw new UsageError("restore --define reads stream files, not -");
+      }
+      const made = await Deno.stat(out).then(() => false, () => true);
+      await Deno.mkdir(out, { recursive: true, mode: 0o700 });
+      // QEMU (its own user) must reach the images; they stay 0600 and libvirt
+      // hands them to that user when the domain starts.
+      if (made) await Deno.chmod(out, 0o711);
+      const progress = await Progress.start("restore", values);
+      let defined;
+      try {
+        defined = await restoreAndDefine({
+          readers,
+          outDir: out,
+          name: values.name,
+          connect: values.connect,
+          format,
+          force: values.force,
+          onApplied: (r, path) =>
+            progress.info(`applied ${r.level} ${r.backupId} of ${r.disk} to ${path}`),
+        });
+      } catch (err) {
+        progress.fail(err);
+        throw err;
+      }
+      const line = `defined domain ${defined.name} (${defined.uuid})`;
+      progress.info(line);
+      progress.close();
+      if (!values.quiet) console.error(`dirtybit: ${line}`);
+      if (values.json) console.log(JSON.stringify(defined, null, 2));
+      return 0;
     }
     for (let i = 1; i < readers.length; i++) {
       checkChainOrder(readers[i - 1].header, readers[i].header);

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import { loadCredentials } from "../cloudstack/credentials.ts";
 import type { VmSource } from "../backup/vm_job.ts";
+import type { DomainSource } from "../backup/domain_job.ts";
 import type { Params } from "./params.ts";
 
 /** Key files tried, in order, when ssh_key is not given. */
@@ -69,5 +70,20 @@ export async function vmSourceFromParams(
       knownHostsPath: params.known_hosts,
     },
     quiesce: params.quiesce ?? true,
+  };
+}
+
+/** The libvirt domain source of parsed parameters, or null without `domain`. */
+export function domainSourceFromParams(params: Params): DomainSource | null {
+  if (params.domain === undefined) return null;
+  return {
+    domain: params.domain,
+    connect: params.connect,
+    disks: params.disk,
+    excludeDisks: params.exclude_disk,
+    scratchDir: params.scratch_dir,
+    ...(params.connect?.startsWith("qemu+ssh:")
+      ? { ssh: { keyPath: sshKeyPath(params.ssh_key), knownHostsPath: params.known_hosts } }
+      : {}),
   };
 }

@@ -41,6 +41,8 @@ export class RunRecord {
   readonly #path: string;
   readonly #record: RecordFile;
   readonly #dead: RecordAt[];
+  /** Saves of this record, one after another (disks of a job add items at once). */
+  #saving: Promise<void> = Promise.resolve();
 
   private constructor(path: string, record: RecordFile, dead: RecordAt[]) {
     this.#path = path;
@@ -82,7 +84,7 @@ export class RunRecord {
   /** Records `item`; do it before creating or starting what it names. */
   async add(item: RunItem): Promise<void> {
     this.#record.items.push(item);
-    await save({ path: this.#path, record: this.#record });
+    await this.#save();
   }
 
   /** Forgets `item` (it was removed or handed on). */
@@ -90,7 +92,7 @@ export class RunRecord {
     const i = this.#record.items.indexOf(item);
     if (i < 0) return;
     this.#record.items.splice(i, 1);
-    await save({ path: this.#path, record: this.#record });
+    await this.#save();
   }
 
   /** Items of `kind` that dead runs left and nobody settled yet. */
@@ -119,7 +121,18 @@ export class RunRecord {
       await Deno.remove(item.path, { recursive: true }).catch(() => {});
     }
     this.#record.items = this.#record.items.filter(notPath);
-    await save({ path: this.#path, record: this.#record });
+    await this.#save();
+  }
+
+  /**
+   * Saves the record as it is when the save runs, after the saves before it:
+   * concurrent atomic writes could otherwise land out of order and leave an
+   * older list, without an item whose path then outlives a killed run.
+   */
+  #save(): Promise<void> {
+    const next = this.#saving.then(() => save({ path: this.#path, record: this.#record }));
+    this.#saving = next.catch(() => {});
+    return next;
   }
 }
 

@@ -49,3 +49,18 @@ Deno.test("the next run removes what a dead run recorded, and nothing of a live 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("items added at once (the disks of one job) are all in the record", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-run-record-test-" });
+  try {
+    const run = await RunRecord.begin(dir);
+    const paths = Array.from({ length: 16 }, (_, i) => join(dir, `disk${i}.partial`));
+    await Promise.all(paths.map((path) => run.add({ kind: "path", path })));
+    const [file] = await names(join(dir, ".runs"));
+    const record = JSON.parse(await Deno.readTextFile(join(dir, ".runs", file)));
+    assert.deepEqual(record.items.map((i: { path: string }) => i.path).sort(), paths.sort());
+    await run.end();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

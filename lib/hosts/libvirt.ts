@@ -38,6 +38,8 @@ export const LIBVIRT_URI = "qemu:///system";
 
 /** One `<disk>` of a domain, as the live domain XML describes it. */
 export interface DomainDisk {
+  /** Where the data lives: `file`, `block`, `network`, `volume`. */
+  type: string;
   /** `disk`, `cdrom`, `floppy`, `lun`. */
   device: string;
   /** Guest-visible target: `vda`, `vdb`, `hdc`. */
@@ -67,12 +69,13 @@ export interface DiskNode extends DomainDisk {
 }
 
 /** Decodes the five XML entities libvirt writes in attribute values and text. */
-function xmlText(s: string): string {
+export function xmlText(s: string): string {
   return s.replaceAll("&lt;", "<").replaceAll("&gt;", ">").replaceAll("&quot;", '"')
     .replaceAll("&apos;", "'").replaceAll("&amp;", "&");
 }
 
-function attr(tag: string, name: string): string | undefined {
+/** The value of attribute `name` in an element's start tag, decoded. */
+export function attr(tag: string, name: string): string | undefined {
   const m = tag.match(new RegExp(`\\s${name}=(?:'([^']*)'|"([^"]*)")`));
   return m ? xmlText(m[1] ?? m[2]) : undefined;
 }
@@ -95,6 +98,7 @@ export function parseDomainDisks(xml: string): DomainDisk[] {
     const dev = attr(target, "dev");
     if (!dev) continue;
     disks.push({
+      type: attr(diskAttrs, "type") ?? "file",
       device: attr(diskAttrs, "device") ?? "disk",
       target: dev,
       bus: attr(target, "bus") ?? "",
