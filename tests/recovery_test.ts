@@ -117,8 +117,15 @@ Deno.test("replicate seed and push killed -9 (server started, mid-transfer): the
   const receiver = await ReceiverProcess.start(sites.receiverArgs());
   try {
     await randomWrite(sites.qsd, 0, 64);
+    // Paced, so that "a moment into the transfer" is still inside it on a fast run
+    // (an unpaced push of these 16 MiB ends in 0.3 s).
     const spawnSender = (sub: "seed" | "push") =>
-      cliCommand([...sites.senderArgs(sub, receiver.port), ...(sub === "push" ? ["--once"] : [])], {
+      cliCommand([
+        ...sites.senderArgs(sub, receiver.port),
+        ...(sub === "push" ? ["--once"] : []),
+        "--bandwidth-limit",
+        "8MB",
+      ], {
         stdin: "null",
         stdout: "null",
         stderr: "piped",

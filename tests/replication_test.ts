@@ -25,9 +25,11 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
     await t.step(
       "seed copies the disk; status shows it seeding; a second seed is a no-op",
       async () => {
+        // Random data, so compression cannot shrink it under the limit: 3 MiB at
+        // 256 KB/s lasts long enough for status (a process start of its own) to see
+        // the seed running even on a loaded machine.
+        await sites.randomWrite(0, 3 << 20);
         const before = await sites.snapshot("seed");
-        // Slowed down (3 MiB at 256 KB/s) so that status, a process start of its
-        // own, is asked while the seed runs even on a loaded machine.
         const seed = sites.send("seed", receiver.port, ["--bandwidth-limit", "256KB"]);
         let done = false;
         seed.finally(() => done = true);
