@@ -56,6 +56,10 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
         const r = await seed;
         assert.equal(r.code, 0, r.stderr);
         assert.ok(await sites.replicaEquals(before));
+        // The receiver runs for months: every line of its log says when.
+        for (const line of receiver.log.split("\n").filter(Boolean)) {
+          assert.match(line, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z dirtybit replicate: /);
+        }
         const again = await sites.send("seed", receiver.port);
         assert.equal(again.code, 0, again.stderr);
         assert.match(again.stderr, /already seeded/);

@@ -123,6 +123,11 @@ export function log(line: string): void {
   console.error(`dirtybit replicate: ${line}`);
 }
 
+/** The receiver's lines: it runs for months, so each line says when (ISO 8601). */
+function receiverLog(line: string): void {
+  console.error(`${new Date().toISOString()} dirtybit replicate: ${line}`);
+}
+
 /** A use case's messages, as lines on stderr. */
 export const notify: Notify = (_kind, text) => log(text);
 
@@ -169,12 +174,12 @@ async function receive(args: string[]): Promise<number> {
     format,
     onPoint: crashHook(() => Deno.exit(86)),
   });
-  for (const r of recovered) log(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
+  for (const r of recovered) receiverLog(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
   const ac = stopSignal();
-  const receiver = Receiver.start({ hostname: host, port, psk, store, log });
-  log(`listening on ${host}:${receiver.port}, replicas in ${dir}`);
+  const receiver = Receiver.start({ hostname: host, port, psk, store, log: receiverLog });
+  receiverLog(`listening on ${host}:${receiver.port}, replicas in ${dir}`);
   await new Promise((resolve) => ac.signal.addEventListener("abort", resolve));
-  log("stopping");
+  receiverLog("stopping");
   await receiver.stop();
   return 0;
 }
