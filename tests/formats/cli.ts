@@ -1,5 +1,6 @@
 /**
- * Runs `dirtybit convert` as the user does: `deno run main.ts convert ... --out - | cat > FILE`.
+ * Runs `dirtybit convert` as the user does (`dirtybit convert ... --out - | cat > FILE`), with
+ * this test's own Deno (`Deno.execPath()`) running main.ts.
  *
  * @module
  */
