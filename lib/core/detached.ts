@@ -96,14 +96,16 @@ export async function ensureDetached(spec: DetachedSpec): Promise<DetachedProces
   child.status.then((s) => (exited = s));
   const deadline = Date.now() + (spec.timeoutMs ?? 30_000);
   for (;;) {
+    // Taken before the read, so a process seen exited has all its output in the log read.
+    const ended = exited;
     const log = await readFrom(logFile, offset);
     if (spec.ready.test(log)) break;
-    if (exited || Date.now() > deadline) {
-      if (!exited) child.kill("SIGTERM");
+    if (ended || Date.now() > deadline) {
+      if (!ended) child.kill("SIGTERM");
       const last = log.trim().split("\n").slice(-3).join(" | ") || "no output";
       throw new UsageError(
         `${spec.argv.slice(-6).join(" ")}: ${
-          exited ? `exited with code ${exited.code}` : "not ready in time"
+          ended ? `exited with code ${ended.code}` : "not ready in time"
         }: ${last} (log ${logFile})`,
       );
     }
