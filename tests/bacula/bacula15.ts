@@ -50,6 +50,9 @@ export async function prepareBacula15(): Promise<{ dir: string; bin: string; plu
     `#!/bin/sh\nexec ${Deno.execPath()} run -A ${MAIN} "$@"\n`,
   );
   await Deno.chmod(`${bin}/dirtybit`, 0o755);
+  // Deno fetches npm packages on a first run and says so on stderr, which the FD would report as
+  // job errors: fetch them now (a compiled dirtybit has them inside).
+  await run(Deno.execPath(), ["cache", MAIN]);
   await run("make", [
     "-s",
     "-C",
