@@ -87,7 +87,7 @@ function verifyingSink(file: Deno.FsFile, name: string) {
   const toReader = pipe.writable.getWriter();
   const verified = (async () => {
     const reader = await StreamReader.open(pipe.readable, name);
-    for await (const _ of reader.records()) {
+    for await (const _ of reader.records({ lazy: true })) {
       // Reading checks every record's checksum, the order and the trailer.
     }
     return reader;
@@ -143,7 +143,8 @@ export async function mergeChain(req: MergeRequest): Promise<MergeResult> {
   );
   const cursors: Cursor[] = readers.map((r) => ({
     header: r.header,
-    records: r.records(),
+    // Records copied whole are never decompressed; only cut ones are.
+    records: r.records({ lazy: true }),
     current: null,
   }));
   try {

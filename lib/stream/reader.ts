@@ -9,6 +9,7 @@ import { Xxh64 } from "@node-rs/xxhash";
 import { describeError, InputError, SourceError } from "../core/errors.ts";
 import { ByteReader } from "./byte_reader.ts";
 import {
+  checkPayload,
   decodeHeader,
   decodeHeaderPrefix,
   decodeRecordHeader,
@@ -51,6 +52,18 @@ export interface ZeroRecord {
 
 /** One record of a stream, in stream (= ascending offset) order. */
 export type StreamRecord = DataRecord | ZeroRecord;
+
+/** How {@link StreamReader.records} hands out data records. */
+export interface RecordsOptions {
+  /**
+   * Decompress a record's data only when its `data` is read. A compressed
+   * record of a version 3 stream is then checked by its stored payload's
+   * checksum as it is read, and by its data checksum only once decompressed:
+   * for copying records as stored (merge) without the cost of zstd. Older
+   * versions have no payload checksum and are always decompressed.
+   */
+  readonly lazy?: boolean;
+}
 
 /** A verified, sequential view of one stream. */
 export class StreamReader {
@@ -106,10 +119,10 @@ export class StreamReader {
   }
 
   /**
-   * Yields every record after verifying it, then verifies the trailer and
-   * that nothing follows. Can be iterated once. Stopping early releases the source.
+   * Yields every record after verifying it (see {@link RecordsOptions.lazy}),
+   * then verifies the trailer and that nothing follows. Can be iterated once. Stopping early releases the source.
    */
-  async *records(): AsyncGenerator<StreamRecord> {
+  async *records(options: RecordsOptions = {}): AsyncGenerator<StreamRecord> {
     if (this.#started) throw new RangeError("stream records can be read only once");
     this.#started = true;
     const counted = { records: 0, dataBytes: 0, zeroBytes: 0, storedBytes: 0 };
@@ -166,22 +179,34 @@ export class StreamReader {
         const payload = await readOrFail(this.#in, rec.storedLength, this.#name, "a record");
         if (streamHashCoversPayloads(this.header.version)) this.#hash.update(payload);
         const where = `${this.#name}: record at ${rec.offset}`;
-        const decoded = decodeDataPayload(this.header, rec, payload, where);
-        const data = decoded === payload ? payload.slice() : decoded;
         counted.dataBytes += rec.length;
         counted.storedBytes += rec.storedLength;
-        yield {
+        const fields = {
           kind: "data",
           offset: rec.offset,
           length: rec.length,
-          data,
           payloadPosition,
           storedLength: rec.storedLength,
           compressed: rec.compressed,
           checksum: rec.checksum,
           payloadChecksum: rec.payloadChecksum,
-          stored: rec.compressed ? payload : data,
-        };
+        } as const;
+        if (options.lazy && rec.compressed && this.header.version >= 3) {
+          checkPayload(this.header.version, rec, payload, where);
+          const header = this.header;
+          let data: Uint8Array | undefined;
+          yield {
+            ...fields,
+            stored: payload,
+            get data() {
+              return data ??= decodeDataPayload(header, rec, payload, where);
+            },
+          };
+          continue;
+        }
+        const decoded = decodeDataPayload(this.header, rec, payload, where);
+        const data = decoded === payload ? payload.slice() : decoded;
+        yield { ...fields, data, stored: rec.compressed ? payload : data };
       }
     } catch (err) {
       throw named(err, this.#name);

@@ -320,3 +320,23 @@ Deno.test("copyRecord copies a compressed record as stored, re-encodes it for an
   assert.equal(plain.compressed, false);
   assert.deepEqual(plain.data, data);
 });
+
+Deno.test("lazy records: compressed data decompressed on first use, every byte still checked", async () => {
+  const { bytes } = await writeSample("zstd:3", 0);
+  const eager = await readAll(chunkedSource(bytes));
+  const r = await StreamReader.open(chunkedSource(bytes));
+  const lazy = await Array.fromAsync(r.records({ lazy: true }));
+  assert.ok(lazy.some((rec) => rec.kind === "data" && rec.compressed), "a compressed record");
+  assert.deepEqual(
+    flatten(lazy, eager.header.virtualSize),
+    flatten(eager.recs, eager.header.virtualSize),
+  );
+  // A changed stored byte fails the read at once (payload checksum, or the stream hash at the end).
+  for (let at = 200; at < bytes.length - 200; at += 997) {
+    const bad = bytes.slice();
+    bad[at] ^= 0x20;
+    const reader = await StreamReader.open(chunkedSource(bad)).catch(() => null);
+    if (!reader) continue;
+    await assert.rejects(Array.fromAsync(reader.records({ lazy: true })), InputError, `byte ${at}`);
+  }
+});
