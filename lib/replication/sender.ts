@@ -12,7 +12,14 @@
 import { join } from "node:path";
 import { ChainError, DirtybitError, InputError, RoleError, UsageError } from "../core/errors.ts";
 import { RunRecord } from "../core/run_record.ts";
-import { type Extent, type MappedExtent, normalizeExtents, totalLength } from "../core/extent.ts";
+import {
+  clipExtents,
+  intersectMap,
+  type MappedExtent,
+  normalizeExtents,
+  totalLength,
+} from "../core/extent.ts";
+import { dirtyExtents } from "../nbd/maps.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { NbdSource } from "../nbd/reader.ts";
 import {
@@ -33,7 +40,7 @@ import { type RetryPolicy, withRetries } from "./backoff.ts";
 import { SecureChannel, TransportError } from "./channel.ts";
 import type { BeginMessage, KeptMessage, StateMessage } from "./messages.ts";
 import { name as checkName } from "./messages.ts";
-import { blockPlan, intersectMap, seedWindows } from "./plan.ts";
+import { blockPlan, seedWindows } from "./plan.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep } from "./roles.ts";
 import { makeDirectory, openForWriting } from "../core/files.ts";
@@ -262,8 +269,8 @@ async function seedAttempt(
         seedEnd,
       });
       if (!caughtUp) {
-        const dirty = await dirtyOf(source, view.dirtyContext!);
-        const below = intersectMap(clip(dirty, offset), map);
+        const dirty = dirtyExtents(await source.blockStatus(view.dirtyContext!));
+        const below = intersectMap(clipExtents(dirty, offset), map);
         options.log?.(
           `${disk.name}: seed resumes at ${offset}, ${totalLength(below)} bytes changed below`,
         );
@@ -403,7 +410,7 @@ async function cycleAttempt(
       try {
         const map = await source.map();
         const extents = view.dirtyContext
-          ? intersectMap(await dirtyOf(source, view.dirtyContext), map)
+          ? intersectMap(dirtyExtents(await source.blockStatus(view.dirtyContext)), map)
           : map;
         // A cycle lost between the receiver's confirmation and our commit is
         // still in the old checkpoint: sending on top of the newer replica
@@ -550,7 +557,7 @@ async function resyncAttempt(
           const extents = narrow
             ? intersectMap(
               normalizeExtents([
-                ...await dirtyOf(source, view.dirtyContext!),
+                ...dirtyExtents(await source.blockStatus(view.dirtyContext!)),
                 ...kept.extents!.map(([offset, length]) => ({ offset, length })),
               ]),
               map,
@@ -761,17 +768,6 @@ async function commitView(
 ): Promise<void> {
   const [checkpoint] = await pit.commit();
   await saveSenderState(disk.stateDir, { ...state, checkpoint });
-}
-
-async function dirtyOf(source: NbdSource, context: string): Promise<Extent[]> {
-  const entries = await source.blockStatus(context);
-  return entries.filter((e) => e.flags & 1).map((e) => ({ offset: e.offset, length: e.length }));
-}
-
-function clip(extents: Extent[], end: number): Extent[] {
-  return extents
-    .filter((e) => e.offset < end)
-    .map((e) => ({ offset: e.offset, length: Math.min(e.length, end - e.offset) }));
 }
 
 /**
