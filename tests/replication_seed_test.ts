@@ -23,7 +23,7 @@ async function stripes(sites: Sites, pattern: number): Promise<void> {
 Deno.test("replication: an interrupted seed resumes where it stopped", async () => {
   const sites = await Sites.start(DISK);
   let receiver = await ReceiverProcess.start(sites.receiverArgs(), {
-    DIRTYBIT_TEST_CRASH_AT: "seed-midway:2",
+    crashAt: "seed-midway:2",
   });
   try {
     await stripes(sites, 0x31);

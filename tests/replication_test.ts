@@ -114,7 +114,7 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
           const before = await sites.snapshot(`${point}-before`);
           await receiver.stop();
           receiver = await ReceiverProcess.start(sites.receiverArgs(), {
-            DIRTYBIT_TEST_CRASH_AT: point,
+            crashAt: point,
           });
           // New data every time: rewriting what the replica has would be dropped by L2.
           await scatter(sites, 0x40 + 16 * index);

@@ -5,7 +5,7 @@
  * @module
  */
 import { resolve } from "node:path";
-import type { Command } from "./command.ts";
+import type { CliHooks, Command } from "./command.ts";
 import { flagHelp, type Params, parseParamFlags } from "./params.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
@@ -79,7 +79,7 @@ const SENDER_PARAMS = DISK_PARAMS.filter((p) => p !== "nbd_socket");
 export const replicateCommand: Command = {
   name: "replicate",
   summary: "continuous DR replication: receive, seed, push, daemon, status",
-  async run(args: string[]): Promise<number> {
+  async run(args: string[], hooks: CliHooks = {}): Promise<number> {
     const [sub, ...rest] = args;
     if (!sub || sub === "--help" || sub === "-h" || rest.includes("--help")) {
       console.log(HELP.trim());
@@ -87,7 +87,7 @@ export const replicateCommand: Command = {
     }
     switch (sub) {
       case "receive":
-        return await receive(rest);
+        return await receive(rest, hooks);
       case "seed":
       case "push":
         return await send(sub, rest);
@@ -102,21 +102,6 @@ export const replicateCommand: Command = {
     }
   },
 };
-
-/**
- * Crash tests stop the process abruptly at a named point (`POINT` or
- * `POINT:N`, the N-th time it is reached), given in DIRTYBIT_TEST_CRASH_AT.
- */
-export function crashHook(
-  exit = () => Deno.kill(Deno.pid, "SIGKILL"),
-): ((point: string) => void) | undefined {
-  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
-  if (!crashAt) return undefined;
-  let reached = 0;
-  return (point) => {
-    if (point === crashAt && ++reached >= Number(nth ?? 1)) exit();
-  };
-}
 
 /** One line of progress on stderr. */
 export function log(line: string): void {
@@ -161,7 +146,7 @@ function stopSignal(): AbortController {
   return ac;
 }
 
-async function receive(args: string[]): Promise<number> {
+async function receive(args: string[], hooks: CliHooks): Promise<number> {
   const { params } = parseParamFlags(args, {
     only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
   });
@@ -172,7 +157,7 @@ async function receive(args: string[]): Promise<number> {
   const psk = await pskOf(params);
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
-    onPoint: crashHook(() => Deno.exit(86)),
+    onPoint: hooks.onPoint,
   });
   for (const r of recovered) receiverLog(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
   const ac = stopSignal();
