@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadRole } from "../lib/replication/role_file.ts";
-import { loadSenderState } from "../lib/replication/sender.ts";
+import { loadSenderState } from "../lib/replication/sender_state.ts";
 import { cli, FailoverBed, imagesEqual, ok, refused, run, spawnCli } from "./replication/sites.ts";
 import { exists, killWhen } from "./fixtures/kills.ts";
 

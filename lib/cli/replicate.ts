@@ -13,12 +13,12 @@ import { describeRate } from "../replication/bandwidth.ts";
 import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
 import { compressLevelOf, loadPsk, parseHostPort, retryPolicyOf } from "../replication/setup.ts";
 import { Receiver } from "../replication/receiver.ts";
+import type { SendOptions } from "../replication/batch.ts";
 import {
   type ReplicatedDisk,
   type ReplicationTarget,
   senderWorkDir,
-  type SendOptions,
-} from "../replication/sender.ts";
+} from "../replication/sender_state.ts";
 import { runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
 import type { Notify } from "../replication/notify.ts";
 import { pushCycles, seedOnce } from "../replication/push.ts";

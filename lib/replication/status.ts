@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { SenderState } from "./sender.ts";
+import type { SenderState } from "./sender_state.ts";
 import type { StateMessage } from "./messages.ts";
 
 /** One disk's status line. */

@@ -7,7 +7,7 @@
  */
 import { SecureChannel } from "./channel.ts";
 import { loadRole } from "./role_file.ts";
-import { listSenderStates } from "./sender.ts";
+import { listSenderStates } from "./sender_state.ts";
 import { type DiskStatus, receiverStatus, senderStatus } from "./status.ts";
 
 /** Where the status comes from. */

@@ -24,7 +24,7 @@ import { DivergentBlocks, type Kept } from "./aside.ts";
 import { JournalWriter, readJournal } from "./journal.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep, type DiskRole } from "./roles.ts";
-import { replicationScope } from "./sender.ts";
+import { replicationScope } from "./attempt.ts";
 import type {
   BeginMessage,
   ConfirmMessage,
