@@ -34,6 +34,7 @@ usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir 
        dirtybit replicate seed    --qmp SOCKET --node NODE --dr HOST:PORT --psk-file F [--name NAME] [--state-dir DIR]
        dirtybit replicate push    (same as seed) [--once | --cycles N] [--cycle-interval S]
                                   [--bandwidth-limit RATE] [--retry-count N --retry-delay-ms MS --retry-jitter-ms MS]
+                                  seed and push: [--quiet] [--progress-interval S] [--log-file FILE]
        dirtybit replicate daemon  --config FILE
        dirtybit replicate status  [--state-dir DIR | --dr HOST:PORT --psk-file F] [--json | --prometheus]
 
@@ -54,6 +55,10 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
                           seed resumes after the last confirmed one
   --once                  push: one cycle
   --cycles N              push: N cycles, then stop (default: until SIGTERM)
+  --quiet                 seed, push: print nothing but errors
+  --progress-interval S   seed, push: seconds between progress lines when stderr is not
+                          a terminal (default 10)
+  --log-file FILE         seed, push: also append timestamped progress and messages to FILE
   --json, --prometheus    status: output format
   --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
                           are the parameters below (snake_case) plus name, qmp, node,
@@ -195,6 +200,9 @@ export async function senderSetup(
       "nbd-socket": "path",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
       ...(sub === "seed" ? { "seed-window": "string" } : {}),
+      ...(sub === "seed" || sub === "push"
+        ? { quiet: "bool", "progress-interval": "string", "log-file": "path" }
+        : {}),
     },
   });
   if (!params.qmp) throw new UsageError(`${what}: --qmp is required`);
@@ -294,12 +302,30 @@ async function daemon(args: string[]): Promise<number> {
 
 async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   const setup = await senderSetup(sub, args);
+  try {
+    return await sendWith(sub, setup);
+  } finally {
+    await setup.qmp.close();
+  }
+}
+
+async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<number> {
   const { disk, target, params, extra } = setup;
   const window = extra["seed-window"] === undefined ? 64 : Number(extra["seed-window"]);
   if (!Number.isInteger(window) || window < 1 || window > 1 << 20) {
     throw new UsageError(`replicate seed: --seed-window must be a whole number of MiB >= 1`);
   }
-  const progress = await Progress.start(`replicate ${sub}`, {});
+  const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
+  if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
+    throw new UsageError(`replicate push: --cycles must be a positive integer`);
+  }
+  const progress = await Progress.start(`replicate ${sub}`, {
+    quiet: extra.quiet === true,
+    "progress-interval": extra["progress-interval"] as string | undefined,
+    "log-file": extra["log-file"] as string | undefined,
+  });
+  // The use case's messages: on stderr as ever (unless --quiet), and in the log file.
+  const say: Notify = (_kind, text) => progress.say(text, `dirtybit replicate: ${text}`);
   // A new cycle starts from 0 again: its own live line (the total line sums them).
   let item = 0;
   let last = Infinity;
@@ -311,10 +337,6 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
       last = done;
       progress.update(item > 1 ? `${disk.name} #${item}` : disk.name, done, total);
     },
-  };
-  const failed = (err: unknown) => {
-    progress.fail(err);
-    throw err;
   };
   const finish = (
     level: string,
@@ -329,36 +351,31 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
       seconds: (Date.now() - progress.startedAt) / 1000,
     });
   if (target.bandwidthBytesPerSecond) {
-    log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
+    say("progress", `bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
+  // SIGTERM ends a push after its current cycle; a seed resumes where it was killed.
+  const ac = sub === "push" ? stopSignal() : undefined;
   try {
     if (sub === "seed") {
-      const r = await seedOnce({ disk, target, options, notify }).catch(failed);
-      finish("seed", r.stats);
+      finish("seed", (await seedOnce({ disk, target, options, notify: say })).stats);
       return 0;
     }
-    const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
-    if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
-      throw new UsageError(`replicate push: --cycles must be a positive integer`);
-    }
-    const ac = stopSignal();
-    try {
-      const r = await pushCycles({
-        disk,
-        target,
-        options,
-        notify,
-        cycles,
-        intervalMs: (params.cycle_interval ?? 300) * 1000,
-        signal: ac.signal,
-      }).catch(failed);
-      finish(`${r.confirmed} cycle${r.confirmed === 1 ? "" : "s"}`, r.stats);
-      return r.failed ? 1 : 0;
-    } finally {
-      if (!ac.signal.aborted) ac.abort();
-    }
+    const r = await pushCycles({
+      disk,
+      target,
+      options,
+      notify: say,
+      cycles,
+      intervalMs: (params.cycle_interval ?? 300) * 1000,
+      signal: ac!.signal,
+    });
+    finish(`${r.confirmed} cycle${r.confirmed === 1 ? "" : "s"}`, r.stats);
+    return r.failed ? 1 : 0;
+  } catch (err) {
+    progress.fail(err);
+    throw err;
   } finally {
-    await setup.qmp.close();
+    if (ac && !ac.signal.aborted) ac.abort();
   }
 }
 
