@@ -6,6 +6,7 @@
  * @module
  */
 import { register, runCli } from "./lib/cli/main.ts";
+import type { CliHooks } from "./lib/cli/command.ts";
 import { backupCommand } from "./lib/cli/backup.ts";
 import { demoCommand } from "./lib/cli/demo.ts";
 import { restoreCommand } from "./lib/cli/restore.ts";
@@ -36,7 +37,8 @@ register(
   backendCommand,
 );
 
-if (import.meta.main) {
+/** Runs dirtybit with `args` in this process; tests' entry scripts inject `hooks`. */
+export async function main(args: string[], hooks: CliHooks = {}): Promise<number> {
   // Streams, replicas, hash DBs, journals and state are copies of VM disks or hold their chains:
   // every file dirtybit and the tools it starts (qemu-img, qemu-nbd) create is 0600, every
   // directory 0700. Directories the operator made keep their own mode.
@@ -45,5 +47,7 @@ if (import.meta.main) {
   // images go through stdin/stdout as megabyte writes, which a 1 MiB pipe takes whole.
   tuneMalloc();
   for (const fd of [0, 1]) growPipe(fd);
-  Deno.exit(await runCli(Deno.args));
+  return await runCli(args, hooks);
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadRole } from "../lib/replication/role_file.ts";
-import { loadSenderState } from "../lib/replication/sender.ts";
+import { loadSenderState } from "../lib/replication/sender_state.ts";
 import { cli, FailoverBed, imagesEqual, ok, refused, run, spawnCli } from "./replication/sites.ts";
 import { exists, killWhen } from "./fixtures/kills.ts";
 
@@ -20,7 +20,7 @@ const MiB = 1 << 20;
 
 /** A run SIGKILLed at crash point `point` (the step's own hook). */
 async function killedAt(point: string, args: string[]): Promise<void> {
-  const r = await cli(args, { DIRTYBIT_TEST_CRASH_AT: point });
+  const r = await cli(args, { crashAt: point });
   assert.equal(r.code, 137, `expected a SIGKILL at ${point}: ${r.code} ${r.stderr}`);
 }
 
@@ -160,7 +160,7 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     // The rerun, with A's receiver killed once the resync is journaled at A:
     // A is resyncing, B still primary; A's restarted receiver replays it.
     await stopped(recvA);
-    const crashing = await receiver(stateA, { DIRTYBIT_TEST_CRASH_AT: "journal-committed" });
+    const crashing = await receiver(stateA, { crashAt: "journal-committed" });
     const cut = await cli(["failback", "pre", ...sender(vmB, crashing.port, dirB)]);
     assert.notEqual(cut.code, 0, cut.stderr);
     assert.equal(await crashing.exited(), 86);

@@ -23,7 +23,7 @@ async function stripes(sites: Sites, pattern: number): Promise<void> {
 Deno.test("replication: an interrupted seed resumes where it stopped", async () => {
   const sites = await Sites.start(DISK);
   let receiver = await ReceiverProcess.start(sites.receiverArgs(), {
-    DIRTYBIT_TEST_CRASH_AT: "seed-midway:2",
+    crashAt: "seed-midway:2",
   });
   try {
     await stripes(sites, 0x31);
@@ -51,7 +51,8 @@ Deno.test("replication: an interrupted seed resumes where it stopped", async () 
     await stripes(sites, 0x31);
     await sites.qsd.guestWrite(0, 0x43, 20 * MiB, 1 * MiB);
     const again = await sites.snapshot("l2");
-    const push = await sites.send("push", receiver.port, ["--once"]);
+    const log = `${sites.stateDir}/push.log`;
+    const push = await sites.send("push", receiver.port, ["--once", "--log-file", log]);
     assert.equal(push.code, 0, push.stderr);
     assert.match(push.stderr, /9175040 bytes dirty, 9109504 unchanged/);
     assert.match(
@@ -59,6 +60,23 @@ Deno.test("replication: an interrupted seed resumes where it stopped", async () 
       /\nreplicate push of \S+ \(1 cycle\): read 8\.8 MiB, stored .* MB\/s\n/,
     );
     assert.ok(await sites.replicaEquals(again));
+    // The log file has the same words, each line with its time.
+    const logged = await Deno.readTextFile(log);
+    const stamp = "\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z";
+    assert.match(logged, new RegExp(`^${stamp} replicate push started\n`));
+    assert.match(logged, new RegExp(`\n${stamp} vda: cycle 1 confirmed: 9175040 bytes dirty`));
+    assert.match(
+      logged,
+      new RegExp(`\n${stamp} replicate push of \\S+ \\(1 cycle\\): read 8\\.8 MiB`),
+    );
+
+    // --quiet: nothing but errors; a bad --progress-interval is refused before anything is sent.
+    const quiet = await sites.send("push", receiver.port, ["--once", "--quiet"]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stderr, "");
+    const bad = await sites.send("push", receiver.port, ["--once", "--progress-interval", "0"]);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /progress-interval/);
   } finally {
     await receiver.stop();
     await sites.stop();

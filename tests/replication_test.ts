@@ -114,7 +114,7 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
           const before = await sites.snapshot(`${point}-before`);
           await receiver.stop();
           receiver = await ReceiverProcess.start(sites.receiverArgs(), {
-            DIRTYBIT_TEST_CRASH_AT: point,
+            crashAt: point,
           });
           // New data every time: rewriting what the replica has would be dropped by L2.
           await scatter(sites, 0x40 + 16 * index);
@@ -189,7 +189,13 @@ Deno.test("replication: seed, cycles with guest writes, crashes, restarts", asyn
         sites.pskFile,
         "--json",
       ]);
-      assert.equal(JSON.parse(remote.stdout)[0].confirmedCycle, rows[0].confirmedCycle);
+      const [dr] = JSON.parse(remote.stdout);
+      assert.equal(dr.confirmedCycle, rows[0].confirmedCycle);
+      // The receiver's own record: when it applied the last cycle, what it received, what failed.
+      assert.ok(Date.parse(dr.confirmedAt) <= Date.now() && dr.lagSeconds >= 0, remote.stdout);
+      assert.equal(dr.cycles, dr.confirmedCycle, remote.stdout);
+      assert.ok(dr.dirtyBytes > 0 && dr.wireBytes > dr.payloadBytes, remote.stdout);
+      assert.ok(dr.errors >= 1 && dr.lastError, remote.stdout);
     });
 
     await t.step("wrong and short pre-shared keys are refused", async () => {

@@ -26,7 +26,7 @@ import {
   reprotect,
   type SenderStepRequest,
 } from "../replication/failover.ts";
-import { loadSenderState, senderWorkDir } from "../replication/sender.ts";
+import { loadSenderState, senderWorkDir } from "../replication/sender_state.ts";
 import { compressLevelOf, loadPsk, parseHostPort, retryPolicyOf } from "../replication/setup.ts";
 import { replicationStatus } from "../replication/status_query.ts";
 import { toText } from "../replication/status.ts";

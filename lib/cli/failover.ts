@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Command } from "./command.ts";
-import { crashHook, notify, replicaName, senderSetup } from "./replicate.ts";
+import type { CliHooks, Command } from "./command.ts";
+import { notify, replicaName, senderSetup } from "./replicate.ts";
 import { parseParamFlags } from "./params.ts";
 import { UsageError } from "../core/errors.ts";
 import {
@@ -68,18 +68,18 @@ function cmd(
   name: string,
   summary: string,
   help: string,
-  run: (sub: string, args: string[]) => Promise<number>,
+  run: (sub: string, args: string[], hooks: CliHooks) => Promise<number>,
 ) {
   return {
     name,
     summary,
-    async run(args: string[]): Promise<number> {
+    async run(args: string[], hooks: CliHooks = {}): Promise<number> {
       const [sub, ...rest] = args;
       if (!sub || sub === "--help" || sub === "-h" || rest.includes("--help")) {
         console.log(help.trim());
         return sub ? 0 : 2;
       }
-      return await run(sub, rest);
+      return await run(sub, rest, hooks);
     },
   } satisfies Command;
 }
@@ -89,9 +89,9 @@ export const failoverCommand: Command = cmd(
   "failover",
   "DR failover: pre (final cycle, fence) at the source, exec (promote) at the DR site",
   FAILOVER_HELP,
-  (sub, args) => {
-    if (sub === "pre") return failoverPre(args);
-    if (sub === "exec") return failoverExec(args);
+  (sub, args, hooks) => {
+    if (sub === "pre") return senderStep("failover-pre", args, "failover pre", preStep, hooks);
+    if (sub === "exec") return failoverExec(args, hooks);
     throw new UsageError(`failover: unknown step '${sub}': use pre or exec`);
   },
 );
@@ -101,9 +101,13 @@ export const failbackCommand: Command = cmd(
   "failback",
   "DR failback: pre (resync the original primary), exec (final sync, swap roles)",
   FAILBACK_HELP,
-  (sub, args) => {
-    if (sub === "pre") return failbackPre(args);
-    if (sub === "exec") return failbackExec(args);
+  (sub, args, hooks) => {
+    if (sub === "pre") {
+      return senderStep("failback-pre", args, "failback pre", failbackPreStep, hooks);
+    }
+    if (sub === "exec") {
+      return senderStep("failback-exec", args, "failback exec", failbackExecStep, hooks);
+    }
     throw new UsageError(`failback: unknown step '${sub}': use pre or exec`);
   },
 );
@@ -113,7 +117,7 @@ export const reprotectCommand: Command = cmd(
   "reprotect",
   "re-establish DR replication from this side without a full copy",
   REPROTECT_HELP,
-  (sub, args) => reprotect([sub, ...args]),
+  (sub, args, hooks) => senderStep("reprotect", [sub, ...args], "reprotect", reprotectStep, hooks),
 );
 
 /** Runs a sender-side step with the connection its flags describe. */
@@ -122,6 +126,7 @@ async function senderStep(
   args: string[],
   what: string,
   step: (req: SenderStepRequest) => Promise<unknown>,
+  hooks: CliHooks,
 ): Promise<number> {
   const setup = await senderSetup(sub, args, what);
   try {
@@ -130,7 +135,7 @@ async function senderStep(
       target: setup.target,
       compressLevel: setup.compressLevel,
       notify,
-      onPoint: crashHook(),
+      onPoint: hooks.onPoint,
     });
     return 0;
   } finally {
@@ -138,11 +143,7 @@ async function senderStep(
   }
 }
 
-function failoverPre(args: string[]): Promise<number> {
-  return senderStep("failover-pre", args, "failover pre", preStep);
-}
-
-async function failoverExec(args: string[]): Promise<number> {
+async function failoverExec(args: string[], hooks: CliHooks): Promise<number> {
   const { params } = parseParamFlags(args, {
     only: ["name", "replica_dir", "memory", "cpus", "force"],
   });
@@ -156,19 +157,7 @@ async function failoverExec(args: string[]): Promise<number> {
     cpus: params.cpus!,
     force: params.force === true,
     notify,
-    onPoint: crashHook(),
+    onPoint: hooks.onPoint,
   });
   return 0;
-}
-
-function failbackPre(args: string[]): Promise<number> {
-  return senderStep("failback-pre", args, "failback pre", failbackPreStep);
-}
-
-function failbackExec(args: string[]): Promise<number> {
-  return senderStep("failback-exec", args, "failback exec", failbackExecStep);
-}
-
-function reprotect(args: string[]): Promise<number> {
-  return senderStep("reprotect", args, "reprotect", reprotectStep);
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Command } from "./command.ts";
+import type { CliHooks, Command } from "./command.ts";
 import { describeError, typedError, UsageError } from "../core/errors.ts";
 import { READABLE_VERSIONS, STREAM_VERSION } from "../stream/format.ts";
 import config from "../../deno.json" with { type: "json" };
@@ -37,7 +37,7 @@ export function versionText(): string {
 }
 
 /** Runs the command line and returns the process exit code. */
-export async function runCli(args: string[]): Promise<number> {
+export async function runCli(args: string[], hooks: CliHooks = {}): Promise<number> {
   const [name, ...rest] = args;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     console.log(usage());
@@ -50,7 +50,7 @@ export async function runCli(args: string[]): Promise<number> {
   try {
     const cmd = commands.find((c) => c.name === name);
     if (!cmd) throw new UsageError(`unknown command '${name}': run 'dirtybit --help' for the list`);
-    return await cmd.run(rest);
+    return await cmd.run(rest, hooks);
   } catch (err) {
     const typed = typedError(err);
     if (typed) {

@@ -117,6 +117,15 @@ export class Progress {
     if (this.#interactive && !this.#quiet) this.#above(text);
   }
 
+  /**
+   * A message that stderr shows whether it is a terminal or not (unless
+   * quiet), as `printed`; the log gets `text`.
+   */
+  say(text: string, printed = text): void {
+    this.#logWrite(text);
+    if (!this.#quiet) this.#above(printed);
+  }
+
   /** A warning: always on stderr (scripts and bpipe logs must see it), and in the log. */
   warn(text: string): void {
     this.#logWrite(`warning: ${text}`);

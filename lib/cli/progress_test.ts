@@ -60,3 +60,26 @@ Deno.test("Progress on a terminal: redrawn live lines, messages above them; --qu
   quiet.finish(summary);
   assert.equal(q.text(), "");
 });
+
+Deno.test("Progress.say: shown with or without a terminal, silenced by --quiet, logged as given", async () => {
+  const s = sinks(false);
+  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
+  try {
+    const log = `${dir}/log`;
+    const p = await Progress.start("replicate push", { "log-file": log }, s.sinks);
+    p.say("vda: cycle 1 confirmed", "dirtybit replicate: vda: cycle 1 confirmed");
+    p.finish(summary);
+    assert.match(s.text(), /^dirtybit replicate: vda: cycle 1 confirmed\nbackup of vda/);
+    assert.match(
+      await Deno.readTextFile(log),
+      /\n2026-12-03T12:00:00.000Z vda: cycle 1 confirmed\n/,
+    );
+    const q = sinks(false);
+    const quiet = await Progress.start("replicate push", { quiet: true }, q.sinks);
+    quiet.say("not shown");
+    quiet.finish(summary);
+    assert.equal(q.text(), "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

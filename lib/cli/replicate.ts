@@ -5,7 +5,7 @@
  * @module
  */
 import { resolve } from "node:path";
-import type { Command } from "./command.ts";
+import type { CliHooks, Command } from "./command.ts";
 import { flagHelp, type Params, parseParamFlags } from "./params.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
@@ -13,12 +13,12 @@ import { describeRate } from "../replication/bandwidth.ts";
 import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
 import { compressLevelOf, loadPsk, parseHostPort, retryPolicyOf } from "../replication/setup.ts";
 import { Receiver } from "../replication/receiver.ts";
+import type { SendOptions } from "../replication/batch.ts";
 import {
   type ReplicatedDisk,
   type ReplicationTarget,
   senderWorkDir,
-  type SendOptions,
-} from "../replication/sender.ts";
+} from "../replication/sender_state.ts";
 import { runDaemon, type ScheduledDisk } from "../replication/daemon.ts";
 import type { Notify } from "../replication/notify.ts";
 import { pushCycles, seedOnce } from "../replication/push.ts";
@@ -34,6 +34,7 @@ usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir 
        dirtybit replicate seed    --qmp SOCKET --node NODE --dr HOST:PORT --psk-file F [--name NAME] [--state-dir DIR]
        dirtybit replicate push    (same as seed) [--once | --cycles N] [--cycle-interval S]
                                   [--bandwidth-limit RATE] [--retry-count N --retry-delay-ms MS --retry-jitter-ms MS]
+                                  seed and push: [--quiet] [--progress-interval S] [--log-file FILE]
        dirtybit replicate daemon  --config FILE
        dirtybit replicate status  [--state-dir DIR | --dr HOST:PORT --psk-file F] [--json | --prometheus]
 
@@ -54,6 +55,10 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
                           seed resumes after the last confirmed one
   --once                  push: one cycle
   --cycles N              push: N cycles, then stop (default: until SIGTERM)
+  --quiet                 seed, push: print nothing but errors
+  --progress-interval S   seed, push: seconds between progress lines when stderr is not
+                          a terminal (default 10)
+  --log-file FILE         seed, push: also append timestamped progress and messages to FILE
   --json, --prometheus    status: output format
   --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
                           are the parameters below (snake_case) plus name, qmp, node,
@@ -79,7 +84,7 @@ const SENDER_PARAMS = DISK_PARAMS.filter((p) => p !== "nbd_socket");
 export const replicateCommand: Command = {
   name: "replicate",
   summary: "continuous DR replication: receive, seed, push, daemon, status",
-  async run(args: string[]): Promise<number> {
+  async run(args: string[], hooks: CliHooks = {}): Promise<number> {
     const [sub, ...rest] = args;
     if (!sub || sub === "--help" || sub === "-h" || rest.includes("--help")) {
       console.log(HELP.trim());
@@ -87,7 +92,7 @@ export const replicateCommand: Command = {
     }
     switch (sub) {
       case "receive":
-        return await receive(rest);
+        return await receive(rest, hooks);
       case "seed":
       case "push":
         return await send(sub, rest);
@@ -102,21 +107,6 @@ export const replicateCommand: Command = {
     }
   },
 };
-
-/**
- * Crash tests stop the process abruptly at a named point (`POINT` or
- * `POINT:N`, the N-th time it is reached), given in DIRTYBIT_TEST_CRASH_AT.
- */
-export function crashHook(
-  exit = () => Deno.kill(Deno.pid, "SIGKILL"),
-): ((point: string) => void) | undefined {
-  const [crashAt, nth] = (Deno.env.get("DIRTYBIT_TEST_CRASH_AT") ?? "").split(":");
-  if (!crashAt) return undefined;
-  let reached = 0;
-  return (point) => {
-    if (point === crashAt && ++reached >= Number(nth ?? 1)) exit();
-  };
-}
 
 /** One line of progress on stderr. */
 export function log(line: string): void {
@@ -161,7 +151,7 @@ function stopSignal(): AbortController {
   return ac;
 }
 
-async function receive(args: string[]): Promise<number> {
+async function receive(args: string[], hooks: CliHooks): Promise<number> {
   const { params } = parseParamFlags(args, {
     only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
   });
@@ -172,7 +162,7 @@ async function receive(args: string[]): Promise<number> {
   const psk = await pskOf(params);
   const { store, recovered } = await ReplicaStore.open(dir, {
     format,
-    onPoint: crashHook(() => Deno.exit(86)),
+    onPoint: hooks.onPoint,
   });
   for (const r of recovered) receiverLog(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
   const ac = stopSignal();
@@ -210,6 +200,9 @@ export async function senderSetup(
       "nbd-socket": "path",
       ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
       ...(sub === "seed" ? { "seed-window": "string" } : {}),
+      ...(sub === "seed" || sub === "push"
+        ? { quiet: "bool", "progress-interval": "string", "log-file": "path" }
+        : {}),
     },
   });
   if (!params.qmp) throw new UsageError(`${what}: --qmp is required`);
@@ -309,12 +302,30 @@ async function daemon(args: string[]): Promise<number> {
 
 async function send(sub: "seed" | "push", args: string[]): Promise<number> {
   const setup = await senderSetup(sub, args);
+  try {
+    return await sendWith(sub, setup);
+  } finally {
+    await setup.qmp.close();
+  }
+}
+
+async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<number> {
   const { disk, target, params, extra } = setup;
   const window = extra["seed-window"] === undefined ? 64 : Number(extra["seed-window"]);
   if (!Number.isInteger(window) || window < 1 || window > 1 << 20) {
     throw new UsageError(`replicate seed: --seed-window must be a whole number of MiB >= 1`);
   }
-  const progress = await Progress.start(`replicate ${sub}`, {});
+  const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
+  if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
+    throw new UsageError(`replicate push: --cycles must be a positive integer`);
+  }
+  const progress = await Progress.start(`replicate ${sub}`, {
+    quiet: extra.quiet === true,
+    "progress-interval": extra["progress-interval"] as string | undefined,
+    "log-file": extra["log-file"] as string | undefined,
+  });
+  // The use case's messages: on stderr as ever (unless --quiet), and in the log file.
+  const say: Notify = (_kind, text) => progress.say(text, `dirtybit replicate: ${text}`);
   // A new cycle starts from 0 again: its own live line (the total line sums them).
   let item = 0;
   let last = Infinity;
@@ -326,10 +337,6 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
       last = done;
       progress.update(item > 1 ? `${disk.name} #${item}` : disk.name, done, total);
     },
-  };
-  const failed = (err: unknown) => {
-    progress.fail(err);
-    throw err;
   };
   const finish = (
     level: string,
@@ -344,36 +351,31 @@ async function send(sub: "seed" | "push", args: string[]): Promise<number> {
       seconds: (Date.now() - progress.startedAt) / 1000,
     });
   if (target.bandwidthBytesPerSecond) {
-    log(`bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
+    say("progress", `bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
+  // SIGTERM ends a push after its current cycle; a seed resumes where it was killed.
+  const ac = sub === "push" ? stopSignal() : undefined;
   try {
     if (sub === "seed") {
-      const r = await seedOnce({ disk, target, options, notify }).catch(failed);
-      finish("seed", r.stats);
+      finish("seed", (await seedOnce({ disk, target, options, notify: say })).stats);
       return 0;
     }
-    const cycles = extra.once ? 1 : extra.cycles === undefined ? Infinity : Number(extra.cycles);
-    if (!(cycles >= 1) || (cycles !== Infinity && !Number.isInteger(cycles))) {
-      throw new UsageError(`replicate push: --cycles must be a positive integer`);
-    }
-    const ac = stopSignal();
-    try {
-      const r = await pushCycles({
-        disk,
-        target,
-        options,
-        notify,
-        cycles,
-        intervalMs: (params.cycle_interval ?? 300) * 1000,
-        signal: ac.signal,
-      }).catch(failed);
-      finish(`${r.confirmed} cycle${r.confirmed === 1 ? "" : "s"}`, r.stats);
-      return r.failed ? 1 : 0;
-    } finally {
-      if (!ac.signal.aborted) ac.abort();
-    }
+    const r = await pushCycles({
+      disk,
+      target,
+      options,
+      notify: say,
+      cycles,
+      intervalMs: (params.cycle_interval ?? 300) * 1000,
+      signal: ac!.signal,
+    });
+    finish(`${r.confirmed} cycle${r.confirmed === 1 ? "" : "s"}`, r.stats);
+    return r.failed ? 1 : 0;
+  } catch (err) {
+    progress.fail(err);
+    throw err;
   } finally {
-    await setup.qmp.close();
+    if (ac && !ac.signal.aborted) ac.abort();
   }
 }
 

@@ -105,3 +105,71 @@ export function coalesceMapped(extents: Iterable<MappedExtent>): MappedExtent[] 
   }
   return out;
 }
+
+/**
+ * The parts of `ranges` with their kind from `map` (sorted, non-overlapping,
+ * covering the disk): dirty ranges cut along an allocation map. Parts of
+ * `ranges` outside `map` are dropped.
+ */
+export function intersectMap(
+  ranges: Iterable<Extent>,
+  map: readonly MappedExtent[],
+): MappedExtent[] {
+  const out: MappedExtent[] = [];
+  let i = 0;
+  for (const r of normalizeExtents(ranges)) {
+    while (i < map.length && extentEnd(map[i]) <= r.offset) i++;
+    for (let j = i; j < map.length && map[j].offset < extentEnd(r); j++) {
+      const start = Math.max(r.offset, map[j].offset);
+      const end = Math.min(extentEnd(r), extentEnd(map[j]));
+      if (end > start) out.push({ offset: start, length: end - start, kind: map[j].kind });
+    }
+  }
+  return coalesceMapped(out);
+}
+
+/** `from` minus `cut`, both normalized (sorted, disjoint). */
+export function subtractExtents(from: readonly Extent[], cut: readonly Extent[]): Extent[] {
+  const out: Extent[] = [];
+  let j = 0;
+  for (const e of from) {
+    let start = e.offset;
+    const end = extentEnd(e);
+    while (j < cut.length && extentEnd(cut[j]) <= start) j++;
+    for (let k = j; k < cut.length && cut[k].offset < end; k++) {
+      if (cut[k].offset > start) out.push({ offset: start, length: cut[k].offset - start });
+      start = Math.max(start, extentEnd(cut[k]));
+    }
+    if (end > start) out.push({ offset: start, length: end - start });
+  }
+  return out;
+}
+
+/** The parts of the extents below `end` (each keeps its other fields, e.g. its kind). */
+export function clipExtents<T extends Extent>(extents: Iterable<T>, end: number): T[] {
+  const out: T[] = [];
+  for (const e of extents) {
+    if (e.offset < end) out.push({ ...e, length: Math.min(e.length, end - e.offset) });
+  }
+  return out;
+}
+
+/**
+ * The byte ranges of runs of whole blocks `[start, end)` (block indices), in
+ * pieces of at most `maxLength` bytes: whole blocks per piece, or pieces of
+ * `maxLength` when a block is at least that large (image block sizes are
+ * powers of two, so the pieces still start at block boundaries).
+ */
+export function* blockRunRanges(
+  runs: Iterable<{ readonly start: number; readonly end: number }>,
+  blockSize: number,
+  maxLength: number,
+): Generator<Extent> {
+  const step = blockSize >= maxLength ? maxLength : Math.floor(maxLength / blockSize) * blockSize;
+  for (const run of runs) {
+    const end = run.end * blockSize;
+    for (let off = run.start * blockSize; off < end; off += step) {
+      yield { offset: off, length: Math.min(step, end - off) };
+    }
+  }
+}

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { MappedExtent } from "../core/extent.ts";
+import { clipExtents, type MappedExtent, splitExtents } from "../core/extent.ts";
 import type { DiskSource } from "../core/source.ts";
 import type { AppendSink } from "./sink.ts";
 import { MappedReader, MAX_READ, readAheadOf } from "./source_reader.ts";
@@ -25,25 +25,15 @@ export async function appendRaw(
   const data = map.filter((e) => e.kind === "data" && e.length > 0);
   let read = 0;
   const base = sink.position;
-  for await (const piece of readAheadOf(dataRanges(data, length), reader)) {
+  for await (
+    const piece of readAheadOf(splitExtents(clipExtents(data, length), MAX_READ), reader)
+  ) {
     await sink.padTo(base + piece.offset);
     await sink.write(piece.bytes);
     read += piece.bytes.length;
   }
   await sink.padTo(base + length);
   return read;
-}
-
-function* dataRanges(
-  data: readonly MappedExtent[],
-  limit: number,
-): Generator<{ offset: number; length: number }> {
-  for (const e of data) {
-    const end = Math.min(e.offset + e.length, limit);
-    for (let off = e.offset; off < end; off += MAX_READ) {
-      yield { offset: off, length: Math.min(MAX_READ, end - off) };
-    }
-  }
 }
 
 /** The raw writer: exactly `source.size` bytes. */

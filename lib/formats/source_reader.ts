@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { MappedExtent } from "../core/extent.ts";
+import { blockRunRanges, type MappedExtent } from "../core/extent.ts";
 import type { DiskSource } from "../core/source.ts";
 import type { RunSet } from "./run_set.ts";
 
@@ -72,7 +72,7 @@ export async function* readBlocks(
   blockSize: number,
   readAhead = 4,
 ): AsyncGenerator<Piece> {
-  yield* readAheadOf(pieceRanges(blocks, blockSize), reader, readAhead);
+  yield* readAheadOf(blockRunRanges(blocks.runs, blockSize, MAX_READ), reader, readAhead);
 }
 
 /** Reads the given ranges in order with `readAhead` reads in flight. */
@@ -93,18 +93,4 @@ export async function* readAheadOf(
     if (pending.length >= readAhead) yield await pending.shift()!;
   }
   while (pending.length) yield await pending.shift()!;
-}
-
-/** The byte ranges {@link readBlocks} reads: runs cut at {@link MAX_READ}, block-aligned. */
-export function* pieceRanges(
-  blocks: RunSet,
-  blockSize: number,
-): Generator<{ offset: number; length: number }> {
-  const step = blockSize >= MAX_READ ? MAX_READ : Math.floor(MAX_READ / blockSize) * blockSize;
-  for (const run of blocks.runs) {
-    const end = run.end * blockSize;
-    for (let off = run.start * blockSize; off < end; off += step) {
-      yield { offset: off, length: Math.min(step, end - off) };
-    }
-  }
 }

@@ -16,15 +16,14 @@ import { abortableSleep } from "../core/async.ts";
 import { describeError, RoleError } from "../core/errors.ts";
 import type { QmpTransport } from "../qemu/mod.ts";
 import { describeCycle, describeSeed } from "./push.ts";
+import type { SendOptions } from "./batch.ts";
+import { pushCycle, seedDisk } from "./sender.ts";
 import {
   loadSenderState,
-  pushCycle,
   recordError,
   type ReplicatedDisk,
   type ReplicationTarget,
-  seedDisk,
-  type SendOptions,
-} from "./sender.ts";
+} from "./sender_state.ts";
 
 /** One disk under the daemon. */
 export interface ScheduledDisk {

@@ -13,19 +13,21 @@ import { ChainError, RoleError, UsageError } from "../core/errors.ts";
 import type { Notify } from "./notify.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep } from "./roles.ts";
+import type { BatchStats } from "./batch.ts";
 import {
-  type BatchStats,
   changeRemoteRole,
   diskImageOf,
-  freshState,
-  loadSenderState,
   pushCycle,
-  type ReplicatedDisk,
-  type ReplicationTarget,
   resyncDisk,
   type ResyncResult,
-  saveSenderState,
 } from "./sender.ts";
+import {
+  freshState,
+  loadSenderState,
+  type ReplicatedDisk,
+  type ReplicationTarget,
+  saveSenderState,
+} from "./sender_state.ts";
 import { addImageCheckpoint, ReplicaStore } from "./store.ts";
 import { libvirtXml, qemuScript } from "./vm_files.ts";
 

@@ -38,6 +38,25 @@ export interface StateMessage {
    * `primary/promoted`: it takes no cycles, and a sender stops (never retries).
    */
   role?: RoleAnswer;
+  /** What the receiver counted for this replica since its seed (`replicate status`). */
+  stats?: ReplicaStats;
+}
+
+/** A replica's history at the receiver, since its seed (or failback resync) began. */
+export interface ReplicaStats {
+  /** When the last cycle (or the seed) was applied, ISO 8601. */
+  appliedAt?: string;
+  /** Cycles applied after the seed. */
+  cycles: number;
+  /** Bytes of disk the received batches covered. */
+  dirtyBytes: number;
+  /** Data payload bytes received (compressed). */
+  payloadBytes: number;
+  /** Bytes received on the wire for the batches. */
+  wireBytes: number;
+  /** Batches that failed here (refused, malformed or cut off). */
+  errors: number;
+  lastError?: string;
 }
 
 /** A replica's role as the receiver reports it (see roles.ts). */
@@ -390,7 +409,21 @@ function stateOf(f: Record<string, unknown>): StateMessage {
   if (f.cycle !== undefined) out.cycle = count(f.cycle, "cycle");
   if (f.seedOffset !== undefined) out.seedOffset = count(f.seedOffset, "seedOffset");
   if (f.role !== undefined) out.role = roleOf(f.role as Record<string, unknown>);
+  if (f.stats !== undefined) out.stats = statsOf(f.stats as Record<string, unknown>);
   return out;
+}
+
+function statsOf(f: Record<string, unknown>): ReplicaStats {
+  if (typeof f !== "object" || f === null) throw bad("state stats is not an object");
+  return {
+    ...(f.appliedAt === undefined ? {} : { appliedAt: str(f.appliedAt, "appliedAt") }),
+    cycles: count(f.cycles, "cycles"),
+    dirtyBytes: count(f.dirtyBytes, "dirtyBytes"),
+    payloadBytes: count(f.payloadBytes, "payloadBytes"),
+    wireBytes: count(f.wireBytes, "wireBytes"),
+    errors: count(f.errors, "errors"),
+    ...(f.lastError === undefined ? {} : { lastError: str(f.lastError, "lastError") }),
+  };
 }
 
 function rangesOf(v: unknown): [number, number][] {

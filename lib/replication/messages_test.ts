@@ -15,6 +15,23 @@ Deno.test("every message kind round-trips", () => {
     { type: "error", message: "no" },
     { type: "status-request" },
     { type: "status", replicas: [{ type: "state", name: "d" }] },
+    {
+      type: "status",
+      replicas: [{
+        type: "state",
+        name: "d",
+        cycle: 2,
+        stats: {
+          appliedAt: "2024-01-01T00:00:00.000Z",
+          cycles: 2,
+          dirtyBytes: 10,
+          payloadBytes: 4,
+          wireBytes: 90,
+          errors: 1,
+          lastError: "cut off",
+        },
+      }],
+    },
     { type: "hashes-request", name: "d", blockSize: 65536 },
     { type: "hashes", first: 7, hashes: new BigUint64Array([1n, 2n ** 64n - 1n]) },
     { type: "promote", name: "d", seedId: "s", cycle: 3 },

@@ -7,33 +7,12 @@
  */
 import {
   alignExtents,
-  coalesceMapped,
   type Extent,
   extentEnd,
   type MappedExtent,
   normalizeExtents,
+  subtractExtents,
 } from "../core/extent.ts";
-
-/**
- * The parts of `ranges` with their kind from `map` (sorted, non-overlapping,
- * covering the disk). Parts of `ranges` outside `map` are dropped.
- */
-export function intersectMap(
-  ranges: Iterable<Extent>,
-  map: readonly MappedExtent[],
-): MappedExtent[] {
-  const out: MappedExtent[] = [];
-  let i = 0;
-  for (const r of normalizeExtents(ranges)) {
-    while (i < map.length && extentEnd(map[i]) <= r.offset) i++;
-    for (let j = i; j < map.length && map[j].offset < extentEnd(r); j++) {
-      const start = Math.max(r.offset, map[j].offset);
-      const end = Math.min(extentEnd(r), extentEnd(map[j]));
-      if (end > start) out.push({ offset: start, length: end - start, kind: map[j].kind });
-    }
-  }
-  return coalesceMapped(out);
-}
 
 /** Seed windows `[start, end)` of at most `window` bytes from `from` to `size`. */
 export function* seedWindows(size: number, from: number, window: number): Generator<Extent> {
@@ -62,21 +41,4 @@ export function blockPlan(
     }),
   );
   return { read: subtractExtents(alignExtents(extents, blockSize, diskSize), zero), zero };
-}
-
-/** `from` minus `cut`, both normalized (sorted, disjoint). Pure. */
-export function subtractExtents(from: readonly Extent[], cut: readonly Extent[]): Extent[] {
-  const out: Extent[] = [];
-  let j = 0;
-  for (const e of from) {
-    let start = e.offset;
-    const end = extentEnd(e);
-    while (j < cut.length && extentEnd(cut[j]) <= start) j++;
-    for (let k = j; k < cut.length && cut[k].offset < end; k++) {
-      if (cut[k].offset > start) out.push({ offset: start, length: cut[k].offset - start });
-      start = Math.max(start, extentEnd(cut[k]));
-    }
-    if (end > start) out.push({ offset: start, length: end - start });
-  }
-  return out;
 }

@@ -10,16 +10,9 @@
 import { describeError, RoleError } from "../core/errors.ts";
 import { abortableSleep } from "../core/async.ts";
 import type { Notify } from "./notify.ts";
-import {
-  type CycleResult,
-  pushCycle,
-  recordError,
-  type ReplicatedDisk,
-  type ReplicationTarget,
-  seedDisk,
-  type SeedResult,
-  type SendOptions,
-} from "./sender.ts";
+import type { SendOptions } from "./batch.ts";
+import { type CycleResult, pushCycle, seedDisk, type SeedResult } from "./sender.ts";
+import { recordError, type ReplicatedDisk, type ReplicationTarget } from "./sender_state.ts";
 
 /** A disk, where it goes, and how. */
 export interface SendRequest {

@@ -119,7 +119,10 @@ export class Receiver {
           case "begin": {
             if (!claimed) throw new InputError("replication protocol error: begin before open");
             try {
-              const confirm = await store.receiveBatch(claimed, msg, () => channel.receive());
+              const confirm = await store.receiveBatch(claimed, msg, {
+                next: () => channel.receive(),
+                wireBytes: () => channel.bytesReceived,
+              });
               log(
                 `${claimed}: ${msg.kind} ${
                   msg.kind === "seed" ? `up to ${confirm.seedOffset ?? msg.size}` : msg.cycle
@@ -127,6 +130,8 @@ export class Receiver {
               );
               await channel.send(confirm);
             } catch (err) {
+              // `replicate status` at this site counts it; the error itself goes on.
+              await store.recordError(claimed, err).catch(() => {});
               if (err instanceof ChainError || err instanceof DirtybitError) {
                 await channel.send({ type: "error", message: describeError(err) }).catch(() => {});
               }

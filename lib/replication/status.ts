@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { SenderState } from "./sender.ts";
+import type { SenderState } from "./sender_state.ts";
 import type { StateMessage } from "./messages.ts";
 
 /** One disk's status line. */
@@ -42,9 +42,7 @@ export function senderStatus(
     phase: phaseOf(s.confirmedCycle),
     confirmedCycle: s.confirmedCycle ?? null,
     confirmedAt: s.confirmedAt ?? null,
-    lagSeconds: s.confirmedAt
-      ? Math.max(0, (now.getTime() - Date.parse(s.confirmedAt)) / 1000)
-      : null,
+    lagSeconds: lagOf(s.confirmedAt, now),
     seedOffset: s.seedOffset ?? null,
     dirtyBytes: s.totals.dirtyBytes,
     payloadBytes: s.totals.payloadBytes,
@@ -55,23 +53,32 @@ export function senderStatus(
   }));
 }
 
-/** Status rows from a receiver's answer (it knows cycles, not traffic). */
-export function receiverStatus(replicas: StateMessage[]): DiskStatus[] {
+/**
+ * Status rows from a receiver's answer: confirmed is what it applied, the
+ * traffic what it received (a receiver of an older version sends no stats:
+ * nulls and zeros then).
+ */
+export function receiverStatus(replicas: StateMessage[], now: Date): DiskStatus[] {
   return replicas.map((r) => ({
     name: r.name,
     role: r.role?.role ?? "replica/replicating",
     phase: phaseOf(r.cycle),
     confirmedCycle: r.cycle ?? null,
-    confirmedAt: null,
-    lagSeconds: null,
+    confirmedAt: r.stats?.appliedAt ?? null,
+    lagSeconds: lagOf(r.stats?.appliedAt, now),
     seedOffset: r.seedOffset ?? null,
-    dirtyBytes: 0,
-    payloadBytes: 0,
-    wireBytes: 0,
-    cycles: 0,
-    errors: 0,
-    lastError: null,
+    dirtyBytes: r.stats?.dirtyBytes ?? 0,
+    payloadBytes: r.stats?.payloadBytes ?? 0,
+    wireBytes: r.stats?.wireBytes ?? 0,
+    cycles: r.stats?.cycles ?? 0,
+    errors: r.stats?.errors ?? 0,
+    lastError: r.stats?.lastError ?? null,
   }));
+}
+
+/** Seconds from `at` to `now`: the recovery point's age. */
+function lagOf(at: string | undefined, now: Date): number | null {
+  return at ? Math.max(0, (now.getTime() - Date.parse(at)) / 1000) : null;
 }
 
 function phaseOf(confirmedCycle: number | undefined): DiskStatus["phase"] {

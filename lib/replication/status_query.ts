@@ -7,7 +7,7 @@
  */
 import { SecureChannel } from "./channel.ts";
 import { loadRole } from "./role_file.ts";
-import { listSenderStates } from "./sender.ts";
+import { listSenderStates } from "./sender_state.ts";
 import { type DiskStatus, receiverStatus, senderStatus } from "./status.ts";
 
 /** Where the status comes from. */
@@ -21,7 +21,7 @@ export async function replicationStatus(req: StatusRequest): Promise<DiskStatus[
     const channel = await SecureChannel.connect(req.host, req.port, { psk: req.psk });
     try {
       await channel.send({ type: "status-request" });
-      const rows = receiverStatus((await channel.expect("status")).replicas);
+      const rows = receiverStatus((await channel.expect("status")).replicas, new Date());
       await channel.send({ type: "close" });
       return rows;
     } finally {

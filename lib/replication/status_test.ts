@@ -36,10 +36,13 @@ Deno.test("a disk whose seed is not confirmed is seeding, in every output", () =
   assert.equal(rows[0].confirmedCycle, null);
   assert.equal(toText(rows), "vdb: seeding\n");
   assert.equal(
-    receiverStatus([{ type: "state", name: "vdb", seedOffset: 4096 }])[0].phase,
+    receiverStatus([{ type: "state", name: "vdb", seedOffset: 4096 }], new Date())[0].phase,
     "seeding",
   );
-  assert.equal(receiverStatus([{ type: "state", name: "vdb", cycle: 0 }])[0].phase, "replicating");
+  assert.equal(
+    receiverStatus([{ type: "state", name: "vdb", cycle: 0 }], new Date())[0].phase,
+    "replicating",
+  );
 });
 
 Deno.test("status names a role that stops cycles", () => {
@@ -48,11 +51,38 @@ Deno.test("status names a role that stops cycles", () => {
     name: "vda",
     cycle: 3,
     role: { role: "primary/promoted", since: "2024-01-01T00:00:00.000Z", unfenced: true },
-  }]);
+  }], new Date());
   assert.equal(promoted[0].role, "primary/promoted");
   assert.equal(toText(promoted), "vda (primary/promoted): cycle 3\n");
   assert.equal(
-    receiverStatus([{ type: "state", name: "vda", cycle: 3 }])[0].role,
+    receiverStatus([{ type: "state", name: "vda", cycle: 3 }], new Date())[0].role,
     "replica/replicating",
   );
+});
+
+Deno.test("receiver rows: confirmed when applied there, the traffic it received, its errors", () => {
+  const [row] = receiverStatus([{
+    type: "state",
+    name: "vda",
+    cycle: 5,
+    stats: {
+      appliedAt: "2024-01-01T00:00:00.000Z",
+      cycles: 5,
+      dirtyBytes: 1000,
+      payloadBytes: 300,
+      wireBytes: 320,
+      errors: 1,
+      lastError: "batch ended early",
+    },
+  }], new Date("2024-01-01T00:00:30.000Z"));
+  assert.equal(row.confirmedAt, "2024-01-01T00:00:00.000Z");
+  assert.equal(row.lagSeconds, 30);
+  assert.deepStrictEqual(
+    [row.cycles, row.dirtyBytes, row.payloadBytes, row.wireBytes, row.errors, row.lastError],
+    [5, 1000, 300, 320, 1, "batch ended early"],
+  );
+  // A receiver of an older version sends no stats.
+  const [old] = receiverStatus([{ type: "state", name: "vda", cycle: 5 }], new Date());
+  assert.equal(old.confirmedAt, null);
+  assert.equal(old.lagSeconds, null);
 });

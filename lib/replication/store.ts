@@ -13,7 +13,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ChainError, InputError, TargetError } from "../core/errors.ts";
+import { ChainError, describeError, InputError, TargetError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { zstdDecompressExact } from "../stream/zstd.ts";
 import { xxh64 } from "@node-rs/xxhash";
@@ -24,7 +24,7 @@ import { DivergentBlocks, type Kept } from "./aside.ts";
 import { JournalWriter, readJournal } from "./journal.ts";
 import { loadRole, saveRole } from "./role_file.ts";
 import { applyStep, checkStep, type DiskRole } from "./roles.ts";
-import { replicationScope } from "./sender.ts";
+import { replicationScope } from "./attempt.ts";
 import type {
   BeginMessage,
   ConfirmMessage,
@@ -32,6 +32,7 @@ import type {
   HashesMessage,
   KeptMessage,
   Message,
+  ReplicaStats,
   RoleMessage,
   StateMessage,
   ZeroMessage,
@@ -69,7 +70,70 @@ export interface ReplicaState {
   updatedAt: string;
   /** When the last cycle was applied (ISO 8601). */
   appliedAt?: string;
+  /** Data payload bytes received since the seed (or resync) began. */
   bytesReceived: number;
+  /**
+   * Since the seed (or resync) began: cycles applied after the seed, bytes of
+   * disk and bytes on the wire the batches took, and failed batches.
+   * Absent in state files of older versions: counted from their next batch.
+   */
+  totals?: ReplicaTotals;
+}
+
+/** Where a batch's messages come from: a sender's channel. */
+export interface BatchInput {
+  next(): Promise<Message>;
+  /** Bytes the channel received so far (frames included). */
+  wireBytes(): number;
+}
+
+/** What a batch brought: payload bytes, bytes of disk covered, bytes on the wire. */
+interface Received {
+  payloadBytes: number;
+  bytes: number;
+  wireBytes: number;
+}
+
+/** Counters of {@link ReplicaState.totals}. */
+export interface ReplicaTotals {
+  cycles: number;
+  dirtyBytes: number;
+  wireBytes: number;
+  errors: number;
+  lastError?: string;
+  lastErrorAt?: string;
+}
+
+const NO_TOTALS: ReplicaTotals = { cycles: 0, dirtyBytes: 0, wireBytes: 0, errors: 0 };
+
+/** What `replicate status` shows of a replica. */
+function statsOf(s: ReplicaState): ReplicaStats {
+  const t = s.totals ?? NO_TOTALS;
+  return {
+    ...(s.appliedAt ? { appliedAt: s.appliedAt } : {}),
+    cycles: t.cycles,
+    dirtyBytes: t.dirtyBytes,
+    payloadBytes: s.bytesReceived,
+    wireBytes: t.wireBytes,
+    errors: t.errors,
+    ...(t.lastError ? { lastError: t.lastError } : {}),
+  };
+}
+
+/** `state`'s totals after a batch of `received` (see {@link ReplicaStore.receiveBatch}). */
+function counted(
+  state: ReplicaState,
+  received: Received,
+): Pick<ReplicaState, "bytesReceived" | "totals"> {
+  const t = state.totals ?? NO_TOTALS;
+  return {
+    bytesReceived: state.bytesReceived + received.payloadBytes,
+    totals: {
+      ...t,
+      dirtyBytes: t.dirtyBytes + received.bytes,
+      wireBytes: t.wireBytes + received.wireBytes,
+    },
+  };
 }
 
 /** Named points of a batch, for crash tests (see {@link ReplicaStoreOptions.onPoint}). */
@@ -183,7 +247,24 @@ export class ReplicaStore {
       ...(s.cycle === undefined ? {} : { cycle: s.cycle }),
       ...(s.seedOffset === undefined ? {} : { seedOffset: s.seedOffset }),
       ...(answer ? { role: answer } : {}),
+      stats: statsOf(s),
     };
+  }
+
+  /** Counts a batch of replica `name` that failed here (its first line is kept). */
+  async recordError(name: string, err: unknown): Promise<void> {
+    const state = await this.state(name);
+    if (!state) return;
+    const t = state.totals ?? NO_TOTALS;
+    await this.#save({
+      ...state,
+      totals: {
+        ...t,
+        errors: t.errors + 1,
+        lastError: describeError(err).split("\n")[0],
+        lastErrorAt: new Date().toISOString(),
+      },
+    });
   }
 
   /** Path of replica `name`'s image. */
@@ -214,21 +295,21 @@ export class ReplicaStore {
   }
 
   /**
-   * Receives one batch whose `begin` has arrived; `next` yields the following
-   * messages up to `end`. Returns the confirmation to send once the batch is
-   * durable. A refused batch throws ChainError (wrong seed or cycle) or
-   * InputError (malformed); nothing of it reaches the replica then.
+   * Receives one batch whose `begin` has arrived; `input` yields the
+   * following messages up to `end`. Returns the confirmation to send once the
+   * batch is durable. A refused batch throws ChainError (wrong seed or cycle)
+   * or InputError (malformed); nothing of it reaches the replica then.
    */
   async receiveBatch(
     name: string,
     begin: BeginMessage,
-    next: () => Promise<Message>,
+    input: BatchInput,
   ): Promise<ConfirmMessage> {
     const state = await this.state(name);
-    if (begin.kind === "resync") return await this.#receiveResync(name, state, begin, next);
+    if (begin.kind === "resync") return await this.#receiveResync(name, state, begin, input);
     // A promoted or fenced disk takes no cycles: its image is (or was) a VM's.
     checkStep(await loadRole(this.dir, name, "replica"), "receive");
-    if (begin.kind === "seed") return await this.#receiveSeed(name, state, begin, next);
+    if (begin.kind === "seed") return await this.#receiveSeed(name, state, begin, input);
     if (!state || state.seedId !== begin.seedId) {
       throw new ChainError(
         `replica ${name} is not seeded from seed ${begin.seedId}: run seed first`,
@@ -249,7 +330,7 @@ export class ReplicaStore {
         `replica ${name} is at cycle ${state.cycle}: cannot apply cycle ${begin.cycle} based on ${begin.base}`,
       );
     }
-    await this.#journalAndApply(state, begin, next);
+    await this.#journalAndApply(state, begin, input);
     return { type: "confirm", seedId: begin.seedId, cycle: begin.cycle };
   }
 
@@ -260,15 +341,15 @@ export class ReplicaStore {
   async #journalAndApply(
     state: ReplicaState,
     begin: BeginMessage,
-    next: () => Promise<Message>,
+    input: BatchInput,
   ): Promise<void> {
     const name = state.name;
     const journalPath = this.#path(name, "journal");
     const journal = await JournalWriter.create(journalPath);
-    let received: { payloadBytes: number; bytes: number };
+    let received: Received;
     try {
       await journal.append(begin);
-      received = await this.#collect(begin, next, async (msg, index) => {
+      received = await this.#collect(begin, input, async (msg, index) => {
         await journal.append(msg);
         if (index === 8) this.options.onPoint?.("journal-midway");
       });
@@ -282,7 +363,7 @@ export class ReplicaStore {
     await this.#save({
       ...state,
       pending: { cycle: begin.cycle, journalBytes: journal.bytes, bytes: received.bytes },
-      bytesReceived: state.bytesReceived + received.payloadBytes,
+      ...counted(state, received),
     });
     this.options.onPoint?.("journal-committed");
     await this.#apply((await this.state(name))!, begin.cycle, journal.bytes);
@@ -299,7 +380,7 @@ export class ReplicaStore {
     name: string,
     state: ReplicaState | null,
     begin: BeginMessage,
-    next: () => Promise<Message>,
+    input: BatchInput,
   ): Promise<ConfirmMessage> {
     const role = await loadRole(this.dir, name, "replica");
     checkStep(role, "resync");
@@ -322,7 +403,7 @@ export class ReplicaStore {
     }
     await saveRole(this.dir, applyStep(role, "resync"));
     await this.#save(fresh);
-    await this.#journalAndApply(fresh, begin, next);
+    await this.#journalAndApply(fresh, begin, input);
     await saveRole(this.dir, {
       ...applyStep(role, "resync"),
       state: "replicating",
@@ -501,7 +582,7 @@ export class ReplicaStore {
     name: string,
     state: ReplicaState | null,
     begin: BeginMessage,
-    next: () => Promise<Message>,
+    input: BatchInput,
   ): Promise<ConfirmMessage> {
     if (begin.seedEnd === undefined || begin.seedEnd > begin.size) {
       throw new InputError(`seed batch for ${name} has no valid seedEnd`);
@@ -532,7 +613,7 @@ export class ReplicaStore {
       await this.#save(state);
     }
     const image = await this.#image(state);
-    const received = await this.#collect(begin, next, async (msg, index) => {
+    const received = await this.#collect(begin, input, async (msg, index) => {
       await this.#write(image, msg);
       if (index === 8) this.options.onPoint?.("seed-midway");
     });
@@ -543,7 +624,7 @@ export class ReplicaStore {
     await this.#save({
       ...rest,
       ...(done ? { cycle: 0, appliedAt: new Date().toISOString() } : { seedOffset }),
-      bytesReceived: state.bytesReceived + received.payloadBytes,
+      ...counted(state, received),
     });
     return {
       type: "confirm",
@@ -555,26 +636,27 @@ export class ReplicaStore {
 
   /**
    * Reads records up to `end`, checks each (range, decodable payload) and
-   * hands it on; checks `end`'s counts. Returns the payload bytes received
-   * and the bytes of disk the records cover.
+   * hands it on; checks `end`'s counts. Returns the payload bytes received,
+   * the bytes of disk the records cover and the bytes they took on the wire.
    */
   async #collect(
     begin: BeginMessage,
-    next: () => Promise<Message>,
+    input: BatchInput,
     each: (msg: DataMessage | ZeroMessage, index: number) => Promise<void>,
-  ): Promise<{ payloadBytes: number; bytes: number }> {
+  ): Promise<Received> {
+    const wireBefore = input.wireBytes();
     let payloadBytes = 0;
     let records = 0;
     let bytes = 0;
     for (;;) {
-      const msg = await next();
+      const msg = await input.next();
       if (msg.type === "end") {
         if (msg.records !== records || msg.bytes !== bytes) {
           throw new InputError(
             `batch ended after ${records} records of ${bytes} bytes, the sender says ${msg.records} of ${msg.bytes}`,
           );
         }
-        return { payloadBytes, bytes };
+        return { payloadBytes, bytes, wireBytes: input.wireBytes() - wireBefore };
       }
       if (msg.type !== "data" && msg.type !== "zero") {
         throw new InputError(`replication protocol error: ${msg.type} inside a batch`);
@@ -606,10 +688,13 @@ export class ReplicaStore {
     }
     await image.flush();
     const { pending: done, ...rest } = state;
+    const totals = state.totals ?? NO_TOTALS;
     await this.#save({
       ...rest,
       cycle,
       appliedAt: new Date().toISOString(),
+      // A failback resync is the new seed (cycle 0), no cycle after it.
+      totals: { ...totals, cycles: totals.cycles + (cycle > 0 ? 1 : 0) },
       ...(done?.bytes === undefined ? {} : { lastCycleBytes: done.bytes }),
     });
     await Deno.remove(journalPath);

@@ -15,6 +15,20 @@ import { delay } from "../../lib/core/async.ts";
 import { processInfo } from "../../lib/core/process.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const CRASH_MAIN = new URL("../fixtures/crash_main.ts", import.meta.url).pathname;
+
+/** Options of a CLI run. */
+export interface CliOptions {
+  /** Crash point `POINT` or `POINT:N` where the run stops abruptly (tests/fixtures/crash_main.ts). */
+  crashAt?: string;
+}
+
+/** The `deno run` arguments of `dirtybit ARGS`, with the crash hook when asked. */
+function denoArgs(args: string[], options: CliOptions = {}): string[] {
+  return options.crashAt
+    ? ["run", "-A", CRASH_MAIN, options.crashAt, ...args]
+    : ["run", "-A", MAIN, ...args];
+}
 
 /** Output of one CLI run. */
 export interface CliResult {
@@ -24,10 +38,9 @@ export interface CliResult {
 }
 
 /** Runs `dirtybit ARGS` to completion. */
-export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export async function cli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env,
+    args: denoArgs(args, options),
     stdin: "null",
   }).output();
   return {
@@ -67,11 +80,10 @@ export class ReceiverProcess {
   /** Starts a receiver on an ephemeral loopback port and waits until it listens. */
   static async start(
     args: string[],
-    env: Record<string, string> = {},
+    options: CliOptions = {},
   ): Promise<ReceiverProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, "replicate", "receive", "--listen", "127.0.0.1:0", ...args],
-      env,
+      args: denoArgs(["replicate", "receive", "--listen", "127.0.0.1:0", ...args], options),
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -195,9 +207,9 @@ export class Sites {
     sub: "seed" | "push",
     port: number,
     extra: string[] = [],
-    env: Record<string, string> = {},
+    options: CliOptions = {},
   ): Promise<CliResult> {
-    return cli([...this.senderArgs(sub, port), "--retry-count", "0", ...extra], env);
+    return cli([...this.senderArgs(sub, port), "--retry-count", "0", ...extra], options);
   }
 
   /** Starts `replicate seed|push` against `port` and SIGKILLs it `ms` later, mid-transfer. */
@@ -400,8 +412,10 @@ export class FailoverBed {
   }
 
   /** Starts a receiver keeping its replicas in `dir`. */
-  receiver = (dir: string, env: Record<string, string> = {}): Promise<ReceiverProcess> =>
-    ReceiverProcess.start(["--psk-file", this.psk, "--replica-dir", dir], env).then(this.started);
+  receiver = (dir: string, options: CliOptions = {}): Promise<ReceiverProcess> =>
+    ReceiverProcess.start(["--psk-file", this.psk, "--replica-dir", dir], options).then(
+      this.started,
+    );
 
   /** Starts a site's VM on `image`, its sockets in ROOT/`name`. */
   vm = async (image: string, name: string): Promise<Vm> =>
