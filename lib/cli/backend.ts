@@ -15,7 +15,7 @@ import { estimateBackup, runBackup } from "../backup/engine.ts";
 import { estimateVmBackup, runVmBackup } from "../backup/vm_job.ts";
 import { estimateDomainBackup, runDomainBackup } from "../backup/domain_job.ts";
 import { RestoreSession } from "../restore/session.ts";
-import { VmDiskRestore } from "../restore/vm_disk_target.ts";
+import { VmDiskRestore } from "../restore/vm_disk_restore.ts";
 
 /** The real engine behind the backend. */
 const engine: BackendEngine = {

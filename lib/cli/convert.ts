@@ -15,7 +15,7 @@ import { integer, parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { NbdSource } from "../nbd/reader.ts";
-import { openImageFile } from "../formats/image_file_source.ts";
+import { openImageFile } from "../nbd/image_file_source.ts";
 import { getImageWriter, imageWriters } from "../formats/registry.ts";
 import { flatExtentName } from "../formats/vmdk.ts";
 import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";

@@ -10,7 +10,7 @@ import { openStreamFile, openStreamStdin } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import { RestoreSession } from "../restore/session.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
-import { formatFromPath } from "../restore/target.ts";
+import { formatFromPath } from "../targets/target.ts";
 import { requireOutputDir } from "./output.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";

@@ -7,8 +7,8 @@
  * @module
  */
 import { DependencyError, fileSystemError, TargetError, toolTargetError } from "../core/errors.ts";
-import { NbdImageTarget } from "../restore/nbd_target.ts";
-import type { RestoreTarget } from "../restore/target.ts";
+import { NbdImageTarget } from "../targets/nbd_target.ts";
+import type { RestoreTarget } from "../targets/target.ts";
 import { openForWriting, writeToFile } from "../core/files.ts";
 import { helperCommand } from "../core/process.ts";
 

@@ -15,9 +15,9 @@ import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { StreamReader } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader } from "../stream/format.ts";
-import { formatFromPath, type RestoreFormat, type RestoreTarget } from "./target.ts";
-import { RawFileTarget } from "./raw_target.ts";
-import { NbdImageTarget } from "./nbd_target.ts";
+import { formatFromPath, type RestoreFormat, type RestoreTarget } from "../targets/target.ts";
+import { RawFileTarget } from "../targets/raw_target.ts";
+import { NbdImageTarget } from "../targets/nbd_target.ts";
 
 /** What the sidecar file records about a restore target. */
 interface Sidecar extends AppliedState {

@@ -1,11 +1,12 @@
 /**
- * Where a restore writes: one small file per kind (raw file, qcow2 through
- * qemu-nbd) behind this interface, like nbdcopy's sinks.
+ * Random-access disk targets, where a restore and a replica write: one small
+ * file per kind (raw file, qcow2 through qemu-nbd, a VM's own disk over
+ * QEMU's NBD server) behind this interface, like nbdcopy's sinks.
  *
  * @module
  */
 
-/** A random-access disk being restored into. */
+/** A random-access disk being written (restored into, or a replica). */
 export interface RestoreTarget {
   /** Virtual size in bytes. */
   readonly size: number;

@@ -1,8 +1,6 @@
 /**
- * Restore back onto a VM's own disk: the block node of a running QEMU (or
- * qemu-storage-daemon) exported writable over QEMU's NBD server through QMP,
- * and a chain applied through the NBD client with the same chain checks as a
- * file target. What was applied last is kept in the backup state directory
+ * Restore back onto a VM's own disk (lib/targets/vm_disk_target.ts): a
+ * chain applied with the same chain checks as a file target. What was applied last is kept in the backup state directory
  * (`<disk>/restored.json`), since the disk has no place for a sidecar.
  *
  * The guest must not write the disk meanwhile. QEMU refuses a writable export
@@ -18,24 +16,20 @@
  * @module
  */
 import { join } from "node:path";
-import { tmpdir } from "node:os";
-import { ChainError, describeError, SourceError, TargetError } from "../core/errors.ts";
+import { ChainError, describeError, SourceError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
-import { NbdClient } from "../nbd/client.ts";
-import { QmpError, QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
-import { deleteExport, queryBlockNode } from "../qemu/blocknodes.ts";
-import { type NbdServer, startNbdServer } from "../qemu/nbd_server.ts";
+import { QmpSocket } from "../qemu/qmp.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
 import { type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
 import { RunRecord } from "../core/run_record.ts";
-import { newTempPrefix } from "../qemu/checkpoint.ts";
 import { removeCheckpoint } from "../qemu/bitmaps.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import { StreamReader } from "../stream/reader.ts";
 import { diskStatePaths, loadDiskState } from "../backup/state.ts";
 import { type JobLock, lockStateDir } from "../backup/lock.ts";
 import { type AppliedState, checkNextStream, copyRecords } from "./session.ts";
-import type { RestoreTarget } from "./target.ts";
+import type { RestoreTarget } from "../targets/target.ts";
+import { openVmDiskTarget } from "../targets/vm_disk_target.ts";
 
 /** Which disk to restore onto. */
 export interface VmDiskSpec {
@@ -56,79 +50,6 @@ export interface VmDiskApplied {
   bytes: number;
   /** Things the operator must know (the backup chain was reset). */
   notes: string[];
-}
-
-/**
- * Exports `node` writable over QEMU's own NBD server and connects to it. The
- * export id marks it as a dirtybit leftover (removed by the next backup or
- * restore) if this process dies, and `run` records the server and scratch
- * directory this starts; `close` removes the export and what it started.
- */
-async function exportNode(
-  qmp: QmpTransport,
-  node: string,
-  nbdSocket: string | undefined,
-  run: RunRecord,
-): Promise<RestoreTarget> {
-  await queryBlockNode(qmp, node);
-  const dir = nbdSocket
-    ? null
-    : join(tmpdir(), `dirtybit-restore-${crypto.randomUUID().slice(0, 8)}`);
-  const socket = nbdSocket ?? join(dir!, "nbd.sock");
-  let server: NbdServer | undefined;
-  const id = `${newTempPrefix()}r`;
-  let exported = false;
-  const release = async () => {
-    if (exported) await deleteExport(qmp, id);
-    await server?.stop();
-    if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  try {
-    if (dir) {
-      await run.add({ kind: "path", path: dir });
-      await Deno.mkdir(dir, { mode: 0o700 });
-    }
-    server = await startNbdServer(qmp, {
-      addr: { type: "unix", path: socket },
-      given: nbdSocket !== undefined,
-      run,
-      busy: "QEMU already runs an NBD server: pass its unix socket as nbd_socket to use it",
-    });
-    try {
-      await qmp.execute("block-export-add", {
-        type: "nbd",
-        id,
-        "node-name": node,
-        name: id,
-        writable: true,
-      });
-    } catch (err) {
-      if (err instanceof QmpError && /permission|conflict|unshared/i.test(err.desc)) {
-        throw new TargetError(
-          `disk ${node} is attached to a running guest device, so QEMU refuses to write it: stop the VM and detach the disk (device_del), or restore into a file with where=DIR`,
-        );
-      }
-      throw err;
-    }
-    exported = true;
-    const client = await NbdClient.connect({ uri: `nbd+unix:///${id}?socket=${socket}` });
-    let closed = false;
-    return {
-      size: client.size,
-      writeData: (offset, data) => client.pwrite(data, offset),
-      writeZero: (offset, length) => client.zero(offset, length),
-      flush: () => client.flush(),
-      close: async () => {
-        if (closed) return;
-        closed = true;
-        await client.close();
-        await release();
-      },
-    };
-  } catch (err) {
-    await release().catch(() => {});
-    throw err;
-  }
 }
 
 /** Applies streams of one disk's chain onto the disk, in order. */
@@ -192,7 +113,12 @@ export class VmDiskRestore {
     const record = await readJsonFile<AppliedState>(this.#recordPath);
     if (header.level === "full") checkChainOrder(null, header);
     else checkNextStream(what, record, header);
-    this.#target ??= await exportNode(this.#qmp, this.#spec.node, this.#spec.nbdSocket, this.#run);
+    this.#target ??= await openVmDiskTarget(
+      this.#qmp,
+      this.#spec.node,
+      this.#spec.nbdSocket,
+      this.#run,
+    );
     const target = this.#target;
     if (target.size !== header.virtualSize) {
       throw new ChainError(

@@ -9,7 +9,7 @@
 import { DependencyError, InputError } from "../core/errors.ts";
 import type { MappedExtent } from "../core/extent.ts";
 import type { DiskSource } from "../core/source.ts";
-import { NbdSource } from "../nbd/reader.ts";
+import { NbdSource } from "./reader.ts";
 import { serveImage } from "../qemu/qemu_nbd.ts";
 import { helperCommand } from "../core/process.ts";
 
