@@ -23,6 +23,7 @@ import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
 import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";
 import { delay } from "../lib/core/async.ts";
+import { passThroughSink } from "../lib/sinks/sink.ts";
 
 const KiB = 1 << 10;
 const MiB = 1 << 20;
@@ -203,7 +204,7 @@ Deno.test("multi-disk: one point in time for both disks while the guest writes d
       compression: "zstd:1",
     }, (disk) =>
       Promise.resolve(
-        fileSink(at(`inc1-${disk.node}.dbit`), () => during ??= writesDuring()),
+        passThroughSink(fileSink(at(`inc1-${disk.node}.dbit`), () => during ??= writesDuring())),
       ));
     assert.ok(during, "the sink saw the stream's records");
     assert.deepEqual(inc1.map((r) => r.level), ["incremental", "incremental"]);

@@ -23,6 +23,7 @@ import { runBackup } from "../lib/backup/engine.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
 import { ReceiverProcess, Sites } from "./replication/sites.ts";
+import { passThroughSink } from "../lib/sinks/sink.ts";
 
 const MiB = 1 << 20;
 
@@ -135,13 +136,15 @@ Deno.test("two jobs on one disk at once, whatever their state directory: the sec
       compression: "none",
     }, () =>
       Promise.resolve(
-        new WritableStream({
-          async write(chunk) {
-            entered();
-            await gate;
-            chunks.push(chunk.slice());
-          },
-        }),
+        passThroughSink(
+          new WritableStream({
+            async write(chunk) {
+              entered();
+              await gate;
+              chunks.push(chunk.slice());
+            },
+          }),
+        ),
       ));
     try {
       await inSink;

@@ -33,6 +33,7 @@ import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/
 import { backupSession } from "./ptcomm/sessions.ts";
 import { writeAll } from "../lib/core/bytes.ts";
 import { delay } from "../lib/core/async.ts";
+import { passThroughSink } from "../lib/sinks/sink.ts";
 
 const API_KEY = "vm-test-apikey";
 const SECRET = "vm-test-SeCrEt-0123456789abcdef";
@@ -130,14 +131,16 @@ async function backup(
     const path = join(dir, `${disk.diskName}-${disk.level}.dbit`);
     files.set(disk.diskName, path);
     const file = await Deno.open(path, { write: true, create: true, truncate: true });
-    return new WritableStream<Uint8Array>({
-      async write(chunk) {
-        await options.onWrite?.();
-        await writeAll(file, chunk);
-      },
-      close: () => file.close(),
-      abort: () => file.close(),
-    });
+    return passThroughSink(
+      new WritableStream<Uint8Array>({
+        async write(chunk) {
+          await options.onWrite?.();
+          await writeAll(file, chunk);
+        },
+        close: () => file.close(),
+        abort: () => file.close(),
+      }),
+    );
   });
   return { results, files, warnings };
 }

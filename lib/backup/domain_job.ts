@@ -45,7 +45,7 @@ import {
 } from "../hosts/libvirt_xml.ts";
 import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
 import { SshHost, type SshTarget } from "../hosts/ssh.ts";
-import { tunnelDataPath } from "./vm_job.ts";
+import { tunnelDataPath } from "./access_ssh_tunnel.ts";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import type { PointInTime, PointInTimeDisk } from "../qemu/pointintime.ts";
 import {

@@ -31,6 +31,7 @@ import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk
 import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
+import { JobSinks, type StreamSink } from "../sinks/sink.ts";
 
 /** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
 export type RequestedLevel = Level | "auto";
@@ -123,11 +124,9 @@ export interface DiskBackupResult extends PlannedDisk {
  * Where each disk's stream goes; called once the disk's level is known. A
  * file it creates until the backup is accepted (a `.partial` stream) goes
  * into `run` first, so that the next run removes it if this one is killed.
+ * The engine commits every sink before the checkpoint, or discards them all.
  */
-export type SinkFactory = (
-  disk: PlannedDisk,
-  run: RunRecord,
-) => Promise<WritableStream<Uint8Array>>;
+export type SinkFactory = (disk: PlannedDisk, run: RunRecord) => Promise<StreamSink>;
 
 /** The job's disks, from `disks` or from `nodes` (name = node). */
 export function jobDisks(job: Pick<BackupJob, "nodes" | "disks">): JobDisk[] {
@@ -237,6 +236,7 @@ export async function runPointInTimeJob(
   const lock = await lockStateDir(job.stateDir);
   let run: RunRecord | undefined;
   const localDir = join(tmpdir(), `dirtybit-job-${crypto.randomUUID().slice(0, 8)}`);
+  const sinks = new JobSinks();
   try {
     run = await RunRecord.begin(job.stateDir);
     await run.add({ kind: "path", path: localDir });
@@ -273,7 +273,7 @@ export async function runPointInTimeJob(
             stateDir: job.stateDir,
             compression: job.compression,
             metadata: job.metadata,
-            sink: await sinkFor(planned, run!),
+            sink: (await sinks.add(sinkFor(planned, run!))).writable,
             reads: job.reads,
             signal: job.signal,
             onMessage: job.onMessage,
@@ -290,6 +290,9 @@ export async function runPointInTimeJob(
     }
     try {
       await job.beforeCommit?.();
+      // The streams first: a checkpoint committed without its stream would be
+      // a parent no restore has.
+      await sinks.commit();
     } catch (err) {
       await pit.abort().catch(() => {});
       throw err;
@@ -301,6 +304,10 @@ export async function runPointInTimeJob(
       await saveDiskState(job.stateDir, nextState(states[i], outcome, checkpoints[i], stream));
     }
     return outcomes.map((o) => o.result);
+  } catch (err) {
+    // Also a committed stream: the backup was not accepted.
+    await sinks.discard();
+    throw err;
   } finally {
     await opener.close?.();
     await Deno.remove(localDir, { recursive: true }).catch(() => {});

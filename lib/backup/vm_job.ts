@@ -10,16 +10,8 @@
  * Every stream carries the VM definition (`metadata.vm`) so a cross-restore
  * works when the cloud is gone.
  *
- * Access modes (`nbd_access_mode`):
- * - `ssh_tunnel` (default): QEMU's NBD server on a unix socket in a scratch
- *   dir owned by QEMU's user, forwarded by one OpenSSH tunnel; a tunnel that
- *   drops fails the job, even after the last read (checked before the
- *   checkpoint commit), so the next incremental still has every change;
- * - `direct`: QEMU's NBD server on the host's address, TCP port `nbd_port`,
- *   read directly (no encryption, no authentication: a segregated backup
- *   network only);
- * - `api_only`: through CloudStack's snapshot and extract (download.ts),
- *   always a full of the whole volume, with a warning.
+ * Access modes (`nbd_access_mode`: `ssh_tunnel`, `direct`, `api_only`): one
+ * file each, named in access_modes.ts.
  *
  * Quiesce: guest file systems are frozen through the guest agent for the
  * point in time only, with the host-side thaw guard (lib/hosts). No usable
@@ -36,7 +28,7 @@ import { SourceError, UsageError } from "../core/errors.ts";
 import { CloudStackClient, type CloudStackClientOptions } from "../cloudstack/client.ts";
 import type { CloudStackSettings } from "../cloudstack/credentials.ts";
 import { type ResolvedVm, resolveVm, type VmVolume } from "../cloudstack/resolve.ts";
-import { SshHost, type SshTarget, type SshTunnel } from "../hosts/ssh.ts";
+import { SshHost, type SshTarget } from "../hosts/ssh.ts";
 import { type DiskNode, LibvirtDomain } from "../hosts/libvirt.ts";
 import {
   type GuestAgent,
@@ -45,7 +37,7 @@ import {
   type QuiesceOptions,
   withFrozenGuest,
 } from "../hosts/guest_agent.ts";
-import { QmpError, type QmpTransport } from "../qemu/qmp.ts";
+import { QmpError } from "../qemu/qmp.ts";
 import { queryExportIds } from "../qemu/blocknodes.ts";
 import { isScopedTempId } from "../qemu/checkpoint.ts";
 import { vmDefinitionFromCloudStack } from "../crossrestore/vmdef.ts";
@@ -60,11 +52,10 @@ import {
 } from "./engine.ts";
 import { newBackupId } from "./state.ts";
 import { RunRecord } from "../core/run_record.ts";
-import type { ReadParallelism } from "./disk_backup.ts";
+import type { AccessMode, DataPath } from "./access_mode.ts";
+import { accessModeNamed } from "./access_modes.ts";
+import { JobSinks } from "../sinks/sink.ts";
 import { backupSnapshotByDownload, withVolumeSnapshots } from "./download_backup.ts";
-
-/** How disks are read (DESIGN 1.1). */
-export type AccessMode = "ssh_tunnel" | "direct" | "api_only";
 
 /** Where a CloudStack VM is and how to reach it (the CloudStack parameters of a job). */
 export interface VmSource {
@@ -75,8 +66,8 @@ export interface VmSource {
   clientOptions?: Omit<CloudStackClientOptions, "verifySsl" | "caFile">;
   /** Subset of the volumes: names, ids, device ids or guest targets (vda); default all. */
   disks?: string[];
-  /** Default ssh_tunnel. */
-  accessMode?: AccessMode;
+  /** A mode of access_modes.ts; default ssh_tunnel. */
+  accessMode?: string;
   /** TCP port of QEMU's NBD server in direct mode (default 10809). */
   nbdPort?: number;
   /** SSH to the KVM host; `host` comes from CloudStack. */
@@ -204,6 +195,7 @@ function vmMetadata(vm: ResolvedVm, extra?: Record<string, unknown>): Record<str
 
 /** An open VM: resolved, and (except api_only) its host and domain reached. */
 interface OpenVm {
+  mode: AccessMode;
   client: CloudStackClient;
   vm: ResolvedVm;
   selected: SelectedDisk[];
@@ -216,6 +208,7 @@ async function withVm<T>(
   onMessage: VmJobSettings["onMessage"],
   fn: (open: OpenVm) => Promise<T>,
 ): Promise<T> {
+  const mode = accessModeNamed(source.accessMode);
   const warn = (text: string) => onMessage?.("warning", text);
   const client = new CloudStackClient(source.cloud, {
     ...source.clientOptions,
@@ -225,20 +218,20 @@ async function withVm<T>(
   });
   try {
     const vm = await resolveVm(client, source.vm);
-    if ((source.accessMode ?? "ssh_tunnel") === "api_only") {
+    if (!mode.openDataPath) {
       const selected = selectVolumes(
         vm.instanceName,
         vm.volumes.map((volume) => ({ volume })),
         source.disks,
       );
-      return await fn({ client, vm, selected });
+      return await fn({ mode, client, vm, selected });
     }
     const host = await SshHost.connect({ ...source.ssh, host: vm.hostAddress!, warn });
     try {
       const domain = await LibvirtDomain.open(host, vm.instanceName);
       const matched = matchVolumesToDisks(vm, await domain.diskNodes());
       const selected = selectVolumes(vm.instanceName, matched, source.disks);
-      return await fn({ client, vm, selected, host, domain });
+      return await fn({ mode, client, vm, selected, host, domain });
     } finally {
       await host.close();
     }
@@ -258,8 +251,11 @@ export function runVmBackup(
 ): Promise<DiskBackupResult[]> {
   return withVm(source, settings.onMessage, (open) => {
     const metadata = vmMetadata(open.vm, settings.metadata);
-    if (!open.host || !open.domain) return backupByDownload(open, settings, metadata, sinkFor);
-    return backupOnHost(source, open as Required<OpenVm>, settings, metadata, sinkFor);
+    const openPath = open.mode.openDataPath;
+    if (!openPath || !open.host || !open.domain) {
+      return backupByDownload(open, settings, metadata, sinkFor);
+    }
+    return backupOnHost(source, open as Required<OpenVm>, openPath, settings, metadata, sinkFor);
   });
 }
 
@@ -294,16 +290,16 @@ function jobDisks(selected: SelectedDisk[]): JobDisk[] {
 async function backupOnHost(
   source: VmSource,
   { vm, host, domain, selected }: Required<OpenVm>,
+  openDataPath: NonNullable<AccessMode["openDataPath"]>,
   settings: VmJobSettings,
   metadata: Record<string, unknown>,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
-  const mode = source.accessMode === "direct" ? "direct" : "ssh_tunnel";
   await stopIdleNbdServer(domain, settings.onMessage);
   const scratch = await domain.makeScratchDir(crypto.randomUUID().slice(0, 8));
   let path: DataPath | undefined;
   try {
-    path = await openDataPath(mode, host, domain.qmp, {
+    path = await openDataPath(host, domain.qmp, {
       scratch,
       address: vm.hostAddress!,
       port: source.nbdPort ?? DEFAULT_NBD_PORT,
@@ -334,89 +330,6 @@ async function backupOnHost(
       settings.onMessage?.("warning", `removing ${scratch} on the host failed: ${err.message}`)
     );
   }
-}
-
-/**
- * Reads through an SSH tunnel: every request waits on the ssh processes'
- * ciphers, so four connections (four SSH channels) with eight requests in
- * flight keep them busy. Measured on 2 GiB: 4.4 s with 2 x 4, 3.75 s with
- * 4 x 8 (nbdcopy through the same tunnel: 3.47 s).
- */
-const TUNNEL_READS: ReadParallelism = { connections: 4, inFlight: 8 };
-
-/** How the engine reaches the exports of one access mode; close it after the job. */
-export interface DataPath {
-  /** What the engine job needs for this path. */
-  job: Pick<BackupJob, "nbdSocket" | "reachExport" | "beforeCommit" | "reads">;
-  /** Closes tunnels, stops a server this path started. */
-  close(): Promise<void>;
-}
-
-/**
- * The data path of `ssh_tunnel` (the point in time's own NBD socket in
- * `scratch`, one OpenSSH tunnel per socket, checked before the commit) or
- * `direct` (QEMU's NBD server started on `address:port`, stopped by close).
- */
-export async function openDataPath(
-  mode: "ssh_tunnel" | "direct",
-  host: SshHost,
-  qmp: QmpTransport,
-  where: { scratch: string; address: string; port: number },
-): Promise<DataPath> {
-  if (mode === "direct") {
-    const { address, port } = where;
-    try {
-      await qmp.execute("nbd-server-start", {
-        addr: { type: "inet", data: { host: address, port: String(port) } },
-      });
-    } catch (err) {
-      throw new SourceError(
-        `cannot start QEMU's NBD server on ${address}:${port}: ${(err as Error).message}; ` +
-          "check nbd_port",
-      );
-    }
-    const hostPart = address.includes(":") ? `[${address}]` : address;
-    return {
-      job: {
-        // The server runs already, so the point in time uses it; this path only names it.
-        nbdSocket: `${where.scratch}/tcp-${port}`,
-        reachExport: (uri) => Promise.resolve(`nbd://${hostPart}:${port}/${exportPath(uri)}`),
-      },
-      close: async () => void await qmp.execute("nbd-server-stop"),
-    };
-  }
-  return tunnelDataPath(host);
-}
-
-/**
- * Reads the point in time's exports (on unix sockets on the host) through
- * one OpenSSH tunnel per socket, each checked before the commit.
- */
-export function tunnelDataPath(host: SshHost): DataPath {
-  const tunnels = new Map<string, Promise<SshTunnel>>();
-  return {
-    job: {
-      reads: TUNNEL_READS,
-      reachExport: async (uri) => {
-        const socket = new URL(uri).searchParams.get("socket");
-        if (!socket) throw new SourceError(`export ${uri} has no unix socket to tunnel to`);
-        if (!tunnels.has(socket)) tunnels.set(socket, host.openTunnel({ socket }));
-        const tunnel = await tunnels.get(socket)!;
-        return tunnel.nbdUri(decodeURIComponent(exportPath(uri)));
-      },
-      beforeCommit: async () => {
-        for (const tunnel of tunnels.values()) (await tunnel).check();
-      },
-    },
-    close: async () => {
-      for (const tunnel of tunnels.values()) await (await tunnel.catch(() => null))?.close();
-    },
-  };
-}
-
-/** The export name part of an NBD URI, still URI-encoded. */
-function exportPath(uri: string): string {
-  return new URL(uri).pathname.replace(/^\//, "");
 }
 
 /**
@@ -499,35 +412,46 @@ async function backupByDownload(
   }
   // No lock is needed for the record: it touches only what dead runs recorded.
   const run = await RunRecord.begin(settings.stateDir);
+  const sinks = new JobSinks();
   try {
-    return await withVolumeSnapshots(client, volumes, settings.onMessage, async (snapshots) => {
-      const results: DiskBackupResult[] = [];
-      for (const [i, volume] of volumes.entries()) {
-        const planned = {
-          node: volume.id,
-          diskName: volume.id,
-          level: "full" as const,
-          fallback: "nbd_access_mode=api_only",
-          backupId,
-          parentId: null,
-        };
-        const out = await backupSnapshotByDownload({
-          client,
-          volume,
-          snapshotId: snapshots[i],
-          zoneId,
-          diskName: volume.id,
-          backupId,
-          compression: settings.compression,
-          metadata,
-          sink: () => sinkFor(planned, run),
-          signal: settings.signal,
-          onMessage: settings.onMessage,
-        });
-        results.push({ ...planned, ...out });
-      }
-      return results;
-    });
+    const done = await withVolumeSnapshots(
+      client,
+      volumes,
+      settings.onMessage,
+      async (snapshots) => {
+        const results: DiskBackupResult[] = [];
+        for (const [i, volume] of volumes.entries()) {
+          const planned = {
+            node: volume.id,
+            diskName: volume.id,
+            level: "full" as const,
+            fallback: "nbd_access_mode=api_only",
+            backupId,
+            parentId: null,
+          };
+          const out = await backupSnapshotByDownload({
+            client,
+            volume,
+            snapshotId: snapshots[i],
+            zoneId,
+            diskName: volume.id,
+            backupId,
+            compression: settings.compression,
+            metadata,
+            sink: async () => (await sinks.add(sinkFor(planned, run))).writable,
+            signal: settings.signal,
+            onMessage: settings.onMessage,
+          });
+          results.push({ ...planned, ...out });
+        }
+        return results;
+      },
+    );
+    await sinks.commit();
+    return done;
+  } catch (err) {
+    await sinks.discard();
+    throw err;
   } finally {
     await run.end();
   }

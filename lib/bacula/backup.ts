@@ -17,8 +17,7 @@ import type {
   EngineJob,
   EnginePlannedDisk,
 } from "./engine_port.ts";
-import { DataPacker } from "./ptcomm.ts";
-import { chunkReleasingSink } from "../stream/writer.ts";
+import { PtcommFiles } from "./ptcomm_sink.ts";
 import { DEFAULT_COMPRESSION } from "../stream/format.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "../cli/vm_params.ts";
 import { delay } from "../core/async.ts";
@@ -102,18 +101,6 @@ export async function sendAttributes(
   await ch.eod();
 }
 
-/** Lets one file at a time onto the wire, in the order the engine asked for sinks. */
-class FileTurns {
-  #last: Promise<void> = Promise.resolve();
-
-  claim(): { ready: Promise<void>; release: () => void } {
-    const ready = this.#last;
-    let release!: () => void;
-    this.#last = new Promise((r) => (release = r));
-    return { ready, release };
-  }
-}
-
 /** The job message with a disk's per-layer statistics. */
 function statsMessage(r: EngineDiskResult): string {
   const s = r.stats;
@@ -138,35 +125,15 @@ export async function runBackup(ctx: JobContext): Promise<void> {
   if (job.level !== "F") await checkBaculaBase(ctx, ej, job.level);
   await ctx.started();
   ch.watch();
-  const turns = new FileTurns();
+  const files = new PtcommFiles(ch);
   const time = now();
   const vm = vmName(ctx.params);
-  const sinkFor = (disk: EnginePlannedDisk): Promise<WritableStream<Uint8Array>> => {
-    const turn = turns.claim();
-    const packer = new DataPacker(ch.writer);
-    let opened: Promise<void> | null = null;
-    const open = () =>
-      opened ??= (async () => {
-        await ch.guard(turn.ready);
-        await sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time);
-        await ch.send("DATA");
-      })();
-    // The packer copies every chunk into its packets before a write resolves.
-    return Promise.resolve(chunkReleasingSink(
-      new WritableStream<Uint8Array>({
-        async write(chunk) {
-          await open();
-          await ch.guard(packer.push(chunk));
-        },
-        async close() {
-          await open();
-          await ch.guard(packer.flush());
-          await ch.eod();
-          turn.release();
-        },
-      }),
-    ));
-  };
+  const sinkFor = (disk: EnginePlannedDisk) =>
+    Promise.resolve(
+      files.sink(() =>
+        sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time)
+      ),
+    );
   const running = ctx.engine.runBackup(ej, sinkFor);
   let results: EngineDiskResult[];
   try {

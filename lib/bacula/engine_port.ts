@@ -1,5 +1,6 @@
 import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
+import type { StreamSink } from "../sinks/sink.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -82,7 +83,7 @@ export interface EngineVmDisk {
 export interface BackendEngine {
   runBackup(
     job: EngineJob,
-    sinkFor: (disk: EnginePlannedDisk) => Promise<WritableStream<Uint8Array>>,
+    sinkFor: (disk: EnginePlannedDisk) => Promise<StreamSink>,
   ): Promise<EngineDiskResult[]>;
   estimateBackup(job: EngineJob): Promise<EngineEstimate[]>;
   openRestore(target: { path: string; format: "raw" | "qcow2" }): Promise<EngineRestoreTarget>;

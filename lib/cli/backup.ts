@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import type { Command } from "./command.ts";
-import { isSpecialFile, refuseTerminalStdout, requireOutputDir } from "./output.ts";
-import { fileWritable, makeDirectory, openForWriting, writeToFile } from "../core/files.ts";
+import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
+import { makeDirectory } from "../core/files.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import type { BackupRecord } from "../backup/state.ts";
 import {
@@ -20,12 +20,12 @@ import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "./params.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "./vm_params.ts";
 import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
-import { CancelledError, fileSystemError, UsageError } from "../core/errors.ts";
+import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { compressionLevel, DEFAULT_COMPRESSION } from "../stream/format.ts";
-import { chunkReleasingSink } from "../stream/writer.ts";
+import { openSinkDestination } from "../sinks/registry.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -196,7 +196,8 @@ export const backupCommand: Command = {
       throw new UsageError("backup: --out - takes one disk; give a directory for several --node");
     }
     if (!toStdout) await requireOutputDir("backup", "out", out);
-    const outDir = toStdout ? null : await directoryOrNull(out);
+    const dest = await openSinkDestination(out);
+    const outDir = dest.dir;
     if (!toStdout && !outDir && nodes.length > 1) {
       throw new UsageError(`backup: --out ${out} must be an existing directory for several disks`);
     }
@@ -205,7 +206,7 @@ export const backupCommand: Command = {
     await makeDirectory(stateDir, "the state directory", { mode: 0o700 });
 
     const progress = await Progress.start("backup", values);
-    const files = new Map<string, StreamFile>();
+    const files = new Map<string, string>();
     const controller = new AbortController();
     const onSignal = () => controller.abort();
     Deno.addSignalListener("SIGINT", onSignal);
@@ -217,7 +218,7 @@ export const backupCommand: Command = {
         level,
         stateDir,
         takeOver: values["take-over"] ?? false,
-        streamPath: (disk: PlannedDisk) => files.get(disk.diskName)?.final,
+        streamPath: (disk: PlannedDisk) => files.get(disk.diskName),
         // An incremental is restored with its parent: a parent written to this
         // directory and gone from it since means the chain is broken here.
         checkParent: outDir ? (parent: BackupRecord) => parentMissing(outDir, parent) : undefined,
@@ -231,24 +232,14 @@ export const backupCommand: Command = {
       };
       const sinkFor: SinkFactory = async (disk: PlannedDisk, run) => {
         // A VM's disk count is known only once it is resolved.
-        if (++sinks > 1 && (toStdout || !outDir)) {
+        if (++sinks > 1 && !outDir) {
           throw new UsageError(
             `backup: --out ${out} takes one disk and the VM has several: give a directory or --disks`,
           );
         }
-        if (toStdout) return chunkReleasingSink(Deno.stdout.writable);
-        if (!outDir && await isSpecialFile(out)) {
-          // A device or FIFO (e.g. /dev/null, a pipe) is written as it is:
-          // renaming a partial file over it would replace the device.
-          return chunkReleasingSink(fileWritable(await openForWriting(out, { write: true }), out));
-        }
-        const final = resolve(outDir ? join(outDir, streamFileName(disk)) : out);
-        const partial = `${final}.partial`;
-        const entry = { partial, final, complete: false };
-        files.set(disk.diskName, entry);
-        await run.add({ kind: "path", path: partial }); // the next run removes it if killed
-        const file = await openForWriting(partial, { write: true, create: true, truncate: true });
-        return chunkReleasingSink(streamFileSink(file, entry));
+        const sink = await dest.sink(streamFileName(disk), run);
+        if (sink.path) files.set(disk.diskName, sink.path);
+        return sink;
       };
       results = domain
         ? await runDomainBackup(domain, settings, sinkFor)
@@ -257,10 +248,6 @@ export const backupCommand: Command = {
         : await runBackup({ ...settings, qmp, nbdSocket: values["nbd-socket"], nodes }, sinkFor);
     } catch (err) {
       progress.fail(err);
-      // Also a complete file of a disk that finished: the backup was not accepted.
-      for (const f of files.values()) {
-        await Deno.remove(f.complete ? f.final : f.partial).catch(() => {});
-      }
       if (controller.signal.aborted) {
         throw new CancelledError(
           "backup cancelled by a signal; the changes stay in the bitmap for the next backup",
@@ -276,7 +263,7 @@ export const backupCommand: Command = {
     const when = timing(progress.startedAt, endedAt, read);
     const summary = results.map((r) => ({
       ...r,
-      file: files.get(r.diskName)?.final ?? (toStdout ? "-" : out),
+      file: files.get(r.diskName) ?? (toStdout ? "-" : out),
       ...when,
     }));
     for (const r of summary) {
@@ -347,40 +334,6 @@ async function vmSource(values: Flags): Promise<VmSource | null> {
   });
 }
 
-/** A disk's stream file: written as `partial`, renamed to `final` once complete. */
-interface StreamFile {
-  partial: string;
-  final: string;
-  complete: boolean;
-}
-
-/**
- * A stream file that, once complete, is synced and renamed into place: before
- * the engine commits the checkpoint, so an accepted backup never lacks its
- * stream (a crash in between leaves at worst the complete stream of a backup
- * that was not accepted, which nothing builds on).
- */
-function streamFileSink(file: Deno.FsFile, entry: StreamFile): WritableStream<Uint8Array> {
-  return new WritableStream({
-    async write(chunk) {
-      await writeToFile(file, entry.partial, chunk);
-    },
-    async close() {
-      try {
-        await file.sync(); // a full disk may only show here (delayed allocation)
-        file.close();
-        await Deno.rename(entry.partial, entry.final);
-      } catch (err) {
-        throw fileSystemError(err, "cannot write", entry.final);
-      }
-      entry.complete = true;
-    },
-    abort() {
-      file.close();
-    },
-  });
-}
-
 /** `DISK-LEVEL-BACKUPID.dbit`, with the disk name made file-name safe. */
 export function streamFileName(disk: PlannedDisk): string {
   return `${disk.diskName.replace(/[^A-Za-z0-9_.-]/g, "_")}-${disk.level}-${disk.backupId}.dbit`;
@@ -392,12 +345,4 @@ async function parentMissing(dir: string, parent: BackupRecord): Promise<string 
   if (await Deno.stat(parent.stream).then(() => true, () => false)) return undefined;
   return `the stream of its parent backup ${parent.backupId} is no longer in ${dir} ` +
     `(${basename(parent.stream)})`;
-}
-
-async function directoryOrNull(path: string): Promise<string | null> {
-  try {
-    return (await Deno.stat(path)).isDirectory ? path : null;
-  } catch {
-    return null;
-  }
 }

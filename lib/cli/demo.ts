@@ -15,7 +15,7 @@ import { RestoreSession } from "../restore/session.ts";
 import { openStreamFile } from "../stream/reader.ts";
 import { DependencyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
-import { chunkReleasingSink } from "../stream/writer.ts";
+import { openFileSink } from "../sinks/file.ts";
 import { helperCommand } from "../core/process.ts";
 
 const HELP = `
@@ -92,10 +92,7 @@ async function runDemo(dir: string, size: number): Promise<number> {
       const t0 = performance.now();
       const [r] = await runBackup(
         { ...job, level },
-        async () =>
-          chunkReleasingSink(
-            (await Deno.open(file, { write: true, create: true, truncate: true })).writable,
-          ),
+        (_disk, run) => openFileSink(file, run),
       );
       results.push({ what, r, seconds: (performance.now() - t0) / 1000, file });
       step(`${what} backup ${r.backupId}: ${formatBytes(r.streamBytes)} stream`);

@@ -8,16 +8,7 @@
 import { dirname } from "node:path";
 import { fileWritable, openForWriting } from "../core/files.ts";
 import { UsageError } from "../core/errors.ts";
-
-/** True for an existing path that is not a regular file or directory (device, FIFO, socket). */
-export async function isSpecialFile(path: string): Promise<boolean> {
-  try {
-    const info = await Deno.stat(path);
-    return !info.isFile && !info.isDirectory;
-  } catch {
-    return false;
-  }
-}
+import { isSpecialFile } from "../sinks/special.ts";
 
 /** An opened output and how to undo it after a failure. */
 export interface OutputFile {

@@ -12,6 +12,7 @@
 import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
+import { ACCESS_MODE_NAMES } from "../backup/access_modes.ts";
 
 /** How a parameter's text is checked and converted. */
 export type ParamKind = "string" | "secret" | "path" | "int" | "bool" | "enum" | "list" | "rate";
@@ -79,7 +80,7 @@ export const PARAMS = {
     kind: "enum",
     help: "how disks are read",
     default: "ssh_tunnel",
-    values: ["ssh_tunnel", "direct", "api_only"],
+    values: ACCESS_MODE_NAMES,
   },
   nbd_port: {
     kind: "int",

@@ -15,6 +15,7 @@ import { fillRandom } from "../fixtures/bytes.ts";
 import { writeAll } from "../../lib/core/bytes.ts";
 import { DEFAULT_COMPRESSION } from "../../lib/stream/format.ts";
 import { StreamReader } from "../../lib/stream/reader.ts";
+import { passThroughSink, type StreamSink } from "../../lib/sinks/sink.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -58,7 +59,7 @@ const TEXT_HALF_ALL_COMPRESSED = 1_220_352;
  */
 async function storedBytesFrom(
   from: number,
-  backup: (sink: () => Promise<WritableStream<Uint8Array>>) => Promise<unknown>,
+  backup: (sink: () => Promise<StreamSink>) => Promise<unknown>,
 ): Promise<number> {
   const pipe = new TransformStream<Uint8Array, Uint8Array>();
   const counted = (async () => {
@@ -69,7 +70,7 @@ async function storedBytesFrom(
     }
     return stored;
   })();
-  await backup(() => Promise.resolve(pipe.writable));
+  await backup(() => Promise.resolve(passThroughSink(pipe.writable)));
   return await counted;
 }
 

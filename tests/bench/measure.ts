@@ -8,6 +8,7 @@
 import { writeAll } from "../../lib/core/bytes.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { chunkReleasingSink } from "../../lib/stream/writer.ts";
+import { passThroughSink, type StreamSink } from "../../lib/sinks/sink.ts";
 
 /** Runs `program`; throws with its stderr unless it succeeds. */
 export async function run(program: string, args: string[]): Promise<void> {
@@ -52,6 +53,8 @@ export async function randomQcow2(image: string, size: number, keepRaw = false):
 }
 
 /** A backup's sink factory whose streams go nowhere (done with each chunk once written). */
-export function nullSink(): Promise<WritableStream<Uint8Array>> {
-  return Promise.resolve(chunkReleasingSink(new WritableStream<Uint8Array>({ write() {} })));
+export function nullSink(): Promise<StreamSink> {
+  return Promise.resolve(
+    passThroughSink(chunkReleasingSink(new WritableStream<Uint8Array>({ write() {} }))),
+  );
 }

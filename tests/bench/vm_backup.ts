@@ -9,7 +9,7 @@
  * not a libvirt domain: a TCG domain takes ~36 s to start here, and the data
  * path under test (QEMU's NBD server -> tunnel or TCP -> dirtybit) is the
  * same; the rows say so. The engine runs with the data path of
- * lib/backup/vm_job.ts (`openDataPath`), compression off, into a null sink;
+ * lib/backup/access_modes.ts (`openDataPath`), compression off, into a null sink;
  * the median of 5 rounds (shared 2-core machine: single runs move ±15 %).
  * A backup opens its SSH tunnel as part of the job, so each reference's time
  * includes opening its tunnel too (about 0.16 s here); the NBD export it
@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { QmpSocket } from "../../lib/qemu/qmp.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
-import { openDataPath } from "../../lib/backup/vm_job.ts";
+import { accessModeNamed } from "../../lib/backup/access_modes.ts";
 import { SshHost, type SshTunnel } from "../../lib/hosts/ssh.ts";
 import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
@@ -112,7 +112,7 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
       }
     };
     const backupOver = async (mode: "ssh_tunnel" | "direct") => {
-      const path = await openDataPath(mode, host, qmp, {
+      const path = await accessModeNamed(mode).openDataPath!(host, qmp, {
         scratch,
         address: "127.0.0.1",
         port: freePort(),

@@ -59,7 +59,8 @@ const engine: BackendEngine = {
       } as const;
       if (planned.fallback) job.onMessage?.("warning", `${node}: full backup: ${planned.fallback}`);
       job.onMessage?.("info", `stand-in engine: ${node} ${level}`);
-      const sink = (await sinkFor(planned)).getWriter();
+      const out = await sinkFor(planned);
+      const sink = out.writable.getWriter();
       const header = enc.encode(
         `${JSON.stringify({ id, parent: planned.parentId, level, disk: node })}\n`,
       );
@@ -72,6 +73,7 @@ const engine: BackendEngine = {
           await sink.write(body.subarray(at, at + 65536));
         }
         await sink.close();
+        await out.commit();
       } catch (e) {
         await Deno.writeTextFile(`${job.stateDir}/cancel-cleanup`, node);
         throw e;

@@ -1,0 +1,32 @@
+/**
+ * The access modes by name. Adding one is adding its file and one line here.
+ *
+ * @module
+ */
+import { UsageError } from "../core/errors.ts";
+import type { AccessMode } from "./access_mode.ts";
+import { apiOnlyMode } from "./access_api_only.ts";
+import { directMode } from "./access_direct.ts";
+import { sshTunnelMode } from "./access_ssh_tunnel.ts";
+
+/** Every mode; the first is the default. */
+const accessModes: readonly AccessMode[] = [
+  sshTunnelMode,
+  directMode,
+  apiOnlyMode,
+];
+
+/** The names of the modes, the default first. */
+export const ACCESS_MODE_NAMES = accessModes.map((m) => m.name);
+
+/** The mode named `name` (default: the first); an unknown name is a UsageError. */
+export function accessModeNamed(name?: string): AccessMode {
+  if (name === undefined) return accessModes[0];
+  const mode = accessModes.find((m) => m.name === name);
+  if (!mode) {
+    throw new UsageError(
+      `unknown nbd_access_mode '${name}': use one of ${ACCESS_MODE_NAMES.join(", ")}`,
+    );
+  }
+  return mode;
+}
