@@ -34,7 +34,7 @@ import {
   planCrossRestore,
   runCrossRestore,
   StagedStreams,
-} from "./cross_restore.ts";
+} from "./crossrestore.ts";
 
 /** A file that was accepted and whose DATA may follow. */
 interface Accepted {
@@ -130,7 +130,7 @@ class Destinations {
   async accept(fname: string, name: RestoreName): Promise<Accepted | "failed" | null> {
     const { ch, job, params } = this.#ctx;
     if (this.cross) {
-      const target = `cross_restore=${this.cross.plan.target}`;
+      const target = `cross_restore=${this.cross.plan.name}`;
       ch.log(`restore ${fname} -> staging ${this.cross.staged.dir}`);
       await ch.send("OK");
       return { fname, verb: "staged for", target, session: this.cross.staged.target() };
@@ -247,7 +247,7 @@ async function finishCrossRestore(
   failures: number,
 ): Promise<void> {
   const { ch, params } = ctx;
-  const target = cross.plan.target;
+  const target = cross.plan.name;
   if (failures > 0) {
     throw new ChainError(
       `cross_restore=${target} not run: ${failures} file(s) of the chain failed to restore`,

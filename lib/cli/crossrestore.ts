@@ -10,24 +10,11 @@ import { choice, integer, parseFlags } from "./args.ts";
 import { refuseTerminalStdout } from "./output.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
-import { withReadProgress } from "../core/source.ts";
 import { UsageError } from "../core/errors.ts";
-import { openChains } from "../crossrestore/chains.ts";
-import {
-  type Destination,
-  type DestSpec,
-  LocalDestination,
-  parseDest,
-} from "../crossrestore/destination.ts";
-import { restoreToHyperv } from "../crossrestore/hyperv.ts";
-import { preflightWarnings, type TargetKind } from "../crossrestore/preflight.ts";
-import { PROXMOX_STORAGE_TYPES, restoreToProxmox } from "../crossrestore/proxmox.ts";
-import { posixDialect, powershellDialect } from "../crossrestore/remote_dialect.ts";
-import { RemoteDestination } from "../crossrestore/remote_destination.ts";
-import type { TargetResult } from "../crossrestore/target.ts";
-import { applyOverrides } from "../crossrestore/vmdef.ts";
-import { restoreToEsxi, restoreToOva } from "../crossrestore/vmware.ts";
-import { defaultVmwareHardware } from "../crossrestore/vmware_config.ts";
+import { type DestSpec, parseDest } from "../crossrestore/destination.ts";
+import { PROXMOX_STORAGE_TYPES } from "../crossrestore/proxmox.ts";
+import { CROSS_RESTORE_TARGETS, type TargetOption } from "../crossrestore/registry.ts";
+import { planCrossRestore, runCrossRestore as crossRestore } from "../crossrestore/run.ts";
 
 const HELP = `
 usage: dirtybit restore --to proxmox|hyperv|vmware --dest DEST [options] STREAM...
@@ -127,18 +114,19 @@ function positiveInt(flag: string, text: string | undefined, max: number): numbe
   return integer("restore", flag, text, 1, max);
 }
 
-const ONLY_FOR: Record<string, TargetKind> = {
-  vmid: "proxmox",
-  storage: "proxmox",
-  "storage-type": "proxmox",
-  "storage-dir": "proxmox",
-  "disk-format": "proxmox",
-  bridge: "proxmox",
-  switch: "hyperv",
-  network: "vmware",
-  controller: "vmware",
-  "nic-model": "vmware",
-  ova: "vmware",
+/** The flag of each target option. */
+const OPTION_FLAGS: Record<TargetOption, keyof Flags> = {
+  vmid: "vmid",
+  storage: "storage",
+  storageType: "storage-type",
+  storageDir: "storage-dir",
+  diskFormat: "disk-format",
+  bridge: "bridge",
+  switchName: "switch",
+  network: "network",
+  controller: "controller",
+  nic: "nic-model",
+  ova: "ova",
 };
 
 /** Checks `--dest` and the flags that go with it before any stream is read. */
@@ -154,28 +142,6 @@ function checkDest(f: Flags): DestSpec | undefined {
   return spec;
 }
 
-async function openDestination(spec: DestSpec, f: Flags, target: TargetKind): Promise<Destination> {
-  if (spec.kind === "local") return new LocalDestination(spec.dir);
-  const shell = choice(
-    "restore",
-    "remote-shell",
-    f["remote-shell"],
-    ["posix", "powershell"],
-    target === "hyperv" ? "powershell" : "posix",
-  );
-  return await RemoteDestination.connect({
-    target: {
-      host: spec.host,
-      port: spec.port,
-      user: spec.user,
-      keyPath: f["ssh-key"]!,
-      knownHostsPath: f["known-hosts"],
-    },
-    root: spec.path,
-    dialect: shell === "posix" ? posixDialect : powershellDialect,
-  });
-}
-
 /** Runs `dirtybit restore --to ...` (`args` includes `--to`). */
 export async function runCrossRestore(args: string[]): Promise<number> {
   // --ova is not among the paths made absolute: under --dest it is a file name there.
@@ -185,12 +151,14 @@ export async function runCrossRestore(args: string[]): Promise<number> {
   ]);
   if (!parsed) return 0;
   const f = parsed.values;
-  const target = choice("restore", "to", f.to, ["proxmox", "hyperv", "vmware"], "proxmox");
-  for (const [flag, only] of Object.entries(ONLY_FOR)) {
-    if (f[flag as keyof Flags] !== undefined && only !== target) {
-      throw new UsageError(`restore: --${flag} applies to --to ${only} only`);
-    }
-  }
+  const target = choice("restore", "to", f.to, CROSS_RESTORE_TARGETS, CROSS_RESTORE_TARGETS[0]);
+  const given = (Object.keys(OPTION_FLAGS) as TargetOption[]).filter((o) =>
+    f[OPTION_FLAGS[o]] !== undefined
+  );
+  const plan = planCrossRestore(target, given, {
+    option: (o) => `restore: --${OPTION_FLAGS[o]}`,
+    target: (t) => `--to ${t}`,
+  });
   if (!f.dest && !f.ova) {
     throw new UsageError(
       "restore: --to needs --dest ssh://user@host/path or DIR (vmware: or --ova FILE|-)",
@@ -223,88 +191,55 @@ export async function runCrossRestore(args: string[]): Promise<number> {
   const diskFormat = f["disk-format"] === undefined
     ? undefined
     : choice("restore", "disk-format", f["disk-format"], ["qcow2", "raw"], "qcow2");
-  const storageType = choice(
-    "restore",
-    "storage-type",
-    f["storage-type"],
-    PROXMOX_STORAGE_TYPES,
-    "dir",
-  );
+  const storageType = f["storage-type"] === undefined
+    ? undefined
+    : choice("restore", "storage-type", f["storage-type"], PROXMOX_STORAGE_TYPES, "dir");
   const spec = checkDest(f);
+  const remoteShell = spec?.kind === "ssh" && f["remote-shell"] !== undefined
+    ? choice("restore", "remote-shell", f["remote-shell"], ["posix", "powershell"], "posix")
+    : undefined;
   if (parsed.positionals.length === 0) throw new UsageError("restore: name at least one STREAM");
 
-  const chains = await openChains(parsed.positionals);
-  let dest: Destination | undefined;
-  try {
-    const definition = applyOverrides(chains.definition, overrides);
-    const hw = target === "vmware"
-      ? defaultVmwareHardware(definition, {
-        controller: f.controller,
-        nic: f["nic-model"],
-        network: f.network,
-      })
-      : undefined;
+  let progress: Progress | undefined;
+  const result = await crossRestore(plan, {
+    streams: parsed.positionals,
+    options: {
+      vmid,
+      storage: f.storage,
+      storageType,
+      storageDir: f["storage-dir"],
+      diskFormat,
+      bridge: f.bridge,
+      switchName: f.switch,
+      network: f.network,
+      controller: f.controller,
+      nic: f["nic-model"],
+      ova: f.ova === undefined ? undefined : f.ova === "-" || f.dest ? f.ova : basename(f.ova),
+    },
+    dest: spec ?? { kind: "local", dir: f.ova === "-" ? "." : dirname(f.ova!) },
+    ssh: f["ssh-key"] ? { keyPath: f["ssh-key"], knownHostsPath: f["known-hosts"] } : undefined,
+    remoteShell,
+    register: f.register ?? false,
+    overrides,
     // Notes and warnings matter beyond a terminal (a job log), unlike progress.
-    for (const note of chains.notes) console.error(`dirtybit: note: ${note}`);
-    for (
-      const w of preflightWarnings(definition, target, {
-        controller: hw?.controller,
-        nicModel: hw?.nic,
-      })
-    ) {
-      console.error(`dirtybit: warning: ${w}`);
-    }
-    dest = spec
-      ? await openDestination(spec, f, target)
-      : new LocalDestination(f.ova === "-" ? "." : dirname(f.ova!));
-    const progress = await Progress.start("restore", f);
-    // Each disk's chain reports its reads (an OVA reads twice: it measures, then writes).
-    const disks = chains.disks.map((d) => ({
-      ...d,
-      source: withReadProgress(
-        d.source,
-        (done, total) => progress.update(d.disk.name, done, total),
-      ),
-    }));
-    const ctx = {
-      dest,
-      chains: { ...chains, disks, definition },
-      register: f.register ?? false,
-      progress: (line: string) => progress.info(line),
-    };
-    const result: TargetResult = await (async () => {
-      if (target === "proxmox") {
-        return await restoreToProxmox(ctx, {
-          vmid,
-          storage: f.storage,
-          storageType,
-          storageDir: f["storage-dir"],
-          diskFormat,
-          bridge: f.bridge,
-        });
-      } else if (target === "hyperv") {
-        return await restoreToHyperv(ctx, { switchName: f.switch });
-      } else if (f.ova) {
-        return await restoreToOva(ctx, hw!, f.ova === "-" ? "-" : f.dest ? f.ova : basename(f.ova));
-      } else {
-        return await restoreToEsxi(ctx, hw!);
-      }
-    })().catch((err) => {
-      progress.fail(err);
-      throw err;
-    });
-    progress.info(`restored ${result.vmName} to ${target}: ${result.config}`);
-    const read = progress.totals().done;
-    const when = timing(progress.startedAt, Date.now(), read);
-    progress.finish({
-      what: `restore of ${result.vmName} to ${target}`,
-      read,
-      seconds: when.seconds,
-    });
-    if (f.json) console.log(JSON.stringify({ ...result, ...when }, null, 2));
-    return 0;
-  } finally {
-    await dest?.close();
-    await chains.close();
-  }
+    onMessage: (kind, text) =>
+      console.error(`dirtybit: ${kind === "info" ? "note" : "warning"}: ${text}`),
+    startProgress: async () => {
+      const p = progress = await Progress.start("restore", f);
+      return { line: (line) => p.info(line), read: p.update };
+    },
+  }).catch((err) => {
+    progress?.fail(err);
+    throw err;
+  });
+  progress!.info(`restored ${result.vmName} to ${target}: ${result.config}`);
+  const read = progress!.totals().done;
+  const when = timing(progress!.startedAt, Date.now(), read);
+  progress!.finish({
+    what: `restore of ${result.vmName} to ${target}`,
+    read,
+    seconds: when.seconds,
+  });
+  if (f.json) console.log(JSON.stringify({ ...result, ...when }, null, 2));
+  return 0;
 }

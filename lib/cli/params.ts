@@ -13,6 +13,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { ACCESS_MODE_NAMES } from "../backup/access_modes.ts";
+import { CROSS_RESTORE_TARGETS } from "../crossrestore/registry.ts";
 
 /** How a parameter's text is checked and converted. */
 export type ParamKind = "string" | "secret" | "path" | "int" | "bool" | "enum" | "list" | "rate";
@@ -188,7 +189,7 @@ export const PARAMS = {
     restore: true,
     kind: "enum",
     help: "restore into another hypervisor",
-    values: ["proxmox", "hyperv", "vmware"],
+    values: CROSS_RESTORE_TARGETS,
   },
   dest: {
     restore: true,

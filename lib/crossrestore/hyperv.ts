@@ -8,7 +8,8 @@ import { TargetError } from "../core/errors.ts";
 import { vhdxDynamicWriter } from "../formats/vhdx.ts";
 import { hypervGeneration, hypervScript } from "./hyperv_script.ts";
 import { pushImages, refuseExisting } from "./push.ts";
-import type { TargetContext, TargetResult } from "./target.ts";
+import type { CrossRestoreTarget, TargetContext, TargetResult } from "./target.ts";
+import { preflightWarnings } from "./preflight.ts";
 import { safeVmName } from "./vmdef.ts";
 
 /** Hyper-V-specific choices. */
@@ -16,6 +17,16 @@ export interface HypervOptions {
   /** Virtual switch for the NICs (default `Default Switch`). */
   switchName?: string;
 }
+
+export const hypervTarget: CrossRestoreTarget<HypervOptions> = {
+  name: "hyperv",
+  options: ["switchName"],
+  shell: "powershell",
+  prepare: (definition, options) => ({
+    warnings: preflightWarnings(definition, "hyperv"),
+    restore: (ctx) => restoreToHyperv(ctx, options),
+  }),
+};
 
 /** Runs the Hyper-V push (see the module doc). */
 export async function restoreToHyperv(ctx: TargetContext, o: HypervOptions): Promise<TargetResult> {

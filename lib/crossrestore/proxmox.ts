@@ -14,7 +14,8 @@ import { rawWriter } from "../formats/raw.ts";
 import { pushImages, refuseExisting } from "./push.ts";
 import { firstFreeVmid, MIN_VMID, proxmoxConfig } from "./proxmox_config.ts";
 import type { Destination } from "./destination.ts";
-import type { TargetContext, TargetResult } from "./target.ts";
+import type { CrossRestoreTarget, TargetContext, TargetResult } from "./target.ts";
+import { preflightWarnings } from "./preflight.ts";
 
 /** The storage types a restore can write to. */
 export const PROXMOX_STORAGE_TYPES = ["dir", "lvmthin", "zfspool"] as const;
@@ -238,6 +239,16 @@ function withLeftovers(err: unknown, left: string[]): unknown {
       `(remove them with 'pvesm free VOLUME')`,
   );
 }
+
+export const proxmoxTarget: CrossRestoreTarget<ProxmoxOptions> = {
+  name: "proxmox",
+  options: ["vmid", "storage", "storageType", "storageDir", "diskFormat", "bridge"],
+  shell: "posix",
+  prepare: (definition, options) => ({
+    warnings: preflightWarnings(definition, "proxmox"),
+    restore: (ctx) => restoreToProxmox(ctx, options),
+  }),
+};
 
 /** Runs the Proxmox push (see the module doc). */
 export async function restoreToProxmox(

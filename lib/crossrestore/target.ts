@@ -1,10 +1,33 @@
 /**
- * What every cross-restore target module gets and gives back.
+ * What every cross-restore target module gets and gives back: one file per
+ * target behind {@link CrossRestoreTarget}, named in registry.ts.
  *
  * @module
  */
 import type { Destination } from "./destination.ts";
 import type { OpenedChains } from "./chains.ts";
+import type { VmDefinition } from "./vmdef.ts";
+
+/** A target hypervisor of a cross-restore, with its own options `O`. */
+export interface CrossRestoreTarget<O> {
+  readonly name: string;
+  /** The options only this target takes (the others' are refused with it). */
+  readonly options: readonly (keyof O & string)[];
+  /** The shell of an ssh:// destination unless one is given. */
+  readonly shell: "posix" | "powershell";
+  /**
+   * Settles the target's choices for `definition` (after the overrides):
+   * the preflight warnings and the push, run once the destination is open.
+   */
+  prepare(definition: VmDefinition, options: O): PreparedTarget;
+}
+
+/** A target with its choices made. */
+export interface PreparedTarget {
+  /** What may keep the guest from booting there (one line each). */
+  warnings: string[];
+  restore(ctx: TargetContext): Promise<TargetResult>;
+}
 
 /** Inputs shared by all targets. */
 export interface TargetContext {
@@ -19,7 +42,7 @@ export interface TargetContext {
 
 /** What a target did. */
 export interface TargetResult {
-  target: "proxmox" | "hyperv" | "vmware";
+  target: string;
   vmName: string;
   /** Files written, the VM configuration last. */
   files: string[];

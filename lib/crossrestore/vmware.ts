@@ -11,14 +11,43 @@ import { TargetError } from "../core/errors.ts";
 import { flatExtentName, vmdkFlatWriter } from "../formats/vmdk.ts";
 import { writeOva } from "./ova.ts";
 import { pushImages, refuseExisting } from "./push.ts";
-import type { TargetContext, TargetResult } from "./target.ts";
+import type { CrossRestoreTarget, TargetContext, TargetResult } from "./target.ts";
+import { preflightWarnings } from "./preflight.ts";
 import { safeVmName } from "./vmdef.ts";
-import { type VmwareHardware, vmxConfig } from "./vmware_config.ts";
+import { defaultVmwareHardware, type VmwareHardware, vmxConfig } from "./vmware_config.ts";
 
 /** Descriptor name of disk `i`: `NAME.vmdk`, `NAME_1.vmdk`, ... (VMware's own naming). */
 export function vmwareDiskName(name: string, i: number): string {
   return i === 0 ? `${name}.vmdk` : `${name}_${i}.vmdk`;
 }
+
+/** VMware-specific choices. */
+export interface VmwareOptions {
+  /** Port group every NIC joins (default `VM Network`). */
+  network?: string;
+  /** SCSI controller model (default lsilogic, Windows lsisas1068). */
+  controller?: string;
+  /** NIC model (default e1000, Windows e1000e). */
+  nic?: string;
+  /** Write an OVA package of this name under the destination (`-`: stdout) instead of datastore files. */
+  ova?: string;
+}
+
+export const vmwareTarget: CrossRestoreTarget<VmwareOptions> = {
+  name: "vmware",
+  options: ["network", "controller", "nic", "ova"],
+  shell: "posix",
+  prepare(definition, options) {
+    const hw = defaultVmwareHardware(definition, options);
+    return {
+      warnings: preflightWarnings(definition, "vmware", {
+        controller: hw.controller,
+        nicModel: hw.nic,
+      }),
+      restore: (ctx) => options.ova ? restoreToOva(ctx, hw, options.ova) : restoreToEsxi(ctx, hw),
+    };
+  },
+};
 
 /** Pushes datastore files (see the module doc). */
 export async function restoreToEsxi(ctx: TargetContext, hw: VmwareHardware): Promise<TargetResult> {

@@ -11,54 +11,50 @@
 import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import type { Params } from "../cli/params.ts";
-import { openChains, readStreamHeader } from "../crossrestore/chains.ts";
+import { readStreamHeader } from "../crossrestore/chains.ts";
+import { type DestSpec, parseDest } from "../crossrestore/destination.ts";
+import type { TargetOption } from "../crossrestore/registry.ts";
 import {
-  type Destination,
-  type DestSpec,
-  LocalDestination,
-  parseDest,
-} from "../crossrestore/destination.ts";
-import { restoreToHyperv } from "../crossrestore/hyperv.ts";
-import { preflightWarnings, type TargetKind } from "../crossrestore/preflight.ts";
-import { restoreToProxmox } from "../crossrestore/proxmox.ts";
-import { posixDialect, powershellDialect } from "../crossrestore/remote_dialect.ts";
-import { RemoteDestination } from "../crossrestore/remote_destination.ts";
-import type { TargetContext, TargetResult } from "../crossrestore/target.ts";
-import { restoreToEsxi } from "../crossrestore/vmware.ts";
-import { defaultVmwareHardware } from "../crossrestore/vmware_config.ts";
+  type CrossRestorePlan as TargetPlan,
+  planCrossRestore as planTarget,
+  runCrossRestore as crossRestore,
+} from "../crossrestore/run.ts";
+import type { TargetResult } from "../crossrestore/target.ts";
 import type { EngineRestoreTarget } from "./engine_port.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader } from "../stream/format.ts";
 
-/** Parameters that belong to one target only. */
-const ONLY_FOR: [keyof Params, TargetKind][] = [
-  ["vmid", "proxmox"],
-  ["storage", "proxmox"],
-  ["storage_type", "proxmox"],
-  ["storage_dir", "proxmox"],
-  ["disk_format", "proxmox"],
-  ["bridge", "proxmox"],
-  ["switch", "hyperv"],
-  ["network", "vmware"],
-];
+/** The parameter of each target option Bacula has (the CLI-only ones have none). */
+const OPTION_PARAMS: Partial<Record<TargetOption, keyof Params>> = {
+  vmid: "vmid",
+  storage: "storage",
+  storageType: "storage_type",
+  storageDir: "storage_dir",
+  diskFormat: "disk_format",
+  bridge: "bridge",
+  switchName: "switch",
+  network: "network",
+};
 
 /** A checked cross-restore request. */
-export interface CrossRestorePlan {
-  target: TargetKind;
+export interface CrossRestorePlan extends TargetPlan {
+  name: string;
   dest: DestSpec;
 }
 
 /** Checks the cross-restore parameters before any data is accepted. */
 export function planCrossRestore(params: Params): CrossRestorePlan {
-  const target = params.cross_restore!;
-  for (const [name, only] of ONLY_FOR) {
-    if (params[name] !== undefined && only !== target) {
-      throw new UsageError(`parameter ${name} applies to cross_restore=${only} only`);
-    }
-  }
+  const name = params.cross_restore!;
+  const given = (Object.keys(OPTION_PARAMS) as TargetOption[]).filter((o) =>
+    params[OPTION_PARAMS[o]!] !== undefined
+  );
+  const plan = planTarget(name, given, {
+    option: (o) => `parameter ${OPTION_PARAMS[o]}`,
+    target: (t) => `cross_restore=${t}`,
+  });
   if (!params.dest) {
     throw new UsageError(
-      `cross_restore=${target} needs dest=ssh://user@host[:port]/path (or a local directory)`,
+      `cross_restore=${name} needs dest=ssh://user@host[:port]/path (or a local directory)`,
     );
   }
   const dest = parseDest(params.dest);
@@ -68,7 +64,7 @@ export function planCrossRestore(params: Params): CrossRestorePlan {
   if (dest.kind === "local" && params.remote_shell) {
     throw new UsageError("parameter remote_shell needs an ssh:// dest");
   }
-  return { target, dest };
+  return { ...plan, name, dest };
 }
 
 /** Streams of one restore job waiting in a private directory. */
@@ -132,66 +128,33 @@ export class StagedStreams {
 /** What a cross-restore reports while it runs. */
 export type Say = (kind: "I" | "W", text: string) => Promise<void>;
 
-async function openDestination(
-  plan: CrossRestorePlan,
-  params: Params,
-): Promise<Destination> {
-  if (plan.dest.kind === "local") return new LocalDestination(plan.dest.dir);
-  const shell = params.remote_shell ?? (plan.target === "hyperv" ? "powershell" : "posix");
-  return await RemoteDestination.connect({
-    target: {
-      host: plan.dest.host,
-      port: plan.dest.port,
-      user: plan.dest.user,
-      keyPath: params.dest_ssh_key!,
-      knownHostsPath: params.dest_known_hosts,
-    },
-    root: plan.dest.path,
-    dialect: shell === "posix" ? posixDialect : powershellDialect,
-  });
-}
-
 /** Converts and pushes the staged chains to the target; reports notes and warnings. */
-export async function runCrossRestore(
+export function runCrossRestore(
   plan: CrossRestorePlan,
   params: Params,
   streams: readonly string[],
   say: Say,
   log: (line: string) => void,
 ): Promise<TargetResult> {
-  const chains = await openChains([...streams]);
-  let dest: Destination | undefined;
-  try {
-    const hw = plan.target === "vmware"
-      ? defaultVmwareHardware(chains.definition, { network: params.network })
-      : undefined;
-    for (const note of chains.notes) await say("I", note);
-    const warnings = preflightWarnings(chains.definition, plan.target, {
-      controller: hw?.controller,
-      nicModel: hw?.nic,
-    });
-    for (const w of warnings) await say("W", w);
-    dest = await openDestination(plan, params);
-    const ctx: TargetContext = {
-      dest,
-      chains,
-      register: params.register ?? false,
-      progress: log,
-    };
-    if (plan.target === "proxmox") {
-      return await restoreToProxmox(ctx, {
-        vmid: params.vmid,
-        storage: params.storage,
-        storageType: params.storage_type,
-        storageDir: params.storage_dir,
-        diskFormat: params.disk_format,
-        bridge: params.bridge,
-      });
-    }
-    if (plan.target === "hyperv") return await restoreToHyperv(ctx, { switchName: params.switch });
-    return await restoreToEsxi(ctx, hw!);
-  } finally {
-    await dest?.close();
-    await chains.close();
-  }
+  return crossRestore(plan, {
+    streams,
+    options: {
+      vmid: params.vmid,
+      storage: params.storage,
+      storageType: params.storage_type,
+      storageDir: params.storage_dir,
+      diskFormat: params.disk_format,
+      bridge: params.bridge,
+      switchName: params.switch,
+      network: params.network,
+    },
+    dest: plan.dest,
+    ssh: params.dest_ssh_key
+      ? { keyPath: params.dest_ssh_key, knownHostsPath: params.dest_known_hosts }
+      : undefined,
+    remoteShell: params.remote_shell,
+    register: params.register ?? false,
+    onMessage: (kind, text) => say(kind === "info" ? "I" : "W", text),
+    startProgress: () => Promise.resolve({ line: log }),
+  });
 }
