@@ -3,8 +3,9 @@
  * through NBD (dirty extents for an incremental, allocated extents for a full),
  * filtered by the change-detection layers and written as a dirtybit stream.
  * The checkpoint bitmaps, hash DB and state are committed only after every
- * disk's stream has been written completely; anything else aborts the point
- * in time, which merges the changes back so the next incremental has them.
+ * disk's stream has been written completely and its sink committed
+ * (lib/sinks); anything else aborts the point in time, which merges the
+ * changes back so the next incremental has them, and discards the sinks.
  *
  * @module
  */
