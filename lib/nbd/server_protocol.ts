@@ -2,7 +2,7 @@
  * The server side of the NBD protocol (fixed newstyle handshake, simple and
  * structured replies, `base:allocation`), as pure encoders, decoders and the
  * option negotiation's decisions. No I/O: lib/nbd/server.ts moves the bytes.
- * The protocol is summarised in docs/nbd-server.md.
+ * The subset served is listed in docs/serve.md.
  *
  * @module
  */

@@ -4,16 +4,7 @@
  * stream. Pure encoder and decoder, no I/O; stream_index.ts reads and writes
  * them. The index says which stream it describes (size, modification time,
  * trailer bytes) and carries its own checksum; any mismatch means "rebuild".
- *
- * | offset | size | field                                                  |
- * | ------ | ---- | ------------------------------------------------------ |
- * | 0      | 8    | magic `DBITIDX1`                                       |
- * | 8      | 8    | stream file size                                       |
- * | 16     | 8    | stream modification time, ms since the epoch           |
- * | 24     | 64   | the stream's trailer as stored (its last 64 bytes)     |
- * | 88     | 8    | record count `n`                                       |
- * | 96     | 48·n | records: kind, flags, 0, 0, stored length (u32), offset, length, data checksum, payload checksum, payload position (u64) |
- * | end    | 8    | xxHash64 of all bytes before                           |
+ * The byte layout is in docs/serve.md.
  *
  * @module
  */
