@@ -43,8 +43,8 @@ export interface NbdExport extends ExportInfo {
 /** What the server tells its owner: clients coming and going, and failed requests. */
 export type ServerLog = (kind: "info" | "warning" | "error", text: string) => void;
 
-/** Requests of one client served at once; the next waits for one to finish. */
-const IN_FLIGHT = 16;
+/** Requests of one client served at once (the next waits for one to finish): each holds its reply. */
+const IN_FLIGHT = 8;
 
 /** A running server; {@link close} stops it and hangs up on every client. */
 export class NbdServer {

@@ -49,8 +49,14 @@ function slice(seg: Segment, from: number, to: number): Segment {
   return { ...seg, offset: from, length: to - from, skew: seg.skew + (from - seg.offset) };
 }
 
-/** Decoded records kept by default: a few 4 MiB records, for reads that come in smaller pieces. */
-const DEFAULT_CACHE_BYTES = 32 << 20;
+/**
+ * Decoded records kept by default: enough for the requests of a sequential
+ * reader (nbdcopy asks 256 KiB at a time) to find the record they share. More
+ * costs memory for little: each decoded record is a new buffer, and V8 frees
+ * dropped ones only after some 64 MiB of them, which already dominates serve's
+ * peak memory.
+ */
+const DEFAULT_CACHE_BYTES = 8 << 20;
 
 /**
  * Lays `updates` (sorted, non-overlapping) over `base` (sorted, non-overlapping):
@@ -202,6 +208,20 @@ export class ChainSource implements DiskSource {
     }
     await Promise.all(parts);
     return out;
+  }
+
+  /**
+   * Like {@link read}, but a range within one record comes back as a view of
+   * the cached record, not a copy: the caller must not change it.
+   */
+  async readView(offset: number, length: number): Promise<Uint8Array> {
+    this.#checkRange(offset, length);
+    const seg = this.#segments[this.#find(offset)];
+    const rec = seg.rec;
+    if (!rec || offset + length > extentEnd(seg)) return await this.read(offset, length);
+    const data = await this.#cache.get(rec, () => this.#load(rec));
+    const at = seg.skew + (offset - seg.offset);
+    return data.subarray(at, at + length);
   }
 
   async close(): Promise<void> {
