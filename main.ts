@@ -18,6 +18,7 @@ import { failbackCommand, failoverCommand, reprotectCommand } from "./lib/cli/fa
 import { backendCommand } from "./lib/cli/backend.ts";
 import { listCommand, mergeCommand, pruneCommand } from "./lib/cli/keep.ts";
 import { serveCommand } from "./lib/cli/serve.ts";
+import { mountCommand, umountCommand } from "./lib/cli/mount.ts";
 import { growPipe, tuneMalloc } from "./ffi/libc.ts";
 
 register(
@@ -30,6 +31,8 @@ register(
   mergeCommand,
   pruneCommand,
   serveCommand,
+  mountCommand,
+  umountCommand,
   apiCommand,
   demoCommand,
   replicateCommand,
