@@ -78,6 +78,7 @@ export async function runLiveRestore(args: string[]): Promise<number> {
       signal: controller.signal,
       onProgress: (done, total) => progress.update(node, done, total),
       onInfo: (text) => progress.info(text),
+      onWarning: (text) => progress.warn(text),
     });
   } catch (err) {
     progress.fail(err);

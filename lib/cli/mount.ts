@@ -58,7 +58,10 @@ export const mountCommand: Command = {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
     try {
-      const mounted = await mountChain(streams, dir);
+      // A read the server refuses (a damaged record) fails in the file system: say which.
+      const mounted = await mountChain(streams, dir, (kind, text) => {
+        if (kind !== "info") console.error(`dirtybit: ${kind}: ${text}`);
+      });
       if (mounted.cleanedAfter) {
         console.error(
           `dirtybit: removed what a killed mount (pid ${mounted.cleanedAfter}) left in ${mounted.dir}`,

@@ -22,7 +22,7 @@ import {
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { delay } from "../core/async.ts";
 import { helperCommand, processInfo, selfStamp, stampAlive } from "../core/process.ts";
-import { startServe } from "./serve_standin.ts";
+import { type ServeOptions, startServe } from "../serve/mod.ts";
 import {
   leftovers,
   type MountState,
@@ -60,8 +60,15 @@ export interface MountedChain {
   close(): Promise<void>;
 }
 
-/** Mounts the disk at the last stream of `streams` read-only under `dir`. */
-export async function mountChain(streams: string[], dirArg: string): Promise<MountedChain> {
+/**
+ * Mounts the disk at the last stream of `streams` read-only under `dir`;
+ * `onLog` gets what the server reports (failed reads among them) while mounted.
+ */
+export async function mountChain(
+  streams: string[],
+  dirArg: string,
+  onLog?: ServeOptions["onLog"],
+): Promise<MountedChain> {
   const dir = resolve(dirArg);
   const info = await Deno.stat(dir).catch(() => undefined);
   if (!info?.isDirectory) {
@@ -98,7 +105,7 @@ export async function mountChain(streams: string[], dirArg: string): Promise<Mou
   try {
     await Deno.remove(work, { recursive: true }).catch(() => {});
     await Deno.mkdir(join(work, "fuse"), { recursive: true, mode: 0o700 });
-    const served = await startServe(state.streams, { socket: join(work, "nbd.sock") });
+    const served = await startServe(state.streams, { socket: join(work, "nbd.sock"), onLog });
     server = served;
     state.fuse = join(work, "fuse");
     state.fuseFile = join(state.fuse, "disk");

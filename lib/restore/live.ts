@@ -31,7 +31,7 @@ import { lockDisks } from "../qemu/disk_lock.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader } from "../stream/format.ts";
 import { catalogFile } from "../keep/catalog.ts";
-import { startServe } from "../mount/serve_standin.ts";
+import { startServe } from "../serve/mod.ts";
 
 /** What to restore where. */
 export interface LiveRestoreSpec {
@@ -47,6 +47,8 @@ export interface LiveRestoreSpec {
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
   onInfo?: (text: string) => void;
+  /** What the server reports as warnings and errors (failed reads). */
+  onWarning?: (text: string) => void;
 }
 
 /** The outcome. */
@@ -108,7 +110,11 @@ export async function liveRestore(spec: LiveRestoreSpec): Promise<LiveRestoreRes
     }
     const socket = `${image}.dbit-live.sock`;
     await Deno.remove(socket).catch(() => {});
-    served = await startServe(spec.streams, { socket, name: "dirtybit-live" });
+    served = await startServe(spec.streams, {
+      socket,
+      name: "dirtybit-live",
+      onLog: (kind, text) => kind !== "info" && spec.onWarning?.(text),
+    });
     const uri = new URL(served.uri);
     const serverPath = uri.searchParams.get("socket")!;
     // QEMU may run as another user (libvirt's qemu user owns the images it opens).
