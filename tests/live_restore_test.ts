@@ -9,9 +9,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd, run } from "./fixtures/qsd.ts";
-import { cliCommand, dirtybitOk } from "./fixtures/cli.ts";
+import { assertSameImage, cliCommand, dirtybitOk } from "./fixtures/cli.ts";
 import { waitFor } from "./fixtures/kills.ts";
 import { NbdClient } from "../lib/nbd/client.ts";
+import { QmpSocket } from "../lib/qemu/qmp.ts";
 
 const KiB = 1 << 10;
 const MiB = 1 << 20;
@@ -180,6 +181,51 @@ Deno.test("restore --live: reads during the job, final image, SIGTERM, kill -9, 
       assert.equal(await incomplete(target), undefined);
       await assertRestored(target, at("p1.raw"));
       assert.ok(!(await Deno.stat(`${image}.dbit-live.sock`).then(() => true, () => false)));
+    });
+
+    await t.step("into a disk a guest device holds (QEMU, paused)", async () => {
+      const image = at("vm.qcow2");
+      await run("qemu-img", ["create", "-q", "-f", "qcow2", image, String(SIZE)]);
+      const qmpPath = at("vm.qmp");
+      const vm = new Deno.Command("qemu-system-x86_64", {
+        args: [
+          ...["-S", "-accel", "tcg", "-m", "32", "-nodefaults", "-display", "none"],
+          ...["-blockdev", `driver=file,node-name=f0,filename=${image}`],
+          ...["-blockdev", "driver=qcow2,node-name=disk0,file=f0"],
+          ...["-device", "virtio-blk-pci,drive=disk0,id=vda"],
+          ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await waitFor(
+          "QEMU's monitor",
+          30_000,
+          () => Deno.stat(qmpPath).then(() => true, () => false),
+        );
+        await dirtybitOk(["restore", "--live", "--qmp", qmpPath, "--node", "disk0", ...chain]);
+        // Read-only: a writable export of a node a device holds is refused.
+        const qmp = await QmpSocket.connect(qmpPath);
+        const nbd = at("vm-nbd.sock");
+        await qmp.execute("nbd-server-start", { addr: { type: "unix", data: { path: nbd } } });
+        await qmp.execute("block-export-add", {
+          type: "nbd",
+          id: "vda",
+          "node-name": "disk0",
+          name: "vda",
+        });
+        await run("qemu-img", [
+          ...["compare", "-f", "raw", "-F", "raw"],
+          ...[`nbd+unix:///vda?socket=${nbd}`, at("p1.raw")],
+        ]);
+        await qmp.execute("quit").catch(() => {});
+        await qmp.close();
+      } finally {
+        vm.kill("SIGKILL");
+        await vm.status;
+      }
+      await assertSameImage(image, at("p1.raw"));
     });
   } finally {
     await target?.stop().catch(() => {});
