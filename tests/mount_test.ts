@@ -62,7 +62,11 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
   const v2 = { "a.txt": "second version\n", "sub/b.txt": "kept\n", "c.txt": "new\n" };
   await makeDisk(at("v1.raw"), v1);
   await makeDisk(at("v2.raw"), v2);
-  const qsd = await Qsd.start({ disks: [{ size: SIZE }] });
+  await run("truncate", ["-s", String(8 * MiB), at("whole.raw")]);
+  await Deno.mkdir(at("whole.src"));
+  await Deno.writeTextFile(at("whole.src/w.txt"), "whole disk\n");
+  await run("mkfs.ext4", ["-q", "-F", "-d", at("whole.src"), at("whole.raw")]);
+  const qsd = await Qsd.start({ disks: [{ size: SIZE }, { size: 8 * MiB }] });
   const dir = at("mnt");
   await Deno.mkdir(dir);
   try {
@@ -72,6 +76,9 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
     await qsd.guestPwrite(0, await Deno.readFile(at("v2.raw")), 0);
     assert.equal((await backupCli(source, at("state"), at("s1.dbit"))).code, 0);
     const chain = [at("s0.dbit"), at("s1.dbit")];
+    await qsd.guestPwrite(1, await Deno.readFile(at("whole.raw")), 0);
+    const wholeSource = ["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk1"];
+    assert.equal((await backupCli(wholeSource, at("state"), at("w0.dbit"))).code, 0);
 
     await t.step("mount shows the files of the last backup; umount undoes it all", async () => {
       const m = await startMount(chain, dir);
@@ -85,6 +92,15 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
       await m.done;
       assert.deepEqual(await leftUnder(dir), []);
       assert.deepEqual([...Deno.readDirSync(dir)], [], "DIR is left as it was");
+    });
+
+    await t.step("a disk without a partition table is mounted whole", async () => {
+      const m = await startMount([at("w0.dbit")], dir);
+      assert.equal(await Deno.readTextFile(join(dir, "disk", "w.txt")), "whole disk\n");
+      await dirtybitOk(["umount", dir]);
+      assert.equal((await m.child.status).code, 0, m.stderr());
+      await m.done;
+      assert.deepEqual(await leftUnder(dir), []);
     });
 
     await t.step("SIGTERM of mount undoes it", async () => {

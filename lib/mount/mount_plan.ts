@@ -20,7 +20,7 @@ export interface MountState {
   fuseFile?: string;
   /** nbdfuse's process. */
   nbdfuse?: ProcessStamp;
-  /** Loop devices attached to `fuseFile`. */
+  /** Loop devices attached to `fuseFile`, for the operator (cleanup matches them by backing file). */
   loops: string[];
   /** File system mount points under DIR. */
   mounts: string[];
