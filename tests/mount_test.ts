@@ -11,6 +11,8 @@ import { Qsd, run } from "./fixtures/qsd.ts";
 import { backupCli, cliCommand, dirtybitOk } from "./fixtures/cli.ts";
 import { waitFor } from "./fixtures/kills.ts";
 import { parseLoops, parseMounts } from "../lib/mount/mount_plan.ts";
+import { STATE_FILE } from "../lib/mount/mount.ts";
+import { alive, processInfo } from "../lib/core/process.ts";
 
 const MiB = 1 << 20;
 const SIZE = 24 * MiB;
@@ -86,6 +88,12 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
         assert.equal(await Deno.readTextFile(join(dir, "p1", name)), text, name);
       }
       assert.match(m.stderr(), /p2: skipped: no file system/);
+      // nbdfuse runs in a session of its own (a terminal's Ctrl-C must reach mount only).
+      const state = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
+      const session = async (pid: number) =>
+        (await Deno.readTextFile(`/proc/${pid}/stat`)).split(") ")[1].split(" ")[3];
+      assert.match((await processInfo(state.nbdfuse.pid))!.argv[0], /nbdfuse$/);
+      assert.notEqual(await session(state.nbdfuse.pid), await session(m.child.pid));
       await assert.rejects(Deno.writeTextFile(join(dir, "p1", "x"), "x"), "read-only");
       await dirtybitOk(["umount", dir]);
       assert.equal((await m.child.status).code, 0, m.stderr());
@@ -114,9 +122,11 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
 
     await t.step("after kill -9, umount and the next mount clean up", async () => {
       const m = await startMount(chain, dir);
+      const { nbdfuse } = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
       m.child.kill("SIGKILL");
       await m.child.status;
       await m.done;
+      await waitFor("nbdfuse to die with mount", 10_000, async () => !(await alive(nbdfuse.pid)));
       assert.notDeepEqual(await leftUnder(dir), [], "a killed mount leaves its mounts");
       await dirtybitOk(["umount", dir]);
       assert.deepEqual(await leftUnder(dir), []);

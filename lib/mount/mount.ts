@@ -213,15 +213,17 @@ async function startNbdfuse(
 ): Promise<Deno.ChildProcess> {
   let child: Deno.ChildProcess;
   try {
-    child = helperCommand("nbdfuse", {
-      args: ["-r", "-P", pidFile, file, uri],
+    // A session of its own: a Ctrl-C at the terminal reaches mount, which unmounts in order,
+    // not nbdfuse, which would drop the disk under the mounted file systems.
+    child = helperCommand("setsid", {
+      args: ["nbdfuse", "-r", "-P", pidFile, file, uri],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
     }).spawn();
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError("nbdfuse not found: install the Debian package libnbd-bin");
+      throw new DependencyError("setsid not found: install the Debian package util-linux");
     }
     throw err;
   }
@@ -232,7 +234,9 @@ async function startNbdfuse(
   while (!(await Deno.stat(pidFile).then((s) => s.size > 0, () => false))) {
     if (exited || Date.now() > deadline) {
       if (!exited) child.kill("SIGKILL");
-      await child.status;
+      if ((await child.status).code === 127) {
+        throw new DependencyError("nbdfuse not found: install the Debian package libnbd-bin");
+      }
       const why = (await stderr).trim().split("\n").pop() || "not ready in time";
       throw new SourceError(
         `nbdfuse did not start: ${why} (is /dev/fuse there and the fuse module loaded?)`,

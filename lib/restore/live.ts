@@ -15,6 +15,8 @@
  *
  * @module
  */
+import { join } from "node:path";
+import { tmpdir } from "node:os";
 import {
   CancelledError,
   ChainError,
@@ -108,8 +110,7 @@ export async function liveRestore(spec: LiveRestoreSpec): Promise<LiveRestoreRes
           : `${image} holds a restore of backup ${sidecar.last.backupId} already: a live restore needs a new, empty qcow2 image`,
       );
     }
-    const socket = `${image}.dbit-live.sock`;
-    await Deno.remove(socket).catch(() => {});
+    const socket = await liveSocket(image);
     served = await startServe(spec.streams, {
       socket,
       name: "dirtybit-live",
@@ -129,14 +130,21 @@ export async function liveRestore(spec: LiveRestoreSpec): Promise<LiveRestoreRes
     const nbdNode = `${PREFIX}${tag}-nbd`;
     const jobId = `${PREFIX}${tag}-stream`;
     await removeStaleJobs(qmp);
-    await qmp.execute("blockdev-add", {
-      driver: "nbd",
-      "node-name": nbdNode,
-      server: { type: "unix", path: serverPath },
-      export: decodeURIComponent(uri.pathname.slice(1)),
-      "read-only": true,
-    });
-    await attachBacking(qmp, spec.node, layout, nbdNode);
+    try {
+      await qmp.execute("blockdev-add", {
+        driver: "nbd",
+        "node-name": nbdNode,
+        server: { type: "unix", path: serverPath },
+        export: decodeURIComponent(uri.pathname.slice(1)),
+        "read-only": true,
+      });
+      await attachBacking(qmp, spec.node, layout, nbdNode);
+    } catch (err) {
+      // Nothing reached the target: a first attempt leaves it as it was, not incomplete.
+      await qmp.execute("blockdev-del", { "node-name": nbdNode }).catch(() => {});
+      if (!resumed) await Deno.remove(sidecarPath).catch(() => {});
+      throw err;
+    }
     await removeStaleNodes(qmp, nbdNode);
     spec.onInfo?.(
       `${
@@ -178,6 +186,20 @@ async function chainHeaders(streams: string[]): Promise<StreamHeader[]> {
   checkChainOrder(null, headers[0]);
   for (let i = 1; i < headers.length; i++) checkChainOrder(headers[i - 1], headers[i]);
   return headers;
+}
+
+/**
+ * The export's socket: beside the image (where QEMU already has access), or
+ * one per image under the temporary directory when that path is too long for
+ * a Unix socket (108 bytes).
+ */
+async function liveSocket(image: string): Promise<string> {
+  const beside = `${image}.dbit-live.sock`;
+  if (new TextEncoder().encode(beside).length < 108) return beside;
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(image));
+  const key = [...new Uint8Array(digest).subarray(0, 8)]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  return join(tmpdir(), `dirtybit-live-${key}.sock`);
 }
 
 function sameIds(a: string[], b: string[]): boolean {
