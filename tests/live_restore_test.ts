@@ -9,7 +9,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd, run } from "./fixtures/qsd.ts";
-import { assertSameImage, cliCommand, dirtybitOk } from "./fixtures/cli.ts";
+import {
+  assertOneLineError,
+  assertSameImage,
+  cliCommand,
+  dirtybit,
+  dirtybitOk,
+} from "./fixtures/cli.ts";
 import { waitFor } from "./fixtures/kills.ts";
 import { NbdClient } from "../lib/nbd/client.ts";
 import { QmpSocket } from "../lib/qemu/qmp.ts";
@@ -181,6 +187,27 @@ Deno.test("restore --live: reads during the job, final image, SIGTERM, kill -9, 
       assert.equal(await incomplete(target), undefined);
       await assertRestored(target, at("p1.raw"));
       assert.ok(!(await Deno.stat(`${image}.dbit-live.sock`).then(() => true, () => false)));
+    });
+
+    await t.step("bad input: one-line errors", async () => {
+      const small = await Qsd.start({ disks: [{ size: SIZE / 2 }] });
+      try {
+        const args = ["restore", "--live", "--qmp", small.qmpSocket];
+        assertOneLineError(await dirtybit([...args, ...chain]), 2, "--node");
+        assertOneLineError(
+          await dirtybit([...args, "--node", "disk0", ...chain]),
+          4,
+          "create the target with that size",
+        );
+        assertOneLineError(await dirtybit([...args, "--node", "nope", ...chain]), 5, "not found");
+        assertOneLineError(
+          await dirtybit([...args, "--node", "disk0", chain[1]]),
+          4,
+        );
+        assert.ok(!(await Deno.stat(`${small.disks[0].image}.dbit.json`).catch(() => null)));
+      } finally {
+        await small.stop();
+      }
     });
 
     await t.step("into a disk a guest device holds (QEMU, paused)", async () => {

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd, run } from "./fixtures/qsd.ts";
-import { backupCli, cliCommand, dirtybitOk } from "./fixtures/cli.ts";
+import { assertOneLineError, backupCli, cliCommand, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 import { waitFor } from "./fixtures/kills.ts";
 import { parseLoops, parseMounts } from "../lib/mount/mount_plan.ts";
 import { STATE_FILE } from "../lib/mount/mount.ts";
@@ -100,6 +100,17 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
       await m.done;
       assert.deepEqual(await leftUnder(dir), []);
       assert.deepEqual([...Deno.readDirSync(dir)], [], "DIR is left as it was");
+    });
+
+    await t.step("bad input: one-line errors, nothing left", async () => {
+      assertOneLineError(await dirtybit(["mount", dir]), 2, "name the STREAMs");
+      assertOneLineError(await dirtybit(["mount", chain[0], at("none")]), 2, "not a directory");
+      assertOneLineError(await dirtybit(["umount", dir]), 2, "not mounted by dirtybit");
+      const wrong = await dirtybit(["mount", chain[1], chain[0], dir]);
+      assert.notEqual(wrong.code, 0);
+      assertOneLineError(wrong, wrong.code);
+      assert.deepEqual(await leftUnder(dir), []);
+      assert.deepEqual([...Deno.readDirSync(dir)], [], "no state file is left");
     });
 
     await t.step("a disk without a partition table is mounted whole", async () => {

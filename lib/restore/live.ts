@@ -86,8 +86,8 @@ export async function liveRestore(spec: LiveRestoreSpec): Promise<LiveRestoreRes
   let lock;
   let served;
   try {
-    lock = await lockDisks(qmp, [spec.node]);
     const info = await queryBlockNode(qmp, spec.node);
+    lock = await lockDisks(qmp, [spec.node]);
     if (info.driver !== "qcow2") {
       throw new TargetError(
         `live restore needs a qcow2 node (the backup is attached as its backing file): ${spec.node} is ${info.driver}`,
