@@ -17,7 +17,7 @@ import { alive, processInfo } from "../lib/core/process.ts";
 const MiB = 1 << 20;
 const SIZE = 24 * MiB;
 
-/** A raw disk: a dos table, p1 an ext4 file system made from `files`, p2 empty. */
+/** A raw disk: a dos table, p1 an ext4 file system made from `files`, p2 a damaged one, p3 empty. */
 async function makeDisk(path: string, files: Record<string, string>): Promise<void> {
   const src = `${path}.src`;
   await Deno.mkdir(join(src, "sub"), { recursive: true });
@@ -26,10 +26,16 @@ async function makeDisk(path: string, files: Record<string, string>): Promise<vo
   const sfdisk = new Deno.Command("sfdisk", { args: ["-q", path], stdin: "piped", stdout: "null" })
     .spawn();
   const w = sfdisk.stdin.getWriter();
-  await w.write(new TextEncoder().encode("label: dos\n2048,12M,L\n,,L\n"));
+  await w.write(new TextEncoder().encode("label: dos\n2048,12M,L\n,4M,L\n,,L\n"));
   await w.close();
   assert.ok((await sfdisk.status).success, "sfdisk");
   await run("mkfs.ext4", ["-q", "-F", "-d", src, "-E", `offset=${MiB}`, path, "12M"]);
+  // p2: an ext4 file system whose group descriptors are overwritten, which mount refuses.
+  await run("mkfs.ext4", ["-q", "-F", "-E", `offset=${13 * MiB}`, path, "4M"]);
+  const file = await Deno.open(path, { write: true });
+  await file.seek(13 * MiB + 2048, Deno.SeekMode.Start);
+  await file.write(new Uint8Array(6144).fill(0xff));
+  file.close();
   await Deno.remove(src, { recursive: true });
 }
 
@@ -87,7 +93,13 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
       for (const [name, text] of Object.entries(v2)) {
         assert.equal(await Deno.readTextFile(join(dir, "p1", name)), text, name);
       }
-      assert.match(m.stderr(), /p2: skipped: no file system/);
+      assert.match(m.stderr(), /p2: skipped: mount .*Structure needs cleaning/);
+      assert.match(m.stderr(), /p3: skipped: no file system/);
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+        ".dirtybit-mount",
+        ".dirtybit-mount.json",
+        "p1",
+      ]);
       // nbdfuse runs in a session of its own (a terminal's Ctrl-C must reach mount only).
       const state = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
       const session = async (pid: number) =>

@@ -308,6 +308,10 @@ async function mountPart(
     return { name, device, fstype: probe.type, path };
   } catch (err) {
     state.mounts.pop();
+    if (made) {
+      await Deno.remove(path).catch(() => {});
+      state.dirs.pop();
+    }
     await save();
     return { name, device, fstype: probe.type, skipped: (err as Error).message };
   }
@@ -334,7 +338,8 @@ async function tool(program: string, args: string[]): Promise<string> {
     throw err;
   }
   if (!out.success) {
-    const text = new TextDecoder().decode(out.stderr).trim().split("\n").pop();
+    // util-linux says what failed first (mount adds a line pointing to dmesg).
+    const text = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
     throw new TargetError(`${program} ${args.join(" ")}: ${text || `exit ${out.code}`}`);
   }
   return new TextDecoder().decode(out.stdout);
