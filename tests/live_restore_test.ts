@@ -184,6 +184,8 @@ Deno.test("restore --live: reads during the job, final image, SIGTERM, kill -9, 
       const r3 = await third.output();
       assert.equal(r3.code, 0, new TextDecoder().decode(r3.stderr));
       assert.equal(JSON.parse(new TextDecoder().decode(r3.stdout)).resumed, true);
+      const ours = (await nodeNames(target)).filter((n) => n.startsWith("dirtybit-live-"));
+      assert.deepEqual(ours, [], "the killed attempts' export nodes are gone");
       assert.equal(await incomplete(target), undefined);
       await assertRestored(target, at("p1.raw"));
       assert.ok(!(await Deno.stat(`${image}.dbit-live.sock`).then(() => true, () => false)));

@@ -129,7 +129,8 @@ export async function liveRestore(spec: LiveRestoreSpec): Promise<LiveRestoreRes
       .map((b) => b.toString(16).padStart(2, "0")).join("");
     const nbdNode = `${PREFIX}${tag}-nbd`;
     const jobId = `${PREFIX}${tag}-stream`;
-    await removeStaleJobs(qmp);
+    const stale = await staleOf(qmp, spec.node);
+    for (const job of stale.jobs) await cancelBlockJob(qmp, job);
     try {
       await qmp.execute("blockdev-add", {
         driver: "nbd",
@@ -145,7 +146,11 @@ export async function liveRestore(spec: LiveRestoreSpec): Promise<LiveRestoreRes
       if (!resumed) await Deno.remove(sidecarPath).catch(() => {});
       throw err;
     }
-    await removeStaleNodes(qmp, nbdNode);
+    if (stale.backing) {
+      // Left for the orphan sweep of a later run if QEMU still holds it.
+      await qmp.execute("blockdev-del", { "node-name": stale.backing }).catch(() => {});
+    }
+    if (!lock.othersRunning) await removeOrphanNodes(qmp, nbdNode);
     spec.onInfo?.(
       `${
         resumed ? "resuming" : "started"
@@ -206,16 +211,25 @@ function sameIds(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** A killed attempt's job (it fails once its export is gone) must end before the backing changes. */
-async function removeStaleJobs(qmp: QmpSocket): Promise<void> {
-  const jobs = await qmp.execute<{ device: string }[]>("query-block-jobs");
-  for (const { device } of jobs.filter((j) => j.device.startsWith(PREFIX))) {
-    await cancelBlockJob(qmp, device);
-  }
-  const done = await qmp.execute<{ id: string; status: string }[]>("query-jobs");
-  for (const job of done.filter((j) => j.id.startsWith(PREFIX) && j.status === "concluded")) {
-    await qmp.execute("job-dismiss", { id: job.id });
-  }
+/**
+ * What a killed attempt on `node` left: its stream job (it fails once its
+ * export is gone, but must be gone before the backing changes) and the export
+ * node that is still the backing.
+ */
+async function staleOf(
+  qmp: QmpSocket,
+  node: string,
+): Promise<{ jobs: string[]; backing?: string }> {
+  const graph = await qmp.execute<BlockGraph>("x-debug-query-block-graph");
+  const id = graph.nodes.find((n) => n.name === node)?.id;
+  const name = (nodeId: number) => graph.nodes.find((n) => n.id === nodeId)?.name ?? "";
+  const jobs = graph.nodes.filter((n) =>
+    n.type === "block-job" && n.name.startsWith(PREFIX) &&
+    graph.edges.some((e) => e.parent === n.id && e.child === id)
+  ).map((n) => n.name);
+  const edge = graph.edges.find((e) => e.parent === id && e.name === "backing");
+  const backing = edge && name(edge.child).startsWith(PREFIX) ? name(edge.child) : undefined;
+  return { jobs, backing };
 }
 
 interface BlockGraph {
@@ -295,10 +309,18 @@ async function attachBacking(
   }
 }
 
-/** Export nodes of killed attempts, no longer anyone's backing once the new one is attached. */
-async function removeStaleNodes(qmp: QmpSocket, keep: string): Promise<void> {
+/**
+ * Export nodes of killed attempts that are nobody's backing any more, when no
+ * other dirtybit job runs on this QEMU (another live restore's node may not
+ * be attached yet).
+ */
+async function removeOrphanNodes(qmp: QmpSocket, keep: string): Promise<void> {
   const graph = await qmp.execute<BlockGraph>("x-debug-query-block-graph");
-  for (const n of graph.nodes.filter((n) => n.name.startsWith(PREFIX) && n.name !== keep)) {
+  const orphans = graph.nodes.filter((n) =>
+    n.type === "block-driver" && n.name.startsWith(PREFIX) && n.name !== keep &&
+    !graph.edges.some((e) => e.child === n.id)
+  );
+  for (const n of orphans) {
     await qmp.execute("blockdev-del", { "node-name": n.name }).catch(() => {});
   }
 }
