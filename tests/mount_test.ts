@@ -68,16 +68,17 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
   const at = (name: string) => join(tmp, name);
   const v1 = { "a.txt": "first version\n", "sub/b.txt": "kept\n" };
   const v2 = { "a.txt": "second version\n", "sub/b.txt": "kept\n", "c.txt": "new\n" };
-  await makeDisk(at("v1.raw"), v1);
-  await makeDisk(at("v2.raw"), v2);
-  await run("truncate", ["-s", String(8 * MiB), at("whole.raw")]);
-  await Deno.mkdir(at("whole.src"));
-  await Deno.writeTextFile(at("whole.src/w.txt"), "whole disk\n");
-  await run("mkfs.ext4", ["-q", "-F", "-d", at("whole.src"), at("whole.raw")]);
-  const qsd = await Qsd.start({ disks: [{ size: SIZE }, { size: 8 * MiB }] });
+  let qsd: Qsd | undefined;
   const dir = at("mnt");
-  await Deno.mkdir(dir);
   try {
+    await makeDisk(at("v1.raw"), v1);
+    await makeDisk(at("v2.raw"), v2);
+    await run("truncate", ["-s", String(8 * MiB), at("whole.raw")]);
+    await Deno.mkdir(at("whole.src"));
+    await Deno.writeTextFile(at("whole.src/w.txt"), "whole disk\n");
+    await run("mkfs.ext4", ["-q", "-F", "-d", at("whole.src"), at("whole.raw")]);
+    qsd = await Qsd.start({ disks: [{ size: SIZE }, { size: 8 * MiB }] });
+    await Deno.mkdir(dir);
     await qsd.guestPwrite(0, await Deno.readFile(at("v1.raw")), 0);
     const source = ["--qmp", qsd.qmpSocket, "--nbd-socket", qsd.nbdSocket, "--node", "disk0"];
     assert.equal((await backupCli(source, at("state"), at("s0.dbit"))).code, 0);
@@ -168,7 +169,7 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
       assert.deepEqual([...Deno.readDirSync(dir)], []);
     });
   } finally {
-    await qsd.stop();
+    await qsd?.stop();
     await Deno.remove(tmp, { recursive: true });
   }
 });
