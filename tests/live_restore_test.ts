@@ -1,8 +1,9 @@
 /**
  * `dirtybit restore --live` into a fresh qcow2 node of a running
  * qemu-storage-daemon while another client reads through that node: every
- * read returns the backup's data (from the export or already copied), the
- * final image equals the chain, nothing of the restore is left in QEMU; a
+ * read returns the backup's data (from the export or already copied), a
+ * guest write made meanwhile is kept, the final image equals the chain with
+ * that write, nothing of the restore is left in QEMU; a
  * SIGTERM and a kill -9 leave the image marked incomplete, and the next run
  * resumes it.
  */
@@ -97,7 +98,7 @@ async function nodeNames(qsd: Qsd): Promise<string[]> {
   }
 }
 
-Deno.test("restore --live: reads during the job, final image, SIGTERM, kill -9, resume", async (t) => {
+Deno.test("restore --live: reads and a write during the job, final image, SIGTERM, kill -9, resume", async (t) => {
   const tmp = await Deno.makeTempDir({ prefix: "dirtybit-live-test-" });
   const at = (name: string) => join(tmp, name);
   const source = await Qsd.start({
@@ -143,7 +144,16 @@ Deno.test("restore --live: reads during the job, final image, SIGTERM, kill -9, 
       const child = live(target, "4M");
       const out = child.output();
       await jobStarted(target, out);
-      const reads = await readWhile(target.disks[0].uri, expected, out);
+      // A guest write during the job (4 KiB: its cluster's rest comes from the backup) is kept.
+      const written = new Uint8Array(4 * KiB).fill(0xee);
+      const guest = await NbdClient.connect({ uri: target.disks[0].uri });
+      await guest.pwrite(written, 3 * MiB + 4 * KiB);
+      await guest.flush();
+      await guest.close();
+      const withWrite = expected.slice();
+      withWrite.set(written, 3 * MiB + 4 * KiB);
+      await Deno.writeFile(at("p1-guest.raw"), withWrite);
+      const reads = await readWhile(target.disks[0].uri, withWrite, out);
       const r = await out;
       const text = new TextDecoder();
       assert.equal(r.code, 0, text.decode(r.stderr));
@@ -154,7 +164,7 @@ Deno.test("restore --live: reads during the job, final image, SIGTERM, kill -9, 
       assert.match(text.decode(r.stderr), /live restore to disk0 \(full\+incremental\)/);
       assert.equal(await incomplete(target), undefined, "the sidecar says complete");
       assert.deepEqual(await nodeNames(target), before, "no node of the restore is left");
-      await assertRestored(target, at("p1.raw"));
+      await assertRestored(target, at("p1-guest.raw"));
       await target.stop();
       target = undefined;
     });
