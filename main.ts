@@ -17,6 +17,8 @@ import { replicateCommand } from "./lib/cli/replicate.ts";
 import { failbackCommand, failoverCommand, reprotectCommand } from "./lib/cli/failover.ts";
 import { backendCommand } from "./lib/cli/backend.ts";
 import { listCommand, mergeCommand, pruneCommand } from "./lib/cli/keep.ts";
+import { serveCommand } from "./lib/cli/serve.ts";
+import { mountCommand, umountCommand } from "./lib/cli/mount.ts";
 import { growPipe, tuneMalloc } from "./ffi/libc.ts";
 
 register(
@@ -28,6 +30,9 @@ register(
   listCommand,
   mergeCommand,
   pruneCommand,
+  serveCommand,
+  mountCommand,
+  umountCommand,
   apiCommand,
   demoCommand,
   replicateCommand,

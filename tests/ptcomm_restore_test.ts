@@ -13,6 +13,13 @@ import { startFakeHost } from "./crossrestore/fake_host.ts";
 import { parseProperties, parseProxmoxConf } from "./crossrestore/parse.ts";
 import { assertSameDisk } from "./crossrestore/streams.ts";
 import { delay } from "../lib/core/async.ts";
+import { dirname } from "node:path";
+import { startServe } from "../lib/serve/mod.ts";
+
+/** Serves `streams` on a socket beside the first one. */
+async function serveChain(streams: string[]) {
+  return await startServe(streams, { socket: `${dirname(streams[0])}/serve.sock` });
+}
 
 const MiB = 1 << 20;
 
@@ -87,6 +94,58 @@ Deno.test("in-place restore onto the VM's disk: chain applied over NBD, next bac
       } finally {
         await qmp.close();
       }
+    } finally {
+      await qsd.stop();
+    }
+  });
+});
+
+Deno.test("restore_as=streams: the job's stream files as they are, with their index, ready for serve", async () => {
+  await withDir(async (dir) => {
+    const qsd = await startDisk();
+    try {
+      const p = qsdParams(qsd, "vm1", dir);
+      const { files, snapshot } = await backedUpDisk(dir, qsd, p);
+      const where = `${dir}/r`;
+      const r = await restoreSession(dir, where, [...p, "restore_as=streams"], files);
+      assert.deepEqual(r.answers, ["OK", "OK"], r.messages.join("\n"));
+      const written = files.map((f) => `${where}${f.fname}`);
+      for (const [i, f] of files.entries()) {
+        assert.deepEqual(await Deno.readFile(written[i]), f.data, "the stream as it was backed up");
+        await Deno.stat(`${written[i]}.idx`);
+      }
+      assert.ok(
+        r.messages.some((m) => /^I: written full \S+ to .*full-21\.dbit/.test(m)),
+        r.messages.join("\n"),
+      );
+      const listing = [...Deno.readDirSync(dirname(written[0]))].map((e) => e.name).sort();
+      assert.deepEqual(listing, [
+        "full-21.dbit",
+        "full-21.dbit.idx",
+        "incremental-22.dbit",
+        "incremental-22.dbit.idx",
+      ]);
+      const served = await serveChain(written);
+      try {
+        await assertSameDisk(served.uri, "raw", snapshot);
+      } finally {
+        await served.close();
+      }
+
+      // An incremental alone is refused (its full is not in the job), and nothing is left.
+      const alone = await restoreSession(dir, `${dir}/r2`, [...p, "restore_as=streams"], [
+        files[1],
+      ]);
+      assert.match(alone.answers[0], /^Q:.*cannot start a restore/);
+      const left = `${dir}/r2${files[1].fname}`;
+      assert.ok(!(await Deno.stat(left).catch(() => null)), "no stream file");
+      assert.ok(!(await Deno.stat(`${left}.partial`).catch(() => null)), "no partial file");
+      // In place there is no directory to write them to.
+      const inPlace = await restoreSession(dir, "", [...p, "restore_as=streams"], files);
+      assert.match(
+        inPlace.answers[0],
+        /^Q:.*restore_as=streams writes stream files: give where=DIR/,
+      );
     } finally {
       await qsd.stop();
     }

@@ -11,7 +11,6 @@
 import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import type { Params } from "../cli/params.ts";
-import { readStreamHeader } from "../crossrestore/chains.ts";
 import { type DestSpec, parseDest } from "../crossrestore/destination.ts";
 import type { TargetOption } from "../crossrestore/registry.ts";
 import {
@@ -21,8 +20,7 @@ import {
 } from "../crossrestore/run.ts";
 import type { TargetResult } from "../crossrestore/target.ts";
 import type { EngineRestoreTarget } from "./engine_port.ts";
-import { checkChainOrder } from "../stream/chain.ts";
-import type { StreamHeader } from "../stream/format.ts";
+import { StreamFiles } from "./stream_files.ts";
 
 /** The parameter of each target option Bacula has (the CLI-only ones have none). */
 const OPTION_PARAMS: Partial<Record<TargetOption, keyof Params>> = {
@@ -70,9 +68,7 @@ export function planCrossRestore(params: Params): CrossRestorePlan {
 /** Streams of one restore job waiting in a private directory. */
 export class StagedStreams {
   readonly dir: string;
-  readonly #files: string[] = [];
-  /** Last stream staged per disk: each new one must follow it (the chain rules of a restore). */
-  readonly #last = new Map<string, StreamHeader>();
+  readonly #streams = new StreamFiles(false);
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -86,37 +82,13 @@ export class StagedStreams {
 
   /** The files staged so far, in job order. */
   get files(): readonly string[] {
-    return this.#files;
+    return this.#streams.files;
   }
 
   /** A target that stages one stream file (its header and chain order are checked once written). */
   target(): EngineRestoreTarget {
-    const path = join(this.dir, `${String(this.#files.length + 1).padStart(4, "0")}.dbit`);
-    return {
-      apply: async (stream) => {
-        let bytes = 0;
-        const counted = stream.pipeThrough(
-          new TransformStream<Uint8Array, Uint8Array>({
-            transform(chunk, out) {
-              bytes += chunk.length;
-              out.enqueue(chunk);
-            },
-          }),
-        );
-        try {
-          await Deno.writeFile(path, counted, { mode: 0o600 });
-          const header = await readStreamHeader(path);
-          checkChainOrder(this.#last.get(header.disk) ?? null, header);
-          this.#last.set(header.disk, header);
-          this.#files.push(path);
-          return { backupId: header.backupId, level: header.level, bytes };
-        } catch (err) {
-          await Deno.remove(path).catch(() => {});
-          throw err;
-        }
-      },
-      close: () => Promise.resolve(),
-    };
+    const name = `${String(this.#streams.files.length + 1).padStart(4, "0")}.dbit`;
+    return this.#streams.target(join(this.dir, name));
   }
 
   /** Removes the staged streams. */

@@ -6,7 +6,9 @@
  *   sidecar enforces the chain order;
  * - in place (`where=/`): back onto the VM's disk (qmp= and node=), only with
  *   `guest_stopped=true`; the chain is tracked in the VM's state directory;
- * - with `cross_restore=`: staged, then pushed to the target at FINISH.
+ * - with `cross_restore=`: staged, then pushed to the target at FINISH;
+ * - with `restore_as=streams` (and a where prefix): the stream file itself,
+ *   under its own name, with its index beside it, for `dirtybit serve`.
  * A replication job's record (JSON) is written back as it is, under the
  * where prefix.
  * A failed file gets one job error (`Q`, which Bacula counts, where an `E`
@@ -35,12 +37,13 @@ import {
   runCrossRestore,
   StagedStreams,
 } from "./crossrestore.ts";
+import { StreamFiles } from "./stream_files.ts";
 
 /** A file that was accepted and whose DATA may follow. */
 interface Accepted {
   fname: string;
-  /** How the result is reported: `restored ... into X` or `staged ... for Y`. */
-  verb: "restored into" | "staged for";
+  /** How the result is reported: `restored ... into X`, `staged ... for Y`, `written ... to Z`. */
+  verb: "restored into" | "staged for" | "written to";
   target: string;
   session: EngineRestoreTarget;
 }
@@ -117,6 +120,7 @@ async function restoreData(ctx: JobContext, file: Accepted): Promise<boolean> {
 class Destinations {
   readonly #ctx: JobContext;
   readonly #files = new Map<string, EngineRestoreTarget>();
+  readonly #streams = new StreamFiles(true);
   /** One VM disk at a time: each holds the VM's state directory lock. */
   #vmDisk: { disk: string; session: EngineRestoreTarget } | null = null;
   readonly cross: { plan: CrossRestorePlan; staged: StagedStreams } | null;
@@ -135,7 +139,20 @@ class Destinations {
       await ch.send("OK");
       return { fname, verb: "staged for", target, session: this.cross.staged.target() };
     }
-    if (name.prefix === "" && !job.regexWhere) return await this.#acceptInPlace(fname, name);
+    const inPlace = name.prefix === "" && !job.regexWhere;
+    if (params.restore_as === "streams") {
+      if (inPlace) {
+        await ch.say("Q", `${fname}: restore_as=streams writes stream files: give where=DIR`);
+        await ch.send("SKIP");
+        return "failed";
+      }
+      const target = resolve(fname);
+      await makeDirectory(dirname(target), "the restore directory");
+      ch.log(`restore ${fname} -> stream file ${target}`);
+      await ch.send("OK");
+      return { fname, verb: "written to", target, session: this.#streams.target(target) };
+    }
+    if (inPlace) return await this.#acceptInPlace(fname, name);
     const format = params.format ?? "raw";
     // A relative `where` is the FD's working directory's; qemu-nbd gets it absolute.
     const target = resolve(restoreTargetPath(name, format));

@@ -74,9 +74,9 @@ interface Flags extends ProgressFlags {
 const UNITS: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
 /** Parses `64K`, `1M`, `512`, `2MiB` into bytes (UsageError naming the flag otherwise). */
-export function parseSize(flag: string, text: string): number {
+export function parseSize(flag: string, text: string, command = "convert"): number {
   const m = /^(\d+)\s*([KMGT]?)(i?B)?$/i.exec(text.trim());
-  if (!m) throw new UsageError(`convert: --${flag} '${text}' is not a size: use e.g. 64K or 1M`);
+  if (!m) throw new UsageError(`${command}: --${flag} '${text}' is not a size: use e.g. 64K or 1M`);
   return Number(m[1]) * UNITS[m[2].toUpperCase()];
 }
 

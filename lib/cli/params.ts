@@ -267,6 +267,13 @@ export const PARAMS = {
     help:
       "cross-restore: where a restore job's streams wait for the end of the job (default: dirtybit-staging in the FD's WorkingDir)",
   },
+  restore_as: {
+    restore: true,
+    kind: "enum",
+    help:
+      "restore with where=DIR: image (default: the disk, applied) or streams (the jobs' stream files as they are, for dirtybit serve and mount)",
+    values: ["image", "streams"],
+  },
   guest_stopped: {
     restore: true,
     kind: "bool",
@@ -455,6 +462,9 @@ function checkConflicts(p: Params): void {
   };
   both("secretkey", "secretkey_file");
   both("psk", "psk_file");
+  if (p.restore_as === "streams" && p.cross_restore !== undefined) {
+    throw new UsageError("parameters restore_as=streams and cross_restore conflict: give only one");
+  }
   both("listing", "query");
   if (p.node && !p.qmp) throw new UsageError("parameter node needs qmp (the QMP socket path)");
   both("domain", "qmp");

@@ -16,6 +16,7 @@ import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./p
 import { timing } from "./progress_view.ts";
 import type { StreamReader } from "../stream/reader.ts";
 import { runCrossRestore } from "./crossrestore.ts";
+import { runLiveRestore } from "./live_restore.ts";
 import { restoreAndDefine } from "../restore/define.ts";
 
 const HELP = `
@@ -38,6 +39,9 @@ dirtybit restore --define --out DIR [--name NAME] [--connect URI] STREAM...
   name with -restored) from the definition the streams carry, with a new UUID,
   new MAC addresses and the restored disks (disks not restored are left out).
 
+Live restore into a running VM's disk (see 'dirtybit restore --live --help'):
+dirtybit restore --live --qmp SOCKET --node NODE STREAM...
+
 Cross-restore into another hypervisor: dirtybit restore --to proxmox|hyperv|vmware
 (see 'dirtybit restore --to proxmox --help').
 `;
@@ -47,6 +51,7 @@ export const restoreCommand: Command = {
   summary: "restore a full and its incrementals to a raw or qcow2 image",
   async run(args) {
     if (args.some((a) => a === "--to" || a.startsWith("--to="))) return await runCrossRestore(args);
+    if (args.includes("--live")) return await runLiveRestore(args);
     type Flags = ProgressFlags & {
       out?: string;
       format?: string;

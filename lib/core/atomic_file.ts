@@ -9,12 +9,12 @@ import { fileSystemError, InputError } from "./errors.ts";
 import { writeAll } from "./bytes.ts";
 
 /**
- * Writes `text` to `path` via a synced temporary file and a rename, then syncs
- * the directory. A failure (a full or read-only disk) removes the temporary
- * file, leaves `path` as it was and names it in a typed error.
+ * Writes `content` to `path` via a synced temporary file and a rename, then
+ * syncs the directory. A failure (a full or read-only disk) removes the
+ * temporary file, leaves `path` as it was and names it in a typed error.
  */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const bytes = new TextEncoder().encode(text);
+export async function writeFileAtomic(path: string, content: string | Uint8Array): Promise<void> {
+  const bytes = typeof content === "string" ? new TextEncoder().encode(content) : content;
   const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   try {
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });

@@ -173,3 +173,14 @@ export function* blockRunRanges(
     }
   }
 }
+
+/**
+ * How a range of a backup is stored: data, zeros a record says, or a hole
+ * nothing mentions (reads as zeros too).
+ */
+export type AllocationKind = "data" | "zero" | "hole";
+
+/** A range with how it is stored. */
+export interface AllocatedExtent extends Extent {
+  readonly kind: AllocationKind;
+}

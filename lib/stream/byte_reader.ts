@@ -1,20 +1,54 @@
 /**
- * Exact-length reads from a ReadableStream of byte chunks, as a strictly
- * sequential parser needs them, with the position of every byte read.
+ * Exact-length reads from a ReadableStream of byte chunks (or a file), as a
+ * strictly sequential parser needs them, with the position of every byte read.
  *
  * @module
  */
 
+/** Where the chunks come from: `seek` only for a file, which can skip without reading. */
+interface ChunkSource {
+  next(): Promise<Uint8Array | null>;
+  cancel(): Promise<void>;
+  seek?(position: number): Promise<void>;
+}
+
+/** Read size of a file source: small, as an index scan reads a header per record and seeks on. */
+const FILE_CHUNK = 16 * 1024;
+
 /** Buffers chunks of a byte stream and hands out exact slices in order. */
 export class ByteReader {
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #src: ChunkSource;
   #chunk: Uint8Array = new Uint8Array(0);
   #done = false;
+  #cancelled = false;
   /** Bytes handed out so far. */
   position = 0;
 
-  constructor(src: ReadableStream<Uint8Array>) {
-    this.#reader = src.getReader();
+  /**
+   * `src`: a byte stream, or an open file read from its current position
+   * (0), which can {@link skip} by seeking and is closed by `cancel`.
+   */
+  constructor(src: ReadableStream<Uint8Array> | Deno.FsFile) {
+    this.#src = src instanceof Deno.FsFile ? fileChunks(src) : streamChunks(src);
+  }
+
+  /**
+   * Passes over the next `n` bytes; false if the stream ends first. A file
+   * seeks (the bytes are not read); a stream reads through them.
+   */
+  async skip(n: number): Promise<boolean> {
+    if (this.#chunk.length >= n || !this.#src.seek) {
+      for (let left = n; left > 0;) {
+        const part = await this.read(Math.min(left, 1 << 20));
+        if (!part) return false;
+        left -= part.length;
+      }
+      return true;
+    }
+    this.position += n;
+    this.#chunk = new Uint8Array(0);
+    await this.#src.seek(this.position);
+    return true;
   }
 
   /**
@@ -50,9 +84,9 @@ export class ByteReader {
 
   /** Stops reading and releases the source. */
   async cancel(): Promise<void> {
-    if (this.#done) return;
-    this.#done = true;
-    await this.#reader.cancel().catch(() => {});
+    if (this.#cancelled) return;
+    this.#cancelled = this.#done = true;
+    await this.#src.cancel().catch(() => {});
   }
 
   #take(n: number): Uint8Array {
@@ -64,12 +98,38 @@ export class ByteReader {
 
   async #pull(): Promise<boolean> {
     if (this.#done) return false;
-    const { value, done } = await this.#reader.read();
-    if (done) {
+    const value = await this.#src.next();
+    if (value === null) {
       this.#done = true;
       return false;
     }
     this.#chunk = value;
     return true;
   }
+}
+
+function streamChunks(src: ReadableStream<Uint8Array>): ChunkSource {
+  const reader = src.getReader();
+  return {
+    next: async () => {
+      const { value, done } = await reader.read();
+      return done ? null : value;
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
+function fileChunks(file: Deno.FsFile): ChunkSource {
+  return {
+    next: async () => {
+      const buf = new Uint8Array(FILE_CHUNK);
+      const n = await file.read(buf);
+      return n === null ? null : buf.subarray(0, n);
+    },
+    // deno-lint-ignore require-await
+    cancel: async () => file.close(),
+    seek: async (position) => {
+      await file.seek(position, Deno.SeekMode.Start);
+    },
+  };
 }

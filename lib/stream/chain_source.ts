@@ -7,31 +7,56 @@
  * @module
  */
 import { type FileHandle, open } from "node:fs/promises";
-import { coalesceMapped, extentEnd, type MappedExtent } from "../core/extent.ts";
+import {
+  type AllocatedExtent,
+  type AllocationKind,
+  coalesceMapped,
+  extentEnd,
+  type MappedExtent,
+} from "../core/extent.ts";
 import { describeError, InputError, SourceError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { checkChainOrder } from "./chain.ts";
-import type { RecordHeader, StreamHeader } from "./format.ts";
-import { openStreamFile } from "./reader.ts";
+import type { StreamHeader } from "./format.ts";
+import { type IndexedRecordHeader, openStreamFile } from "./reader.ts";
 import { decodeDataPayload } from "./data_record.ts";
 
-/** Where one data record's payload sits in a stream file, and its header. */
-interface IndexedRecord extends RecordHeader {
-  readonly file: number;
-  readonly payloadPosition: number;
+/** One stream file's header and its records' headers, in stream order. */
+export interface StreamIndex {
+  readonly header: StreamHeader;
+  readonly records: readonly IndexedRecordHeader[];
 }
 
-/** A range of the merged disk: zeros (`rec` null) or bytes of a record starting at `skew`. */
+/** Where one data record's payload sits in which stream file, and its header. */
+interface IndexedRecord extends IndexedRecordHeader {
+  readonly file: number;
+}
+
+/**
+ * A range of the merged disk: bytes of a data record starting at `skew`
+ * (`rec`), or zeros that a zero record says (`zero`) or that no stream
+ * mentions (`hole`).
+ */
 interface Segment {
   readonly offset: number;
   readonly length: number;
+  readonly kind: AllocationKind;
   readonly rec: IndexedRecord | null;
   readonly skew: number;
 }
 
 function slice(seg: Segment, from: number, to: number): Segment {
-  return { offset: from, length: to - from, rec: seg.rec, skew: seg.skew + (from - seg.offset) };
+  return { ...seg, offset: from, length: to - from, skew: seg.skew + (from - seg.offset) };
 }
+
+/**
+ * Decoded records kept by default: enough for the requests of a sequential
+ * reader (nbdcopy asks 256 KiB at a time) to find the record they share. More
+ * costs memory for little: each decoded record is a new buffer, and V8 frees
+ * dropped ones only after some 64 MiB of them, which already dominates serve's
+ * peak memory.
+ */
+const DEFAULT_CACHE_BYTES = 8 << 20;
 
 /**
  * Lays `updates` (sorted, non-overlapping) over `base` (sorted, non-overlapping):
@@ -66,19 +91,20 @@ export class ChainSource implements DiskSource {
   readonly #paths: readonly string[];
   readonly #files: FileHandle[];
   readonly #segments: Segment[];
-  #cached: { rec: IndexedRecord; data: Uint8Array } | null = null;
+  readonly #cache: RecordCache;
 
   private constructor(
-    headers: StreamHeader[],
-    paths: string[],
+    indexes: readonly StreamIndex[],
+    paths: readonly string[],
     files: FileHandle[],
-    segments: Segment[],
+    cacheBytes: number,
   ) {
-    this.headers = headers;
-    this.size = headers[0].virtualSize;
+    this.headers = indexes.map((i) => i.header);
+    this.size = this.headers[0].virtualSize;
     this.#paths = paths;
     this.#files = files;
-    this.#segments = segments;
+    this.#segments = mergeChain(indexes);
+    this.#cache = new RecordCache(cacheBytes);
   }
 
   /**
@@ -87,18 +113,15 @@ export class ChainSource implements DiskSource {
    */
   static async open(paths: string[]): Promise<ChainSource> {
     if (paths.length === 0) throw new UsageError("a chain needs at least its full backup stream");
-    const headers: StreamHeader[] = [];
-    const files: FileHandle[] = [];
-    let segments: Segment[] = [];
-    try {
-      for (const [file, path] of paths.entries()) {
-        const reader = await openStreamFile(path);
-        checkChainOrder(headers.at(-1) ?? null, reader.header);
-        const updates: Segment[] = [];
-        for await (const rec of reader.records()) {
-          const indexed: IndexedRecord | null = rec.kind === "zero" ? null : {
+    const indexes: StreamIndex[] = [];
+    for (const path of paths) {
+      const reader = await openStreamFile(path);
+      checkChainOrder(indexes.at(-1)?.header ?? null, reader.header);
+      const records: IndexedRecordHeader[] = [];
+      for await (const rec of reader.records()) {
+        records.push(
+          rec.kind === "zero" ? zeroRecordHeader(rec.offset, rec.length) : {
             kind: "data",
-            file,
             offset: rec.offset,
             length: rec.length,
             payloadPosition: rec.payloadPosition,
@@ -106,21 +129,32 @@ export class ChainSource implements DiskSource {
             compressed: rec.compressed,
             checksum: rec.checksum,
             payloadChecksum: rec.payloadChecksum,
-          };
-          updates.push({ offset: rec.offset, length: rec.length, rec: indexed, skew: 0 });
-        }
-        if (file === 0) {
-          segments = [{ offset: 0, length: reader.header.virtualSize, rec: null, skew: 0 }];
-        }
-        segments = overlaySegments(segments, updates);
-        headers.push(reader.header);
-        files.push(await openHandle(path));
+          },
+        );
       }
+      indexes.push({ header: reader.header, records });
+    }
+    return await ChainSource.fromIndexes(paths, indexes);
+  }
+
+  /**
+   * The chain of `paths` from indexes of their records already verified
+   * (chain order included); payloads are checked as they are read.
+   * `cacheBytes` bounds the decoded records kept.
+   */
+  static async fromIndexes(
+    paths: readonly string[],
+    indexes: readonly StreamIndex[],
+    cacheBytes = DEFAULT_CACHE_BYTES,
+  ): Promise<ChainSource> {
+    const files: FileHandle[] = [];
+    try {
+      for (const path of paths) files.push(await openHandle(path));
     } catch (err) {
       await Promise.all(files.map((f) => f.close()));
       throw err;
     }
-    return new ChainSource(headers, paths, files, segments);
+    return new ChainSource(indexes, paths, files, cacheBytes);
   }
 
   /** Merged allocation map: ranges no stream stores as data read as zeros. */
@@ -128,34 +162,78 @@ export class ChainSource implements DiskSource {
     return Promise.resolve(coalesceMapped(this.#segments.map((s) => ({
       offset: s.offset,
       length: s.length,
-      kind: s.rec ? "data" as const : "zero" as const,
+      kind: s.kind === "data" ? "data" as const : "zero" as const,
     }))));
   }
 
-  /** Reads `[offset, offset + length)` from the streams that hold it. */
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    if (offset < 0 || length < 0 || offset + length > this.size) {
-      throw new RangeError(`read ${offset}+${length} is outside the disk (size ${this.size})`);
-    }
-    const out = new Uint8Array(length);
+  /**
+   * What `[offset, offset + length)` holds as the streams record it: data,
+   * zero records, or holes no stream mentions; neighbours of a kind merged.
+   */
+  allocation(offset: number, length: number): AllocatedExtent[] {
+    this.#checkRange(offset, length);
+    const out: AllocatedExtent[] = [];
     const end = offset + length;
     for (let i = this.#find(offset); i < this.#segments.length; i++) {
       const seg = this.#segments[i];
       if (seg.offset >= end) break;
-      if (!seg.rec) continue;
       const from = Math.max(seg.offset, offset);
       const to = Math.min(extentEnd(seg), end);
-      const data = await this.#load(seg.rec);
-      const at = seg.skew + (from - seg.offset);
-      out.set(data.subarray(at, at + (to - from)), from - offset);
+      const last = out.at(-1);
+      if (last?.kind === seg.kind) out[out.length - 1] = { ...last, length: to - last.offset };
+      else out.push({ offset: from, length: to - from, kind: seg.kind });
     }
     return out;
   }
 
+  /** Reads `[offset, offset + length)` from the streams that hold it. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.#checkRange(offset, length);
+    const out = new Uint8Array(length);
+    const end = offset + length;
+    const parts: Promise<void>[] = [];
+    for (let i = this.#find(offset); i < this.#segments.length; i++) {
+      const seg = this.#segments[i];
+      if (seg.offset >= end) break;
+      const rec = seg.rec;
+      if (!rec) continue;
+      const from = Math.max(seg.offset, offset);
+      const to = Math.min(extentEnd(seg), end);
+      const at = seg.skew + (from - seg.offset);
+      parts.push(
+        this.#cache.get(rec, () => this.#load(rec)).then((data) => {
+          out.set(data.subarray(at, at + (to - from)), from - offset);
+        }),
+      );
+    }
+    await Promise.all(parts);
+    return out;
+  }
+
+  /**
+   * Like {@link read}, but a range within one record comes back as a view of
+   * the cached record, not a copy: the caller must not change it.
+   */
+  async readView(offset: number, length: number): Promise<Uint8Array> {
+    this.#checkRange(offset, length);
+    const seg = this.#segments[this.#find(offset)];
+    const rec = seg.rec;
+    if (!rec || offset + length > extentEnd(seg)) return await this.read(offset, length);
+    const data = await this.#cache.get(rec, () => this.#load(rec));
+    const at = seg.skew + (offset - seg.offset);
+    return data.subarray(at, at + length);
+  }
+
   async close(): Promise<void> {
-    this.#cached = null;
+    this.#cache.clear();
     const files = this.#files.splice(0);
     await Promise.all(files.map((f) => f.close().catch(() => {})));
+  }
+
+  #checkRange(offset: number, length: number): void {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw new RangeError(`read ${offset}+${length} is outside the disk (size ${this.size})`);
+    }
   }
 
   /** Index of the segment containing `offset` (segments cover the whole disk). */
@@ -171,7 +249,6 @@ export class ChainSource implements DiskSource {
   }
 
   async #load(rec: IndexedRecord): Promise<Uint8Array> {
-    if (this.#cached?.rec === rec) return this.#cached.data;
     const path = this.#paths[rec.file];
     const handle = this.#files[rec.file];
     if (!handle) throw new SourceError(`backup chain is closed; cannot read '${path}'`);
@@ -195,10 +272,83 @@ export class ChainSource implements DiskSource {
     if (got < payload.length) {
       throw new InputError(`${where}: the file was truncated after indexing`);
     }
-    // A mismatch here means the file changed after indexing.
-    const data = decodeDataPayload(this.headers[rec.file], rec, payload, where);
-    this.#cached = { rec, data };
-    return data;
+    // A mismatch here means the file changed (or rotted) after indexing.
+    return decodeDataPayload(this.headers[rec.file], rec, payload, where);
+  }
+}
+
+/** A zero record's header, as an index holds it (it has no payload). */
+function zeroRecordHeader(offset: number, length: number): IndexedRecordHeader {
+  return {
+    kind: "zero",
+    compressed: false,
+    storedLength: 0,
+    offset,
+    length,
+    checksum: 0n,
+    payloadChecksum: 0n,
+    payloadPosition: 0,
+  };
+}
+
+/** The disk's segments: each stream's records laid over the ones before, from a hole. */
+function mergeChain(indexes: readonly StreamIndex[]): Segment[] {
+  const size = indexes[0].header.virtualSize;
+  let segments: Segment[] = [{ offset: 0, length: size, kind: "hole", rec: null, skew: 0 }];
+  for (const [file, index] of indexes.entries()) {
+    segments = overlaySegments(
+      segments,
+      index.records.map((r) => ({
+        offset: r.offset,
+        length: r.length,
+        kind: r.kind,
+        rec: r.kind === "data" ? { ...r, file } : null,
+        skew: 0,
+      })),
+    );
+  }
+  return segments;
+}
+
+/**
+ * Decoded records, least recently used dropped first once they hold more
+ * than `limit` bytes; a record being loaded is shared by every read that
+ * wants it, and a failed load is not kept (the next read tries again).
+ */
+class RecordCache {
+  readonly #entries = new Map<IndexedRecord, Promise<Uint8Array>>();
+  #bytes = 0;
+
+  constructor(readonly limit: number) {}
+
+  get(rec: IndexedRecord, load: () => Promise<Uint8Array>): Promise<Uint8Array> {
+    const hit = this.#entries.get(rec);
+    if (hit) {
+      this.#entries.delete(rec);
+      this.#entries.set(rec, hit);
+      return hit;
+    }
+    const loading = load();
+    this.#entries.set(rec, loading);
+    this.#bytes += rec.length;
+    loading.catch(() => {
+      if (this.#entries.get(rec) === loading) this.#drop(rec);
+    });
+    for (const old of this.#entries.keys()) {
+      if (this.#bytes <= this.limit || old === rec) break;
+      this.#drop(old);
+    }
+    return loading;
+  }
+
+  clear(): void {
+    this.#entries.clear();
+    this.#bytes = 0;
+  }
+
+  #drop(rec: IndexedRecord): void {
+    this.#entries.delete(rec);
+    this.#bytes -= rec.length;
   }
 }
 

@@ -16,6 +16,7 @@ import {
   decodeTrailer,
   frameKind,
   HEADER_PREFIX_SIZE,
+  type RecordHeader,
   recordHeaderSize,
   streamHashCoversPayloads,
   type StreamHeader,
@@ -48,6 +49,11 @@ export interface ZeroRecord {
   readonly kind: "zero";
   readonly offset: number;
   readonly length: number;
+}
+
+/** A record header and where its payload starts in the stream. */
+export interface IndexedRecordHeader extends RecordHeader {
+  readonly payloadPosition: number;
 }
 
 /** One record of a stream, in stream (= ascending offset) order. */
@@ -86,7 +92,7 @@ export class StreamReader {
    * "stdin") goes into error messages.
    */
   static async open(
-    src: ReadableStream<Uint8Array>,
+    src: ReadableStream<Uint8Array> | Deno.FsFile,
     name = "backup stream",
   ): Promise<StreamReader> {
     const input = new ByteReader(src);
@@ -113,6 +119,12 @@ export class StreamReader {
     return this.#trailer;
   }
 
+  /** Stops reading (when the records are not wanted) and releases the source. */
+  async close(): Promise<void> {
+    this.#started = true;
+    await this.#in.cancel();
+  }
+
   /** Stream bytes consumed so far. */
   get position(): number {
     return this.#in.position;
@@ -123,6 +135,59 @@ export class StreamReader {
    * then verifies the trailer and that nothing follows. Can be iterated once. Stopping early releases the source.
    */
   async *records(options: RecordsOptions = {}): AsyncGenerator<StreamRecord> {
+    for await (const { rec, payloadPosition, payload } of this.#walk(true)) {
+      if (rec.kind === "zero") {
+        yield { kind: "zero", offset: rec.offset, length: rec.length };
+        continue;
+      }
+      const where = `${this.#name}: record at ${rec.offset}`;
+      const fields = {
+        kind: "data",
+        offset: rec.offset,
+        length: rec.length,
+        payloadPosition,
+        storedLength: rec.storedLength,
+        compressed: rec.compressed,
+        checksum: rec.checksum,
+        payloadChecksum: rec.payloadChecksum,
+      } as const;
+      const stored = payload!;
+      if (options.lazy && rec.compressed && this.header.version >= 3) {
+        checkPayload(this.header.version, rec, stored, where);
+        const header = this.header;
+        let data: Uint8Array | undefined;
+        yield {
+          ...fields,
+          stored,
+          get data() {
+            return data ??= decodeDataPayload(header, rec, stored, where);
+          },
+        };
+        continue;
+      }
+      const decoded = decodeDataPayload(this.header, rec, stored, where);
+      const data = decoded === stored ? stored.slice() : decoded;
+      yield { ...fields, data, stored: rec.compressed ? stored : data };
+    }
+  }
+
+  /**
+   * Like {@link records}, but yields only the verified record headers and
+   * where their payloads sit, passing over the payloads (a file source seeks
+   * past them): everything but the payloads is checked, trailer included,
+   * as the stream checksum leaves payloads out (a version 1 stream's covers
+   * them, so its payloads are read and hashed, not decoded).
+   */
+  async *recordHeaders(): AsyncGenerator<IndexedRecordHeader> {
+    const withPayloads = streamHashCoversPayloads(this.header.version);
+    for await (const { rec, payloadPosition } of this.#walk(withPayloads)) {
+      yield { ...rec, payloadPosition };
+    }
+  }
+
+  async *#walk(
+    withPayloads: boolean,
+  ): AsyncGenerator<{ rec: RecordHeader; payloadPosition: number; payload?: Uint8Array }> {
     if (this.#started) throw new RangeError("stream records can be read only once");
     this.#started = true;
     const counted = { records: 0, dataBytes: 0, zeroBytes: 0, storedBytes: 0 };
@@ -170,43 +235,26 @@ export class StreamReader {
         }
         end = rec.offset + rec.length;
         counted.records++;
+        const payloadPosition = this.#in.position;
         if (rec.kind === "zero") {
           counted.zeroBytes += rec.length;
-          yield { kind: "zero", offset: rec.offset, length: rec.length };
+          yield { rec, payloadPosition };
           continue;
         }
-        const payloadPosition = this.#in.position;
-        const payload = await readOrFail(this.#in, rec.storedLength, this.#name, "a record");
-        if (streamHashCoversPayloads(this.header.version)) this.#hash.update(payload);
-        const where = `${this.#name}: record at ${rec.offset}`;
         counted.dataBytes += rec.length;
         counted.storedBytes += rec.storedLength;
-        const fields = {
-          kind: "data",
-          offset: rec.offset,
-          length: rec.length,
-          payloadPosition,
-          storedLength: rec.storedLength,
-          compressed: rec.compressed,
-          checksum: rec.checksum,
-          payloadChecksum: rec.payloadChecksum,
-        } as const;
-        if (options.lazy && rec.compressed && this.header.version >= 3) {
-          checkPayload(this.header.version, rec, payload, where);
-          const header = this.header;
-          let data: Uint8Array | undefined;
-          yield {
-            ...fields,
-            stored: payload,
-            get data() {
-              return data ??= decodeDataPayload(header, rec, payload, where);
-            },
-          };
+        if (!withPayloads) {
+          if (!(await this.#in.skip(rec.storedLength))) {
+            throw new InputError(
+              `${this.#name} is truncated: it ends inside a record starting at byte ${at}`,
+            );
+          }
+          yield { rec, payloadPosition };
           continue;
         }
-        const decoded = decodeDataPayload(this.header, rec, payload, where);
-        const data = decoded === payload ? payload.slice() : decoded;
-        yield { ...fields, data, stored: rec.compressed ? payload : data };
+        const payload = await readOrFail(this.#in, rec.storedLength, this.#name, "a record");
+        if (streamHashCoversPayloads(this.header.version)) this.#hash.update(payload);
+        yield { rec, payloadPosition, payload };
       }
     } catch (err) {
       throw named(err, this.#name);
@@ -258,6 +306,15 @@ export async function openStreamPath(path: string): Promise<Deno.FsFile> {
 export async function openStreamFile(path: string): Promise<StreamReader> {
   const file = await openStreamPath(path);
   return await StreamReader.open(file.readable, path);
+}
+
+/**
+ * Opens a stream file to read its {@link StreamReader.recordHeaders}, which
+ * seek past the payloads instead of reading them.
+ */
+export async function openStreamFileForIndex(path: string): Promise<StreamReader> {
+  const file = await openStreamPath(path);
+  return await StreamReader.open(file, path);
 }
 
 /** Reads a stream from standard input. */

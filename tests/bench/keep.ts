@@ -37,7 +37,7 @@ function halfRandom(high: number): Uint8Array {
  * and `incrementals` streams each writing `incData` bytes in 1 MiB pieces at
  * places spread over the data. Returns the stream paths.
  */
-async function writeChain(
+export async function writeChain(
   dir: string,
   name: string,
   size: number,
@@ -79,7 +79,8 @@ async function writeChain(
   return paths;
 }
 
-async function timed(args: string[]): Promise<number> {
+/** Seconds `dirtybit ARGS` takes, `sync` included. */
+export async function timed(args: string[]): Promise<number> {
   const t0 = performance.now();
   await run(Deno.execPath(), ["run", "-A", MAIN, ...args]);
   await run("sync", []);
@@ -87,7 +88,7 @@ async function timed(args: string[]): Promise<number> {
 }
 
 /** Peak resident bytes of `dirtybit ARGS`, measured by GNU time. */
-async function peakRss(args: string[]): Promise<number> {
+export async function peakRss(args: string[]): Promise<number> {
   const out = await new Deno.Command("/usr/bin/time", {
     args: ["-f", "%M", Deno.execPath(), "run", "-A", MAIN, ...args],
     stdout: "null",

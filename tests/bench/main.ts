@@ -16,6 +16,7 @@ import { benchFailback } from "./failback.ts";
 import { benchVmBackup } from "./vm_backup.ts";
 import { benchBacula15 } from "./bacula15.ts";
 import { benchMerge } from "./keep.ts";
+import { benchServe } from "./serve.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 
 const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
@@ -31,6 +32,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["failback", (dir) => benchFailback(dir)],
   ["vm backup", (dir) => benchVmBackup(dir)],
   ["merge", benchMerge],
+  ["serve", benchServe],
 ];
 
 // As main.ts does: the engine benchmarks run in this process.
