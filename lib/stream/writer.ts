@@ -158,14 +158,15 @@ export class StreamWriter {
    * copied as stored, without compressing it again, when its data checksum
    * holds unchanged here and this stream compresses or the record is not
    * compressed; else written as {@link writeData} of its data. Same ordering rule.
+   * `rec.stored` goes to the sink uncopied: it must not change until the
+   * stream is finished (a stream reader's records never do).
    */
   async copyRecord(from: StreamHeader, rec: DataRecord): Promise<void> {
     if (!sameDataChecksum(from, this.header) || (rec.compressed && this.#level === 0)) {
       return await this.writeData(rec.offset, rec.data);
     }
     this.#checkRange(rec.offset, rec.length);
-    const frame = new Uint8Array(RECORD_HEADER_SIZE + rec.storedLength);
-    encodeRecordHeader({
+    const head = encodeRecordHeader({
       kind: "data",
       compressed: rec.compressed,
       storedLength: rec.storedLength,
@@ -174,9 +175,15 @@ export class StreamWriter {
       checksum: rec.checksum,
       // A version 3 source has it (verified); an older one's compressed payload gets it here.
       payloadChecksum: rec.compressed ? rec.payloadChecksum || payloadChecksum(rec.stored) : 0n,
-    }, frame);
-    frame.set(rec.stored, RECORD_HEADER_SIZE);
-    this.#enqueue(Promise.resolve(frame), this.#hashedOfData);
+    });
+    // The payload goes to the sink as it is, not copied behind the header: a merge copies most
+    // of a chain this way, and a megabyte allocated per record is what its memory peak was made of.
+    this.#enqueue(Promise.resolve(head), Infinity);
+    this.#enqueue(
+      Promise.resolve(rec.stored),
+      this.#hashedOfData === Infinity ? Infinity : 0,
+      false,
+    );
     this.#totals.records++;
     this.#totals.dataBytes += rec.length;
     this.#totals.storedBytes += rec.storedLength;
@@ -310,8 +317,11 @@ export class StreamWriter {
     }
   }
 
-  /** Queues a frame for the sink; its first `hashed` bytes go into the stream checksum. */
-  #enqueue(frame: Promise<Uint8Array>, hashed: number): void {
+  /**
+   * Queues a frame for the sink; its first `hashed` bytes go into the stream
+   * checksum. A frame not in a buffer of the writer's own is never recycled.
+   */
+  #enqueue(frame: Promise<Uint8Array>, hashed: number, ownBuffer = true): void {
     // A rejected frame must not go unhandled before its turn in the queue comes.
     frame.catch(() => {});
     this.#inFlight++;
@@ -319,10 +329,12 @@ export class StreamWriter {
       try {
         if (this.#error) return;
         const bytes = await frame;
-        this.#hash.update(hashed < bytes.length ? bytes.subarray(0, hashed) : bytes);
+        if (hashed > 0) {
+          this.#hash.update(hashed < bytes.length ? bytes.subarray(0, hashed) : bytes);
+        }
         await this.#out.write(bytes);
         this.#written += bytes.length;
-        this.#recycle(bytes);
+        if (ownBuffer) this.#recycle(bytes);
       } catch (err) {
         this.#error ??= sinkError(err);
       } finally {
