@@ -96,7 +96,8 @@ export class NbdServer {
       }
       const id = this.#nextClient++;
       this.#conns.add(conn);
-      const session = new Session(conn, this.#export, this.#log, id).run().finally(() => {
+      const stopping = () => this.#closed;
+      const session = new Session(conn, this.#export, this.#log, id, stopping).run().finally(() => {
         this.#conns.delete(conn);
         closeQuietly(conn);
         this.#sessions.delete(session);
@@ -125,6 +126,7 @@ class Session {
     readonly exp: NbdExport,
     readonly log: ServerLog,
     readonly id: number,
+    readonly stopping: () => boolean,
   ) {
     this.#in = new ByteReader(conn.readable);
   }
@@ -137,7 +139,8 @@ class Session {
         this.log("info", `client ${this.id} disconnected`);
       }
     } catch (err) {
-      if (!this.#broken) this.log("warning", `client ${this.id}: ${describeError(err)}`);
+      if (this.stopping()) this.log("info", `client ${this.id} disconnected: the server stops`);
+      else if (!this.#broken) this.log("warning", `client ${this.id}: ${describeError(err)}`);
     } finally {
       await Promise.allSettled(this.#inFlight);
       await this.#writing;
