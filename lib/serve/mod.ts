@@ -24,7 +24,7 @@ export interface ServeOptions {
   /** Export name (default: the disk's name in the streams); clients may also ask for "". */
   readonly name?: string;
   readonly onLog?: (kind: ServeLogKind, text: string) => void;
-  /** Bytes of decoded records kept for reads to come (default 32 MiB). */
+  /** Bytes of decoded records kept for reads to come (default 8 MiB). */
   readonly cacheBytes?: number;
 }
 
