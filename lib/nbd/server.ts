@@ -216,11 +216,13 @@ class Session {
     if (!isRead && !this.#state.allocation) {
       return await this.#fail(req, Errno.EINVAL, "no meta context was negotiated");
     }
-    if (offset + length > this.exp.size || (isRead && length > MAX_PAYLOAD)) {
+    if (
+      offset + length > this.exp.size || (isRead ? length > MAX_PAYLOAD : length === 0)
+    ) {
       return await this.#fail(req, Errno.EINVAL, "request out of range");
     }
     if (!isRead) {
-      const extents = length === 0 ? [] : this.exp.allocation(offset, length);
+      const extents = this.exp.allocation(offset, length);
       return await this.#send([
         blockStatusChunk(cookie, extents, (req.flags & CMD_FLAG_REQ_ONE) !== 0),
       ]);
