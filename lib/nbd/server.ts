@@ -10,6 +10,7 @@ import { ByteReader } from "../stream/byte_reader.ts";
 import type { AllocatedExtent } from "../core/extent.ts";
 import { writeAll } from "../core/bytes.ts";
 import { describeError } from "../core/errors.ts";
+import type { Log } from "../core/log.ts";
 import {
   blockStatusChunk,
   Cmd,
@@ -40,9 +41,6 @@ export interface NbdExport extends ExportInfo {
   read(offset: number, length: number): Promise<Uint8Array>;
 }
 
-/** What the server tells its owner: clients coming and going, and failed requests. */
-export type ServerLog = (kind: "info" | "warning" | "error", text: string) => void;
-
 /** Requests of one client served at once (the next waits for one to finish): each holds its reply. */
 const IN_FLIGHT = 8;
 
@@ -50,22 +48,25 @@ const IN_FLIGHT = 8;
 export class NbdServer {
   readonly #listener: Deno.Listener;
   readonly #export: NbdExport;
-  readonly #log: ServerLog;
+  readonly #log: Log;
   readonly #conns = new Set<Deno.Conn>();
   readonly #sessions = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
   #nextClient = 1;
   #closed = false;
 
-  private constructor(listener: Deno.Listener, exp: NbdExport, log: ServerLog) {
+  private constructor(listener: Deno.Listener, exp: NbdExport, log: Log) {
     this.#listener = listener;
     this.#export = exp;
     this.#log = log;
     this.#accepting = this.#accept();
   }
 
-  /** Serves `exp` to every client of `listener` until {@link close}. */
-  static start(listener: Deno.Listener, exp: NbdExport, log: ServerLog = () => {}): NbdServer {
+  /**
+   * Serves `exp` to every client of `listener` until {@link close}; `log`
+   * hears of clients coming and going and of failed requests.
+   */
+  static start(listener: Deno.Listener, exp: NbdExport, log: Log = () => {}): NbdServer {
     return new NbdServer(listener, exp, log);
   }
 
@@ -124,7 +125,7 @@ class Session {
   constructor(
     readonly conn: Deno.Conn,
     readonly exp: NbdExport,
-    readonly log: ServerLog,
+    readonly log: Log,
     readonly id: number,
     readonly stopping: () => boolean,
   ) {

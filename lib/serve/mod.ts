@@ -9,12 +9,10 @@
  */
 import { resolve } from "node:path";
 import { BusyError, describeError, SourceError, UsageError } from "../core/errors.ts";
+import type { Log } from "../core/log.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 import { indexChain } from "../stream/stream_index.ts";
 import { type NbdExport, NbdServer } from "../nbd/server.ts";
-
-/** What a running server reports: clients, rebuilt indexes, failed reads. */
-export type ServeLogKind = "info" | "warning" | "error";
 
 export interface ServeOptions {
   /** Unix socket to listen on (a stale one left by a crash is replaced). */
@@ -23,7 +21,8 @@ export interface ServeOptions {
   readonly listen?: { readonly host: string; readonly port: number };
   /** Export name (default: the disk's name in the streams); clients may also ask for "". */
   readonly name?: string;
-  readonly onLog?: (kind: ServeLogKind, text: string) => void;
+  /** Told of clients, rebuilt indexes and failed reads. */
+  readonly onLog?: Log;
   /** Bytes of decoded records kept for reads to come (default 8 MiB). */
   readonly cacheBytes?: number;
 }

@@ -7,15 +7,13 @@
  * @module
  */
 import { writeFileAtomic } from "../core/atomic_file.ts";
+import type { Log } from "../core/log.ts";
 import { describeError, SourceError, UsageError } from "../core/errors.ts";
 import { checkChainOrder } from "./chain.ts";
 import type { StreamIndex } from "./chain_source.ts";
 import { type StreamHeader, TRAILER_SIZE } from "./format.ts";
 import { decodeIndex, encodeIndex, type IndexedStreamIdentity } from "./index_layout.ts";
 import { type IndexedRecordHeader, openStreamFileForIndex } from "./reader.ts";
-
-/** What indexing tells its caller: an index rebuilt, one that could not be kept. */
-export type IndexLog = (kind: "info" | "warning", text: string) => void;
 
 /** The index file kept beside stream `path`. */
 export function indexPathOf(path: string): string {
@@ -62,7 +60,8 @@ async function readIndexFile(path: string): Promise<Uint8Array | null> {
  */
 export async function indexStream(
   path: string,
-  log: IndexLog = () => {},
+  /** Told of an index rebuilt ("info") or one that could not be kept ("warning"). */
+  log: Log = () => {},
   accept: (header: StreamHeader) => void = () => {},
 ): Promise<StreamIndex> {
   const reader = await openStreamFileForIndex(path);
@@ -95,7 +94,7 @@ export async function indexStream(
 }
 
 /** Indexes of a chain's stream files, the full first, checked to follow each other. */
-export async function indexChain(paths: readonly string[], log?: IndexLog): Promise<StreamIndex[]> {
+export async function indexChain(paths: readonly string[], log?: Log): Promise<StreamIndex[]> {
   if (paths.length === 0) throw new UsageError("a chain needs at least its full backup stream");
   const indexes: StreamIndex[] = [];
   for (const path of paths) {
