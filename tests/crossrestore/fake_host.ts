@@ -46,14 +46,25 @@ free) rm "$(vol "$2")" || exit 1;;
 esac`,
 };
 
-/** Starts sshd with the fake tools on its sessions' PATH. */
-export async function startFakeHost(): Promise<FakeHost> {
+/**
+ * A `dd` that passes its input on at 1 MiB per 50 ms to the real one, so a
+ * test can kill the writer mid-disk however loaded the machine is.
+ */
+const SLOW_DD = `t=$(mktemp)
+{ while /bin/dd bs=1M count=1 iflag=fullblock status=none of="$t" && [ -s "$t" ]; do
+  cat "$t"; sleep 0.05
+done; } | /bin/dd "$@"
+rc=$?; rm -f "$t"; exit $rc`;
+
+/** Starts sshd with the fake tools on its sessions' PATH (and a slowed `dd` if `slowDd`). */
+export async function startFakeHost(options: { slowDd?: boolean } = {}): Promise<FakeHost> {
   const sshd = await startSshd();
   const bin = `${sshd.dir}/fakebin`;
   const log = `${sshd.dir}/calls.log`;
   const volumeDir = `${sshd.dir}/volumes`;
   await Deno.mkdir(bin);
-  for (const [name, body] of Object.entries(TOOLS)) {
+  const tools = options.slowDd ? { ...TOOLS, dd: SLOW_DD } : TOOLS;
+  for (const [name, body] of Object.entries(tools)) {
     await Deno.writeTextFile(
       `${bin}/${name}`,
       `#!/bin/sh\nVOLUMES=${volumeDir}\necho "${name} $*" >> ${log}\n${body}\n`,
