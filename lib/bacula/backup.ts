@@ -7,7 +7,7 @@
  */
 import { basename } from "node:path";
 import { UsageError } from "../core/errors.ts";
-import { PARAMS, type Params } from "../cli/params.ts";
+import { PARAMS, type Params } from "../params/params.ts";
 import type { Channel } from "./channel.ts";
 import { engineLevel, type JobInfo } from "./job_info.ts";
 import { backupFileName, defaultStateDir, NAMESPACE } from "./names.ts";
@@ -19,7 +19,7 @@ import type {
 } from "./engine_port.ts";
 import { PtcommFiles } from "./ptcomm_sink.ts";
 import { DEFAULT_COMPRESSION } from "../stream/format.ts";
-import { domainSourceFromParams, vmSourceFromParams } from "../cli/vm_params.ts";
+import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { chainProblem, loadBaculaJobs, recordBaculaJob } from "./bacula_jobs.ts";

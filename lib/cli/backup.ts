@@ -17,8 +17,8 @@ import {
   type SinkFactory,
 } from "../backup/engine.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
-import { flagToParam, parseParamEntries } from "./params.ts";
-import { domainSourceFromParams, vmSourceFromParams } from "./vm_params.ts";
+import { flagToParam, parseParamEntries } from "../params/params.ts";
+import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";

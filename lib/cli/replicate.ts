@@ -6,7 +6,7 @@
  */
 import { resolve } from "node:path";
 import type { CliHooks, Command } from "./command.ts";
-import { flagHelp, type Params, parseParamFlags } from "./params.ts";
+import { flagHelp, type Params, parseParamFlags } from "../params/params.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { describeRate } from "../replication/bandwidth.ts";

@@ -1,6 +1,6 @@
 /**
  * From the parameter table (`--vm ... --url ...` flags or a Bacula plugin
- * line) to a {@link VmSource}: the CloudStack endpoint and keys come from the
+ * line, lib/params/params.ts) to a {@link VmSource} or {@link DomainSource}: the CloudStack endpoint and keys come from the
  * parameters, the environment or a config file as `dirtybit api` takes them
  * (lib/cloudstack/credentials.ts); the SSH key defaults to the user's usual
  * key files.

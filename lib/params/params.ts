@@ -1,7 +1,8 @@
 /**
- * The one parameter table (DESIGN 1.2 plus the local-source and backend
- * parameters), used for Bacula plugin `key=value` lists and for command-line
- * `--key value` flags alike (`--secretkey-file` is `secretkey_file`).
+ * The one parameter table, its parsers and its help text, shared by both
+ * front ends: Bacula plugin `key=value` lists (lib/bacula) and command-line
+ * `--key value` flags (lib/cli) alike (`--secretkey-file` is `secretkey_file`).
+ * It lives outside both so that neither front end imports the other.
  * Unknown, invalid and conflicting parameters are a UsageError naming the
  * parameter; secret values never appear in any message. Paths come out
  * absolute (resolved against the working directory), as QEMU and helper
