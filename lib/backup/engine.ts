@@ -20,6 +20,7 @@ import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
 import { untilAborted } from "../core/async.ts";
 import type { CbtStats } from "../cbt/layers.ts";
+import type { Compression } from "../stream/compression.ts";
 import {
   type BackupRecord,
   type DiskState,
@@ -72,8 +73,8 @@ export interface BackupJob {
    * full instead of an incremental or differential on that parent.
    */
   checkParent?: (parent: BackupRecord) => Promise<string | undefined>;
-  /** `zstd:N` or `none`. */
-  compression: string;
+  /** What the streams are compressed with (parsed by the front end). */
+  compression: Compression;
   /** Stored in every stream header (e.g. the VM definition for cross-restore). */
   metadata?: Record<string, unknown>;
   /** Unix socket of an NBD server the QEMU already runs (else one is started for the job). */

@@ -18,7 +18,7 @@ import type {
   EnginePlannedDisk,
 } from "./engine_port.ts";
 import { PtcommFiles } from "./ptcomm_sink.ts";
-import { DEFAULT_COMPRESSION } from "../stream/format.ts";
+import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../core/bytes.ts";

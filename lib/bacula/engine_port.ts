@@ -1,6 +1,7 @@
 import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
 import type { StreamSink } from "../sinks/sink.ts";
+import type { Compression } from "../stream/compression.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -28,7 +29,7 @@ export interface EngineJob {
   stateDir: string;
   /** Take the disks over from other state directories' chains (`take_over=yes`). */
   takeOver?: boolean;
-  compression: string;
+  compression: Compression;
   metadata?: Record<string, unknown>;
   signal?: AbortSignal;
   onMessage?: (kind: "info" | "warning", text: string) => void;

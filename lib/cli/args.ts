@@ -7,6 +7,7 @@
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../core/errors.ts";
+import { type Compression, COMPRESSION_RULE, parseCompression } from "../stream/compression.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -117,4 +118,15 @@ export function integer(
     );
   }
   return n;
+}
+
+/** An optional `--compress` flag as a parsed compression, or a UsageError in the one wording. */
+export function compressionFlag(
+  command: string,
+  text: string | undefined,
+): Compression | undefined {
+  if (text === undefined) return undefined;
+  const c = parseCompression(text);
+  if (c === null) throw new UsageError(`${command}: --compress '${text}': ${COMPRESSION_RULE}`);
+  return c;
 }

@@ -8,7 +8,7 @@ import { basename, dirname, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
-import { choice, parseFlags, required } from "./args.ts";
+import { choice, compressionFlag, parseFlags, required } from "./args.ts";
 import type { BackupRecord } from "../backup/state.ts";
 import {
   type DiskBackupResult,
@@ -24,7 +24,7 @@ import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
-import { compressionLevel, DEFAULT_COMPRESSION } from "../stream/format.ts";
+import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
 
 const HELP = `
@@ -47,7 +47,7 @@ With --vm, the VM is found through CloudStack and read on its KVM host.
                       $DIRTYBIT_STATE_DIR or /var/lib/dirtybit)
   --out FILE|DIR|-    stream file, directory for one file per disk, or - for
                       stdout (one disk only; e.g. Bacula bpipe). Default: .
-  --compress C        zstd:N (1-19) or none (default zstd:3)
+  --compress C        none, zstd or zstd:N (1-19) (default zstd:3)
   --json              print a JSON summary (on stderr when --out is -); a disk
                       that got a full instead of the level asked for carries
                       "fallback": "<reason>"
@@ -181,14 +181,7 @@ export const backupCommand: Command = {
       "differential",
       "auto",
     ], "auto");
-    const compression = values.compress ?? DEFAULT_COMPRESSION;
-    try {
-      compressionLevel(compression);
-    } catch {
-      throw new UsageError(
-        `backup: --compress must be zstd:1 to zstd:19 or none, not '${compression}'`,
-      );
-    }
+    const compression = compressionFlag("backup", values.compress) ?? DEFAULT_COMPRESSION;
     const out = values.out ?? ".";
     const toStdout = out === "-";
     if (toStdout) refuseTerminalStdout("backup", "--out - writes the backup stream, which");

@@ -18,12 +18,8 @@ import { CancelledError, TargetError, UsageError } from "../core/errors.ts";
 import { openForWriting } from "../core/files.ts";
 import { writeAll } from "../core/bytes.ts";
 import { checkChainOrder } from "../stream/chain.ts";
-import type {
-  Compression,
-  StreamHeader,
-  StreamHeaderInit,
-  StreamTrailer,
-} from "../stream/format.ts";
+import type { StreamHeader, StreamHeaderInit, StreamTrailer } from "../stream/format.ts";
+import type { Compression } from "../stream/compression.ts";
 import { openStreamFile, StreamReader, type StreamRecord } from "../stream/reader.ts";
 import { StreamWriter } from "../stream/writer.ts";
 import { syntheticFull } from "./chains.ts";

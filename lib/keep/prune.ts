@@ -5,7 +5,7 @@
  * @module
  */
 import { describeError, TargetError, UsageError } from "../core/errors.ts";
-import type { Compression } from "../stream/format.ts";
+import type { Compression } from "../stream/compression.ts";
 import { catalog, type UnreadableStream } from "./catalog.ts";
 import { type Chain, groupChains } from "./chains.ts";
 import { mergeChain, type MergeResult } from "./merge.ts";

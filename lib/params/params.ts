@@ -12,12 +12,26 @@
  */
 import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
-import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
+import {
+  type Compression,
+  COMPRESSION_RULE,
+  DEFAULT_COMPRESSION,
+  parseCompression,
+} from "../stream/compression.ts";
 import { ACCESS_MODE_NAMES } from "../backup/access_modes.ts";
 import { CROSS_RESTORE_TARGETS } from "../crossrestore/registry.ts";
 
 /** How a parameter's text is checked and converted. */
-export type ParamKind = "string" | "secret" | "path" | "int" | "bool" | "enum" | "list" | "rate";
+export type ParamKind =
+  | "string"
+  | "secret"
+  | "path"
+  | "int"
+  | "bool"
+  | "enum"
+  | "list"
+  | "rate"
+  | "compression";
 
 /** One row of the table. */
 export interface ParamSpec {
@@ -57,15 +71,6 @@ function checkUrl(text: string): string | null {
   return /^https?:\/\/[^\s/]+/.test(text) ? null : "must be an http:// or https:// URL";
 }
 
-function checkCompression(text: string): string | null {
-  const m = /^(none|zstd)(?::(\d+))?$/.exec(text);
-  if (!m || (m[1] === "none" && m[2] !== undefined)) return "must be none, zstd or zstd:LEVEL";
-  if (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 19)) {
-    return "zstd level must be 1..19";
-  }
-  return null;
-}
-
 function checkPsk(text: string): string | null {
   return text.length >= 32 ? null : "must be at least 32 characters";
 }
@@ -103,10 +108,9 @@ export const PARAMS = {
   verify_ssl: { kind: "bool", help: "verify the CloudStack API certificate", default: "true" },
   ca_file: { kind: "path", help: "CA certificate for the CloudStack API" },
   compress: {
-    kind: "string",
+    kind: "compression",
     help: "stream compression: none, zstd or zstd:LEVEL",
     default: DEFAULT_COMPRESSION,
-    check: checkCompression,
   },
   mode: {
     kind: "enum",
@@ -352,6 +356,7 @@ export type ParamName = keyof typeof PARAMS;
 type ValueOf<K extends ParamKind> = K extends "int" | "rate" ? number
   : K extends "bool" ? boolean
   : K extends "list" ? string[]
+  : K extends "compression" ? Compression
   : string;
 
 type ValueOfSpec<S> = S extends { kind: "enum"; values: readonly (infer V)[] } ? V
@@ -428,6 +433,11 @@ function convert(name: ParamName, text: string): string | number | boolean | str
       }
       if (text.startsWith("-")) throw invalid(name, spec, text, "must be at least 1 byte/s");
       return r;
+    }
+    case "compression": {
+      const c = parseCompression(text);
+      if (c === null) throw invalid(name, spec, text, COMPRESSION_RULE);
+      return c;
     }
     case "path":
       return resolve(text);

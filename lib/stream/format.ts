@@ -47,8 +47,6 @@ export const FLAG_ZSTD = 1;
 export type BackupLevel = "full" | "incremental" | "differential";
 const LEVELS: readonly BackupLevel[] = ["full", "incremental", "differential"];
 
-export { type Compression, DEFAULT_COMPRESSION } from "./compression.ts";
-
 /** The self-describing header of a stream. */
 export interface StreamHeader {
   /** Format version ({@link STREAM_VERSION}). */
@@ -117,7 +115,11 @@ export interface StreamTrailer {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Parses `none` or `zstd:N`; returns the zstd level, or 0 for none. */
+/**
+ * The zstd level of a header's `none` or `zstd:N`, or 0 for none. Up to zstd's
+ * own 22, which older dirtybits let `backup --compress` write; what one may
+ * ask for now is parsed once, in compression.ts.
+ */
 export function compressionLevel(c: string): number {
   if (c === "none") return 0;
   const m = /^zstd:(\d{1,2})$/.exec(c);
