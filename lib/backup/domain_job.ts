@@ -26,6 +26,7 @@
  */
 import { join } from "node:path";
 import { SourceError, UsageError } from "../core/errors.ts";
+import type { BackupLevel } from "../core/level.ts";
 import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
 import {
   type HostShell,
@@ -284,7 +285,7 @@ interface DomainContext {
   allDisks: DomainDisk[];
   selected: ImageDisk[];
   stateDir: string;
-  level: "full" | "incremental" | "differential";
+  level: BackupLevel;
   scratchDir: string;
   warn: (text: string) => void;
 }

@@ -15,7 +15,7 @@
 import { UsageError } from "../core/errors.ts";
 import type { DomainDisk } from "../hosts/libvirt.ts";
 import type { CheckpointInfo } from "../hosts/libvirt_xml.ts";
-import type { Level } from "../qemu/checkpoint.ts";
+import type { BackupLevel } from "../core/level.ts";
 import type { DiskState } from "./state.ts";
 
 /** Prefix of the checkpoints dirtybit creates (and only ever deletes). */
@@ -77,7 +77,7 @@ export function bitmapIncapable(disk: ImageDisk): string | undefined {
 /** A selected disk as planned. */
 export interface DomainDiskPlan {
   target: string;
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental or differential became a full (or a disk is always full). */
   reason?: string;
   /** Checkpoint whose bitmap has the changes to read (incremental, differential). */
@@ -94,7 +94,7 @@ export interface DomainPlanInput {
   sizes: number[];
   /** libvirt's checkpoints of the domain. */
   checkpoints: CheckpointInfo[];
-  requested: Level;
+  requested: BackupLevel;
   /**
    * For a shut-off domain: the bitmaps each disk's image holds now (a
    * checkpoint whose bitmap the image lost cannot serve).

@@ -14,7 +14,8 @@ import { tmpdir } from "node:os";
 import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
 import { openPointInTime, type PointInTime, type PointInTimeRequest } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
-import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
+import { bitmapNames, planDisk } from "../qemu/checkpoint.ts";
+import type { BackupLevel, RequestedLevel } from "../core/level.ts";
 import { describeHolder, type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
 import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
@@ -34,9 +35,6 @@ import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
 import { JobSinks, type StreamSink } from "../sinks/sink.ts";
-
-/** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
-export type RequestedLevel = Level | "auto";
 
 /**
  * One disk of a job: the block node QEMU reads it through now, and the name
@@ -108,7 +106,7 @@ export interface BackupJob {
 export interface PlannedDisk {
   node: string;
   diskName: string;
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental/differential (or auto) became a full. */
   fallback?: string;
   backupId: string;
@@ -321,7 +319,7 @@ export async function runPointInTimeJob(
 /** What a backup of one disk would read, without touching any bitmap. */
 export interface DiskEstimate {
   diskName: string;
-  level: Level;
+  level: BackupLevel;
   fallback?: string;
   /**
    * Bytes the backup would read: dirty bytes for an incremental/differential;
@@ -414,7 +412,7 @@ async function brokenChains(
   }));
 }
 
-function parentOf(level: Level, state: DiskState | null): string | null {
+function parentOf(level: BackupLevel, state: DiskState | null): string | null {
   if (level === "full" || !state) return null;
   return level === "differential" ? state.lastFullId : state.lastBackupId;
 }

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { InputError } from "../core/errors.ts";
-import type { BackupLevel } from "../stream/format.ts";
+import type { BackupLevel } from "../core/level.ts";
 import { makeDirectory } from "../core/files.ts";
 
 /** One accepted backup in a disk's history. */

@@ -2,6 +2,7 @@ import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
 import type { StreamSink } from "../sinks/sink.ts";
 import type { Compression } from "../stream/compression.ts";
+import type { BackupLevel, RequestedLevel } from "../core/level.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -10,9 +11,6 @@ import type { Compression } from "../stream/compression.ts";
  *
  * @module
  */
-
-/** Level asked of the engine; `auto` when the Bacula job carries none. */
-export type EngineLevel = "full" | "incremental" | "differential" | "auto";
 
 /** The job handed to the engine (a subset of lib/backup/engine.ts BackupJob). */
 export interface EngineJob {
@@ -25,7 +23,7 @@ export interface EngineJob {
   /** Unix socket of an NBD server the QEMU already runs. */
   nbdSocket?: string;
   nodes: string[];
-  level: EngineLevel;
+  level: RequestedLevel;
   stateDir: string;
   /** Take the disks over from other state directories' chains (`take_over=yes`). */
   takeOver?: boolean;
@@ -39,7 +37,7 @@ export interface EngineJob {
 export interface EnginePlannedDisk {
   node: string;
   diskName: string;
-  level: "full" | "incremental" | "differential";
+  level: BackupLevel;
   /** Why the disk gets a full instead of the level asked for. */
   fallback?: string;
   backupId: string;
@@ -55,7 +53,7 @@ export interface EngineDiskResult extends EnginePlannedDisk {
 /** One disk of an estimate. */
 export interface EngineEstimate {
   diskName: string;
-  level: string;
+  level: BackupLevel;
   /** Bytes the backup would read: dirty, or allocated for a full. */
   bytes: number;
   /** Backup ids of the disk's last stream and last full stream in its state directory. */

@@ -26,6 +26,7 @@ import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./p
 import { timing } from "./progress_view.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
+import { REQUESTED_LEVELS } from "../core/level.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -175,12 +176,7 @@ export const backupCommand: Command = {
     if (!source && !domain && nodes.length === 0) {
       throw new UsageError("backup: --node is required: see 'dirtybit backup --help'");
     }
-    const level = choice("backup", "level", values.level, [
-      "full",
-      "incremental",
-      "differential",
-      "auto",
-    ], "auto");
+    const level = choice("backup", "level", values.level, REQUESTED_LEVELS, "auto");
     const compression = compressionFlag("backup", values.compress) ?? DEFAULT_COMPRESSION;
     const out = values.out ?? ".";
     const toStdout = out === "-";

@@ -12,6 +12,7 @@
  */
 import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
+import { REQUESTED_LEVELS } from "../core/level.ts";
 import {
   type Compression,
   COMPRESSION_RULE,
@@ -317,7 +318,7 @@ export const PARAMS = {
     kind: "enum",
     help: "backup level",
     default: "auto",
-    values: ["full", "incremental", "differential", "auto"],
+    values: REQUESTED_LEVELS,
   },
   take_over: {
     kind: "bool",

@@ -16,6 +16,7 @@
  */
 import { ChainError, SourceError, UsageError } from "../core/errors.ts";
 import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
+import type { BackupLevel } from "../core/level.ts";
 
 /** What the caller persists per disk after an accepted backup. */
 export interface DiskCheckpoint {
@@ -26,9 +27,6 @@ export interface DiskCheckpoint {
   /** Persistent bitmap recording changes since the last accepted full backup. */
   baseBitmap: string;
 }
-
-/** Backup level. */
-export type Level = "full" | "incremental" | "differential";
 
 /** The bitmap names one checkpoint id gives. */
 export interface BitmapNames {
@@ -142,7 +140,7 @@ export function bitmapProblem(
 export interface DiskPlan {
   node: string;
   size: number;
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental or differential became full. */
   reason?: string;
   /** Bitmap copied into `names.tmp` and exported (incremental, differential). */
@@ -178,7 +176,7 @@ export interface PlanOptions {
 export function planDisk(
   node: BlockNodeInfo,
   checkpoint: DiskCheckpoint | undefined,
-  requested: Level,
+  requested: BackupLevel,
   names: BitmapNames,
   { scope, takeOver = false, fullBecause }: PlanOptions = {},
 ): DiskPlan {

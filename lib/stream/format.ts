@@ -9,6 +9,7 @@
 import { xxh64 } from "@node-rs/xxhash";
 import { InputError } from "../core/errors.ts";
 import type { Compression } from "./compression.ts";
+import { BACKUP_LEVELS, type BackupLevel } from "../core/level.ts";
 
 /** First bytes of every stream. */
 export const STREAM_MAGIC = new TextEncoder().encode("DIRTYBIT");
@@ -42,10 +43,6 @@ export const MAX_RECORD_DATA = 4 << 20;
 export const RecordKind = { data: 1, zero: 2, trailer: 3 } as const;
 /** Record flag: the payload is a zstd frame. */
 export const FLAG_ZSTD = 1;
-
-/** Backup level of a stream. */
-export type BackupLevel = "full" | "incremental" | "differential";
-const LEVELS: readonly BackupLevel[] = ["full", "incremental", "differential"];
 
 /** The self-describing header of a stream. */
 export interface StreamHeader {
@@ -163,7 +160,7 @@ export function validateHeader(o: Record<string, unknown>): StreamHeader {
     fail(`'blockSize' ${blockSize} is not a power of two from 512 to 1 GiB`);
   }
   const level = o.level as BackupLevel;
-  if (!LEVELS.includes(level)) fail(`'level' must be one of ${LEVELS.join(", ")}`);
+  if (!BACKUP_LEVELS.includes(level)) fail(`'level' must be one of ${BACKUP_LEVELS.join(", ")}`);
   const backupId = requireString(o, "backupId", true);
   const parentId = o.parentId === null ? null : requireString(o, "parentId", true);
   if (level === "full" && parentId !== null) fail("a full backup has no 'parentId'");
