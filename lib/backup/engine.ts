@@ -35,6 +35,7 @@ import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
 import { JobSinks, type StreamSink } from "../sinks/sink.ts";
+import type { OnMessage } from "../core/message.ts";
 
 /**
  * One disk of a job: the block node QEMU reads it through now, and the name
@@ -97,7 +98,7 @@ export interface BackupJob {
   /** Freeze/thaw of guest file systems around the point in time. */
   quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
   signal?: AbortSignal;
-  onMessage?: (kind: "info" | "warning", text: string) => void;
+  onMessage?: OnMessage;
   /** Bytes of a disk read so far out of the bytes it has to read (after every chunk). */
   onProgress?: (diskName: string, done: number, total: number) => void;
 }

@@ -3,6 +3,8 @@ import type { DomainSource } from "../backup/domain_job.ts";
 import type { StreamSink } from "../sinks/sink.ts";
 import type { Compression } from "../stream/compression.ts";
 import type { BackupLevel, RequestedLevel } from "../core/level.ts";
+import type { OnMessage } from "../core/message.ts";
+import type { CbtStats } from "../cbt/layers.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -30,7 +32,7 @@ export interface EngineJob {
   compression: Compression;
   metadata?: Record<string, unknown>;
   signal?: AbortSignal;
-  onMessage?: (kind: "info" | "warning", text: string) => void;
+  onMessage?: OnMessage;
 }
 
 /** A disk as the engine planned it. */
@@ -46,7 +48,7 @@ export interface EnginePlannedDisk {
 
 /** A disk as the engine backed it up. */
 export interface EngineDiskResult extends EnginePlannedDisk {
-  stats: { dirtyBytes: number; unchangedBytes: number; zeroBytes: number; dataBytes: number };
+  stats: CbtStats;
   streamBytes: number;
 }
 

@@ -27,6 +27,7 @@ import { timing } from "./progress_view.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
 import { REQUESTED_LEVELS } from "../core/level.ts";
+import type { MessageKind } from "../core/message.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -215,7 +216,7 @@ export const backupCommand: Command = {
         signal: controller.signal,
         // Warnings (leftovers removed, a fallback to full) are messages, not
         // progress: scripts and bpipe logs must see them without a terminal.
-        onMessage: (kind: "info" | "warning", text: string) =>
+        onMessage: (kind: MessageKind, text: string) =>
           kind === "warning" ? progress.warn(text) : progress.info(text),
         onProgress: progress.update,
       };
