@@ -28,6 +28,7 @@ import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
 import { REQUESTED_LEVELS } from "../core/level.ts";
 import type { MessageKind } from "../core/message.ts";
+import { cliBackupStateDir } from "../params/state_dir.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -191,8 +192,7 @@ export const backupCommand: Command = {
     if (!toStdout && !outDir && nodes.length > 1) {
       throw new UsageError(`backup: --out ${out} must be an existing directory for several disks`);
     }
-    const stateDir = values["state-dir"] ??
-      resolve(Deno.env.get("DIRTYBIT_STATE_DIR") ?? "/var/lib/dirtybit");
+    const stateDir = cliBackupStateDir(values["state-dir"]);
     await makeDirectory(stateDir, "the state directory", { mode: 0o700 });
 
     const progress = await Progress.start("backup", values);
