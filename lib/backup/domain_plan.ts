@@ -41,22 +41,23 @@ export function selectDomainDisks(
   exclude: readonly string[] = [],
 ): ImageDisk[] {
   const images = disks.filter((d): d is ImageDisk => d.source !== undefined && d.device === "disk");
-  const find = (name: string, flag: string) => {
+  const find = (name: string, param: string) => {
     const hit = images.find((d) => d.target === name || d.source === name);
     if (!hit) {
-      throw new UsageError(
-        `${flag} ${name}: domain ${domain} has no such disk; its disks: ${
-          images.map((d) => `${d.target} (${d.source})`).join(", ") || "none"
-        }`,
+      const all = images.map((d) => `${d.target} (${d.source})`).join(", ") || "none";
+      throw new UsageError((p) =>
+        `${p(param)} ${name}: domain ${domain} has no such disk; its disks: ${all}`
       );
     }
     return hit;
   };
-  const included = only.length ? new Set(only.map((n) => find(n, "--disk"))) : new Set(images);
-  for (const name of exclude) included.delete(find(name, "--exclude-disk"));
+  const included = only.length ? new Set(only.map((n) => find(n, "disk"))) : new Set(images);
+  for (const name of exclude) included.delete(find(name, "exclude_disk"));
   const selected = images.filter((d) => included.has(d));
   if (selected.length === 0) {
-    throw new UsageError(`no disk of domain ${domain} is left to back up: check --exclude-disk`);
+    throw new UsageError((p) =>
+      `no disk of domain ${domain} is left to back up: check ${p("exclude_disk")}`
+    );
   }
   return selected;
 }

@@ -56,7 +56,7 @@ async function engineJob(ctx: JobContext): Promise<EngineJob> {
   const domain = domainSourceFromParams(params) ?? undefined;
   const vm = !domain && !params.qmp && params.vm
     ? await vmSourceFromParams(params, {
-      warn: (m) => void ctx.ch.say("W", m).catch(() => {}),
+      warn: (w) => void ctx.ch.say("W", w((p) => p)).catch(() => {}),
     })
     : undefined;
   if (!domain && !vm && !params.qmp) {

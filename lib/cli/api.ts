@@ -9,6 +9,7 @@ import { parseFlags } from "./args.ts";
 import { UsageError } from "../core/errors.ts";
 import { CloudStackClient } from "../cloudstack/client.ts";
 import { loadCredentials } from "../cloudstack/credentials.ts";
+import { paramToFlag } from "../params/params.ts";
 
 const HELP = `
 usage: dirtybit api COMMAND [key=value...] [options]
@@ -103,7 +104,7 @@ export const apiCommand: Command = {
         ca_file: v["ca-file"],
       },
       Deno.env.toObject(),
-      warn,
+      (w) => warn(w(paramToFlag)),
     );
     const client = new CloudStackClient(settings, {
       verifySsl: settings.verifySsl,

@@ -17,7 +17,7 @@ import {
   type SinkFactory,
 } from "../backup/engine.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
-import { flagToParam, parseParamEntries } from "../params/params.ts";
+import { flagToParam, paramToFlag, parseParamEntries } from "../params/params.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
@@ -320,7 +320,7 @@ async function vmSource(values: Flags): Promise<VmSource | null> {
   const params = parseParamEntries(given.map((f) => [flagToParam(f), values[f]!]));
   return await vmSourceFromParams(params, {
     config: values.config,
-    warn: (m) => console.error(`dirtybit: warning: ${m}`),
+    warn: (w) => console.error(`dirtybit: warning: ${w(paramToFlag)}`),
   });
 }
 

@@ -12,6 +12,7 @@ import type { StreamHeader, StreamTrailer } from "../stream/format.ts";
 import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { paramToFlag } from "../params/params.ts";
 
 /** Header, trailer and record counts of a completely verified stream. */
 interface StreamSummary {
@@ -136,7 +137,7 @@ broken or out of order, 5 unreadable).
         });
       } catch (err) {
         if (!(err instanceof DirtybitError)) throw err;
-        results.push({ stream: path, ok: false, error: describeError(err) });
+        results.push({ stream: path, ok: false, error: describeError(err, paramToFlag) });
         exitCode ||= err.exitCode;
         prev = null;
       }

@@ -209,13 +209,13 @@ export function planDisk(
     ),
   ].join(", ");
   if (foreign.length > 0 && !takeOver) {
-    throw new ChainError(
-      (oldNames.length > 0
-        ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
-          `(another state directory)`
-        : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`) +
-        `: pass --take-over (plugin: take_over=yes) to remove its bitmaps and start a new ` +
-        `chain here with a full backup`,
+    const held = oldNames.length > 0
+      ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
+        `(another state directory)`
+      : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`;
+    throw new ChainError((p) =>
+      `${held}: pass ${p("take_over")} to remove its bitmaps and start a new chain here ` +
+      `with a full backup`
     );
   }
   const owned = scoped.filter((b) => !foreign.includes(b));
