@@ -8,7 +8,7 @@ import { basename, dirname, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
-import { choice, compressionFlag, parseFlags, required } from "./args.ts";
+import { choice, compressionFlag, flagOf, parseFlags, required } from "./args.ts";
 import type { BackupRecord } from "../backup/state.ts";
 import {
   type DiskBackupResult,
@@ -17,7 +17,7 @@ import {
   type SinkFactory,
 } from "../backup/engine.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
-import { flagToParam, paramToFlag, parseParamEntries } from "../params/params.ts";
+import { flagToParam, parseParamEntries } from "../params/params.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
@@ -320,7 +320,7 @@ async function vmSource(values: Flags): Promise<VmSource | null> {
   const params = parseParamEntries(given.map((f) => [flagToParam(f), values[f]!]));
   return await vmSourceFromParams(params, {
     config: values.config,
-    warn: (w) => console.error(`dirtybit: warning: ${w(paramToFlag)}`),
+    warn: (w) => console.error(`dirtybit: warning: ${w(flagOf)}`),
   });
 }
 

@@ -5,14 +5,13 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { parseFlags } from "./args.ts";
+import { flagOf, parseFlags } from "./args.ts";
 import { openStreamFile, openStreamStdin, type StreamReader } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader, StreamTrailer } from "../stream/format.ts";
 import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
-import { paramToFlag } from "../params/params.ts";
 
 /** Header, trailer and record counts of a completely verified stream. */
 interface StreamSummary {
@@ -137,7 +136,7 @@ broken or out of order, 5 unreadable).
         });
       } catch (err) {
         if (!(err instanceof DirtybitError)) throw err;
-        results.push({ stream: path, ok: false, error: describeError(err, paramToFlag) });
+        results.push({ stream: path, ok: false, error: describeError(err, flagOf) });
         exitCode ||= err.exitCode;
         prev = null;
       }

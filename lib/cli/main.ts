@@ -6,9 +6,9 @@
  */
 import type { CliHooks, Command } from "./command.ts";
 import { describeError, typedError, UsageError } from "../core/errors.ts";
-import { paramToFlag } from "../params/params.ts";
 import { READABLE_VERSIONS, STREAM_VERSION } from "../stream/format.ts";
 import config from "../../deno.json" with { type: "json" };
+import { flagOf } from "./args.ts";
 
 const commands: Command[] = [];
 
@@ -55,7 +55,7 @@ export async function runCli(args: string[], hooks: CliHooks = {}): Promise<numb
   } catch (err) {
     const typed = typedError(err);
     if (typed) {
-      console.error(`dirtybit: ${describeError(typed, paramToFlag)}`);
+      console.error(`dirtybit: ${describeError(typed, flagOf)}`);
       if (typed !== err && Deno.env.get("DIRTYBIT_DEBUG")) console.error(err);
       return typed.exitCode;
     }
