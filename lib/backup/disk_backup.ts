@@ -16,7 +16,7 @@ import { StreamWriter } from "../stream/writer.ts";
 import { type DiskState, diskStatePaths } from "./state.ts";
 import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
 import { makeDirectory } from "../core/files.ts";
-import type { OnMessage } from "../core/message.ts";
+import type { OnMessage } from "../core/log.ts";
 
 /** How a disk is read: NBD connections and requests in flight over them. */
 export interface ReadParallelism {

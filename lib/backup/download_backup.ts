@@ -32,7 +32,7 @@ import {
   volumeFromSnapshot,
 } from "../cloudstack/resolve.ts";
 import type { CbtStats } from "../cbt/layers.ts";
-import type { OnMessage } from "../core/message.ts";
+import type { OnMessage } from "../core/log.ts";
 
 /** Block size of an api_only stream (the engine's usual bitmap granularity). */
 export const DOWNLOAD_BLOCK_SIZE = 64 << 10;

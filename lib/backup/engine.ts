@@ -35,7 +35,7 @@ import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
 import { JobSinks, type StreamSink } from "../sinks/sink.ts";
-import type { OnMessage } from "../core/message.ts";
+import type { OnMessage } from "../core/log.ts";
 
 /**
  * One disk of a job: the block node QEMU reads it through now, and the name

@@ -3,7 +3,7 @@ import type { DomainSource } from "../backup/domain_job.ts";
 import type { StreamSink } from "../sinks/sink.ts";
 import type { Compression } from "../stream/compression.ts";
 import type { BackupLevel, RequestedLevel } from "../core/level.ts";
-import type { OnMessage } from "../core/message.ts";
+import type { OnMessage } from "../core/log.ts";
 import type { CbtStats } from "../cbt/layers.ts";
 
 /**

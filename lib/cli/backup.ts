@@ -27,7 +27,7 @@ import { timing } from "./progress_view.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
 import { REQUESTED_LEVELS } from "../core/level.ts";
-import type { MessageKind } from "../core/message.ts";
+import type { MessageKind } from "../core/log.ts";
 import { cliBackupStateDir } from "../params/state_dir.ts";
 
 const HELP = `
