@@ -16,7 +16,7 @@ import { bacula15, bacula15Missing, prepareBacula15 } from "./bacula/bacula15.ts
 import { Qsd } from "./fixtures/qsd.ts";
 import { fillRandom } from "./fixtures/bytes.ts";
 import { delay } from "../lib/core/async.ts";
-import { PARAMS, type ParamSpec } from "../lib/cli/params.ts";
+import { PARAMS, type ParamSpec } from "../lib/params/params.ts";
 import { join } from "node:path";
 import { detachedFromPidFile, FailoverBed, imagesEqual } from "./replication/sites.ts";
 import { freePort } from "./fixtures/ports.ts";

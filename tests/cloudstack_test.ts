@@ -405,7 +405,7 @@ Deno.test("credentials: flags > environment > config file; secret files; conflic
     await loadCredentials(
       { url: "http://x/", apikey: "k", secretkey: SECRET },
       {},
-      (m) => warnings.push(m),
+      (w) => warnings.push(w((p) => p)),
     );
     assert.equal(warnings.length, 1);
     assertNoSecret(warnings[0]);
@@ -492,7 +492,10 @@ Deno.test("dirtybit api end to end: JSON out, refused keys one line, no secret a
       SECRET,
     ]);
     assert.equal(literal.code, 0);
-    assert.match(literal.stderr, /warning: --secretkey on the command line is visible/);
+    assert.match(
+      literal.stderr,
+      /warning: --secretkey given directly is visible to others .*prefer --secretkey-file/,
+    );
 
     const usage = await runApi(["listZones", "oops", "--config", `${dir}/cs.conf`]);
     assert.equal(usage.code, 2);

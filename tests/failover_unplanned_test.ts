@@ -68,7 +68,7 @@ Deno.test("replication: unplanned failover, fencing of the returning source, fai
     // failover exec without a failover pre is refused, naming --force.
     const exec = ["failover", "exec", "--name", "vda", "--replica-dir", dirB];
     const noForce = await cli(exec);
-    refused(noForce, /did not report itself fenced at cycle 2 .*'dirtybit failover exec --force'/);
+    refused(noForce, /did not report itself fenced at cycle 2 .*failover exec and --force /);
     assert.match(noForce.stderr, /RPO: the last confirmed cycle 2 confirmed at /);
     // Killed after the start files, before the role: still a replica, the rerun promotes.
     await killedAt("start-files-written", [...exec, "--force"]);

@@ -253,7 +253,7 @@ Deno.test("mode=failover_exec: refused while the source is not fenced; force=tru
     const exec = ["mode=failover_exec", "name=vda", `replica_dir=${bed.dirB}`];
     assert.match(
       await failedJob(bed.root, 2, exec),
-      /the source of vda did not report itself fenced at cycle 0 .*failover exec --force/,
+      /the source of vda did not report itself fenced at cycle 0 .*failover exec and force /,
     );
     const forced = await modeJob(bed.root, 3, [...exec, "force=true"]);
     assert.equal(forced.record.result.unfenced.cycle, 0);

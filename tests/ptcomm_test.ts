@@ -341,6 +341,7 @@ Deno.test("parameters: unknown, invalid, conflicting and mode= are job errors na
     [["ssh_port=70000"], "ssh_port='70000'"],
     [["psk=tooshortsecret"], "psk=(value not shown)"],
     [["secretkey=a", "secretkey_file=/k"], "secretkey and secretkey_file conflict"],
+    [["compress=zstd:20"], "compress='zstd:20': must be none, zstd or zstd:N with N from 1 to 19"],
   ];
   await withDir(async (dir) => {
     for (const [extra, text] of cases) {
@@ -451,6 +452,28 @@ Deno.test("real engine: a relative state_dir and where= are the FD working direc
         args: ["compare", "-U", "-f", "qcow2", "-F", "qcow2", qsd.disks[0].image, target],
       }).output();
       assert.equal(cmp.code, 0, new TextDecoder().decode(cmp.stdout));
+    } finally {
+      await qsd.stop();
+    }
+  });
+});
+
+Deno.test("real engine: compress=zstd is zstd at the default level, as the CLI's --compress zstd", async () => {
+  // It used to pass the parameter check and then fail in the engine (exit 70) after the point in time.
+  const { Qsd } = await import("./fixtures/qsd.ts");
+  const { backupSession, qsdParams } = await import("./ptcomm/sessions.ts");
+  await withDir(async (dir) => {
+    const qsd = await Qsd.start({
+      disks: [{ size: 4 << 20, writes: [{ pattern: 0x44, offset: 0, length: 1 << 20 }] }],
+    });
+    try {
+      const p = [...qsdParams(qsd, "vm1", dir), `state_dir=${dir}/state`, "compress=zstd"];
+      const full = await backupSession(dir, 31, "F", p);
+      const data = full.files[0].data!;
+      // The header JSON's length is at offset 12 (docs/stream-format.md).
+      const length = new DataView(data.buffer, data.byteOffset).getUint32(12, true);
+      const header = JSON.parse(new TextDecoder().decode(data.subarray(16, 16 + length)));
+      assert.equal(header.compression, "zstd:3");
     } finally {
       await qsd.stop();
     }

@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { Qsd, run } from "./fixtures/qsd.ts";
 import { QmpError, QmpSocket } from "../lib/qemu/qmp.ts";
 import { SourceError } from "../lib/core/errors.ts";
+import type { BackupLevel } from "../lib/core/level.ts";
 import {
   type DiskCheckpoint,
-  type Level,
   listDirtybitBitmaps,
   openPointInTime,
   type PointInTime,
@@ -137,7 +137,7 @@ function open(
   qmp: QmpSocket,
   qsd: Qsd,
   dir: string,
-  level: Level,
+  level: BackupLevel,
   checkpointId: string,
   checkpoints: (DiskCheckpoint | undefined)[] = [],
 ): Promise<PointInTime> {

@@ -16,6 +16,7 @@ import { StreamWriter } from "../stream/writer.ts";
 import { type DiskState, diskStatePaths } from "./state.ts";
 import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
 import { makeDirectory } from "../core/files.ts";
+import type { OnMessage } from "../core/log.ts";
 
 /** How a disk is read: NBD connections and requests in flight over them. */
 export interface ReadParallelism {
@@ -47,7 +48,7 @@ export interface DiskBackupInput {
   /** Default LOCAL_READS. */
   reads?: ReadParallelism;
   signal?: AbortSignal;
-  onMessage?: (kind: "info" | "warning", text: string) => void;
+  onMessage?: OnMessage;
   onProgress?: (diskName: string, done: number, total: number) => void;
 }
 

@@ -26,6 +26,7 @@
  */
 import { join } from "node:path";
 import { SourceError, UsageError } from "../core/errors.ts";
+import type { BackupLevel } from "../core/level.ts";
 import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
 import {
   type HostShell,
@@ -122,8 +123,9 @@ export function parseConnectUri(
     uri,
   );
   if (!m) {
-    throw new UsageError(
-      `--connect ${uri}: give qemu:///system, qemu:///session or qemu+ssh://[user@]host[:port]/system`,
+    throw new UsageError((p) =>
+      `${p("connect")} ${uri}: give qemu:///system, qemu:///session or ` +
+      "qemu+ssh://[user@]host[:port]/system"
     );
   }
   return {
@@ -147,7 +149,9 @@ async function withDomain<T>(
   const where = parseConnectUri(source.connect ?? SYSTEM_URI);
   if (where.local) return await fn(await openDomain(source, settings, new LocalShell(), where.uri));
   if (!source.ssh) {
-    throw new UsageError(`--connect ${source.connect}: needs an SSH key (--ssh-key)`);
+    throw new UsageError((p) =>
+      `${p("connect")} ${source.connect}: needs an SSH key (${p("ssh_key")})`
+    );
   }
   const host = await SshHost.connect({
     ...source.ssh,
@@ -284,7 +288,7 @@ interface DomainContext {
   allDisks: DomainDisk[];
   selected: ImageDisk[];
   stateDir: string;
-  level: "full" | "incremental" | "differential";
+  level: BackupLevel;
   scratchDir: string;
   warn: (text: string) => void;
 }
@@ -431,8 +435,8 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       try {
         await domain.backupBegin(backupFile, checkpointFile).catch((err) => {
           if (!/Permission denied/.test(err.message)) throw err;
-          throw new SourceError(
-            `${err.message}; QEMU must be able to reach --scratch-dir ${ctx.scratchDir}`,
+          throw new SourceError((p) =>
+            `${err.message}; QEMU must be able to reach ${p("scratch_dir")} ${ctx.scratchDir}`
           );
         });
         begun = true;

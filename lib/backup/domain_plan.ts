@@ -15,7 +15,7 @@
 import { UsageError } from "../core/errors.ts";
 import type { DomainDisk } from "../hosts/libvirt.ts";
 import type { CheckpointInfo } from "../hosts/libvirt_xml.ts";
-import type { Level } from "../qemu/checkpoint.ts";
+import type { BackupLevel } from "../core/level.ts";
 import type { DiskState } from "./state.ts";
 
 /** Prefix of the checkpoints dirtybit creates (and only ever deletes). */
@@ -41,22 +41,23 @@ export function selectDomainDisks(
   exclude: readonly string[] = [],
 ): ImageDisk[] {
   const images = disks.filter((d): d is ImageDisk => d.source !== undefined && d.device === "disk");
-  const find = (name: string, flag: string) => {
+  const find = (name: string, param: string) => {
     const hit = images.find((d) => d.target === name || d.source === name);
     if (!hit) {
-      throw new UsageError(
-        `${flag} ${name}: domain ${domain} has no such disk; its disks: ${
-          images.map((d) => `${d.target} (${d.source})`).join(", ") || "none"
-        }`,
+      const all = images.map((d) => `${d.target} (${d.source})`).join(", ") || "none";
+      throw new UsageError((p) =>
+        `${p(param)} ${name}: domain ${domain} has no such disk; its disks: ${all}`
       );
     }
     return hit;
   };
-  const included = only.length ? new Set(only.map((n) => find(n, "--disk"))) : new Set(images);
-  for (const name of exclude) included.delete(find(name, "--exclude-disk"));
+  const included = only.length ? new Set(only.map((n) => find(n, "disk"))) : new Set(images);
+  for (const name of exclude) included.delete(find(name, "exclude_disk"));
   const selected = images.filter((d) => included.has(d));
   if (selected.length === 0) {
-    throw new UsageError(`no disk of domain ${domain} is left to back up: check --exclude-disk`);
+    throw new UsageError((p) =>
+      `no disk of domain ${domain} is left to back up: check ${p("exclude_disk")}`
+    );
   }
   return selected;
 }
@@ -77,7 +78,7 @@ export function bitmapIncapable(disk: ImageDisk): string | undefined {
 /** A selected disk as planned. */
 export interface DomainDiskPlan {
   target: string;
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental or differential became a full (or a disk is always full). */
   reason?: string;
   /** Checkpoint whose bitmap has the changes to read (incremental, differential). */
@@ -94,7 +95,7 @@ export interface DomainPlanInput {
   sizes: number[];
   /** libvirt's checkpoints of the domain. */
   checkpoints: CheckpointInfo[];
-  requested: Level;
+  requested: BackupLevel;
   /**
    * For a shut-off domain: the bitmaps each disk's image holds now (a
    * checkpoint whose bitmap the image lost cannot serve).

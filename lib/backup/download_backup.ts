@@ -32,6 +32,7 @@ import {
   volumeFromSnapshot,
 } from "../cloudstack/resolve.ts";
 import type { CbtStats } from "../cbt/layers.ts";
+import type { OnMessage } from "../core/log.ts";
 
 /** Block size of an api_only stream (the engine's usual bitmap granularity). */
 export const DOWNLOAD_BLOCK_SIZE = 64 << 10;
@@ -53,7 +54,7 @@ export interface DownloadBackupInput {
   /** Called once the download has started, for the disk's sink. */
   sink: () => Promise<WritableStream<Uint8Array>>;
   signal?: AbortSignal;
-  onMessage?: (kind: "info" | "warning", text: string) => void;
+  onMessage?: OnMessage;
 }
 
 /**

@@ -14,12 +14,14 @@ import { tmpdir } from "node:os";
 import { QmpSocket, type QmpTransport } from "../qemu/qmp.ts";
 import { openPointInTime, type PointInTime, type PointInTimeRequest } from "../qemu/pointintime.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
-import { bitmapNames, type Level, planDisk } from "../qemu/checkpoint.ts";
+import { bitmapNames, planDisk } from "../qemu/checkpoint.ts";
+import type { BackupLevel, RequestedLevel } from "../core/level.ts";
 import { describeHolder, type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
 import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
 import { untilAborted } from "../core/async.ts";
 import type { CbtStats } from "../cbt/layers.ts";
+import type { Compression } from "../stream/compression.ts";
 import {
   type BackupRecord,
   type DiskState,
@@ -33,9 +35,7 @@ import { lockStateDir } from "./lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
 import { JobSinks, type StreamSink } from "../sinks/sink.ts";
-
-/** What the caller asks for; `auto` is incremental where a valid chain exists, else full. */
-export type RequestedLevel = Level | "auto";
+import type { OnMessage } from "../core/log.ts";
 
 /**
  * One disk of a job: the block node QEMU reads it through now, and the name
@@ -72,8 +72,8 @@ export interface BackupJob {
    * full instead of an incremental or differential on that parent.
    */
   checkParent?: (parent: BackupRecord) => Promise<string | undefined>;
-  /** `zstd:N` or `none`. */
-  compression: string;
+  /** What the streams are compressed with (parsed by the front end). */
+  compression: Compression;
   /** Stored in every stream header (e.g. the VM definition for cross-restore). */
   metadata?: Record<string, unknown>;
   /** Unix socket of an NBD server the QEMU already runs (else one is started for the job). */
@@ -98,7 +98,7 @@ export interface BackupJob {
   /** Freeze/thaw of guest file systems around the point in time. */
   quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
   signal?: AbortSignal;
-  onMessage?: (kind: "info" | "warning", text: string) => void;
+  onMessage?: OnMessage;
   /** Bytes of a disk read so far out of the bytes it has to read (after every chunk). */
   onProgress?: (diskName: string, done: number, total: number) => void;
 }
@@ -107,7 +107,7 @@ export interface BackupJob {
 export interface PlannedDisk {
   node: string;
   diskName: string;
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental/differential (or auto) became a full. */
   fallback?: string;
   backupId: string;
@@ -320,7 +320,7 @@ export async function runPointInTimeJob(
 /** What a backup of one disk would read, without touching any bitmap. */
 export interface DiskEstimate {
   diskName: string;
-  level: Level;
+  level: BackupLevel;
   fallback?: string;
   /**
    * Bytes the backup would read: dirty bytes for an incremental/differential;
@@ -413,7 +413,7 @@ async function brokenChains(
   }));
 }
 
-function parentOf(level: Level, state: DiskState | null): string | null {
+function parentOf(level: BackupLevel, state: DiskState | null): string | null {
   if (level === "full" || !state) return null;
   return level === "differential" ? state.lastFullId : state.lastBackupId;
 }

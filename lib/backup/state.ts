@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { InputError } from "../core/errors.ts";
-import type { BackupLevel } from "../stream/format.ts";
+import type { BackupLevel } from "../core/level.ts";
 import { makeDirectory } from "../core/files.ts";
 
 /** One accepted backup in a disk's history. */
@@ -103,9 +103,9 @@ async function readOwnerId(path: string): Promise<string | undefined> {
     throw err;
   }
   if (!/^[0-9a-f]{8,32}$/.test(id)) {
-    throw new InputError(
+    throw new InputError((p) =>
       `${path} does not hold an owner id (hex digits): restore it, or remove it to start ` +
-        `new chains (then the next backup needs --take-over)`,
+      `new chains (then the next backup needs ${p("take_over")})`
     );
   }
   return id;

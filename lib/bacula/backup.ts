@@ -7,10 +7,10 @@
  */
 import { basename } from "node:path";
 import { UsageError } from "../core/errors.ts";
-import { PARAMS, type Params } from "../cli/params.ts";
+import { PARAMS, type Params } from "../params/params.ts";
 import type { Channel } from "./channel.ts";
 import { engineLevel, type JobInfo } from "./job_info.ts";
-import { backupFileName, defaultStateDir, NAMESPACE } from "./names.ts";
+import { backupFileName, NAMESPACE, vmDirName } from "./names.ts";
 import type {
   BackendEngine,
   EngineDiskResult,
@@ -18,11 +18,12 @@ import type {
   EnginePlannedDisk,
 } from "./engine_port.ts";
 import { PtcommFiles } from "./ptcomm_sink.ts";
-import { DEFAULT_COMPRESSION } from "../stream/format.ts";
-import { domainSourceFromParams, vmSourceFromParams } from "../cli/vm_params.ts";
+import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
+import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { delay } from "../core/async.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { chainProblem, loadBaculaJobs, recordBaculaJob } from "./bacula_jobs.ts";
+import { backendStateDir } from "../params/state_dir.ts";
 
 /** Everything a job handler gets. */
 export interface JobContext {
@@ -42,7 +43,7 @@ export function vmName(params: Params): string {
 
 /** The state directory of the job's VM: `state_dir`, else one per VM in the working directory. */
 export function stateDirOf(params: Params, workDir: string): string {
-  return params.state_dir ?? defaultStateDir(workDir, vmName(params));
+  return backendStateDir(params.state_dir, workDir, vmDirName(vmName(params)));
 }
 
 /**
@@ -55,7 +56,7 @@ async function engineJob(ctx: JobContext): Promise<EngineJob> {
   const domain = domainSourceFromParams(params) ?? undefined;
   const vm = !domain && !params.qmp && params.vm
     ? await vmSourceFromParams(params, {
-      warn: (m) => void ctx.ch.say("W", m).catch(() => {}),
+      warn: (w) => void ctx.ch.say("W", w((p) => p)).catch(() => {}),
     })
     : undefined;
   if (!domain && !vm && !params.qmp) {

@@ -10,7 +10,7 @@
  */
 import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
-import type { Params } from "../cli/params.ts";
+import type { Params } from "../params/params.ts";
 import { type DestSpec, parseDest } from "../crossrestore/destination.ts";
 import type { TargetOption } from "../crossrestore/registry.ts";
 import {

@@ -1,6 +1,10 @@
 import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
 import type { StreamSink } from "../sinks/sink.ts";
+import type { Compression } from "../stream/compression.ts";
+import type { BackupLevel, RequestedLevel } from "../core/level.ts";
+import type { OnMessage } from "../core/log.ts";
+import type { CbtStats } from "../cbt/layers.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -9,9 +13,6 @@ import type { StreamSink } from "../sinks/sink.ts";
  *
  * @module
  */
-
-/** Level asked of the engine; `auto` when the Bacula job carries none. */
-export type EngineLevel = "full" | "incremental" | "differential" | "auto";
 
 /** The job handed to the engine (a subset of lib/backup/engine.ts BackupJob). */
 export interface EngineJob {
@@ -24,21 +25,21 @@ export interface EngineJob {
   /** Unix socket of an NBD server the QEMU already runs. */
   nbdSocket?: string;
   nodes: string[];
-  level: EngineLevel;
+  level: RequestedLevel;
   stateDir: string;
   /** Take the disks over from other state directories' chains (`take_over=yes`). */
   takeOver?: boolean;
-  compression: string;
+  compression: Compression;
   metadata?: Record<string, unknown>;
   signal?: AbortSignal;
-  onMessage?: (kind: "info" | "warning", text: string) => void;
+  onMessage?: OnMessage;
 }
 
 /** A disk as the engine planned it. */
 export interface EnginePlannedDisk {
   node: string;
   diskName: string;
-  level: "full" | "incremental" | "differential";
+  level: BackupLevel;
   /** Why the disk gets a full instead of the level asked for. */
   fallback?: string;
   backupId: string;
@@ -47,14 +48,14 @@ export interface EnginePlannedDisk {
 
 /** A disk as the engine backed it up. */
 export interface EngineDiskResult extends EnginePlannedDisk {
-  stats: { dirtyBytes: number; unchangedBytes: number; zeroBytes: number; dataBytes: number };
+  stats: CbtStats;
   streamBytes: number;
 }
 
 /** One disk of an estimate. */
 export interface EngineEstimate {
   diskName: string;
-  level: string;
+  level: BackupLevel;
   /** Bytes the backup would read: dirty, or allocated for a full. */
   bytes: number;
   /** Backup ids of the disk's last stream and last full stream in its state directory. */

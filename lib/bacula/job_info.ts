@@ -4,6 +4,7 @@
  * @module
  */
 import { InputError } from "../core/errors.ts";
+import type { RequestedLevel } from "../core/level.ts";
 
 /** Job type: backup, estimate (also listing and query), restore. */
 export type JobType = "B" | "E" | "R";
@@ -66,9 +67,7 @@ export function parseJobInfo(lines: string[]): JobInfo {
 }
 
 /** The engine level for a Job block level. */
-export function engineLevel(
-  level: JobInfo["level"],
-): "full" | "incremental" | "differential" | "auto" {
+export function engineLevel(level: JobInfo["level"]): RequestedLevel {
   switch (level) {
     case "F":
       return "full";

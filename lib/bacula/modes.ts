@@ -32,6 +32,7 @@ import { replicationStatus } from "../replication/status_query.ts";
 import { toText } from "../replication/status.ts";
 import { type JobContext, sendAttributes, stateDirOf } from "./backup.ts";
 import { recordFileName } from "./names.ts";
+import { backendProcessDir } from "../params/state_dir.ts";
 
 type Params = JobContext["params"];
 
@@ -106,11 +107,6 @@ async function senderPlan(
       }
     },
   };
-}
-
-/** Where the backend keeps the pid files, logs and configs of the processes it starts. */
-function processDir(p: Params, ctx: JobContext): string {
-  return p.state_dir ?? join(ctx.workDir, "dirtybit");
 }
 
 /** Runs dirtybit `args` detached as BASE (see ensureDetached) and reports it. */
@@ -210,7 +206,7 @@ const PLANS: Record<ReplicationMode, Plan> = {
       "--replica-format",
       p.replica_format!,
     ];
-    const base = join(processDir(p, ctx), name);
+    const base = join(backendProcessDir(p.state_dir, ctx.workDir), name);
     return Promise.resolve({ name, run: detachedRun(base, args, /listening on /) });
   },
   daemon: (p, ctx) => {
@@ -219,7 +215,7 @@ const PLANS: Record<ReplicationMode, Plan> = {
     if (node.length !== 1) throw new UsageError(`mode=daemon: give exactly one node=NODE`);
     const drHost = need(p.dr_host, p, "dr_host", "HOST (where the receiver listens)");
     const name = replicaName(p, p.name ?? node[0]);
-    const base = join(processDir(p, ctx), `daemon-${name}`);
+    const base = join(backendProcessDir(p.state_dir, ctx.workDir), `daemon-${name}`);
     const config = `${base}.json`;
     const disk = {
       name,

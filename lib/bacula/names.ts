@@ -37,12 +37,9 @@ export function recordNameAt(fname: string): number {
   return at >= 0 && /\/[^/]+\/[a-z_]+-\d+\.json$/.test(fname.slice(at)) ? at : -1;
 }
 
-/**
- * The backend's default state directory of a VM: one per VM, because a job
- * locks its whole state directory and jobs of different VMs run concurrently.
- */
-export function defaultStateDir(workDir: string, vm: string): string {
-  return `${workDir}/dirtybit/${component(vm)}`;
+/** A VM's name as its directory name (of its state directory, see lib/params/state_dir.ts). */
+export function vmDirName(vm: string): string {
+  return component(vm);
 }
 
 /** Parts of a restored file name (after Bacula added the where prefix). */

@@ -10,6 +10,7 @@ import { BackendLog } from "./log.ts";
 import { PacketReader, PacketWriter } from "./ptcomm.ts";
 import { runSession } from "./session.ts";
 import type { BackendEngine } from "./engine_port.ts";
+import { BACKEND_WORK_DIR } from "../params/state_dir.ts";
 
 /**
  * Bacula's cancel is SIGUSR1. Deno also starts its inspector on SIGUSR1 (and says so on
@@ -17,12 +18,6 @@ import type { BackendEngine } from "./engine_port.ts";
  * SIGTERM; both cancel.
  */
 const CANCEL_SIGNALS: Deno.Signal[] = ["SIGUSR1", "SIGTERM"];
-
-/**
- * Defaults' home when Bacula sends no WorkingDir (13.x). Never the current
- * directory: a daemonized FD runs its backends in `/`.
- */
-const DEFAULT_WORK_DIR = "/var/lib/dirtybit";
 
 /** After a cancel the process exits by then even if the session has not ended (the FD waits 5 s). */
 const CANCEL_EXIT_MS = 4500;
@@ -72,7 +67,7 @@ export async function serveBackend(engine: BackendEngine): Promise<number> {
         engine,
         log,
         cancel: cancel.signal,
-        defaultWorkDir: DEFAULT_WORK_DIR,
+        defaultWorkDir: BACKEND_WORK_DIR,
       }),
       cancelled,
     ]);

@@ -15,7 +15,7 @@ import {
   typedError,
   UsageError,
 } from "../core/errors.ts";
-import { describeParams, type Params, parseParamEntries } from "../cli/params.ts";
+import { describeParams, type Params, parseParamEntries } from "../params/params.ts";
 import { Channel, TerminateRequest } from "./channel.ts";
 import { type JobInfo, parseJobInfo } from "./job_info.ts";
 import { PLUGIN_NAME } from "./names.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { parseFlags } from "./args.ts";
+import { flagOf, parseFlags } from "./args.ts";
 import { UsageError } from "../core/errors.ts";
 import { CloudStackClient } from "../cloudstack/client.ts";
 import { loadCredentials } from "../cloudstack/credentials.ts";
@@ -103,7 +103,7 @@ export const apiCommand: Command = {
         ca_file: v["ca-file"],
       },
       Deno.env.toObject(),
-      warn,
+      (w) => warn(w(flagOf)),
     );
     const client = new CloudStackClient(settings, {
       verifySsl: settings.verifySsl,

@@ -7,6 +7,8 @@
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../core/errors.ts";
+import { paramToFlag } from "../params/params.ts";
+import { type Compression, COMPRESSION_RULE, parseCompression } from "../stream/compression.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -117,4 +119,27 @@ export function integer(
     );
   }
   return n;
+}
+
+/** An optional `--compress` flag as a parsed compression, or a UsageError in the one wording. */
+export function compressionFlag(
+  command: string,
+  text: string | undefined,
+): Compression | undefined {
+  if (text === undefined) return undefined;
+  const c = parseCompression(text);
+  if (c === null) throw new UsageError(`${command}: --compress '${text}': ${COMPRESSION_RULE}`);
+  return c;
+}
+
+/** Parameters whose flag is not their name with dashes: `restore --to`'s own words. */
+const OWN_FLAGS: Record<string, string> = {
+  cross_restore: "--to",
+  dest_ssh_key: "--ssh-key",
+  dest_known_hosts: "--known-hosts",
+};
+
+/** The CLI's spelling of a parameter that an error names (`take_over` is `--take-over`). */
+export function flagOf(param: string): string {
+  return OWN_FLAGS[param] ?? paramToFlag(param);
 }

@@ -8,7 +8,7 @@
  */
 import type { Command } from "./command.ts";
 import { UsageError } from "../core/errors.ts";
-import { flagHelp, type ParamName, PARAMS, type ParamSpec } from "./params.ts";
+import { flagHelp, type ParamName, PARAMS, type ParamSpec } from "../params/params.ts";
 import { serveBackend } from "../bacula/serve.ts";
 import type { BackendEngine } from "../bacula/engine_port.ts";
 import { estimateBackup, runBackup } from "../backup/engine.ts";

@@ -8,7 +8,7 @@ import { basename, dirname, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
-import { choice, parseFlags, required } from "./args.ts";
+import { choice, compressionFlag, flagOf, parseFlags, required } from "./args.ts";
 import type { BackupRecord } from "../backup/state.ts";
 import {
   type DiskBackupResult,
@@ -17,15 +17,18 @@ import {
   type SinkFactory,
 } from "../backup/engine.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
-import { flagToParam, parseParamEntries } from "./params.ts";
-import { domainSourceFromParams, vmSourceFromParams } from "./vm_params.ts";
+import { flagToParam, parseParamEntries } from "../params/params.ts";
+import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
 import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
-import { compressionLevel, DEFAULT_COMPRESSION } from "../stream/format.ts";
+import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
+import { REQUESTED_LEVELS } from "../core/level.ts";
+import type { MessageKind } from "../core/log.ts";
+import { cliBackupStateDir } from "../params/state_dir.ts";
 
 const HELP = `
 usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
@@ -47,7 +50,7 @@ With --vm, the VM is found through CloudStack and read on its KVM host.
                       $DIRTYBIT_STATE_DIR or /var/lib/dirtybit)
   --out FILE|DIR|-    stream file, directory for one file per disk, or - for
                       stdout (one disk only; e.g. Bacula bpipe). Default: .
-  --compress C        zstd:N (1-19) or none (default zstd:3)
+  --compress C        none, zstd or zstd:N (1-19) (default zstd:3)
   --json              print a JSON summary (on stderr when --out is -); a disk
                       that got a full instead of the level asked for carries
                       "fallback": "<reason>"
@@ -175,20 +178,8 @@ export const backupCommand: Command = {
     if (!source && !domain && nodes.length === 0) {
       throw new UsageError("backup: --node is required: see 'dirtybit backup --help'");
     }
-    const level = choice("backup", "level", values.level, [
-      "full",
-      "incremental",
-      "differential",
-      "auto",
-    ], "auto");
-    const compression = values.compress ?? DEFAULT_COMPRESSION;
-    try {
-      compressionLevel(compression);
-    } catch {
-      throw new UsageError(
-        `backup: --compress must be zstd:1 to zstd:19 or none, not '${compression}'`,
-      );
-    }
+    const level = choice("backup", "level", values.level, REQUESTED_LEVELS, "auto");
+    const compression = compressionFlag("backup", values.compress) ?? DEFAULT_COMPRESSION;
     const out = values.out ?? ".";
     const toStdout = out === "-";
     if (toStdout) refuseTerminalStdout("backup", "--out - writes the backup stream, which");
@@ -201,8 +192,7 @@ export const backupCommand: Command = {
     if (!toStdout && !outDir && nodes.length > 1) {
       throw new UsageError(`backup: --out ${out} must be an existing directory for several disks`);
     }
-    const stateDir = values["state-dir"] ??
-      resolve(Deno.env.get("DIRTYBIT_STATE_DIR") ?? "/var/lib/dirtybit");
+    const stateDir = cliBackupStateDir(values["state-dir"]);
     await makeDirectory(stateDir, "the state directory", { mode: 0o700 });
 
     const progress = await Progress.start("backup", values);
@@ -226,7 +216,7 @@ export const backupCommand: Command = {
         signal: controller.signal,
         // Warnings (leftovers removed, a fallback to full) are messages, not
         // progress: scripts and bpipe logs must see them without a terminal.
-        onMessage: (kind: "info" | "warning", text: string) =>
+        onMessage: (kind: MessageKind, text: string) =>
           kind === "warning" ? progress.warn(text) : progress.info(text),
         onProgress: progress.update,
       };
@@ -330,7 +320,7 @@ async function vmSource(values: Flags): Promise<VmSource | null> {
   const params = parseParamEntries(given.map((f) => [flagToParam(f), values[f]!]));
   return await vmSourceFromParams(params, {
     config: values.config,
-    warn: (m) => console.error(`dirtybit: warning: ${m}`),
+    warn: (w) => console.error(`dirtybit: warning: ${w(flagOf)}`),
   });
 }
 

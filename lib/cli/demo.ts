@@ -16,6 +16,7 @@ import { openStreamFile } from "../stream/reader.ts";
 import { DependencyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { openFileSink } from "../sinks/file.ts";
+import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { helperCommand } from "../core/process.ts";
 
 const HELP = `
@@ -85,7 +86,7 @@ async function runDemo(dir: string, size: number): Promise<number> {
       nbdSocket,
       nodes: ["vda"],
       stateDir: join(dir, "state"),
-      compression: "zstd:3",
+      compression: DEFAULT_COMPRESSION,
     };
     const backup = async (what: string, level: "full" | "incremental") => {
       const file = join(dir, `${what}.dbit`);

@@ -7,7 +7,7 @@
  */
 import type { CliHooks, Command } from "./command.ts";
 import { notify, replicaName, senderSetup } from "./replicate.ts";
-import { parseParamFlags } from "./params.ts";
+import { parseParamFlags } from "../params/params.ts";
 import { UsageError } from "../core/errors.ts";
 import {
   failbackExec as failbackExecStep,

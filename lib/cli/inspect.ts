@@ -5,7 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { parseFlags } from "./args.ts";
+import { flagOf, parseFlags } from "./args.ts";
 import { openStreamFile, openStreamStdin, type StreamReader } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader, StreamTrailer } from "../stream/format.ts";
@@ -136,7 +136,7 @@ broken or out of order, 5 unreadable).
         });
       } catch (err) {
         if (!(err instanceof DirtybitError)) throw err;
-        results.push({ stream: path, ok: false, error: describeError(err) });
+        results.push({ stream: path, ok: false, error: describeError(err, flagOf) });
         exitCode ||= err.exitCode;
         prev = null;
       }

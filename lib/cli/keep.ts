@@ -5,13 +5,12 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { integer, parseFlags, required } from "./args.ts";
+import { compressionFlag, integer, parseFlags, required } from "./args.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { requireOutputDir } from "./output.ts";
 import { ChainError, UsageError } from "../core/errors.ts";
-import { type Compression, compressionLevel } from "../stream/format.ts";
 import type { Chain, ChainPoint } from "../keep/chains.ts";
 import { mergeChain } from "../keep/merge.ts";
 import { listChains, prune } from "../keep/prune.ts";
@@ -126,16 +125,6 @@ export const listCommand: Command = {
   },
 };
 
-function parseCompression(command: string, text: string | undefined): Compression | undefined {
-  if (text === undefined) return undefined;
-  try {
-    compressionLevel(text);
-  } catch {
-    throw new UsageError(`${command}: --compress must be zstd:1 to zstd:19 or none, not '${text}'`);
-  }
-  return text as Compression;
-}
-
 /** SIGINT and SIGTERM abort `signal` while `work` runs. */
 async function cancellable<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
@@ -160,7 +149,7 @@ point's backup id and chain, and restores that point on its own; the chain's
 next incremental applies on top of it. The streams merged are not changed.
 
   --out FILE     the new full stream (written as FILE.partial, then renamed)
-  --compress C   zstd:N (1-19) or none (default: as the last stream)
+  --compress C   none, zstd or zstd:N (1-19) (default: as the last stream)
   --force        replace an existing FILE
   --json         print a JSON summary on stdout${PROGRESS_HELP}
 `;
@@ -192,7 +181,7 @@ export const mergeCommand: Command = {
     if (parsed.positionals.length === 0) {
       throw new UsageError("merge: name the full and its incrementals, in chain order");
     }
-    const compression = parseCompression("merge", parsed.values.compress);
+    const compression = compressionFlag("merge", parsed.values.compress);
     await requireOutputDir("merge", "out", out);
     const progress = await Progress.start("merge", parsed.values);
     const result = await cancellable((signal) =>
@@ -288,7 +277,7 @@ export const pruneCommand: Command = {
         policy,
         dryRun,
         merge: f.merge ?? false,
-        compression: parseCompression("prune", f.compress),
+        compression: compressionFlag("prune", f.compress),
         signal,
       })
     );

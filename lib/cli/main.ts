@@ -8,6 +8,7 @@ import type { CliHooks, Command } from "./command.ts";
 import { describeError, typedError, UsageError } from "../core/errors.ts";
 import { READABLE_VERSIONS, STREAM_VERSION } from "../stream/format.ts";
 import config from "../../deno.json" with { type: "json" };
+import { flagOf } from "./args.ts";
 
 const commands: Command[] = [];
 
@@ -54,7 +55,7 @@ export async function runCli(args: string[], hooks: CliHooks = {}): Promise<numb
   } catch (err) {
     const typed = typedError(err);
     if (typed) {
-      console.error(`dirtybit: ${describeError(typed)}`);
+      console.error(`dirtybit: ${describeError(typed, flagOf)}`);
       if (typed !== err && Deno.env.get("DIRTYBIT_DEBUG")) console.error(err);
       return typed.exitCode;
     }

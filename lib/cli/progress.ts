@@ -10,7 +10,7 @@
  */
 import { describeError } from "../core/errors.ts";
 import { openForWriting } from "../core/files.ts";
-import { integer } from "./args.ts";
+import { flagOf, integer } from "./args.ts";
 import { ProgressView, type Summary, summaryLine } from "./progress_view.ts";
 
 /** The flags every long-running command takes for its output. */
@@ -144,7 +144,7 @@ export class Progress {
   /** Ends after a failure: the error goes to the log (main.ts prints it on stderr). */
   fail(err: unknown): void {
     this.#clear();
-    this.#logWrite(`${this.#what} failed: ${describeError(err)}`);
+    this.#logWrite(`${this.#what} failed: ${describeError(err, flagOf)}`);
     this.close();
   }
 

@@ -4,9 +4,8 @@
  *
  * @module
  */
-import { resolve } from "node:path";
 import type { CliHooks, Command } from "./command.ts";
-import { flagHelp, type Params, parseParamFlags } from "./params.ts";
+import { flagHelp, type Params, parseParamFlags } from "../params/params.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { describeRate } from "../replication/bandwidth.ts";
@@ -28,6 +27,7 @@ import { replicationStatus } from "../replication/status_query.ts";
 import { ReplicaStore } from "../replication/store.ts";
 import { makeDirectory } from "../core/files.ts";
 import { Progress } from "./progress.ts";
+import { cliReplicationStateDir } from "../params/state_dir.ts";
 
 const HELP = `
 usage: dirtybit replicate receive --listen HOST:PORT --psk-file F --replica-dir DIR [--replica-format qcow2|raw]
@@ -212,7 +212,7 @@ export async function senderSetup(
   const { host, port } = address;
   const psk = await pskOf(params);
   const node = params.node[0];
-  const stateDir = params.state_dir ?? defaultStateDir();
+  const stateDir = cliReplicationStateDir(params.state_dir);
   if (params.name === undefined && !isReplicaName(node)) {
     throw new UsageError(`${what}: node '${node}' is no replica name: give --name NAME`);
   }
@@ -258,10 +258,6 @@ async function existingDirectory(what: string, flag: string, dir: string): Promi
   if (!info.isDirectory) throw new UsageError(`${what}: ${flag} ${dir} is not a directory`);
 }
 
-function defaultStateDir(): string {
-  return resolve(Deno.env.get("HOME") ?? ".", ".local/state/dirtybit");
-}
-
 /** `replicate daemon --config FILE`: every disk of the file on its own schedule. */
 async function daemon(args: string[]): Promise<number> {
   const { extra } = parseParamFlags(args, { only: [], extra: { config: "path" } });
@@ -276,7 +272,7 @@ async function daemon(args: string[]): Promise<number> {
   const scheduled: ScheduledDisk[] = [];
   for (const c of parseDaemonConfig(text, path)) {
     const p = c.params;
-    const stateDir = p.state_dir ?? defaultStateDir();
+    const stateDir = cliReplicationStateDir(p.state_dir);
     const workDir = senderWorkDir(stateDir, c.name, c.workDir);
     await makeDirectory(workDir, "the work directory");
     scheduled.push({
@@ -385,7 +381,7 @@ async function status(args: string[]): Promise<number> {
     extra: { dr: "string", json: "bool", prometheus: "bool" },
   });
   const remote = drAddress(params, extra);
-  const stateDir = params.state_dir ?? defaultStateDir();
+  const stateDir = cliReplicationStateDir(params.state_dir);
   if (!remote) await existingDirectory("replicate status", "--state-dir", stateDir);
   const rows = await replicationStatus(
     remote ? { ...remote, psk: await pskOf(params) } : { stateDir },

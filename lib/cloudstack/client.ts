@@ -94,11 +94,13 @@ export class CloudStackClient {
   constructor(endpoint: CloudStackEndpoint, options: CloudStackClientOptions = {}) {
     this.#url = parseEndpoint(endpoint.url);
     if (!endpoint.apiKey) {
-      throw new UsageError("missing apikey: give --apikey, DIRTYBIT_APIKEY or a config file");
+      throw new UsageError((p) =>
+        `missing apikey: give ${p("apikey")}, DIRTYBIT_APIKEY or a config file`
+      );
     }
     if (!endpoint.secretKey) {
-      throw new UsageError(
-        "missing secretkey: give --secretkey-file, DIRTYBIT_SECRETKEY_FILE or a config file",
+      throw new UsageError((p) =>
+        `missing secretkey: give ${p("secretkey_file")}, DIRTYBIT_SECRETKEY_FILE or a config file`
       );
     }
     this.#keys = { apiKey: endpoint.apiKey, secretKey: endpoint.secretKey };
@@ -344,8 +346,9 @@ export function unwrap(command: string, answer: ApiObject): ApiObject {
 
 function parseEndpoint(text: string): URL {
   if (!text) {
-    throw new UsageError(
-      "missing url: give --url, DIRTYBIT_URL or a config file (e.g. https://cloud.example.com/client/api)",
+    throw new UsageError((p) =>
+      `missing url: give ${p("url")}, DIRTYBIT_URL or a config file ` +
+      "(e.g. https://cloud.example.com/client/api)"
     );
   }
   let url: URL;
@@ -360,8 +363,9 @@ function parseEndpoint(text: string): URL {
     throw new UsageError(`url '${url.origin}' must start with http:// or https://`);
   }
   if (url.username || url.password || url.search || url.hash) {
-    throw new UsageError(
-      "url must not carry credentials, a query or a fragment: give keys with --apikey/--secretkey-file",
+    throw new UsageError((p) =>
+      "url must not carry credentials, a query or a fragment: give keys with " +
+      `${p("apikey")}/${p("secretkey_file")}`
     );
   }
   if (url.pathname === "/") url.pathname = "/client/api";

@@ -3,7 +3,7 @@
  *
  * Sources, highest precedence first; each setting is taken from the first
  * source that has it:
- *   1. flags: `--url --apikey --secretkey | --secretkey-file --verify-ssl --ca-file`
+ *   1. parameters (flags): `url apikey secretkey | secretkey_file verify_ssl ca_file`
  *   2. environment: `DIRTYBIT_URL DIRTYBIT_APIKEY DIRTYBIT_SECRETKEY |
  *      DIRTYBIT_SECRETKEY_FILE DIRTYBIT_VERIFY_SSL DIRTYBIT_CA_FILE`
  *   3. config file (`--config FILE` or `DIRTYBIT_CONFIG`): keys `url apikey
@@ -19,7 +19,7 @@
  * @module
  */
 import { dirname, isAbsolute, join } from "node:path";
-import { InputError, UsageError } from "../core/errors.ts";
+import { InputError, UsageError, type Wording } from "../core/errors.ts";
 
 /** Settings as given by one source (all optional). */
 export interface CredentialInput {
@@ -55,7 +55,7 @@ type Key = typeof KEYS[number];
 export async function loadCredentials(
   flags: CredentialFlags,
   env: Record<string, string | undefined> = Deno.env.toObject(),
-  warn: (message: string) => void = () => {},
+  warn: (message: Wording) => void = () => {},
 ): Promise<CloudStackSettings> {
   const fromEnv: CredentialInput = {};
   for (const key of KEYS) {
@@ -79,15 +79,15 @@ export async function loadCredentials(
 
   const url = pick("url")?.[1];
   if (!url) {
-    throw new UsageError(
-      "missing CloudStack url: give --url, DIRTYBIT_URL or url in a --config file " +
-        "(e.g. https://cloud.example.com/client/api)",
+    throw new UsageError((p) =>
+      `missing CloudStack url: give ${p("url")}, DIRTYBIT_URL or url in a config file ` +
+      "(e.g. https://cloud.example.com/client/api)"
     );
   }
   const apiKey = pick("apikey")?.[1];
   if (!apiKey) {
-    throw new UsageError(
-      "missing CloudStack apikey: give --apikey, DIRTYBIT_APIKEY or apikey in a --config file",
+    throw new UsageError((p) =>
+      `missing CloudStack apikey: give ${p("apikey")}, DIRTYBIT_APIKEY or apikey in a config file`
     );
   }
   const secretKey = await pickSecret(sources, warn);
@@ -102,7 +102,7 @@ export async function loadCredentials(
 
 async function pickSecret(
   sources: [string, CredentialInput][],
-  warn: (message: string) => void,
+  warn: (message: Wording) => void,
 ): Promise<string> {
   for (const [name, source] of sources) {
     const literal = source.secretkey || undefined;
@@ -113,16 +113,17 @@ async function pickSecret(
     if (file) return await readSecretFile(file);
     if (literal) {
       if (name === "command line") {
-        warn(
-          "--secretkey on the command line is visible in the process list: prefer --secretkey-file",
+        warn((p) =>
+          `${p("secretkey")} given directly is visible to others (a command line in the ` +
+          `process list): prefer ${p("secretkey_file")}`
         );
       }
       return literal;
     }
   }
-  throw new UsageError(
-    "missing CloudStack secret key: give --secretkey-file, DIRTYBIT_SECRETKEY_FILE or secretkey_file " +
-      "in a --config file",
+  throw new UsageError((p) =>
+    `missing CloudStack secret key: give ${p("secretkey_file")}, DIRTYBIT_SECRETKEY_FILE or ` +
+    "secretkey_file in a config file"
   );
 }
 

@@ -7,12 +7,31 @@
  * @module
  */
 
-/** Base class: `exitCode` is what the process exits with. */
+/** How a front end spells a parameter of the table (`take_over`): `--take-over` on the CLI. */
+export type ParamSpelling = (param: string) => string;
+
+/**
+ * A message that names parameters: below the front ends a message does not
+ * know whether a flag or a plugin parameter was given, so it takes the
+ * front end's spelling (`p("vmid")`).
+ */
+export type Wording = (p: ParamSpelling) => string;
+
+/** The table's own spelling, which the Bacula plugin's parameters and config files use. */
+const TABLE_SPELLING: ParamSpelling = (param) => param;
+
+/**
+ * Base class: `exitCode` is what the process exits with. The message is a
+ * string, or a {@link Wording} whose parameters {@link describeError} spells
+ * the front end's way (`message` holds the table spelling).
+ */
 export class DirtybitError extends Error {
   readonly exitCode: number = 1;
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
+  readonly wording?: Wording;
+  constructor(message: string | Wording, options?: ErrorOptions) {
+    super(typeof message === "string" ? message : message(TABLE_SPELLING), options);
     this.name = new.target.name;
+    if (typeof message !== "string") this.wording = message;
   }
 }
 
@@ -66,8 +85,14 @@ export class CancelledError extends DirtybitError {
   override readonly exitCode = 8;
 }
 
-/** One line of text for any thrown value, without a stack trace. */
-export function describeError(err: unknown): string {
+/**
+ * One line of text for any thrown value, without a stack trace; `spelling`
+ * names the parameters of a {@link Wording} (default: the table's, `take_over`).
+ */
+export function describeError(err: unknown, spelling?: ParamSpelling): string {
+  if (err instanceof DirtybitError && err.wording && spelling) {
+    return err.wording(spelling).split("\n")[0];
+  }
   if (err instanceof Error) return err.message.split("\n")[0];
   return String(err);
 }

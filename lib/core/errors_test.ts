@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  describeError,
   fileSystemError,
   osErrorCode,
   SourceError,
@@ -61,4 +62,15 @@ Deno.test("front ends map stray OS errors, never report them as internal errors"
   assert.equal(typedError(new TypeError("bug")), null);
   const typed = new UsageError("u");
   assert.equal(typedError(typed), typed);
+});
+
+Deno.test("a wording names parameters the front end's way: the table's by default", () => {
+  const err = new UsageError((p) => `VMID 101 is taken: give another ${p("vmid")} or omit it`);
+  assert.equal(err.message, "VMID 101 is taken: give another vmid or omit it");
+  assert.equal(describeError(err), err.message);
+  assert.equal(
+    describeError(err, (name) => `--${name}`),
+    "VMID 101 is taken: give another --vmid or omit it",
+  );
+  assert.equal(describeError(new UsageError("plain"), (name) => `--${name}`), "plain");
 });

@@ -11,3 +11,9 @@ export type LogKind = "info" | "warning" | "error";
 
 /** Where a use case's lines go. */
 export type Log = (kind: LogKind, text: string) => void;
+
+/** The kinds of a job's messages: a job fails by throwing, never by an `error` line. */
+export type MessageKind = Exclude<LogKind, "error">;
+
+/** The message callback every backup or restore job takes; the front end words and shows it. */
+export type OnMessage = (kind: MessageKind, text: string) => void;

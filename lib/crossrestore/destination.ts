@@ -70,8 +70,8 @@ export type DestSpec =
 export function parseDest(text: string): DestSpec {
   if (!text.startsWith("ssh://")) {
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
-      throw new UsageError(
-        `restore: --dest '${text}' must be ssh://user@host[:port]/path or a local directory`,
+      throw new UsageError((p) =>
+        `restore: ${p("dest")} '${text}' must be ssh://user@host[:port]/path or a local directory`
       );
     }
     return { kind: "local", dir: resolve(text) };
@@ -80,10 +80,14 @@ export function parseDest(text: string): DestSpec {
   try {
     url = new URL(text);
   } catch {
-    throw new UsageError(`restore: --dest '${text}' is not a valid ssh:// URL`);
+    throw new UsageError((p) => `restore: ${p("dest")} '${text}' is not a valid ssh:// URL`);
   }
-  if (url.password) throw new UsageError("restore: --dest must not hold a password: use --ssh-key");
-  if (!url.hostname) throw new UsageError(`restore: --dest '${text}' names no host`);
+  if (url.password) {
+    throw new UsageError((p) =>
+      `restore: ${p("dest")} must not hold a password: use ${p("dest_ssh_key")}`
+    );
+  }
+  if (!url.hostname) throw new UsageError((p) => `restore: ${p("dest")} '${text}' names no host`);
   const port = url.port ? Number(url.port) : 22;
   let path = decodeURIComponent(url.pathname) || "/";
   if (/^\/[A-Za-z]:([\\/]|$)/.test(path)) path = path.slice(1); // /D:/VMs -> D:/VMs
@@ -193,7 +197,9 @@ export class LocalDestination implements Destination {
 
   exec(argv: string[]): Promise<RemoteResult> {
     return Promise.reject(
-      new UsageError(`restore: cannot run ${argv[0]} for a local --dest: --register needs ssh://`),
+      new UsageError((p) =>
+        `restore: cannot run ${argv[0]} for a local ${p("dest")}: ${p("register")} needs ssh://`
+      ),
     );
   }
 

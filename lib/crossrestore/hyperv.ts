@@ -36,7 +36,7 @@ export async function restoreToHyperv(ctx: TargetContext, o: HypervOptions): Pro
   const folder = dest.join(dest.root, name);
   const vhdxFiles = def.disks.map((_, i) => `${name}-disk${i}.vhdx`);
   const scriptName = `create-${name}.ps1`;
-  await refuseExisting(dest, folder, [...vhdxFiles, scriptName], "--name");
+  await refuseExisting(dest, folder, [...vhdxFiles, scriptName], "name");
   await dest.mkdirp(folder);
   const pushed = await pushImages(
     dest,

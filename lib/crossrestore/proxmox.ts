@@ -108,7 +108,7 @@ async function placeInDirectory(
   const fileNames = def.disks.map((_, i) => `vm-${vmid}-disk-${i}.${format}`);
   const efiName = `vm-${vmid}-disk-${def.disks.length}.raw`;
   // A `.partial` is what a killed push of this restore left: create() replaces it.
-  await refuseExisting(dest, imagesDir, [...fileNames, efiName], "--vmid");
+  await refuseExisting(dest, imagesDir, [...fileNames, efiName], "vmid");
   await dest.mkdirp(imagesDir);
   const pushed = await pushImages(
     dest,
@@ -261,11 +261,11 @@ export async function restoreToProxmox(
   const storage = o.storage ?? DEFAULT_STORAGE[storageType];
   const used = await usedVmids(ctx);
   if (o.vmid !== undefined && (o.vmid < MIN_VMID || !Number.isInteger(o.vmid))) {
-    throw new UsageError(`restore: --vmid must be an integer of at least ${MIN_VMID}`);
+    throw new UsageError((p) => `restore: ${p("vmid")} must be an integer of at least ${MIN_VMID}`);
   }
   if (o.vmid !== undefined && used.includes(o.vmid)) {
-    throw new TargetError(
-      `VMID ${o.vmid} is already used on ${dest.label}: give another --vmid or omit it`,
+    throw new TargetError((p) =>
+      `VMID ${o.vmid} is already used on ${dest.label}: give another ${p("vmid")} or omit it`
     );
   }
   const vmid = o.vmid ?? firstFreeVmid(used);

@@ -73,19 +73,19 @@ export async function pushImages(
 
 /**
  * Refuses to overwrite: throws a TargetError naming the first of `names`
- * that already exists in `dir` and what to change (`hint`, e.g. `--name`).
+ * that already exists in `dir` and the parameter to change (`param`, e.g. `name`).
  */
 export async function refuseExisting(
   dest: Destination,
   dir: string,
   names: string[],
-  hint: string,
+  param: string,
 ): Promise<void> {
   const existing = new Set(await dest.list(dir));
   const clash = names.find((n) => existing.has(n));
   if (clash) {
-    throw new TargetError(
-      `${dest.join(dir, clash)} already exists: remove it or give another ${hint}`,
+    throw new TargetError((p) =>
+      `${dest.join(dir, clash)} already exists: remove it or give another ${p(param)}`
     );
   }
 }

@@ -17,6 +17,7 @@ import { posixDialect, powershellDialect } from "./remote_dialect.ts";
 import { RemoteDestination } from "./remote_destination.ts";
 import type { CrossRestoreTarget, TargetResult } from "./target.ts";
 import { applyOverrides, type VmOverrides } from "./vmdef.ts";
+import type { MessageKind } from "../core/log.ts";
 
 /** How a front end names an option and a target in its messages. */
 export interface Spelling {
@@ -75,7 +76,7 @@ export interface CrossRestoreRequest {
   register: boolean;
   overrides?: VmOverrides;
   /** The chains' notes and the preflight warnings, before the destination is opened. */
-  onMessage(kind: "info" | "warning", text: string): void | Promise<void>;
+  onMessage(kind: MessageKind, text: string): void | Promise<void>;
   /** Called once the destination is open, before the first disk is read. */
   startProgress(): Promise<CrossRestoreProgress>;
 }

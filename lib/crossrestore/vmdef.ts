@@ -214,8 +214,8 @@ export function parseVmDefinition(value: unknown, where: string): VmDefinition {
 /** The definition with command-line overrides applied (UsageError for bad values). */
 export function applyOverrides(def: VmDefinition, o: VmOverrides): VmDefinition {
   if (o.name !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(o.name)) {
-    throw new UsageError(
-      `restore: --name '${o.name}' must be 1-63 letters, digits, '.', '_' or '-'`,
+    throw new UsageError((p) =>
+      `restore: ${p("name")} '${o.name}' must be 1-63 letters, digits, '.', '_' or '-'`
     );
   }
   const firmware = o.firmware ?? def.firmware;

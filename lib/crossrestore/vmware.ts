@@ -61,7 +61,7 @@ export async function restoreToEsxi(ctx: TargetContext, hw: VmwareHardware): Pro
     dest,
     folder,
     [...descriptors, ...descriptors.map(flatExtentName), vmxName],
-    "--name",
+    "name",
   );
   await dest.mkdirp(folder);
   const pushed = await pushImages(
@@ -128,7 +128,7 @@ export async function restoreToOva(
     };
   }
   const path = dest.join(dest.root, file);
-  await refuseExisting(dest, dest.root, [file], "--ova name");
+  await refuseExisting(dest, dest.root, [file], "ova");
   const pending = await dest.create(path);
   try {
     const report = await writeOva(pending.writable, name, def, hw, disks, {

@@ -36,10 +36,14 @@ export function defaultVmwareHardware(
   const controller = given.controller ?? (windows ? "lsisas1068" : "lsilogic");
   const nic = given.nic ?? (windows ? "e1000e" : "e1000");
   if (!(SCSI_CONTROLLERS as readonly string[]).includes(controller)) {
-    throw new UsageError(`restore: --controller must be one of ${SCSI_CONTROLLERS.join(", ")}`);
+    throw new UsageError((p) =>
+      `restore: ${p("controller")} must be one of ${SCSI_CONTROLLERS.join(", ")}`
+    );
   }
   if (!(VMWARE_NICS as readonly string[]).includes(nic)) {
-    throw new UsageError(`restore: --nic-model must be one of ${VMWARE_NICS.join(", ")}`);
+    throw new UsageError((p) =>
+      `restore: ${p("nic_model")} must be one of ${VMWARE_NICS.join(", ")}`
+    );
   }
   return {
     controller: controller as ScsiController,

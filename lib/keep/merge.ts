@@ -18,12 +18,8 @@ import { CancelledError, TargetError, UsageError } from "../core/errors.ts";
 import { openForWriting } from "../core/files.ts";
 import { writeAll } from "../core/bytes.ts";
 import { checkChainOrder } from "../stream/chain.ts";
-import type {
-  Compression,
-  StreamHeader,
-  StreamHeaderInit,
-  StreamTrailer,
-} from "../stream/format.ts";
+import type { StreamHeader, StreamHeaderInit, StreamTrailer } from "../stream/format.ts";
+import type { Compression } from "../stream/compression.ts";
 import { openStreamFile, StreamReader, type StreamRecord } from "../stream/reader.ts";
 import { StreamWriter } from "../stream/writer.ts";
 import { syntheticFull } from "./chains.ts";
@@ -113,10 +109,12 @@ function verifyingSink(file: Deno.FsFile, name: string) {
 export async function mergeChain(req: MergeRequest): Promise<MergeResult> {
   if (req.streams.length === 0) throw new UsageError("merge: name the full and its incrementals");
   if (req.streams.includes(req.out)) {
-    throw new UsageError(`merge: --out ${req.out} is one of the streams being merged`);
+    throw new UsageError((p) => `merge: ${p("out")} ${req.out} is one of the streams being merged`);
   }
   if (!req.force && await Deno.stat(req.out).then(() => true, () => false)) {
-    throw new TargetError(`${req.out} exists: choose another --out or pass --force`);
+    throw new TargetError((p) =>
+      `${req.out} exists: choose another ${p("out")} or pass ${p("force")}`
+    );
   }
   const readers: StreamReader[] = [];
   try {

@@ -5,7 +5,7 @@
  * @module
  */
 import { describeError, TargetError, UsageError } from "../core/errors.ts";
-import type { Compression } from "../stream/format.ts";
+import type { Compression } from "../stream/compression.ts";
 import { catalog, type UnreadableStream } from "./catalog.ts";
 import { type Chain, groupChains } from "./chains.ts";
 import { mergeChain, type MergeResult } from "./merge.ts";
@@ -45,8 +45,10 @@ export interface PruneResult {
 /** Prunes `req.dir` under its policy. */
 export async function prune(req: PruneRequest): Promise<PruneResult> {
   if (!keepsAnything(req.policy)) {
-    throw new UsageError(
-      "prune: give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly",
+    throw new UsageError((p) =>
+      `prune: give at least one of ${
+        ["keep_last", "keep_daily", "keep_weekly", "keep_monthly"].map(p).join(", ")
+      }`
     );
   }
   const found = await catalog([req.dir]);

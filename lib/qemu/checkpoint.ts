@@ -16,6 +16,7 @@
  */
 import { ChainError, SourceError, UsageError } from "../core/errors.ts";
 import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
+import type { BackupLevel } from "../core/level.ts";
 
 /** What the caller persists per disk after an accepted backup. */
 export interface DiskCheckpoint {
@@ -26,9 +27,6 @@ export interface DiskCheckpoint {
   /** Persistent bitmap recording changes since the last accepted full backup. */
   baseBitmap: string;
 }
-
-/** Backup level. */
-export type Level = "full" | "incremental" | "differential";
 
 /** The bitmap names one checkpoint id gives. */
 export interface BitmapNames {
@@ -142,7 +140,7 @@ export function bitmapProblem(
 export interface DiskPlan {
   node: string;
   size: number;
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental or differential became full. */
   reason?: string;
   /** Bitmap copied into `names.tmp` and exported (incremental, differential). */
@@ -178,7 +176,7 @@ export interface PlanOptions {
 export function planDisk(
   node: BlockNodeInfo,
   checkpoint: DiskCheckpoint | undefined,
-  requested: Level,
+  requested: BackupLevel,
   names: BitmapNames,
   { scope, takeOver = false, fullBecause }: PlanOptions = {},
 ): DiskPlan {
@@ -211,13 +209,13 @@ export function planDisk(
     ),
   ].join(", ");
   if (foreign.length > 0 && !takeOver) {
-    throw new ChainError(
-      (oldNames.length > 0
-        ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
-          `(another state directory)`
-        : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`) +
-        `: pass --take-over (plugin: take_over=yes) to remove its bitmaps and start a new ` +
-        `chain here with a full backup`,
+    const held = oldNames.length > 0
+      ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
+        `(another state directory)`
+      : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`;
+    throw new ChainError((p) =>
+      `${held}: pass ${p("take_over")} to remove its bitmaps and start a new chain here ` +
+      `with a full backup`
     );
   }
   const owned = scoped.filter((b) => !foreign.includes(b));

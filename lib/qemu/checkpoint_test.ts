@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ChainError, SourceError, UsageError } from "../core/errors.ts";
+import { ChainError, describeError, SourceError, UsageError } from "../core/errors.ts";
 import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
 import {
   bitmapNames,
@@ -207,15 +207,17 @@ Deno.test("bitmapNames: an owner id is carried by every name and read back", () 
   assert.throws(() => bitmapNames("c2", undefined, "x@y"), UsageError);
 });
 
-Deno.test("planDisk: another owner's bitmaps are refused, naming the owner and --take-over", () => {
+Deno.test("planDisk: another owner's bitmaps are refused, naming the owner and take_over", () => {
   const theirs = node(bitmap(`dirtybit-inc-c7@${B}`), bitmap(`dirtybit-base-c7@${B}`));
   const mine = bitmapNames("c2", undefined, A);
   assert.throws(
     () => planDisk(theirs, undefined, "full", mine),
     (err: Error) =>
       err instanceof ChainError &&
-      /^node disk0 belongs to the chain of owner ba9876543210 \(another state directory\): pass --take-over/
-        .test(err.message),
+      /^node disk0 belongs to the chain of owner ba9876543210 \(another state directory\): pass take_over /
+        .test(err.message) &&
+      // The CLI names the parameter as its flag.
+      describeError(err, (p) => `--${p.replaceAll("_", "-")}`).includes(": pass --take-over "),
   );
   // Ours was there before: the message says it was taken over.
   assert.throws(

@@ -12,7 +12,7 @@ export {
   type QmpTransport,
 } from "./qmp.ts";
 export { type BitmapInfo, type BlockNodeInfo, queryBlockNode } from "./blocknodes.ts";
-export { bitmapNames, type DiskCheckpoint, type Level } from "./checkpoint.ts";
+export { bitmapNames, type DiskCheckpoint } from "./checkpoint.ts";
 export { listDirtybitBitmaps, removeCheckpoint } from "./bitmaps.ts";
 export {
   openPointInTime,

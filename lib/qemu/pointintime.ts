@@ -18,7 +18,6 @@ import {
   bitmapNames,
   type DiskCheckpoint,
   type DiskPlan,
-  type Level,
   newTempPrefix,
   planDisk,
 } from "./checkpoint.ts";
@@ -35,6 +34,7 @@ import { removeOverlayFile } from "./files.ts";
 import type { QmpTransport } from "./qmp.ts";
 import { type NbdServer, startNbdServer } from "./nbd_server.ts";
 import type { RunRecord } from "../core/run_record.ts";
+import type { BackupLevel } from "../core/level.ts";
 
 /** One disk of a point in time, ready to be read over NBD. */
 export interface PointInTimeDisk {
@@ -44,7 +44,7 @@ export interface PointInTimeDisk {
   /** NBD URI of the view. */
   uri: string;
   /** Level actually taken for this disk. */
-  level: Level;
+  level: BackupLevel;
   /** Why a requested incremental or differential became full. */
   reason?: string;
   /** `qemu:dirty-bitmap:NAME` meta context with the blocks to read (incremental, differential). */
@@ -79,7 +79,7 @@ export interface PointInTimeRequest {
    * why it must get a full whatever its bitmaps say, if it must.
    */
   disks: { node: string; checkpoint?: DiskCheckpoint; fullBecause?: string }[];
-  level: Level;
+  level: BackupLevel;
   /** Names the new checkpoint: a fresh id for every attempt. */
   checkpointId: string;
   /** Directory, writable by QEMU, for the temporary overlays (and the NBD socket if needed). */

@@ -6,7 +6,7 @@
  */
 /**
  * Says a rate both ways, so the operator sees whether bits or bytes were
- * meant (`bandwidth_limit` is parsed by lib/cli/params.ts into bytes/s):
+ * meant (`bandwidth_limit` is parsed by lib/params/params.ts into bytes/s):
  * `12.5 MB/s (100 Mbit/s)`.
  */
 export function describeRate(bytesPerSecond: number): string {

@@ -174,10 +174,10 @@ export async function failoverExec(req: FailoverExecRequest): Promise<FailoverEx
   const fenced = role.step === "source_fenced" && role.seedId === state.seedId &&
     role.cycle === state.cycle;
   if (!already && !fenced && !req.force) {
-    throw new RoleError(
+    throw new RoleError((p) =>
       `failover exec: the source of ${name} did not report itself fenced at cycle ${state.cycle} ` +
-        `(run 'dirtybit failover pre' there); if the source site is lost, promote this ` +
-        `replica as it is with 'dirtybit failover exec --force' (${rpoText(point)})`,
+      `(run failover pre there); if the source site is lost, promote this ` +
+      `replica as it is with failover exec and ${p("force")} (${rpoText(point)})`
     );
   }
   const image = await store.imagePath(name);

@@ -7,6 +7,7 @@
  * @module
  */
 import { UsageError } from "../core/errors.ts";
+import { type Compression, DEFAULT_ZSTD_LEVEL, zstdLevel } from "../stream/compression.ts";
 import { DEFAULT_RETRY, type RetryPolicy } from "./backoff.ts";
 import { validatePsk } from "./handshake.ts";
 import { readPskFile } from "./psk.ts";
@@ -32,11 +33,14 @@ export function retryPolicyOf(
   };
 }
 
-/** The zstd level of `compress` (replication always compresses); `what` names the caller. */
-export function compressLevelOf(compress: string | undefined, what: string): number {
-  const m = /^zstd(?::(\d+))?$/.exec(compress ?? "zstd:3");
-  if (!m) throw new UsageError(`${what}: compress must be zstd or zstd:LEVEL`);
-  return Number(m[1] ?? 3);
+/** The zstd level of a parsed `compress` (replication always compresses); `what` names the caller. */
+export function compressLevelOf(compress: Compression | undefined, what: string): number {
+  if (compress === "none") {
+    throw new UsageError(
+      `${what}: compress=none: replication always compresses: give zstd or zstd:N`,
+    );
+  }
+  return compress === undefined ? DEFAULT_ZSTD_LEVEL : zstdLevel(compress);
 }
 
 /** `HOST[:PORT]` (IPv6 in brackets); `what` names the value in the error. */

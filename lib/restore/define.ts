@@ -58,14 +58,15 @@ export async function restoreAndDefine(
   }
   const source = streamDomainXml(req.readers.at(-1)!);
   if (!source) {
-    throw new UsageError(
-      "restore --define: the streams carry no libvirt domain definition (make them with backup --domain)",
+    throw new UsageError((p) =>
+      `restore ${p("define")}: the streams carry no libvirt domain definition ` +
+      `(make them with backup ${p("domain")})`
     );
   }
   const name = req.name ?? `${source.domain}-restored`;
   if (!/^[A-Za-z0-9_.+-]+$/.test(name)) {
-    throw new UsageError(
-      `restore --define: --name ${name}: use letters, digits, '.', '_', '+' or '-'`,
+    throw new UsageError((p) =>
+      `restore ${p("define")}: ${p("name")} ${name}: use letters, digits, '.', '_', '+' or '-'`
     );
   }
   const disks: RestoredDisk[] = [];

@@ -159,8 +159,9 @@ export class RestoreSession {
     const exists = await Deno.stat(this.#path).then(() => true, () => false);
     const ours = await Deno.stat(this.#sidecarPath).then(() => true, () => false);
     if (exists && !ours) {
-      throw new TargetError(
-        `${this.#path} exists and is not a dirtybit restore target: choose another --out or pass --force`,
+      throw new TargetError((p) =>
+        `${this.#path} exists and is not a dirtybit restore target: choose another ` +
+        `${p("out")} or pass ${p("force")}`
       );
     }
   }

@@ -49,7 +49,9 @@ export async function startServe(
   opts: ServeOptions,
 ): Promise<ServeHandle> {
   if ((opts.socket === undefined) === (opts.listen === undefined)) {
-    throw new UsageError("serve: give one of --socket PATH or --listen HOST:PORT");
+    throw new UsageError((p) =>
+      `serve: give one of ${p("socket")} PATH or ${p("listen")} HOST:PORT`
+    );
   }
   const log = opts.onLog ?? (() => {});
   const indexes = await indexChain(streamPaths, log);
@@ -94,7 +96,9 @@ async function listenUnix(
   const existing = await Deno.lstat(path).catch(() => null);
   if (existing) {
     if (!existing.isSocket) {
-      throw new UsageError(`serve: ${path} exists and is not a socket: choose another --socket`);
+      throw new UsageError((p) =>
+        `serve: ${path} exists and is not a socket: choose another ${p("socket")}`
+      );
     }
     const alive = await Deno.connect({ transport: "unix", path }).then((c) => {
       c.close();

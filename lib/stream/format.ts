@@ -9,6 +9,7 @@
 import { xxh64 } from "@node-rs/xxhash";
 import { InputError } from "../core/errors.ts";
 import type { Compression } from "./compression.ts";
+import { BACKUP_LEVELS, type BackupLevel } from "../core/level.ts";
 
 /** First bytes of every stream. */
 export const STREAM_MAGIC = new TextEncoder().encode("DIRTYBIT");
@@ -42,12 +43,6 @@ export const MAX_RECORD_DATA = 4 << 20;
 export const RecordKind = { data: 1, zero: 2, trailer: 3 } as const;
 /** Record flag: the payload is a zstd frame. */
 export const FLAG_ZSTD = 1;
-
-/** Backup level of a stream. */
-export type BackupLevel = "full" | "incremental" | "differential";
-const LEVELS: readonly BackupLevel[] = ["full", "incremental", "differential"];
-
-export { type Compression, DEFAULT_COMPRESSION } from "./compression.ts";
 
 /** The self-describing header of a stream. */
 export interface StreamHeader {
@@ -117,7 +112,11 @@ export interface StreamTrailer {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Parses `none` or `zstd:N`; returns the zstd level, or 0 for none. */
+/**
+ * The zstd level of a header's `none` or `zstd:N`, or 0 for none. Up to zstd's
+ * own 22, which older dirtybits let `backup --compress` write; what one may
+ * ask for now is parsed once, in compression.ts.
+ */
 export function compressionLevel(c: string): number {
   if (c === "none") return 0;
   const m = /^zstd:(\d{1,2})$/.exec(c);
@@ -161,7 +160,7 @@ export function validateHeader(o: Record<string, unknown>): StreamHeader {
     fail(`'blockSize' ${blockSize} is not a power of two from 512 to 1 GiB`);
   }
   const level = o.level as BackupLevel;
-  if (!LEVELS.includes(level)) fail(`'level' must be one of ${LEVELS.join(", ")}`);
+  if (!BACKUP_LEVELS.includes(level)) fail(`'level' must be one of ${BACKUP_LEVELS.join(", ")}`);
   const backupId = requireString(o, "backupId", true);
   const parentId = o.parentId === null ? null : requireString(o, "parentId", true);
   if (level === "full" && parentId !== null) fail("a full backup has no 'parentId'");

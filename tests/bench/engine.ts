@@ -13,7 +13,7 @@ import { atLeast, atMost, type BenchRow, mbps } from "./table.ts";
 import { median, nullSink, run } from "./measure.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { writeAll } from "../../lib/core/bytes.ts";
-import { DEFAULT_COMPRESSION } from "../../lib/stream/format.ts";
+import { DEFAULT_COMPRESSION } from "../../lib/stream/compression.ts";
 import { StreamReader } from "../../lib/stream/reader.ts";
 import { passThroughSink, type StreamSink } from "../../lib/sinks/sink.ts";
 

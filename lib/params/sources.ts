@@ -1,6 +1,6 @@
 /**
  * From the parameter table (`--vm ... --url ...` flags or a Bacula plugin
- * line) to a {@link VmSource}: the CloudStack endpoint and keys come from the
+ * line, lib/params/params.ts) to a {@link VmSource} or {@link DomainSource}: the CloudStack endpoint and keys come from the
  * parameters, the environment or a config file as `dirtybit api` takes them
  * (lib/cloudstack/credentials.ts); the SSH key defaults to the user's usual
  * key files.
@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import { UsageError } from "../core/errors.ts";
+import { UsageError, type Wording } from "../core/errors.ts";
 import { loadCredentials } from "../cloudstack/credentials.ts";
 import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
@@ -38,7 +38,7 @@ export function sshKeyPath(given: string | undefined, home = Deno.env.get("HOME"
  */
 export async function vmSourceFromParams(
   params: Params,
-  options: { config?: string; warn?: (message: string) => void } = {},
+  options: { config?: string; warn?: (message: Wording) => void } = {},
 ): Promise<VmSource> {
   if (!params.vm) throw new UsageError("parameter vm is missing");
   const cloud = await loadCredentials(

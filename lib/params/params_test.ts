@@ -26,6 +26,8 @@ Deno.test("defaults fill what is not given, values are typed", () => {
   assert.deepEqual(p.disks, ["a", "b"]);
   assert.equal(p.nbd_access_mode, "ssh_tunnel");
   assert.equal(p.compress, "zstd:3");
+  assert.equal(parseParams({ compress: "zstd" }).compress, "zstd:3");
+  assert.equal(parseParams({ compress: "zstd:19" }).compress, "zstd:19");
   assert.equal(p.dr_port, 10900);
   assert.equal(p.retry_delay_ms, 5000);
   assert.equal(p.verify_ssl, true);
@@ -41,7 +43,10 @@ Deno.test("unknown, invalid and out-of-range parameters name the parameter", () 
     [{ nbd_access_mode: "nfs" }, "nbd_access_mode='nfs': must be one of"],
     [{ mode: "push" }, "mode='push'"],
     [{ compress: "gzip" }, "compress='gzip'"],
-    [{ compress: "zstd:42" }, "zstd level"],
+    [
+      { compress: "zstd:42" },
+      "compress='zstd:42': must be none, zstd or zstd:N with N from 1 to 19",
+    ],
     [{ url: "cs.example" }, "url='cs.example'"],
     [{ vm: "" }, "vm='': empty value"],
     [{ disks: "a,,b" }, "empty list item"],

@@ -1,7 +1,8 @@
 /**
- * The one parameter table (DESIGN 1.2 plus the local-source and backend
- * parameters), used for Bacula plugin `key=value` lists and for command-line
- * `--key value` flags alike (`--secretkey-file` is `secretkey_file`).
+ * The one parameter table, its parsers and its help text, shared by both
+ * front ends: Bacula plugin `key=value` lists (lib/bacula) and command-line
+ * `--key value` flags (lib/cli) alike (`--secretkey-file` is `secretkey_file`).
+ * It lives outside both so that neither front end imports the other.
  * Unknown, invalid and conflicting parameters are a UsageError naming the
  * parameter; secret values never appear in any message. Paths come out
  * absolute (resolved against the working directory), as QEMU and helper
@@ -11,12 +12,27 @@
  */
 import { resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
-import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
+import { REQUESTED_LEVELS } from "../core/level.ts";
+import {
+  type Compression,
+  COMPRESSION_RULE,
+  DEFAULT_COMPRESSION,
+  parseCompression,
+} from "../stream/compression.ts";
 import { ACCESS_MODE_NAMES } from "../backup/access_modes.ts";
 import { CROSS_RESTORE_TARGETS } from "../crossrestore/registry.ts";
 
 /** How a parameter's text is checked and converted. */
-export type ParamKind = "string" | "secret" | "path" | "int" | "bool" | "enum" | "list" | "rate";
+export type ParamKind =
+  | "string"
+  | "secret"
+  | "path"
+  | "int"
+  | "bool"
+  | "enum"
+  | "list"
+  | "rate"
+  | "compression";
 
 /** One row of the table. */
 export interface ParamSpec {
@@ -56,15 +72,6 @@ function checkUrl(text: string): string | null {
   return /^https?:\/\/[^\s/]+/.test(text) ? null : "must be an http:// or https:// URL";
 }
 
-function checkCompression(text: string): string | null {
-  const m = /^(none|zstd)(?::(\d+))?$/.exec(text);
-  if (!m || (m[1] === "none" && m[2] !== undefined)) return "must be none, zstd or zstd:LEVEL";
-  if (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 19)) {
-    return "zstd level must be 1..19";
-  }
-  return null;
-}
-
 function checkPsk(text: string): string | null {
   return text.length >= 32 ? null : "must be at least 32 characters";
 }
@@ -102,10 +109,9 @@ export const PARAMS = {
   verify_ssl: { kind: "bool", help: "verify the CloudStack API certificate", default: "true" },
   ca_file: { kind: "path", help: "CA certificate for the CloudStack API" },
   compress: {
-    kind: "string",
+    kind: "compression",
     help: "stream compression: none, zstd or zstd:LEVEL",
     default: DEFAULT_COMPRESSION,
-    check: checkCompression,
   },
   mode: {
     kind: "enum",
@@ -312,7 +318,7 @@ export const PARAMS = {
     kind: "enum",
     help: "backup level",
     default: "auto",
-    values: ["full", "incremental", "differential", "auto"],
+    values: REQUESTED_LEVELS,
   },
   take_over: {
     kind: "bool",
@@ -351,6 +357,7 @@ export type ParamName = keyof typeof PARAMS;
 type ValueOf<K extends ParamKind> = K extends "int" | "rate" ? number
   : K extends "bool" ? boolean
   : K extends "list" ? string[]
+  : K extends "compression" ? Compression
   : string;
 
 type ValueOfSpec<S> = S extends { kind: "enum"; values: readonly (infer V)[] } ? V
@@ -427,6 +434,11 @@ function convert(name: ParamName, text: string): string | number | boolean | str
       }
       if (text.startsWith("-")) throw invalid(name, spec, text, "must be at least 1 byte/s");
       return r;
+    }
+    case "compression": {
+      const c = parseCompression(text);
+      if (c === null) throw invalid(name, spec, text, COMPRESSION_RULE);
+      return c;
     }
     case "path":
       return resolve(text);
