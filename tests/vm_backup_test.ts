@@ -22,7 +22,7 @@ import { basename, join } from "node:path";
 import { SourceError } from "../lib/core/errors.ts";
 import type { DiskBackupResult, PlannedDisk } from "../lib/backup/engine.ts";
 import { runVmBackup, type VmSource } from "../lib/backup/vm_job.ts";
-import { loadDiskState } from "../lib/backup/state.ts";
+import { loadDiskState } from "../lib/model/disk_state.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";
 import { SshHost } from "../lib/hosts/ssh.ts";
 import { LibvirtDomain } from "../lib/hosts/libvirt.ts";

@@ -13,7 +13,7 @@ import { CancelledError } from "../core/errors.ts";
 import { HashDb } from "../cbt/hashdb.ts";
 import { BlockClassifier, fullBackupPlan } from "../cbt/layers.ts";
 import { StreamWriter } from "../stream/writer.ts";
-import { type DiskState, diskStatePaths } from "./state.ts";
+import { type DiskState, diskStatePaths } from "../model/disk_state.ts";
 import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
 import { makeDirectory } from "../core/files.ts";
 

@@ -57,7 +57,7 @@ import {
   runPointInTimeJob,
   type SinkFactory,
 } from "./engine.ts";
-import { type DiskState, loadAllDiskStates, loadDiskState } from "./state.ts";
+import { type DiskState, loadAllDiskStates, loadDiskState } from "../model/disk_state.ts";
 import {
   checkpointName,
   type DomainDiskPlan,

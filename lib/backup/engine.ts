@@ -27,9 +27,9 @@ import {
   newBackupId,
   ownerId,
   saveDiskState,
-} from "./state.ts";
+} from "../model/disk_state.ts";
 import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk_backup.ts";
-import { lockStateDir } from "./lock.ts";
+import { lockStateDir } from "../model/state_lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
 import { JobSinks, type StreamSink } from "../sinks/sink.ts";

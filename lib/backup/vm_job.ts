@@ -40,7 +40,7 @@ import {
 import { QmpError } from "../qemu/qmp.ts";
 import { queryExportIds } from "../qemu/blocknodes.ts";
 import { isScopedTempId } from "../qemu/checkpoint.ts";
-import { vmDefinitionFromCloudStack } from "../crossrestore/vmdef.ts";
+import { vmDefinitionFromCloudStack } from "../model/vm_definition.ts";
 import {
   type BackupJob,
   type DiskBackupResult,
@@ -50,7 +50,7 @@ import {
   runBackup,
   type SinkFactory,
 } from "./engine.ts";
-import { newBackupId } from "./state.ts";
+import { newBackupId } from "../model/disk_state.ts";
 import { RunRecord } from "../core/run_record.ts";
 import type { AccessMode, DataPath } from "./access_mode.ts";
 import { accessModeNamed } from "./access_modes.ts";

@@ -9,7 +9,7 @@ import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
 import { choice, parseFlags, required } from "./args.ts";
-import type { BackupRecord } from "../backup/state.ts";
+import type { BackupRecord } from "../model/disk_state.ts";
 import {
   type DiskBackupResult,
   type PlannedDisk,

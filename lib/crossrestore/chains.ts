@@ -16,7 +16,7 @@ import {
   HEADER_PREFIX_SIZE,
   type StreamHeader,
 } from "../stream/format.ts";
-import { parseVmDefinition, type VmDefinition, type VmDisk } from "./vmdef.ts";
+import { parseVmDefinition, type VmDefinition, type VmDisk } from "../model/vm_definition.ts";
 import { openStreamPath } from "../stream/reader.ts";
 import { concatBytes } from "../core/bytes.ts";
 

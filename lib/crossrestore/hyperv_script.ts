@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 
 /** Where the VM lives on the Hyper-V host. */
 export interface HypervLayout {

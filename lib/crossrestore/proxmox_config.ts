@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { VmDefinition, VmDisk } from "./vmdef.ts";
+import type { VmDefinition, VmDisk } from "../model/vm_definition.ts";
 
 /** Where the restored disks live on the node. */
 export interface ProxmoxLayout {

@@ -7,7 +7,7 @@
  * @module
  */
 import { UsageError } from "../core/errors.ts";
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 
 /** SCSI controller models the generated VMs can use. */
 export const SCSI_CONTROLLERS = ["lsilogic", "lsisas1068", "pvscsi"] as const;
