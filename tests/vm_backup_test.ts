@@ -20,7 +20,7 @@ import {
 } from "node:assert/strict";
 import { basename, join } from "node:path";
 import { SourceError } from "../lib/core/errors.ts";
-import type { DiskBackupResult, PlannedDisk } from "../lib/backup/engine.ts";
+import type { DiskBackupResult, PlannedDisk } from "../lib/backup/plan.ts";
 import { runVmBackup, type VmSource } from "../lib/backup/vm_job.ts";
 import { loadDiskState } from "../lib/model/disk_state.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";

@@ -14,7 +14,7 @@ import { HashDb } from "../cbt/hashdb.ts";
 import { BlockClassifier, fullBackupPlan } from "../cbt/layers.ts";
 import { StreamWriter } from "../stream/writer.ts";
 import { type DiskState, diskStatePaths } from "../model/disk_state.ts";
-import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
+import type { DiskBackupResult, PlannedDisk } from "./plan.ts";
 import { makeDirectory } from "../core/files.ts";
 
 /** How a disk is read: NBD connections and requests in flight over them. */

@@ -50,13 +50,13 @@ import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import type { PointInTime, PointInTimeDisk } from "../qemu/pointintime.ts";
 import {
   type BackupJob,
-  type DiskBackupResult,
   type DiskEstimate,
   type OpenRequest,
   type PointInTimeOpener,
   runPointInTimeJob,
   type SinkFactory,
 } from "./engine.ts";
+import type { DiskBackupResult } from "./plan.ts";
 import { type DiskState, loadAllDiskStates, loadDiskState } from "../model/disk_state.ts";
 import {
   checkpointName,

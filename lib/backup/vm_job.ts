@@ -43,13 +43,13 @@ import { isScopedTempId } from "../qemu/checkpoint.ts";
 import { vmDefinitionFromCloudStack } from "../model/vm_definition.ts";
 import {
   type BackupJob,
-  type DiskBackupResult,
   type DiskEstimate,
   estimateBackup,
   type JobDisk,
   runBackup,
   type SinkFactory,
 } from "./engine.ts";
+import type { DiskBackupResult } from "./plan.ts";
 import { newBackupId } from "../model/disk_state.ts";
 import { RunRecord } from "../core/run_record.ts";
 import type { AccessMode, DataPath } from "./access_mode.ts";
