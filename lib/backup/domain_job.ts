@@ -25,7 +25,7 @@
  * @module
  */
 import { join } from "node:path";
-import { SourceError, UsageError } from "../core/errors.ts";
+import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
 import {
   type HostShell,
@@ -431,7 +431,9 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       try {
         await domain.backupBegin(backupFile, checkpointFile).catch((err) => {
           if (!/Permission denied/.test(err.message)) throw err;
-          throw new SourceError(
+          throw wrapError(
+            err,
+            SourceError,
             `${err.message}; QEMU must be able to reach --scratch-dir ${ctx.scratchDir}`,
           );
         });
@@ -518,7 +520,9 @@ function offlineOpener(ctx: DomainContext): PointInTimeOpener {
             bitmap: plans[i].since,
             exportName: d.target,
           }).catch((err) => {
-            throw new SourceError(
+            throw wrapError(
+              err,
+              SourceError,
               `cannot read ${d.source} of shut-off domain ${domain.name} (did it start?): ${err.message}`,
             );
           });

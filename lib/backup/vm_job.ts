@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { SourceError, UsageError } from "../core/errors.ts";
+import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { CloudStackClient, type CloudStackClientOptions } from "../cloudstack/client.ts";
 import type { CloudStackSettings } from "../cloudstack/credentials.ts";
 import { type ResolvedVm, resolveVm, type VmVolume } from "../cloudstack/resolve.ts";
@@ -376,7 +376,9 @@ function quiescer(
             frozen();
           } else {
             failed(
-              new SourceError(
+              wrapError(
+                err,
+                SourceError,
                 `${(err as Error).message}; no backup was taken: retry, or set quiesce=false ` +
                   "for a crash-consistent backup",
               ),

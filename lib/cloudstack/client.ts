@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { SourceError, UsageError } from "../core/errors.ts";
+import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { type ApiKeys, type ApiParams, encodeQuery, signParams } from "./signing.ts";
 import {
   FetchTransport,
@@ -158,6 +158,7 @@ export class CloudStackClient {
         timeoutMs: this.#options.requestTimeoutMs ?? 60_000,
       });
     } catch (err) {
+      // No cause: the transport's error can carry the signed URL.
       throw new SourceError(
         this.#scrub(
           `cannot reach CloudStack at ${this.endpoint} (${command}): ${networkReason(err)}`,
@@ -272,6 +273,7 @@ export class CloudStackClient {
       return body;
     } catch (err) {
       if (err instanceof SourceError) throw err;
+      // No cause, as above.
       throw new SourceError(this.#scrub(`cannot download ${shown}: ${networkReason(err)}`));
     }
   }
@@ -372,7 +374,9 @@ function readCaFile(path: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (err) {
-    throw new UsageError(
+    throw wrapError(
+      err,
+      UsageError,
       `ca_file '${path}' cannot be read: ${err instanceof Error ? err.message : err}`,
     );
   }

@@ -27,7 +27,7 @@
  * @module
  */
 import { exists } from "../core/files.ts";
-import { CancelledError, SourceError, UsageError } from "../core/errors.ts";
+import { CancelledError, SourceError, TimeoutError, UsageError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
 import { helperCommand } from "../core/process.ts";
 
@@ -80,7 +80,7 @@ export interface RemoteProcess {
 }
 
 /** A remote command ran out of time (it was stopped on the host too). */
-export class RemoteTimeoutError extends SourceError {}
+export class RemoteTimeoutError extends TimeoutError {}
 
 /** Where a tunnel leads on the host. */
 export type TunnelEndpoint = { socket: string } | { host: string; port: number };

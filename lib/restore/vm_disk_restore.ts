@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ChainError, describeError, SourceError } from "../core/errors.ts";
+import { ChainError, describeError, SourceError, wrapError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
@@ -160,7 +160,7 @@ export class VmDiskRestore {
   async close(): Promise<void> {
     try {
       await this.#target?.close().catch((err) => {
-        throw new SourceError(`removing the restore export: ${describeError(err)}`);
+        throw wrapError(err, SourceError, `removing the restore export: ${describeError(err)}`);
       });
     } finally {
       await this.#diskLock.release();
