@@ -35,7 +35,7 @@ export interface CloudStackClientOptions {
   readonly verifySsl?: boolean;
   /** PEM file with the private CA that signed the server certificate. */
   readonly caFile?: string;
-  /** Where warnings go (default: stderr via console.warn). */
+  /** Where warnings go; the front end passes one (this layer does not print). */
   readonly logger?: CloudStackLogger;
   /** 1 or 3 (default 3: signature with an expiry). */
   readonly signatureVersion?: 1 | 3;
@@ -103,7 +103,7 @@ export class CloudStackClient {
     }
     this.#keys = { apiKey: endpoint.apiKey, secretKey: endpoint.secretKey };
     this.#options = options;
-    this.#logger = options.logger ?? { warn: (m) => console.warn(`dirtybit: warning: ${m}`) };
+    this.#logger = options.logger ?? { warn: () => {} };
     if (options.verifySsl === false) {
       if (options.caFile) {
         throw new UsageError("ca_file and verify_ssl=false conflict: use one of them");

@@ -47,7 +47,7 @@ export interface SshTarget {
   verifyHostKey?: boolean;
   /** TCP connect and authentication deadline in ms (default 15000). */
   connectTimeoutMs?: number;
-  /** Where warnings go (default: stderr). */
+  /** Where warnings go; the front end passes one (this layer does not print). */
   warn?: (message: string) => void;
 }
 
@@ -232,8 +232,8 @@ export class SshHost {
       connectTimeoutMs: target.connectTimeoutMs ?? 15_000,
     };
     if (!resolved.verifyHostKey) {
-      (target.warn ?? ((m: string) => console.error(m)))(
-        `warning: SSH host key of ${target.host}:${port} is NOT verified (known_hosts check ` +
+      target.warn?.(
+        `SSH host key of ${target.host}:${port} is NOT verified (known_hosts check ` +
           `turned off); anyone on the path can impersonate the host`,
       );
     }
