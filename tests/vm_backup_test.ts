@@ -7,7 +7,7 @@
  * start takes ~36 s here).
  *
  * The source image of a check is taken after flushing through HMP, with
- * `qemu-img convert -U` (spec qemu-nbd.md §8); guest writes are HMP
+ * `qemu-img convert -U` (docs/qemu-nbd.md §4); guest writes are HMP
  * `qemu-io`. No guest OS runs, so libvirt's guest agent is never connected
  * (the real path gives a crash-consistent backup with a warning); the
  * quiesce cases use the SIMULATED agent of the fixture, reached by host

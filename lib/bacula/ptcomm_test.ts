@@ -78,7 +78,7 @@ function collectingWriter(chunk = Infinity): ByteWriter & { bytes(): Uint8Array 
   };
 }
 
-Deno.test("encodePacket matches the spec's byte examples (§13.1)", () => {
+Deno.test("encodePacket matches the byte examples of docs/ptcomm.md §7", () => {
   assertEquals(dec.decode(encodePacket("C", "Hello Bacula\n")), "C000013\nHello Bacula\n");
   assertEquals(dec.decode(encodePacket("F")), "F000000\n");
   assertEquals(dec.decode(encodePacket("T")), "T000000\n");

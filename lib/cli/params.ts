@@ -1,6 +1,6 @@
 /**
- * The one parameter table (DESIGN 1.2 plus the local-source and backend
- * parameters), used for Bacula plugin `key=value` lists and for command-line
+ * The one parameter table (the CloudStack, replication and cross-restore
+ * parameters plus the local-source and backend ones), used for Bacula plugin `key=value` lists and for command-line
  * `--key value` flags alike (`--secretkey-file` is `secretkey_file`).
  * Unknown, invalid and conflicting parameters are a UsageError naming the
  * parameter; secret values never appear in any message. Paths come out

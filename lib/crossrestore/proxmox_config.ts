@@ -1,7 +1,7 @@
 /**
  * Proxmox VE VM configuration (`/etc/pve/qemu-server/<VMID>.conf`) from a VM
  * definition: same bus as the source, source MACs, OVMF + efidisk for UEFI.
- * Pure text generation (formats.md §5.1).
+ * Pure text generation (docs/cross-restore.md, Proxmox VE).
  *
  * @module
  */

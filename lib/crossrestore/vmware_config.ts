@@ -2,7 +2,7 @@
  * VMware VM definitions from a VM definition: the `.vmx` of an ESXi datastore
  * VM and the hardware choices shared with the OVF descriptor (guest OS ids,
  * controller and NIC models that boot without VMware Tools). Pure
- * (formats.md §5.3).
+ * (docs/cross-restore.md, VMware).
  *
  * @module
  */
