@@ -34,7 +34,7 @@ import { killWhen } from "./fixtures/kills.ts";
 import { startSshd } from "./fixtures/sshd.ts";
 import { backupSession } from "./ptcomm/sessions.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";
-import { run } from "./fixtures/qsd.ts";
+import { run } from "./helpers.ts";
 import { loadDiskState } from "../lib/model/disk_state.ts";
 import { domainStateDir } from "../lib/backup/domain_job.ts";
 

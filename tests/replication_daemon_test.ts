@@ -9,7 +9,8 @@ import { assertPrivate } from "./fixtures/modes.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
-import { cli, imagesEqual, ReceiverProcess, run } from "./replication/sites.ts";
+import { cli, imagesEqual, ReceiverProcess } from "./replication/sites.ts";
+import { run } from "./helpers.ts";
 import { delay } from "../lib/core/async.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

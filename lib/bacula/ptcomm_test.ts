@@ -12,6 +12,7 @@ import {
   packetText,
   PacketWriter,
 } from "./ptcomm.ts";
+import { assertRejects } from "../../tests/helpers.ts";
 
 function assertEquals(actual: unknown, expected: unknown): void {
   assert.deepStrictEqual(actual, expected);
@@ -21,9 +22,6 @@ function matches(cls: typeof InputError, text: string) {
 }
 function assertThrows(fn: () => unknown, cls: typeof InputError, text = "") {
   assert.throws(fn, matches(cls, text));
-}
-async function assertRejects(fn: () => Promise<unknown>, cls: typeof InputError, text = "") {
-  await assert.rejects(fn, matches(cls, text));
 }
 
 const enc = new TextEncoder();
