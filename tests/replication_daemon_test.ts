@@ -11,9 +11,9 @@ import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
 import { cli, imagesEqual, ReceiverProcess } from "./replication/sites.ts";
 import { run } from "./helpers.ts";
+import { cliCommand } from "./fixtures/cli.ts";
 import { delay } from "../lib/core/async.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1 << 20;
 
 /** A running daemon whose stderr is collected. */
@@ -28,12 +28,8 @@ class DaemonProcess {
 
   static start(config: string): DaemonProcess {
     return new DaemonProcess(
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", MAIN, "replicate", "daemon", "--config", config],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).spawn(),
+      cliCommand(["replicate", "daemon", "--config", config], { stdin: "null", stdout: "null" })
+        .spawn(),
     );
   }
 

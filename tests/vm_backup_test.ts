@@ -35,11 +35,11 @@ import { writeAll } from "../lib/core/bytes.ts";
 import { delay } from "../lib/core/async.ts";
 import { passThroughSink } from "../lib/sinks/sink.ts";
 import { assertRejects, freePort, output, run } from "./helpers.ts";
+import { dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 
 const API_KEY = "vm-test-apikey";
 const SECRET = "vm-test-SeCrEt-0123456789abcdef";
 const HOST_ID = "6a1b2c3d-0000-4aaa-8bbb-0000000000a1";
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1 << 20;
 
 interface Bed {
@@ -134,7 +134,7 @@ async function backup(
 /** Restores a chain with the CLI and checks it equals `expected` bit for bit. */
 async function assertRestoresTo(streams: string[], expected: string, dir: string): Promise<void> {
   const target = join(dir, `restored-${crypto.randomUUID().slice(0, 8)}.raw`);
-  await run(Deno.execPath(), ["run", "-A", MAIN, "restore", "--out", target, ...streams]);
+  await dirtybitOk(["restore", "--out", target, ...streams]);
   const cmp = await output("cmp", [target, expected]);
   assertEquals(cmp.code, 0, `restored ${streams.join(" + ")} differs: ${cmp.stdout}`);
   await Deno.remove(target);
@@ -457,10 +457,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         await Deno.mkdir(out);
         /** `dirtybit backup --vm NAME ARGS` against the simulator through the test sshd. */
         const backupVm = (name: string, args: string[]) =>
-          output(Deno.execPath(), [
-            "run",
-            "-A",
-            MAIN,
+          dirtybit([
             "backup",
             "--vm",
             name,
