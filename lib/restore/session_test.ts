@@ -5,7 +5,7 @@ import { completeHeader, type StreamHeaderInit } from "../stream/format.ts";
 import { StreamReader } from "../stream/reader.ts";
 import { StreamWriter } from "../stream/writer.ts";
 import { checkNextStream, copyRecords, RestoreSession } from "./session.ts";
-import type { RestoreTarget } from "./target.ts";
+import type { RestoreTarget } from "../targets/target.ts";
 import { assertRejects, withDir } from "../../tests/helpers.ts";
 
 const KiB = 1 << 10;
