@@ -8,7 +8,7 @@
  * Methods here return libnbd's raw status (`-1` = error) and never throw for
  * a libnbd failure; the message is in {@link lastError}.
  *
- * Facts this is built on (spec/qemu-nbd.md §5):
+ * Facts this is built on (docs/qemu-nbd.md §2):
  * - `nbd_block_status` takes its extent callback as a struct **by value**
  *   (`{callback, user_data, free}`, 24 bytes); `entries` are (length, flags)
  *   pairs valid only during the callback.

@@ -17,8 +17,8 @@ import {
   dirtybitOk,
 } from "./fixtures/cli.ts";
 import { runBackup } from "../lib/backup/engine.ts";
-import { loadDiskState } from "../lib/backup/state.ts";
-import { lockStateDir } from "../lib/backup/lock.ts";
+import { loadDiskState } from "../lib/model/disk_state.ts";
+import { lockStateDir } from "../lib/model/state_lock.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
 import type { StreamHeader, StreamTrailer } from "../lib/stream/format.ts";

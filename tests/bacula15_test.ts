@@ -19,7 +19,7 @@ import { delay } from "../lib/core/async.ts";
 import { PARAMS, type ParamSpec } from "../lib/params/params.ts";
 import { join } from "node:path";
 import { detachedFromPidFile, FailoverBed, imagesEqual } from "./replication/sites.ts";
-import { freePort } from "./fixtures/ports.ts";
+import { freePort } from "./helpers.ts";
 
 const missing = bacula15Missing();
 if (missing.length > 0) {

@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Qsd, run } from "./fixtures/qsd.ts";
+import { Qsd } from "./fixtures/qsd.ts";
+import { run } from "./helpers.ts";
 import { cliCommand, dirtybitOk } from "./fixtures/cli.ts";
 import { waitFor } from "./fixtures/kills.ts";
 import { QmpSocket } from "../lib/qemu/qmp.ts";

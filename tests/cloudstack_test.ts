@@ -21,6 +21,7 @@ import {
 } from "../lib/cloudstack/resolve.ts";
 import { encodeQuery, signParams } from "../lib/cloudstack/signing.ts";
 import { CloudStackSimulator, type SimScenario, type SimVm } from "./sim/cloudstack.ts";
+import { assertRejects } from "./helpers.ts";
 
 const SECRET = "SeCrEt-7hQ2xZ9pL4mN8vB1cK6jW3rT5yU0aS_dF-gH";
 const API_KEY = "AkEy-Jd93nf82hfKs0aLq";
@@ -129,16 +130,12 @@ function assertNoSecret(text: string): void {
   assert.ok(!text.includes(OTHER_SECRET), `secret leaked: ${text}`);
 }
 
+/** The error `promise` rejects with: one line, no secret in it. */
 async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof Error);
-    assert.ok(!err.message.includes("\n"), `not one line: ${err.message}`);
-    assertNoSecret(err.message);
-    return err;
-  }
-  throw new Error("expected a rejection");
+  const err = await assertRejects(promise, Error);
+  assert.ok(!err.message.includes("\n"), `not one line: ${err.message}`);
+  assertNoSecret(err.message);
+  return err;
 }
 
 Deno.test("signed GET (v3) and POST (v1) are accepted", async () => {

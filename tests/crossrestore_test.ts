@@ -12,10 +12,11 @@
 import assert from "node:assert/strict";
 import { TargetError, UsageError } from "../lib/core/errors.ts";
 import { restoreCommand } from "../lib/cli/restore.ts";
-import type { VmDefinition } from "../lib/crossrestore/vmdef.ts";
+import type { VmDefinition } from "../lib/model/vm_definition.ts";
 import { type FakeHost, startFakeHost } from "./crossrestore/fake_host.ts";
 import { parseProperties, parseProxmoxConf, parseVmx } from "./crossrestore/parse.ts";
-import { assertSameDisk, referenceRestore, run, writeChain } from "./crossrestore/streams.ts";
+import { assertSameDisk, referenceRestore, writeChain } from "./crossrestore/streams.ts";
+import { run } from "./helpers.ts";
 import { child, children, parseXml } from "./crossrestore/xml.ts";
 import { assertOneLineError, cliCommand, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 import { delay } from "../lib/core/async.ts";

@@ -34,8 +34,8 @@ import { killWhen } from "./fixtures/kills.ts";
 import { startSshd } from "./fixtures/sshd.ts";
 import { backupSession } from "./ptcomm/sessions.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";
-import { run } from "./fixtures/qsd.ts";
-import { loadDiskState } from "../lib/backup/state.ts";
+import { run } from "./helpers.ts";
+import { loadDiskState } from "../lib/model/disk_state.ts";
 import { domainStateDir } from "../lib/backup/domain_job.ts";
 
 const MiB = 1 << 20;

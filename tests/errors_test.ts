@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { run, withQsd } from "./fixtures/qsd.ts";
+import { withQsd } from "./fixtures/qsd.ts";
+import { run } from "./helpers.ts";
 import {
   assertOneLineError,
   assertSameImage,
@@ -25,11 +26,8 @@ const MiB = 1 << 20;
 const PSK = "0123456789abcdef0123456789abcdef";
 
 /** `dirtybit ARGS` run from `cwd`, killed if it has not ended within 60 s (a receiver that listens). */
-async function dirtybitIn(cwd: string, args: string[]): Promise<CliResult> {
-  const out = await cliCommand(args, { cwd, stdin: "null", signal: AbortSignal.timeout(60_000) })
-    .output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+function dirtybitIn(cwd: string, args: string[]): Promise<CliResult> {
+  return dirtybit(args, { cwd, signal: AbortSignal.timeout(60_000) });
 }
 
 /** Names under `dir` (recursively) that a failed run must not leave: temporary and partial files. */

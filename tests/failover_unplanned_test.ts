@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadRole } from "../lib/replication/role_file.ts";
 import { loadSenderState } from "../lib/replication/sender_state.ts";
-import { cli, FailoverBed, imagesEqual, ok, refused, run, spawnCli } from "./replication/sites.ts";
+import { cli, FailoverBed, imagesEqual, ok, refused, spawnCli } from "./replication/sites.ts";
+import { run } from "./helpers.ts";
 import { exists, killWhen } from "./fixtures/kills.ts";
 
 const MiB = 1 << 20;

@@ -13,7 +13,9 @@ import { flatExtentName } from "../lib/formats/vmdk.ts";
 import type { StreamHeaderInit } from "../lib/stream/format.ts";
 import { StreamWriter } from "../lib/stream/writer.ts";
 import { startQemuNbd } from "./fixtures/qemu_nbd.ts";
-import { convertToPipe, dirtybit } from "./formats/cli.ts";
+import { convertToPipe } from "./formats/cli.ts";
+import { dirtybit } from "./fixtures/cli.ts";
+import { withDir } from "./helpers.ts";
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -24,15 +26,6 @@ const CHECKABLE = new Set(["qcow2", "vmdk", "vhdx"]);
 /** Virtual size qemu-img reports: sector formats round up to 512 bytes. */
 function expectedSize(w: ImageWriter, size: number): number {
   return w.format === "raw" || w.format === "qcow2" ? size : Math.ceil(size / 512) * 512;
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-formats-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 function fileOf(dir: string, w: ImageWriter): string {
@@ -270,7 +263,7 @@ Deno.test("dirtybit convert: vmdk vmfs writes descriptor + flat extent; bad inpu
       "--out",
       `${dir}/vm.vmdk`,
     ]);
-    assertEquals(r.code, 0, r.out);
+    assertEquals(r.code, 0, r.stderr);
     assert((await Deno.readTextFile(`${dir}/vm.vmdk`)).includes('VMFS "vm-flat.vmdk"'));
     assert((await compare(`${dir}/src.raw`, "vmdk", `${dir}/vm.vmdk`)).ok);
     for (
@@ -291,8 +284,9 @@ Deno.test("dirtybit convert: vmdk vmfs writes descriptor + flat extent; bad inpu
       ] as [string[], number, string][]
     ) {
       r = await dirtybit(["convert", ...args]);
-      assertEquals(r.code, code, r.out);
-      assert(r.out.includes(text) && r.out.trim().split("\n").length === 1, r.out);
+      const said = r.stdout + r.stderr;
+      assertEquals(r.code, code, said);
+      assert(said.includes(text) && said.trim().split("\n").length === 1, said);
     }
   }));
 
@@ -337,7 +331,7 @@ Deno.test("dirtybit convert --chain equals restore then convert", () =>
     await Deno.writeFile(`${dir}/expected.raw`, disk);
     const chain = [`${dir}/full.dbs`, `${dir}/inc.dbs`];
     const restored = await dirtybit(["restore", "--out", `${dir}/restored.raw`, ...chain]);
-    assertEquals(restored.code, 0, restored.out);
+    assertEquals(restored.code, 0, restored.stderr);
     for (const fmt of ["qcow2", "vhdx", "vmdk", "vhd"]) {
       const qfmt = fmt === "vhd" ? "vpc" : fmt;
       const out = `${dir}/chain.${fmt}`, viaRestore = `${dir}/restored.${fmt}`;

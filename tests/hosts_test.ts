@@ -29,6 +29,7 @@ import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/
 import { withQemuNbd } from "./fixtures/qemu_nbd.ts";
 import { delay } from "../lib/core/async.ts";
 import { waitFor } from "./fixtures/kills.ts";
+import { assertRejects } from "./helpers.ts";
 
 function connect(sshd: TestSshd, extra: Partial<Parameters<typeof SshHost.connect>[0]> = {}) {
   return SshHost.connect({
@@ -53,22 +54,6 @@ async function withHost(fn: (host: SshHost, sshd: TestSshd) => Promise<void>) {
   } finally {
     await sshd.stop();
   }
-}
-
-/** Awaits `fn`, which must reject with an instance of `type` whose message contains `text`. */
-async function assertRejects(
-  fn: () => Promise<unknown>,
-  type: abstract new (...args: never[]) => Error,
-  text = "",
-): Promise<void> {
-  try {
-    await fn();
-  } catch (err) {
-    assert(err instanceof type, `expected ${type.name}, got ${err}`);
-    assert(err.message.includes(text), `"${err.message}" does not contain "${text}"`);
-    return;
-  }
-  throw new Error(`expected a ${type.name} containing "${text}", but it resolved`);
 }
 
 async function sh(

@@ -9,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Qsd, run } from "./fixtures/qsd.ts";
+import { Qsd } from "./fixtures/qsd.ts";
+import { run } from "./helpers.ts";
 import {
   assertOneLineError,
   assertSameImage,

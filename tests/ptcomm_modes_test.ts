@@ -13,7 +13,7 @@ import { FdEmulator } from "./ptcomm/emulator.ts";
 import { BACKEND_COMMAND, restoreSession } from "./ptcomm/sessions.ts";
 import { detachedProcess, FailoverBed, imagesEqual, type Vm } from "./replication/sites.ts";
 import { delay } from "../lib/core/async.ts";
-import { freePort } from "./fixtures/ports.ts";
+import { freePort } from "./helpers.ts";
 
 const MiB = 1 << 20;
 

@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { Qsd } from "./fixtures/qsd.ts";
-import { backupSession, qsdParams, restoreSession, withDir } from "./ptcomm/sessions.ts";
+import { backupSession, qsdParams, restoreSession } from "./ptcomm/sessions.ts";
+import { withDir } from "./helpers.ts";
 import { startFakeHost } from "./crossrestore/fake_host.ts";
 import { parseProperties, parseProxmoxConf } from "./crossrestore/parse.ts";
 import { assertSameDisk } from "./crossrestore/streams.ts";

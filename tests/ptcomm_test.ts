@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { FdEmulator } from "./ptcomm/emulator.ts";
 import { standinPayload } from "./ptcomm/standin_backend.ts";
-import { baculaTiming, withDir } from "./ptcomm/sessions.ts";
+import { baculaTiming } from "./ptcomm/sessions.ts";
+import { withDir } from "./helpers.ts";
 
 const STANDIN = [
   new URL("../lib/bacula/cloudstack_backend.sh", import.meta.url).pathname,

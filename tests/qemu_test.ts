@@ -4,7 +4,8 @@
  * maps are read with qemu-img and nbdinfo as oracles.
  */
 import assert from "node:assert/strict";
-import { Qsd, run } from "./fixtures/qsd.ts";
+import { Qsd, withQsd } from "./fixtures/qsd.ts";
+import { assertRejects, run } from "./helpers.ts";
 import { QmpError, QmpSocket } from "../lib/qemu/qmp.ts";
 import { SourceError } from "../lib/core/errors.ts";
 import type { BackupLevel } from "../lib/core/level.ts";
@@ -20,23 +21,6 @@ import {
 const MiB = 1 << 20;
 const KiB = 1 << 10;
 const SIZE = 64 * MiB;
-
-/** The error `fn` rejects with; fails unless it is a `type`. */
-async function rejection<E extends Error>(
-  fn: () => Promise<unknown>,
-  // deno-lint-ignore no-explicit-any
-  type: new (...args: any[]) => E,
-  includes = "",
-): Promise<E> {
-  try {
-    await fn();
-  } catch (err) {
-    assert.ok(err instanceof type, `expected ${type.name}, got ${err}`);
-    assert.ok(err.message.includes(includes), `"${err.message}" lacks "${includes}"`);
-    return err;
-  }
-  throw new assert.AssertionError({ message: `expected a ${type.name}` });
-}
 
 interface Range {
   offset: number;
@@ -99,38 +83,33 @@ async function assertClean(qmp: QmpSocket, qsd: Qsd, workDir: string): Promise<v
 }
 
 /** A QSD with `disks` 64 MiB disks, a QMP client and a work dir, cleaned up after `fn`. */
-async function withQsd(
+function withQmp(
   disks: number,
   fn: (
     ctx: { qsd: Qsd; qmp: () => QmpSocket; reconnect: () => Promise<void>; dir: string },
   ) => Promise<void>,
   guestNbd = true,
 ): Promise<void> {
-  const qsd = await Qsd.start({
-    disks: Array.from({ length: disks }, (_, i) => ({
-      size: SIZE,
-      writes: [{ pattern: 0x11 + i, offset: 0, length: 4 * MiB }],
-    })),
-    guestNbd,
+  const spec = Array.from({ length: disks }, (_, i) => ({
+    size: SIZE,
+    writes: [{ pattern: 0x11 + i, offset: 0, length: 4 * MiB }],
+  }));
+  return withQsd({ disks: spec, guestNbd }, async ({ qsd, dir }) => {
+    let qmp = await qsd.qmp();
+    try {
+      await fn({
+        qsd,
+        qmp: () => qmp,
+        reconnect: async () => {
+          await qmp.close();
+          qmp = await qsd.qmp();
+        },
+        dir,
+      });
+    } finally {
+      await qmp.close();
+    }
   });
-  let qmp: QmpSocket | undefined;
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-qemu-test-" });
-  try {
-    qmp = await qsd.qmp();
-    await fn({
-      qsd,
-      qmp: () => qmp!,
-      reconnect: async () => {
-        await qmp?.close();
-        qmp = await qsd.qmp();
-      },
-      dir,
-    });
-  } finally {
-    await qmp?.close();
-    await qsd.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 function open(
@@ -151,8 +130,8 @@ function open(
 }
 
 Deno.test("qmp: errors carry QEMU's class, events are buffered, connect failure is clear", async () => {
-  await withQsd(1, async ({ qsd, qmp, dir }) => {
-    const err = await rejection(
+  await withQmp(1, async ({ qsd, qmp, dir }) => {
+    const err = await assertRejects(
       () => qmp().execute("blockdev-del", { "node-name": "nope" }),
       QmpError,
     );
@@ -167,9 +146,9 @@ Deno.test("qmp: errors carry QEMU's class, events are buffered, connect failure 
     const event = await qmp().waitForEvent("BLOCK_JOB_CANCELLED", () => true, 100);
     assert.deepEqual(event.data, cancelled[0].data);
     assert.equal(qmp().events("BLOCK_JOB_CANCELLED").length, 0);
-    await rejection(() => qmp().waitForEvent("NO_SUCH_EVENT", () => true, 50), SourceError);
+    await assertRejects(() => qmp().waitForEvent("NO_SUCH_EVENT", () => true, 50), SourceError);
   });
-  const err = await rejection(() => QmpSocket.connect("/nonexistent/qmp.sock"), SourceError);
+  const err = await assertRejects(() => QmpSocket.connect("/nonexistent/qmp.sock"), SourceError);
   assert.match(err.message, /\/nonexistent\/qmp\.sock/);
 });
 
@@ -182,7 +161,7 @@ Deno.test("qmp: a silent peer times out instead of hanging", async () => {
     for await (const conn of listener) accepted.push(conn);
   })();
   try {
-    const err = await rejection(
+    const err = await assertRejects(
       () => QmpSocket.connect(path, { connectTimeoutMs: 200 }),
       SourceError,
     );
@@ -196,7 +175,7 @@ Deno.test("qmp: a silent peer times out instead of hanging", async () => {
 });
 
 Deno.test("full, then incremental: views are frozen, writes during land in the next bitmap", async () => {
-  await withQsd(1, async ({ qsd, qmp, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, dir }) => {
     const before = `${dir}/before.raw`;
     const view = `${dir}/view.raw`;
     await qsd.snapshotImage(0, before);
@@ -253,7 +232,7 @@ Deno.test("full, then incremental: views are frozen, writes during land in the n
 });
 
 Deno.test("differential: changes since the full; the next incremental follows it", async () => {
-  await withQsd(1, async ({ qsd, qmp, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, dir }) => {
     const [cp1] = await (await open(qmp(), qsd, dir, "full", "c1")).commit();
     await qsd.guestWrite(0, 0x22, 8 * MiB, MiB);
     const [cp2] = await (await open(qmp(), qsd, dir, "incremental", "c2", [cp1])).commit();
@@ -290,7 +269,7 @@ Deno.test("differential: changes since the full; the next incremental follows it
 });
 
 Deno.test("abort keeps every change for the next incremental and removes what it added", async () => {
-  await withQsd(1, async ({ qsd, qmp, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, dir }) => {
     const [cp1] = await (await open(qmp(), qsd, dir, "full", "c1")).commit();
     await qsd.guestWrite(0, 0x22, 8 * MiB, MiB);
     const failed = await open(qmp(), qsd, dir, "incremental", "c2", [cp1]);
@@ -314,7 +293,7 @@ Deno.test("abort keeps every change for the next incremental and removes what it
 });
 
 Deno.test("missing or no checkpoint bitmap gives a full with the reason", async () => {
-  await withQsd(1, async ({ qsd, qmp, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, dir }) => {
     const first = await open(qmp(), qsd, dir, "incremental", "c1");
     assert.deepEqual(first.disks[0].level, "full");
     assert.match(first.disks[0].reason!, /no previous checkpoint for node disk0/);
@@ -332,7 +311,7 @@ Deno.test("missing or no checkpoint bitmap gives a full with the reason", async 
 });
 
 Deno.test("bitmaps survive a clean restart; after a kill they are inconsistent -> full", async () => {
-  await withQsd(1, async ({ qsd, qmp, reconnect, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, reconnect, dir }) => {
     const [cp1] = await (await open(qmp(), qsd, dir, "full", "c1")).commit();
     await qsd.guestWrite(0, 0x22, 8 * MiB, MiB);
     await qmp().close();
@@ -366,7 +345,7 @@ Deno.test("bitmaps survive a clean restart; after a kill they are inconsistent -
 });
 
 Deno.test("two disks share one point in time", async () => {
-  await withQsd(2, async ({ qsd, qmp, dir }) => {
+  await withQmp(2, async ({ qsd, qmp, dir }) => {
     const pit = await open(qmp(), qsd, dir, "full", "c1");
     assert.deepEqual(pit.disks.map((d) => d.node), ["disk0", "disk1"]);
     const cps = await pit.commit();
@@ -402,7 +381,7 @@ Deno.test("two disks share one point in time", async () => {
 });
 
 Deno.test("open starts its own NBD server and rolls back a failed open", async () => {
-  await withQsd(1, async ({ qsd, qmp, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, dir }) => {
     const pit = await openPointInTime(qmp(), {
       disks: [{ node: "disk0" }],
       level: "full",
@@ -422,7 +401,7 @@ Deno.test("open starts its own NBD server and rolls back a failed open", async (
     });
     await qmp().execute("nbd-server-stop");
 
-    await rejection(
+    await assertRejects(
       () =>
         openPointInTime(qmp(), {
           disks: [{ node: "disk0", checkpoint: cp1 }],
@@ -438,7 +417,7 @@ Deno.test("open starts its own NBD server and rolls back a failed open", async (
       (await listDirtybitBitmaps(qmp(), "disk0")).map((b) => b.name).sort(),
       ["dirtybit-base-c1", "dirtybit-inc-c1"],
     );
-    await rejection(
+    await assertRejects(
       () =>
         openPointInTime(qmp(), {
           disks: [{ node: "nope" }],
@@ -453,13 +432,13 @@ Deno.test("open starts its own NBD server and rolls back a failed open", async (
 });
 
 Deno.test("leftovers of an attempt that died are removed; its changes are kept", async () => {
-  await withQsd(1, async ({ qsd, qmp, reconnect, dir }) => {
+  await withQmp(1, async ({ qsd, qmp, reconnect, dir }) => {
     const [cp1] = await (await open(qmp(), qsd, dir, "full", "c1")).commit();
     await qsd.guestWrite(0, 0x22, 8 * MiB, MiB);
     await open(qmp(), qsd, dir, "incremental", "c2", [cp1]); // the process "dies" here
     await qsd.guestWrite(0, 0x33, 24 * MiB, MiB);
     await reconnect();
-    await rejection(
+    await assertRejects(
       () => open(qmp(), qsd, dir, "incremental", "c3", [cp1]),
       SourceError,
       "dirtybit-tmp-c2 on node disk0 is busy",

@@ -24,7 +24,7 @@ import {
   writePrefix,
 } from "./fixtures/kills.ts";
 import { cli, ReceiverProcess, Sites } from "./replication/sites.ts";
-import type { DiskBackupResult } from "../lib/backup/engine.ts";
+import type { DiskBackupResult } from "../lib/backup/plan.ts";
 import { RunRecord } from "../lib/core/run_record.ts";
 import { startNbdServer } from "../lib/qemu/nbd_server.ts";
 

@@ -9,10 +9,11 @@ import { assertPrivate } from "./fixtures/modes.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
-import { cli, imagesEqual, ReceiverProcess, run } from "./replication/sites.ts";
+import { cli, imagesEqual, ReceiverProcess } from "./replication/sites.ts";
+import { run } from "./helpers.ts";
+import { cliCommand } from "./fixtures/cli.ts";
 import { delay } from "../lib/core/async.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MiB = 1 << 20;
 
 /** A running daemon whose stderr is collected. */
@@ -27,12 +28,8 @@ class DaemonProcess {
 
   static start(config: string): DaemonProcess {
     return new DaemonProcess(
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", MAIN, "replicate", "daemon", "--config", config],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).spawn(),
+      cliCommand(["replicate", "daemon", "--config", config], { stdin: "null", stdout: "null" })
+        .spawn(),
     );
   }
 

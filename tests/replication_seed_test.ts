@@ -6,7 +6,8 @@
  * stopped and starts again from 0 (docs/replication-protocol.md, §8).
  */
 import assert from "node:assert/strict";
-import { ReceiverProcess, run, Sites } from "./replication/sites.ts";
+import { ReceiverProcess, Sites } from "./replication/sites.ts";
+import { run } from "./helpers.ts";
 
 const MiB = 1 << 20;
 const DISK = 32 * MiB;

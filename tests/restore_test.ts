@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
 import { assertOneLineError, assertSameImage, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
-import type { DiskBackupResult } from "../lib/backup/engine.ts";
+import type { DiskBackupResult } from "../lib/backup/plan.ts";
 
 const KiB = 1 << 10;
 const MiB = 1 << 20;

@@ -6,7 +6,8 @@
  * nbdcopy, and libnbd through lib/nbd/client.ts.
  */
 import assert from "node:assert/strict";
-import { run, withQsd } from "./fixtures/qsd.ts";
+import { withQsd } from "./fixtures/qsd.ts";
+import { run } from "./helpers.ts";
 import {
   assertOneLineError,
   assertSameImage,

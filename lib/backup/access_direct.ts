@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { SourceError } from "../core/errors.ts";
+import { SourceError, wrapError } from "../core/errors.ts";
 import { type AccessMode, exportPath } from "./access_mode.ts";
 
 export const directMode: AccessMode = {
@@ -16,7 +16,9 @@ export const directMode: AccessMode = {
         addr: { type: "inet", data: { host: address, port: String(port) } },
       });
     } catch (err) {
-      throw new SourceError(
+      throw wrapError(
+        err,
+        SourceError,
         `cannot start QEMU's NBD server on ${address}:${port}: ${(err as Error).message}; ` +
           "check nbd_port",
       );

@@ -13,8 +13,8 @@ import { CancelledError } from "../core/errors.ts";
 import { HashDb } from "../cbt/hashdb.ts";
 import { BlockClassifier, fullBackupPlan } from "../cbt/layers.ts";
 import { StreamWriter } from "../stream/writer.ts";
-import { type DiskState, diskStatePaths } from "./state.ts";
-import type { DiskBackupResult, PlannedDisk } from "./engine.ts";
+import { type DiskState, diskStatePaths } from "../model/disk_state.ts";
+import type { DiskBackupResult, PlannedDisk } from "./plan.ts";
 import { makeDirectory } from "../core/files.ts";
 import type { OnMessage } from "../core/log.ts";
 

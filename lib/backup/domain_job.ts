@@ -25,7 +25,7 @@
  * @module
  */
 import { join } from "node:path";
-import { SourceError, UsageError } from "../core/errors.ts";
+import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import type { BackupLevel } from "../core/level.ts";
 import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
 import {
@@ -51,14 +51,14 @@ import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import type { PointInTime, PointInTimeDisk } from "../qemu/pointintime.ts";
 import {
   type BackupJob,
-  type DiskBackupResult,
   type DiskEstimate,
   type OpenRequest,
   type PointInTimeOpener,
   runPointInTimeJob,
   type SinkFactory,
 } from "./engine.ts";
-import { type DiskState, loadAllDiskStates, loadDiskState } from "./state.ts";
+import type { DiskBackupResult } from "./plan.ts";
+import { type DiskState, loadAllDiskStates, loadDiskState } from "../model/disk_state.ts";
 import {
   checkpointName,
   type DomainDiskPlan,
@@ -435,8 +435,11 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       try {
         await domain.backupBegin(backupFile, checkpointFile).catch((err) => {
           if (!/Permission denied/.test(err.message)) throw err;
-          throw new SourceError((p) =>
-            `${err.message}; QEMU must be able to reach ${p("scratch_dir")} ${ctx.scratchDir}`
+          throw wrapError(
+            err,
+            SourceError,
+            (p) =>
+              `${err.message}; QEMU must be able to reach ${p("scratch_dir")} ${ctx.scratchDir}`,
           );
         });
         begun = true;
@@ -522,7 +525,9 @@ function offlineOpener(ctx: DomainContext): PointInTimeOpener {
             bitmap: plans[i].since,
             exportName: d.target,
           }).catch((err) => {
-            throw new SourceError(
+            throw wrapError(
+              err,
+              SourceError,
               `cannot read ${d.source} of shut-off domain ${domain.name} (did it start?): ${err.message}`,
             );
           });

@@ -16,7 +16,7 @@ import { UsageError } from "../core/errors.ts";
 import type { DomainDisk } from "../hosts/libvirt.ts";
 import type { CheckpointInfo } from "../hosts/libvirt_xml.ts";
 import type { BackupLevel } from "../core/level.ts";
-import type { DiskState } from "./state.ts";
+import type { DiskState } from "../model/disk_state.ts";
 
 /** Prefix of the checkpoints dirtybit creates (and only ever deletes). */
 export const CHECKPOINT_PREFIX = "dirtybit-";

@@ -1,7 +1,7 @@
 import { deepStrictEqual as assertEquals, throws } from "node:assert/strict";
 import { UsageError } from "../core/errors.ts";
 import type { DomainDisk } from "../hosts/libvirt.ts";
-import type { DiskState } from "./state.ts";
+import type { DiskState } from "../model/disk_state.ts";
 import {
   type ImageDisk,
   planDomainDisks,

@@ -20,8 +20,8 @@ import { describeHolder, type DiskLock, lockDisks } from "../qemu/disk_lock.ts";
 import { missingNode, queryBlockNodes } from "../qemu/blocknodes.ts";
 import { CancelledError, describeError, UsageError } from "../core/errors.ts";
 import { untilAborted } from "../core/async.ts";
-import type { CbtStats } from "../cbt/layers.ts";
 import type { Compression } from "../stream/compression.ts";
+import type { OnMessage } from "../core/log.ts";
 import {
   type BackupRecord,
   type DiskState,
@@ -29,13 +29,19 @@ import {
   newBackupId,
   ownerId,
   saveDiskState,
-} from "./state.ts";
+} from "../model/disk_state.ts";
 import { backupDisk, type DiskBackupOutcome, type ReadParallelism } from "./disk_backup.ts";
-import { lockStateDir } from "./lock.ts";
+import {
+  chainBreak,
+  type DiskBackupResult,
+  nextState,
+  planDiskBackup,
+  type PlannedDisk,
+} from "./plan.ts";
+import { lockStateDir } from "../model/state_lock.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory } from "../core/files.ts";
 import { JobSinks, type StreamSink } from "../sinks/sink.ts";
-import type { OnMessage } from "../core/log.ts";
 
 /**
  * One disk of a job: the block node QEMU reads it through now, and the name
@@ -101,24 +107,6 @@ export interface BackupJob {
   onMessage?: OnMessage;
   /** Bytes of a disk read so far out of the bytes it has to read (after every chunk). */
   onProgress?: (diskName: string, done: number, total: number) => void;
-}
-
-/** A disk as planned: what level it gets and why. */
-export interface PlannedDisk {
-  node: string;
-  diskName: string;
-  level: BackupLevel;
-  /** Why a requested incremental/differential (or auto) became a full. */
-  fallback?: string;
-  backupId: string;
-  parentId: string | null;
-}
-
-/** A disk as backed up. */
-export interface DiskBackupResult extends PlannedDisk {
-  stats: CbtStats;
-  /** Bytes of the stream written to the sink. */
-  streamBytes: number;
 }
 
 /**
@@ -251,19 +239,10 @@ export async function runPointInTimeJob(
         job.signal,
         Promise.all(pit.disks.map(async (disk, i) => {
           const state = states[i];
-          const fallback = disk.reason ??
-            (disk.level === "full" && job.level !== "full" && !state
-              ? "no previous backup of this disk in the state directory"
-              : undefined);
-          const planned: PlannedDisk = {
-            node: disk.node,
-            diskName: disks[i].name,
-            level: disk.level,
-            ...(fallback ? { fallback } : {}),
-            backupId,
-            parentId: parentOf(disk.level, state),
-          };
-          if (fallback) job.onMessage?.("warning", `${planned.diskName}: full backup: ${fallback}`);
+          const planned = planDiskBackup(job.level, disk, disks[i].name, state, backupId);
+          if (planned.fallback) {
+            job.onMessage?.("warning", `${planned.diskName}: full backup: ${planned.fallback}`);
+          }
           const uri = job.reachExport ? await job.reachExport(disk.uri) : disk.uri;
           return await backupDisk({
             planned,
@@ -401,47 +380,10 @@ async function brokenChains(
 ): Promise<(string | undefined)[]> {
   const info = await queryBlockNodes(qmp);
   return await Promise.all(disks.map(async ({ node }, i) => {
-    const state = states[i];
-    if (!state) return undefined;
-    const size = info.get(node)?.size;
-    if (size !== undefined && size !== state.virtualSize) {
-      return `the disk was resized from ${state.virtualSize} to ${size} bytes since backup ${state.lastBackupId}`;
-    }
-    const parentId = parentOf(job.level === "differential" ? "differential" : "incremental", state);
-    const parent = state.history.find((r) => r.backupId === parentId);
-    return parent ? await job.checkParent?.(parent) : undefined;
+    const found = chainBreak(job.level, states[i], info.get(node)?.size);
+    if ("reason" in found) return found.reason;
+    return found.parent ? await job.checkParent?.(found.parent) : undefined;
   }));
-}
-
-function parentOf(level: BackupLevel, state: DiskState | null): string | null {
-  if (level === "full" || !state) return null;
-  return level === "differential" ? state.lastFullId : state.lastBackupId;
-}
-
-function nextState(
-  prev: DiskState | null,
-  outcome: DiskBackupOutcome,
-  checkpoint: DiskState["checkpoint"],
-  stream: string | undefined,
-): DiskState {
-  const r = outcome.result;
-  const full = r.level === "full";
-  return {
-    diskName: r.diskName,
-    chainId: full ? r.backupId : prev!.chainId,
-    virtualSize: outcome.virtualSize,
-    blockSize: outcome.blockSize,
-    lastBackupId: r.backupId,
-    lastFullId: full ? r.backupId : prev!.lastFullId,
-    checkpoint,
-    history: [...(full ? [] : prev?.history ?? []), {
-      backupId: r.backupId,
-      parentId: r.parentId,
-      level: r.level,
-      time: new Date().toISOString(),
-      ...(stream ? { stream } : {}),
-    }],
-  };
 }
 
 function throwIfCancelled(signal?: AbortSignal): void {

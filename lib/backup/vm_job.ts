@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { SourceError, UsageError } from "../core/errors.ts";
+import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { CloudStackClient, type CloudStackClientOptions } from "../cloudstack/client.ts";
 import type { CloudStackSettings } from "../cloudstack/credentials.ts";
 import { type ResolvedVm, resolveVm, type VmVolume } from "../cloudstack/resolve.ts";
@@ -40,17 +40,17 @@ import {
 import { QmpError } from "../qemu/qmp.ts";
 import { queryExportIds } from "../qemu/blocknodes.ts";
 import { isScopedTempId } from "../qemu/checkpoint.ts";
-import { vmDefinitionFromCloudStack } from "../crossrestore/vmdef.ts";
+import { vmDefinitionFromCloudStack } from "../model/vm_definition.ts";
 import {
   type BackupJob,
-  type DiskBackupResult,
   type DiskEstimate,
   estimateBackup,
   type JobDisk,
   runBackup,
   type SinkFactory,
 } from "./engine.ts";
-import { newBackupId } from "./state.ts";
+import type { DiskBackupResult } from "./plan.ts";
+import { newBackupId } from "../model/disk_state.ts";
 import { RunRecord } from "../core/run_record.ts";
 import type { AccessMode, DataPath } from "./access_mode.ts";
 import { accessModeNamed } from "./access_modes.ts";
@@ -376,7 +376,9 @@ function quiescer(
             frozen();
           } else {
             failed(
-              new SourceError(
+              wrapError(
+                err,
+                SourceError,
                 `${(err as Error).message}; no backup was taken: retry, or set quiesce=false ` +
                   "for a crash-consistent backup",
               ),

@@ -1,7 +1,7 @@
 /**
- * Backup, estimate, listing and query sessions (spec/ptcomm.md §5, §7, §8,
- * §17.4): one virtual file per disk and level, the engine's stream as its
- * data, job messages with the per-layer statistics and any fallback to full.
+ * Backup, estimate, listing and query sessions (docs/ptcomm.md §4): one
+ * virtual file per disk and level, the engine's stream as its data, job
+ * messages with the per-layer statistics and any fallback to full.
  *
  * @module
  */

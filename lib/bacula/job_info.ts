@@ -1,5 +1,5 @@
 /**
- * The Job block the plugin sends after Hello (spec/ptcomm.md §3.2, §17.3.1).
+ * The Job block the plugin sends after Hello (docs/ptcomm.md §3).
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * PTCOMM packet framing (spec/ptcomm.md §2): a status letter, six ASCII
+ * PTCOMM packet framing (docs/ptcomm.md §2): a status letter, six ASCII
  * digits of payload length, `\n`, then the payload. Pure framing over a
  * minimal reader/writer abstraction (Deno.stdin/Deno.stdout fit it); no
  * protocol logic.
@@ -14,7 +14,7 @@ export const MAX_PAYLOAD = 999999;
 /** Every header is exactly this many bytes. */
 export const HEADER_SIZE = 8;
 
-/** The status letters of §2.1. */
+/** The status letters (docs/ptcomm.md §2). */
 export type PacketKind =
   | "C"
   | "D"
@@ -111,7 +111,7 @@ export function encodePacket(kind: PacketKind, payload: Uint8Array | string = ""
   return out;
 }
 
-/** Payload as text without trailing whitespace, as the plugin reads commands (§2.2). */
+/** Payload as text without trailing whitespace, as the plugin reads commands (docs/ptcomm.md §2). */
 export function packetText(packet: Packet): string {
   return decoder.decode(packet.payload).replace(/\s+$/, "");
 }
@@ -208,7 +208,7 @@ export class PacketReader {
   }
 }
 
-/** Data packet size: 15 × 64 KiB, so restore records come back full-sized (§17.1.4). */
+/** Data packet size: 15 × 64 KiB, so restore records come back full-sized (docs/ptcomm.md §5). */
 export const DATA_PACKET_SIZE = 15 * 65536;
 
 /**

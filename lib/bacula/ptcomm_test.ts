@@ -12,6 +12,7 @@ import {
   packetText,
   PacketWriter,
 } from "./ptcomm.ts";
+import { assertRejects } from "../../tests/helpers.ts";
 
 function assertEquals(actual: unknown, expected: unknown): void {
   assert.deepStrictEqual(actual, expected);
@@ -21,9 +22,6 @@ function matches(cls: typeof InputError, text: string) {
 }
 function assertThrows(fn: () => unknown, cls: typeof InputError, text = "") {
   assert.throws(fn, matches(cls, text));
-}
-async function assertRejects(fn: () => Promise<unknown>, cls: typeof InputError, text = "") {
-  await assert.rejects(fn, matches(cls, text));
 }
 
 const enc = new TextEncoder();
@@ -78,7 +76,7 @@ function collectingWriter(chunk = Infinity): ByteWriter & { bytes(): Uint8Array 
   };
 }
 
-Deno.test("encodePacket matches the spec's byte examples (§13.1)", () => {
+Deno.test("encodePacket matches the byte examples of docs/ptcomm.md §7", () => {
   assertEquals(dec.decode(encodePacket("C", "Hello Bacula\n")), "C000013\nHello Bacula\n");
   assertEquals(dec.decode(encodePacket("F")), "F000000\n");
   assertEquals(dec.decode(encodePacket("T")), "T000000\n");

@@ -1,5 +1,5 @@
 /**
- * Restore sessions (spec/ptcomm.md §9, §17.4): the FD hands the chain's
+ * Restore sessions (docs/ptcomm.md §5): the FD hands the chain's
  * files in job order; each file's data is one dirtybit stream, applied in
  * order to one of three destinations:
  * - with a where prefix: the disk's local raw/qcow2 file beside it, whose

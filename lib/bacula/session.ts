@@ -1,9 +1,9 @@
 /**
- * One backend session (spec/ptcomm.md §3, §4, §17): handshake, Job and Params
+ * One backend session (docs/ptcomm.md §3): handshake, Job and Params
  * blocks, the job start command dispatched to backup, estimate, listing,
  * query or restore (or, with `mode=`, a replication job: modes.ts), then
  * the end of the session. Failures are reported with
- * `A` (never `E` where an item or DATA is expected, §17.5); afterwards the
+ * `A` (never `E` where an item or DATA is expected, docs/ptcomm.md §6); afterwards the
  * plugin closes the pipes or sends END/T, which the session waits for.
  *
  * @module

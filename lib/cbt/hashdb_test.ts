@@ -1,16 +1,8 @@
 import assert from "node:assert/strict";
 import { HashDb } from "./hashdb.ts";
+import { withDir } from "../../tests/helpers.ts";
 
 const geometry = { blockSize: 65536, diskSize: 100 * 65536 + 123 }; // 101 blocks, last partial
-
-async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-hashdb-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("a new DB has no id; staged hashes are invisible until commit", () =>
   withDir((dir) => {

@@ -1,6 +1,6 @@
 /**
  * `dirtybit backend`: the Bacula metaplugin backend (PTCOMM on stdin/stdout,
- * spec/ptcomm.md), bound to the real backup engine and restore sessions.
+ * docs/ptcomm.md), bound to the real backup engine and restore sessions.
  * The FD starts it with no arguments, best through
  * lib/bacula/cloudstack_backend.sh (see docs/bacula.md).
  *

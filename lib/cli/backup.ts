@@ -9,13 +9,9 @@ import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
 import { choice, compressionFlag, flagOf, parseFlags, required } from "./args.ts";
-import type { BackupRecord } from "../backup/state.ts";
-import {
-  type DiskBackupResult,
-  type PlannedDisk,
-  runBackup,
-  type SinkFactory,
-} from "../backup/engine.ts";
+import type { BackupRecord } from "../model/disk_state.ts";
+import { runBackup, type SinkFactory } from "../backup/engine.ts";
+import type { DiskBackupResult, PlannedDisk } from "../backup/plan.ts";
 import { runVmBackup, type VmSource } from "../backup/vm_job.ts";
 import { flagToParam, parseParamEntries } from "../params/params.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";

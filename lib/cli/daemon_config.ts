@@ -13,7 +13,7 @@
  * }
  * ```
  *
- * Keys are the parameters of DESIGN 1.2 (see {@link DISK_PARAMS}) plus `name`
+ * Keys are the plugin parameters (see {@link DISK_PARAMS}) plus `name`
  * and `work_dir`; a disk's keys override `defaults`. Every error names the
  * file and the key. The caller reads the file; paths come out absolute.
  *

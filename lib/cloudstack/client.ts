@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { SourceError, UsageError } from "../core/errors.ts";
+import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { type ApiKeys, type ApiParams, encodeQuery, signParams } from "./signing.ts";
 import {
   FetchTransport,
@@ -35,7 +35,7 @@ export interface CloudStackClientOptions {
   readonly verifySsl?: boolean;
   /** PEM file with the private CA that signed the server certificate. */
   readonly caFile?: string;
-  /** Where warnings go (default: stderr via console.warn). */
+  /** Where warnings go; the front end passes one (this layer does not print). */
   readonly logger?: CloudStackLogger;
   /** 1 or 3 (default 3: signature with an expiry). */
   readonly signatureVersion?: 1 | 3;
@@ -105,7 +105,7 @@ export class CloudStackClient {
     }
     this.#keys = { apiKey: endpoint.apiKey, secretKey: endpoint.secretKey };
     this.#options = options;
-    this.#logger = options.logger ?? { warn: (m) => console.warn(`dirtybit: warning: ${m}`) };
+    this.#logger = options.logger ?? { warn: () => {} };
     if (options.verifySsl === false) {
       if (options.caFile) {
         throw new UsageError("ca_file and verify_ssl=false conflict: use one of them");
@@ -160,6 +160,7 @@ export class CloudStackClient {
         timeoutMs: this.#options.requestTimeoutMs ?? 60_000,
       });
     } catch (err) {
+      // No cause: the transport's error can carry the signed URL.
       throw new SourceError(
         this.#scrub(
           `cannot reach CloudStack at ${this.endpoint} (${command}): ${networkReason(err)}`,
@@ -274,6 +275,7 @@ export class CloudStackClient {
       return body;
     } catch (err) {
       if (err instanceof SourceError) throw err;
+      // No cause, as above.
       throw new SourceError(this.#scrub(`cannot download ${shown}: ${networkReason(err)}`));
     }
   }
@@ -376,7 +378,9 @@ function readCaFile(path: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch (err) {
-    throw new UsageError(
+    throw wrapError(
+      err,
+      UsageError,
       `ca_file '${path}' cannot be read: ${err instanceof Error ? err.message : err}`,
     );
   }

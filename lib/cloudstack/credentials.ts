@@ -19,7 +19,7 @@
  * @module
  */
 import { dirname, isAbsolute, join } from "node:path";
-import { InputError, UsageError, type Wording } from "../core/errors.ts";
+import { InputError, UsageError, type Wording, wrapError } from "../core/errors.ts";
 
 /** Settings as given by one source (all optional). */
 export interface CredentialInput {
@@ -133,7 +133,9 @@ export async function readSecretFile(path: string): Promise<string> {
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {
-    throw new UsageError(
+    throw wrapError(
+      err,
+      UsageError,
       `secret key file '${path}' cannot be read: ${err instanceof Error ? err.name : "error"}`,
     );
   }
@@ -152,7 +154,9 @@ export async function readConfig(path: string): Promise<CredentialInput> {
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {
-    throw new UsageError(
+    throw wrapError(
+      err,
+      UsageError,
       `config file '${path}' cannot be read: ${err instanceof Error ? err.name : "error"}`,
     );
   }

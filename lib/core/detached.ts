@@ -10,7 +10,7 @@
  */
 import { basename, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { describeError, UsageError } from "./errors.ts";
+import { describeError, UsageError, wrapError } from "./errors.ts";
 import { processInfo, type ProcessStamp } from "./process.ts";
 import { readJsonFile, writeFileAtomic } from "./atomic_file.ts";
 import { delay } from "./async.ts";
@@ -135,6 +135,6 @@ async function readFrom(path: string, offset: number): Promise<string> {
     return new TextDecoder().decode((await Deno.readFile(path)).subarray(offset));
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return "";
-    throw new UsageError(`log ${path} cannot be read: ${describeError(err)}`);
+    throw wrapError(err, UsageError, `log ${path} cannot be read: ${describeError(err)}`);
   }
 }

@@ -86,6 +86,32 @@ export class CancelledError extends DirtybitError {
 }
 
 /**
+ * A wait that ran out: a remote command, an event, a guest agent. Exit 5, as
+ * what did not answer is the source; wrapping keeps the class (see wrapError).
+ */
+export class TimeoutError extends SourceError {}
+
+/** The class of a typed error, to make another of the same kind. */
+export type ErrorClass = new (message: string | Wording, options?: ErrorOptions) => DirtybitError;
+
+/**
+ * A layer's error for a failure below it: `Kind` with `message`, the failure
+ * as its cause. A cancel stays a cancel and a timeout a timeout (of its own
+ * class, whatever `Kind` is), so the front end's exit code and a retry loop
+ * see what really happened however many layers wrapped it.
+ */
+export function wrapError(
+  err: unknown,
+  Kind: ErrorClass,
+  message: string | Wording,
+): DirtybitError {
+  const kept = err instanceof CancelledError || err instanceof TimeoutError
+    ? err.constructor as ErrorClass
+    : Kind;
+  return new kept(message, { cause: err });
+}
+
+/**
  * One line of text for any thrown value, without a stack trace; `spelling`
  * names the parameters of a {@link Wording} (default: the table's, `take_over`).
  */
@@ -149,7 +175,7 @@ export function fileSystemError(err: unknown, doing: string, path: string): Dirt
   const known = FS_PROBLEMS[osErrorCode(err) ?? ""];
   if (!known) {
     if (err instanceof DirtybitError) return err;
-    return new TargetError(`${doing} ${path}: ${describeError(err)}`, { cause: err });
+    return wrapError(err, TargetError, `${doing} ${path}: ${describeError(err)}`);
   }
   const Kind = known.usage ? UsageError : TargetError;
   return new Kind(`${doing} ${path}: ${known.problem}`, { cause: err });

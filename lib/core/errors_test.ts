@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import {
+  CancelledError,
   describeError,
   fileSystemError,
   osErrorCode,
   SourceError,
   TargetError,
+  TimeoutError,
   typedError,
   UsageError,
+  wrapError,
 } from "./errors.ts";
 
 function osError(code: string, message: string): Error {
@@ -73,4 +76,29 @@ Deno.test("a wording names parameters the front end's way: the table's by defaul
     "VMID 101 is taken: give another --vmid or omit it",
   );
   assert.equal(describeError(new UsageError("plain"), (name) => `--${name}`), "plain");
+});
+
+Deno.test("a wrapped error keeps its cause, and a cancel or a timeout its class", () => {
+  const io = new Error("connection reset");
+  const wrapped = wrapError(io, TargetError, "cannot write x: connection reset");
+  assert.ok(wrapped instanceof TargetError);
+  assert.equal(wrapped.message, "cannot write x: connection reset");
+  assert.equal(wrapped.cause, io);
+
+  const cancel = new CancelledError("backup cancelled");
+  const outer = wrapError(wrapError(cancel, SourceError, "read: x"), TargetError, "write: y");
+  assert.ok(outer instanceof CancelledError);
+  assert.equal(outer.exitCode, 8);
+  assert.equal(outer.message, "write: y");
+  assert.equal((outer.cause as Error).cause, cancel);
+
+  class RemoteTimeout extends TimeoutError {}
+  const late = wrapError(new RemoteTimeout("fsfreeze timed out"), TargetError, "thaw: late");
+  assert.ok(late instanceof RemoteTimeout, "the timeout's own class, not just TimeoutError");
+  assert.equal(late.exitCode, 5);
+
+  // Another typed error takes the wrapper's class: the wrapping layer knows best.
+  assert.ok(wrapError(new UsageError("bad"), TargetError, "t") instanceof TargetError);
+  // fileSystemError wraps the same way.
+  assert.equal(fileSystemError(io, "cannot write", "/t/x").cause, io);
 });

@@ -8,7 +8,7 @@
  * @module
  */
 import type { DiskSource } from "../core/source.ts";
-import { InputError, UsageError } from "../core/errors.ts";
+import { InputError, UsageError, wrapError } from "../core/errors.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 import {
   decodeHeader,
@@ -16,7 +16,7 @@ import {
   HEADER_PREFIX_SIZE,
   type StreamHeader,
 } from "../stream/format.ts";
-import { parseVmDefinition, type VmDefinition, type VmDisk } from "./vmdef.ts";
+import { parseVmDefinition, type VmDefinition, type VmDisk } from "../model/vm_definition.ts";
 import { openStreamPath } from "../stream/reader.ts";
 import { concatBytes } from "../core/bytes.ts";
 
@@ -45,7 +45,7 @@ export async function readStreamHeader(path: string): Promise<StreamHeader> {
     const rest = await readExactly(file, jsonLength + 8, path);
     return decodeHeader(concatBytes(prefix, rest));
   } catch (err) {
-    if (err instanceof InputError) throw new InputError(`${path}: ${err.message}`);
+    if (err instanceof InputError) throw wrapError(err, InputError, `${path}: ${err.message}`);
     throw err;
   } finally {
     file.close();

@@ -8,7 +8,7 @@
  * @module
  */
 import { dirname, join, resolve } from "node:path";
-import { describeError, TargetError, UsageError } from "../core/errors.ts";
+import { describeError, TargetError, UsageError, wrapError } from "../core/errors.ts";
 import type { RemoteResult } from "../hosts/ssh.ts";
 import { exists, openForWriting } from "../core/files.ts";
 
@@ -120,7 +120,7 @@ export class LocalDestination implements Destination {
     try {
       await Deno.mkdir(path, { recursive: true });
     } catch (err) {
-      throw new TargetError(`cannot create directory ${path}: ${describeError(err)}`);
+      throw wrapError(err, TargetError, `cannot create directory ${path}: ${describeError(err)}`);
     }
   }
 
@@ -130,7 +130,7 @@ export class LocalDestination implements Destination {
       for await (const e of Deno.readDir(dir)) names.push(e.name);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) {
-        throw new TargetError(`cannot list ${dir}: ${describeError(err)}`);
+        throw wrapError(err, TargetError, `cannot list ${dir}: ${describeError(err)}`);
       }
     }
     return names;
@@ -142,7 +142,7 @@ export class LocalDestination implements Destination {
     try {
       file = await Deno.open(partial, { write: true, create: true, truncate: true });
     } catch (err) {
-      throw new TargetError(`cannot create ${partial}: ${describeError(err)}`);
+      throw wrapError(err, TargetError, `cannot create ${partial}: ${describeError(err)}`);
     }
     return {
       path,
@@ -151,7 +151,11 @@ export class LocalDestination implements Destination {
         try {
           await Deno.rename(partial, path);
         } catch (err) {
-          throw new TargetError(`cannot rename ${partial} to ${path}: ${describeError(err)}`);
+          throw wrapError(
+            err,
+            TargetError,
+            `cannot rename ${partial} to ${path}: ${describeError(err)}`,
+          );
         }
       },
       discard: () => Deno.remove(partial).catch(() => {}),
@@ -174,7 +178,7 @@ export class LocalDestination implements Destination {
       await Deno.rename(`${path}.partial`, path);
     } catch (err) {
       await Deno.remove(`${path}.partial`).catch(() => {});
-      throw new TargetError(`cannot write ${path}: ${describeError(err)}`);
+      throw wrapError(err, TargetError, `cannot write ${path}: ${describeError(err)}`);
     }
   }
 
@@ -184,10 +188,10 @@ export class LocalDestination implements Destination {
       return true;
     } catch (err) {
       if (err instanceof Deno.errors.NotFound && !(await exists(dirname(to)))) {
-        throw new TargetError(`cannot copy to ${to}: ${describeError(err)}`);
+        throw wrapError(err, TargetError, `cannot copy to ${to}: ${describeError(err)}`);
       }
       if (err instanceof Deno.errors.NotFound) return false;
-      throw new TargetError(`cannot copy ${from} to ${to}: ${describeError(err)}`);
+      throw wrapError(err, TargetError, `cannot copy ${from} to ${to}: ${describeError(err)}`);
     }
   }
 

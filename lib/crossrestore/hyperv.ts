@@ -10,7 +10,7 @@ import { hypervGeneration, hypervScript } from "./hyperv_script.ts";
 import { pushImages, refuseExisting } from "./push.ts";
 import type { CrossRestoreTarget, TargetContext, TargetResult } from "./target.ts";
 import { preflightWarnings } from "./preflight.ts";
-import { safeVmName } from "./vmdef.ts";
+import { safeVmName } from "../model/vm_definition.ts";
 
 /** Hyper-V-specific choices. */
 export interface HypervOptions {

@@ -1,14 +1,14 @@
 /**
  * The PowerShell script that creates the restored VM on a Hyper-V host
  * (`New-VM` with the pushed VHDX files). Hyper-V has no documented text or
- * XML import format, so the script is the VM definition (formats.md §5.2).
+ * XML import format, so the script is the VM definition (docs/cross-restore.md, Hyper-V).
  * Generation follows the source firmware: BIOS -> 1, UEFI -> 2. The script
  * finds the disks beside itself (`$PSScriptRoot`), so a staged folder can be
  * copied anywhere before it runs. Pure.
  *
  * @module
  */
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 
 /** Where the VM lives on the Hyper-V host. */
 export interface HypervLayout {

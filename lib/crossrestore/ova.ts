@@ -17,7 +17,7 @@ import { vmdkStreamWriter } from "../formats/vmdk.ts";
 import type { ImageWriteOptions } from "../formats/writer.ts";
 import { ovfDescriptor } from "./ovf.ts";
 import { tarEnd, tarHeader, tarPadding } from "./tar.ts";
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 import type { VmwareHardware } from "./vmware_config.ts";
 
 /** One disk of the package, same order as `def.disks`. */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 import {
   diskSlots,
   VIRTUAL_HW_VERSION,

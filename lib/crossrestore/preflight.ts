@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 
 /** The target hypervisors of a cross-restore. */
 export type TargetKind = "proxmox" | "hyperv" | "vmware";

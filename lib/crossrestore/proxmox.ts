@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { describeError, TargetError, UsageError } from "../core/errors.ts";
+import { describeError, TargetError, UsageError, wrapError } from "../core/errors.ts";
 import { qcow2Writer } from "../formats/qcow2.ts";
 import { rawWriter } from "../formats/raw.ts";
 import { pushImages, refuseExisting } from "./push.ts";
@@ -234,7 +234,9 @@ const EFI_VARS_BYTES = 540672;
 /** `err`, naming the volumes that could not be freed after it (if any). */
 function withLeftovers(err: unknown, left: string[]): unknown {
   if (left.length === 0) return err;
-  return new TargetError(
+  return wrapError(
+    err,
+    TargetError,
     `${describeError(err)}; volumes left on the node: ${left.join(", ")} ` +
       `(remove them with 'pvesm free VOLUME')`,
   );

@@ -1,11 +1,11 @@
 /**
  * Proxmox VE VM configuration (`/etc/pve/qemu-server/<VMID>.conf`) from a VM
  * definition: same bus as the source, source MACs, OVMF + efidisk for UEFI.
- * Pure text generation (formats.md §5.1).
+ * Pure text generation (docs/cross-restore.md, Proxmox VE).
  *
  * @module
  */
-import type { VmDefinition, VmDisk } from "./vmdef.ts";
+import type { VmDefinition, VmDisk } from "../model/vm_definition.ts";
 
 /** Where the restored disks live on the node. */
 export interface ProxmoxLayout {

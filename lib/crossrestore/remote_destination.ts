@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { CancelledError, describeError, TargetError } from "../core/errors.ts";
+import { CancelledError, describeError, TargetError, wrapError } from "../core/errors.ts";
 import { type RemoteProcess, type RemoteResult, SshHost, type SshTarget } from "../hosts/ssh.ts";
 import type { Destination, PendingFile } from "./destination.ts";
 import type { RemoteDialect } from "./remote_dialect.ts";
@@ -51,7 +51,7 @@ export class RemoteDestination implements Destination {
       host = await SshHost.connect(options.target);
     } catch (err) {
       if (err instanceof CancelledError) throw err;
-      throw new TargetError(`target host: ${describeError(err)}`);
+      throw wrapError(err, TargetError, `target host: ${describeError(err)}`);
     }
     return new RemoteDestination(host, options);
   }
@@ -93,7 +93,11 @@ export class RemoteDestination implements Destination {
     try {
       result = await this.#run(command, 120_000, stdin);
     } catch (err) {
-      throw new TargetError(`${what} on ${this.#host.target.host}: ${describeError(err)}`);
+      throw wrapError(
+        err,
+        TargetError,
+        `${what} on ${this.#host.target.host}: ${describeError(err)}`,
+      );
     }
     if (result.code !== 0) {
       throw new TargetError(
@@ -204,7 +208,11 @@ export class RemoteDestination implements Destination {
 
   async copy(from: string, to: string): Promise<boolean> {
     const r = await this.#run(this.#dialect.copy(from, to), 120_000).catch((err) => {
-      throw new TargetError(`copying ${from} on ${this.#host.target.host}: ${describeError(err)}`);
+      throw wrapError(
+        err,
+        TargetError,
+        `copying ${from} on ${this.#host.target.host}: ${describeError(err)}`,
+      );
     });
     return r.code === 0;
   }
@@ -218,7 +226,11 @@ export class RemoteDestination implements Destination {
     try {
       return await this.#run(this.#dialect.exec(argv), 300_000);
     } catch (err) {
-      throw new TargetError(`${argv[0]} on ${this.#host.target.host}: ${describeError(err)}`);
+      throw wrapError(
+        err,
+        TargetError,
+        `${argv[0]} on ${this.#host.target.host}: ${describeError(err)}`,
+      );
     }
   }
 

@@ -16,7 +16,7 @@ import type { TargetOptions } from "./registry.ts";
 import { posixDialect, powershellDialect } from "./remote_dialect.ts";
 import { RemoteDestination } from "./remote_destination.ts";
 import type { CrossRestoreTarget, TargetResult } from "./target.ts";
-import { applyOverrides, type VmOverrides } from "./vmdef.ts";
+import { applyOverrides, type VmOverrides } from "../model/vm_definition.ts";
 import type { MessageKind } from "../core/log.ts";
 
 /** How a front end names an option and a target in its messages. */

@@ -6,7 +6,7 @@
  */
 import type { Destination } from "./destination.ts";
 import type { OpenedChains } from "./chains.ts";
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 
 /** A target hypervisor of a cross-restore, with its own options `O`. */
 export interface CrossRestoreTarget<O> {

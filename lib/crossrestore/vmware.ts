@@ -13,7 +13,7 @@ import { writeOva } from "./ova.ts";
 import { pushImages, refuseExisting } from "./push.ts";
 import type { CrossRestoreTarget, TargetContext, TargetResult } from "./target.ts";
 import { preflightWarnings } from "./preflight.ts";
-import { safeVmName } from "./vmdef.ts";
+import { safeVmName } from "../model/vm_definition.ts";
 import { defaultVmwareHardware, type VmwareHardware, vmxConfig } from "./vmware_config.ts";
 
 /** Descriptor name of disk `i`: `NAME.vmdk`, `NAME_1.vmdk`, ... (VMware's own naming). */

@@ -2,12 +2,12 @@
  * VMware VM definitions from a VM definition: the `.vmx` of an ESXi datastore
  * VM and the hardware choices shared with the OVF descriptor (guest OS ids,
  * controller and NIC models that boot without VMware Tools). Pure
- * (formats.md §5.3).
+ * (docs/cross-restore.md, VMware).
  *
  * @module
  */
 import { UsageError } from "../core/errors.ts";
-import type { VmDefinition } from "./vmdef.ts";
+import type { VmDefinition } from "../model/vm_definition.ts";
 
 /** SCSI controller models the generated VMs can use. */
 export const SCSI_CONTROLLERS = ["lsilogic", "lsisas1068", "pvscsi"] as const;

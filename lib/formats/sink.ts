@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { describeError, DirtybitError, TargetError } from "../core/errors.ts";
+import { describeError, DirtybitError, TargetError, wrapError } from "../core/errors.ts";
 
 const ZEROS = new Uint8Array(1 << 20);
 
@@ -30,7 +30,7 @@ export class AppendSink {
       await this.#writer.write(bytes);
     } catch (err) {
       if (err instanceof DirtybitError) throw err; // already names the file
-      throw new TargetError(`cannot write the image: ${describeError(err)}`, { cause: err });
+      throw wrapError(err, TargetError, `cannot write the image: ${describeError(err)}`);
     }
     this.#position += bytes.length;
   }
@@ -64,7 +64,7 @@ export class AppendSink {
     try {
       await this.#writer.close();
     } catch (err) {
-      throw new TargetError(`cannot finish the image: ${describeError(err)}`, { cause: err });
+      throw wrapError(err, TargetError, `cannot finish the image: ${describeError(err)}`);
     }
   }
 

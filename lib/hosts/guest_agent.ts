@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { SourceError } from "../core/errors.ts";
+import { SourceError, TimeoutError, wrapError } from "../core/errors.ts";
 import { LIBVIRT_URI } from "./libvirt.ts";
 import { RemoteTimeoutError, shellCommand, shellQuote, type SshHost } from "./ssh.ts";
 
@@ -76,7 +76,9 @@ async function runBounded(host: SshHost, argv: string[], timeoutMs: number): Pro
     result = await host.run(argv, { timeoutMs });
   } catch (err) {
     if (err instanceof RemoteTimeoutError) {
-      throw new SourceError(`${what} timed out after ${Math.ceil(timeoutMs / 1000)} s`);
+      throw new TimeoutError(`${what} timed out after ${Math.ceil(timeoutMs / 1000)} s`, {
+        cause: err,
+      });
     }
     throw err;
   }
@@ -191,7 +193,9 @@ async function thaw(host: SshHost, agent: GuestAgent, guard: ThawGuard, timeoutM
   try {
     await runBounded(host, agent.thawArgv, timeoutMs);
   } catch (err) {
-    throw new SourceError(
+    throw wrapError(
+      err,
+      SourceError,
       `cannot thaw the file systems of ${agent.guest}: ${(err as Error).message}; the host ` +
         `retries within ${guard.seconds} s`,
     );

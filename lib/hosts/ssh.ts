@@ -27,7 +27,7 @@
  * @module
  */
 import { exists } from "../core/files.ts";
-import { CancelledError, SourceError, UsageError } from "../core/errors.ts";
+import { CancelledError, SourceError, TimeoutError, UsageError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
 import { helperCommand } from "../core/process.ts";
 
@@ -47,7 +47,7 @@ export interface SshTarget {
   verifyHostKey?: boolean;
   /** TCP connect and authentication deadline in ms (default 15000). */
   connectTimeoutMs?: number;
-  /** Where warnings go (default: stderr). */
+  /** Where warnings go; the front end passes one (this layer does not print). */
   warn?: (message: string) => void;
 }
 
@@ -80,7 +80,7 @@ export interface RemoteProcess {
 }
 
 /** A remote command ran out of time (it was stopped on the host too). */
-export class RemoteTimeoutError extends SourceError {}
+export class RemoteTimeoutError extends TimeoutError {}
 
 /** Where a tunnel leads on the host. */
 export type TunnelEndpoint = { socket: string } | { host: string; port: number };
@@ -232,8 +232,8 @@ export class SshHost {
       connectTimeoutMs: target.connectTimeoutMs ?? 15_000,
     };
     if (!resolved.verifyHostKey) {
-      (target.warn ?? ((m: string) => console.error(m)))(
-        `warning: SSH host key of ${target.host}:${port} is NOT verified (known_hosts check ` +
+      target.warn?.(
+        `SSH host key of ${target.host}:${port} is NOT verified (known_hosts check ` +
           `turned off); anyone on the path can impersonate the host`,
       );
     }

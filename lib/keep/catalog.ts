@@ -7,7 +7,7 @@
  * @module
  */
 import { join } from "node:path";
-import { describeError, InputError, SourceError } from "../core/errors.ts";
+import { describeError, InputError, SourceError, wrapError } from "../core/errors.ts";
 import { STREAM_MAGIC } from "../stream/format.ts";
 import { openStreamPath, StreamReader } from "../stream/reader.ts";
 import type { CatalogEntry } from "./chains.ts";
@@ -29,7 +29,7 @@ async function* walk(dir: string): AsyncGenerator<string> {
   try {
     names = await Array.fromAsync(Deno.readDir(dir));
   } catch (err) {
-    throw new SourceError(`cannot read directory '${dir}': ${describeError(err)}`);
+    throw wrapError(err, SourceError, `cannot read directory '${dir}': ${describeError(err)}`);
   }
   names.sort((a, b) => a.name.localeCompare(b.name));
   for (const e of names) {
@@ -88,7 +88,7 @@ export async function catalog(dirs: readonly string[]): Promise<Catalog> {
   const unreadable: UnreadableStream[] = [];
   for (const dir of dirs) {
     const info = await Deno.stat(dir).catch((err) => {
-      throw new SourceError(`cannot read '${dir}': ${describeError(err)}`);
+      throw wrapError(err, SourceError, `cannot read '${dir}': ${describeError(err)}`);
     });
     for await (const path of info.isFile ? [dir] : walk(dir)) {
       const found = await catalogFile(path);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { describeError, TargetError, UsageError } from "../core/errors.ts";
+import { describeError, TargetError, UsageError, wrapError } from "../core/errors.ts";
 import type { Compression } from "../stream/compression.ts";
 import { catalog, type UnreadableStream } from "./catalog.ts";
 import { type Chain, groupChains } from "./chains.ts";
@@ -70,7 +70,7 @@ export async function prune(req: PruneRequest): Promise<PruneResult> {
     try {
       await Deno.remove(d.path);
     } catch (err) {
-      throw new TargetError(`prune: cannot remove ${d.path}: ${describeError(err)}`);
+      throw wrapError(err, TargetError, `prune: cannot remove ${d.path}: ${describeError(err)}`);
     }
     result.removed.push(d.path);
   }

@@ -10,8 +10,8 @@
  *   are idempotent). If the repeat succeeds, the call succeeds.
  * - `blockStatus` is synchronous on the JS thread: measured here, a 2 GiB
  *   request answered with 16 384 extents per context takes 2–4 ms, and the
- *   nonblocking + thread-safe-callback variant was no faster (spec §5 says it
- *   works) while it would deadlock with any synchronous call made on the same
+ *   nonblocking + thread-safe-callback variant was no faster (docs/qemu-nbd.md
+ *   §2) while it would deadlock with any synchronous call made on the same
  *   handle during it.
  *
  * @module
@@ -40,7 +40,7 @@ export interface NbdConnectOptions {
   metaContexts?: string[];
 }
 
-/** Largest block-status request (NBD 32-bit lengths; spec §5: ≤ 2 GiB − 1 MiB). */
+/** Largest block-status request: libnbd 1.14 has 32-bit lengths (docs/qemu-nbd.md §2). */
 export const MAX_BLOCK_STATUS = 2 ** 31 - 2 ** 20;
 /** Largest zero/trim request sent in one piece. */
 const MAX_ZERO = 2 ** 30;

@@ -2,7 +2,7 @@
  * Parallel, ordered reading of extents over one or more NBD connections, and
  * {@link NbdSource}, the {@link DiskSource} of an NBD export.
  *
- * Request sizing follows spec/qemu-nbd.md §6: 1–2 MiB requests with a few in
+ * Request sizing follows docs/qemu-nbd.md §3: 1–2 MiB requests with a few in
  * flight run at 2–3 GB/s on loopback; requests of 4 MiB and more to QEMU's NBD
  * server intermittently collapse to ~0.2 GB/s, so they are refused here.
  *

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { SourceError } from "../core/errors.ts";
+import { SourceError, TimeoutError } from "../core/errors.ts";
 import { QmpError, type QmpTransport } from "./qmp.ts";
 import { delay } from "../core/async.ts";
 
@@ -90,7 +90,7 @@ export async function pollUntil(
   let pause = 5;
   while (!(await check())) {
     if (Date.now() > deadline) {
-      throw new SourceError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      throw new TimeoutError(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
     await delay(pause);
     pause = Math.min(pause * 2, 200);

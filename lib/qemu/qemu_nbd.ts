@@ -17,7 +17,7 @@
  * @module
  */
 import { join } from "node:path";
-import { DependencyError, SourceError } from "../core/errors.ts";
+import { DependencyError, SourceError, wrapError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
 import { alive, helperCommand, processInfo } from "../core/process.ts";
 
@@ -127,7 +127,11 @@ async function imageRunDir(path: string): Promise<string> {
   try {
     real = await Deno.realPath(path);
   } catch (err) {
-    throw new SourceError(`cannot serve ${path}: ${(err as Error).message.split("\n")[0]}`);
+    throw wrapError(
+      err,
+      SourceError,
+      `cannot serve ${path}: ${(err as Error).message.split("\n")[0]}`,
+    );
   }
   const hash = new Uint8Array(
     await crypto.subtle.digest("SHA-256", new TextEncoder().encode(real)),

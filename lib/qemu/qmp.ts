@@ -6,7 +6,7 @@
  * @module
  */
 import { resolve } from "node:path";
-import { SourceError } from "../core/errors.ts";
+import { SourceError, TimeoutError, wrapError } from "../core/errors.ts";
 import { writeAll } from "../core/bytes.ts";
 import { withTimeout } from "../core/async.ts";
 
@@ -103,7 +103,9 @@ export class QmpSocket implements QmpTransport {
     try {
       conn = await Deno.connect({ transport: "unix", path });
     } catch (err) {
-      throw new SourceError(
+      throw wrapError(
+        err,
+        SourceError,
         `cannot connect to QMP socket ${path}: ${oneLine(errorText(err))}; ` +
           `check that QEMU is running with -qmp/--monitor on that path and that it is not ` +
           `already in use by another client`,
@@ -161,7 +163,7 @@ export class QmpSocket implements QmpTransport {
     return withTimeout(
       wait,
       timeoutMs,
-      () => new SourceError(`QMP event ${name} did not arrive within ${timeoutMs} ms`),
+      () => new TimeoutError(`QMP event ${name} did not arrive within ${timeoutMs} ms`),
     ).finally(() => this.#eventWaiters.delete(waiter!));
   }
 
@@ -196,7 +198,11 @@ export class QmpSocket implements QmpTransport {
       await writeAll(this.#conn, new TextEncoder().encode(JSON.stringify(message) + "\n"));
     } catch (err) {
       this.#pending.delete(id);
-      throw new SourceError(`cannot send QMP ${command} to ${this.#path}: ${errorText(err)}`);
+      throw wrapError(
+        err,
+        SourceError,
+        `cannot send QMP ${command} to ${this.#path}: ${errorText(err)}`,
+      );
     }
     const timeoutMs = this.#commandTimeoutMs;
     return await withTimeout(reply, timeoutMs, () => {

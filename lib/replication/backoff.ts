@@ -7,7 +7,7 @@
  */
 import { delay } from "../core/async.ts";
 
-/** The retry parameters of DESIGN 1.2. */
+/** The retry parameters (`retry_count`, `retry_delay_ms`, `retry_jitter_ms`). */
 export interface RetryPolicy {
   /** Retries after the first attempt (0 = try once). */
   readonly count: number;
@@ -19,7 +19,7 @@ export interface RetryPolicy {
   readonly maxDelayMs?: number;
 }
 
-/** The defaults of DESIGN 1.2: 3 retries, 5 s, 1 s jitter. */
+/** Their defaults: 3 retries, 5 s, 1 s jitter. */
 export const DEFAULT_RETRY: RetryPolicy = { count: 3, delayMs: 5000, jitterMs: 1000 };
 
 /** Delay before retry number `retry` (1-based); `random` is in [0, 1). */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { describeError, InputError, TargetError } from "../core/errors.ts";
+import { describeError, InputError, TargetError, wrapError } from "../core/errors.ts";
 import {
   checkFrameLength,
   type DirectionKeys,
@@ -110,7 +110,9 @@ export class SecureChannel {
         () => {},
       );
     } catch (err) {
-      throw new TransportError(
+      throw wrapError(
+        err,
+        TransportError,
         `cannot reach the replication receiver at ${host}:${port}: ${describeError(err)}`,
       );
     }
@@ -222,7 +224,11 @@ export class SecureChannel {
           await writeAll(this.#conn, frame);
         }
       } catch (err) {
-        throw new TransportError(`replication channel write failed: ${describeError(err)}`);
+        throw wrapError(
+          err,
+          TransportError,
+          `replication channel write failed: ${describeError(err)}`,
+        );
       }
       this.bytesSent += length;
     }).finally(() => {
@@ -326,7 +332,11 @@ class ConnReader {
       if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
         throw new TransportError("the replication channel was closed");
       }
-      throw new TransportError(`replication channel read failed: ${describeError(err)}`);
+      throw wrapError(
+        err,
+        TransportError,
+        `replication channel read failed: ${describeError(err)}`,
+      );
     }
     if (got !== null) this.bytesRead += got;
     return got;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ChainError, describeError, DirtybitError, InputError } from "../core/errors.ts";
+import { ChainError, describeError, DirtybitError, InputError, wrapError } from "../core/errors.ts";
 import { SecureChannel, TransportError } from "./channel.ts";
 import type { ReplicaStore } from "./store.ts";
 
@@ -40,7 +40,9 @@ export class Receiver {
     try {
       listener = Deno.listen({ hostname: options.hostname, port: options.port, transport: "tcp" });
     } catch (err) {
-      throw new TransportError(
+      throw wrapError(
+        err,
+        TransportError,
         `cannot listen on ${options.hostname}:${options.port}: ${describeError(err)}`,
       );
     }

@@ -1,6 +1,6 @@
 /**
  * The per-disk role and state machine of failover, failback and reprotect
- * (DESIGN 1.1), kept on both sites as `NAME.role.json` in the sender's state
+ * (docs/replication-protocol.md §10), kept on both sites as `NAME.role.json` in the sender's state
  * directory or the receiver's replica directory. Pure: the transitions and
  * the reasons for refusing one; the callers persist the result.
  *

@@ -24,6 +24,7 @@ import {
   InputError,
   SourceError,
   TargetError,
+  wrapError,
 } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { delay } from "../core/async.ts";
@@ -353,7 +354,7 @@ async function waitForJob(qmp: QmpSocket, jobId: string, spec: LiveRestoreSpec):
     const jobs = await qmp.execute<{ device: string; offset: number; len: number }[]>(
       "query-block-jobs",
     ).catch((err) => {
-      throw new SourceError(`live restore of ${spec.node}: ${describeError(err)}`);
+      throw wrapError(err, SourceError, `live restore of ${spec.node}: ${describeError(err)}`);
     });
     const job = jobs.find((j) => j.device === jobId);
     if (job) spec.onProgress?.(job.offset, job.len);

@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { ChainError, describeError, SourceError } from "../core/errors.ts";
+import { ChainError, describeError, SourceError, wrapError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { removeLeftovers } from "../qemu/leftovers.ts";
@@ -25,8 +25,8 @@ import { RunRecord } from "../core/run_record.ts";
 import { removeCheckpoint } from "../qemu/bitmaps.ts";
 import { checkChainOrder } from "../stream/chain.ts";
 import { StreamReader } from "../stream/reader.ts";
-import { diskStatePaths, loadDiskState } from "../backup/state.ts";
-import { type JobLock, lockStateDir } from "../backup/lock.ts";
+import { diskStatePaths, loadDiskState } from "../model/disk_state.ts";
+import { type JobLock, lockStateDir } from "../model/state_lock.ts";
 import { type AppliedState, checkNextStream, copyRecords } from "./session.ts";
 import type { RestoreTarget } from "../targets/target.ts";
 import { openVmDiskTarget } from "../targets/vm_disk_target.ts";
@@ -160,7 +160,7 @@ export class VmDiskRestore {
   async close(): Promise<void> {
     try {
       await this.#target?.close().catch((err) => {
-        throw new SourceError(`removing the restore export: ${describeError(err)}`);
+        throw wrapError(err, SourceError, `removing the restore export: ${describeError(err)}`);
       });
     } finally {
       await this.#diskLock.release();

@@ -8,7 +8,7 @@
  * @module
  */
 import { resolve } from "node:path";
-import { BusyError, describeError, SourceError, UsageError } from "../core/errors.ts";
+import { BusyError, describeError, SourceError, UsageError, wrapError } from "../core/errors.ts";
 import type { Log } from "../core/log.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 import { indexChain } from "../stream/stream_index.ts";
@@ -115,7 +115,7 @@ async function listenUnix(
       socket: path,
     };
   } catch (err) {
-    throw new SourceError(`serve: cannot listen on ${path}: ${describeError(err)}`);
+    throw wrapError(err, SourceError, `serve: cannot listen on ${path}: ${describeError(err)}`);
   }
 }
 
@@ -128,7 +128,11 @@ function listenTcp(
   try {
     listener = Deno.listen({ hostname: host, port, transport: "tcp" });
   } catch (err) {
-    throw new SourceError(`serve: cannot listen on ${host}:${port}: ${describeError(err)}`);
+    throw wrapError(
+      err,
+      SourceError,
+      `serve: cannot listen on ${host}:${port}: ${describeError(err)}`,
+    );
   }
   const { port: bound } = listener.addr;
   const shown = host.includes(":") ? `[${host}]` : host;

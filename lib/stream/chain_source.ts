@@ -14,7 +14,7 @@ import {
   extentEnd,
   type MappedExtent,
 } from "../core/extent.ts";
-import { describeError, InputError, SourceError, UsageError } from "../core/errors.ts";
+import { describeError, InputError, SourceError, UsageError, wrapError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { checkChainOrder } from "./chain.ts";
 import type { StreamHeader } from "./format.ts";
@@ -266,7 +266,11 @@ export class ChainSource implements DiskSource {
         got += bytesRead;
       }
     } catch (err) {
-      throw new SourceError(`cannot read backup stream '${path}': ${describeError(err)}`);
+      throw wrapError(
+        err,
+        SourceError,
+        `cannot read backup stream '${path}': ${describeError(err)}`,
+      );
     }
     const where = `${path}: record at ${rec.offset}`;
     if (got < payload.length) {
@@ -356,6 +360,6 @@ async function openHandle(path: string): Promise<FileHandle> {
   try {
     return await open(path, "r");
   } catch (err) {
-    throw new SourceError(`cannot open backup stream '${path}': ${describeError(err)}`);
+    throw wrapError(err, SourceError, `cannot open backup stream '${path}': ${describeError(err)}`);
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { Xxh64 } from "@node-rs/xxhash";
-import { describeError, InputError, SourceError } from "../core/errors.ts";
+import { describeError, InputError, SourceError, wrapError } from "../core/errors.ts";
 import { ByteReader } from "./byte_reader.ts";
 import {
   checkPayload,
@@ -275,7 +275,7 @@ async function readOrFail(
   try {
     bytes = await input.read(n);
   } catch (err) {
-    throw new SourceError(`cannot read ${name}: ${describeError(err)}`);
+    throw wrapError(err, SourceError, `cannot read ${name}: ${describeError(err)}`);
   }
   if (!bytes) {
     throw new InputError(
@@ -288,7 +288,7 @@ async function readOrFail(
 /** Prefixes the stream name to format errors that do not carry it yet. */
 function named(err: unknown, name: string): unknown {
   if (err instanceof InputError && !err.message.startsWith(name)) {
-    return new InputError(`${name}: ${err.message}`);
+    return wrapError(err, InputError, `${name}: ${err.message}`);
   }
   return err;
 }
@@ -298,7 +298,7 @@ export async function openStreamPath(path: string): Promise<Deno.FsFile> {
   try {
     return await Deno.open(path, { read: true });
   } catch (err) {
-    throw new SourceError(`cannot open backup stream '${path}': ${describeError(err)}`);
+    throw wrapError(err, SourceError, `cannot open backup stream '${path}': ${describeError(err)}`);
   }
 }
 

@@ -8,7 +8,7 @@
  */
 import { writeFileAtomic } from "../core/atomic_file.ts";
 import type { Log } from "../core/log.ts";
-import { describeError, SourceError, UsageError } from "../core/errors.ts";
+import { describeError, SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { checkChainOrder } from "./chain.ts";
 import type { StreamIndex } from "./chain_source.ts";
 import { type StreamHeader, TRAILER_SIZE } from "./format.ts";
@@ -39,7 +39,7 @@ async function identityOf(path: string): Promise<IndexedStreamIdentity> {
       file.close();
     }
   } catch (err) {
-    throw new SourceError(`cannot read backup stream '${path}': ${describeError(err)}`);
+    throw wrapError(err, SourceError, `cannot read backup stream '${path}': ${describeError(err)}`);
   }
 }
 

@@ -13,6 +13,7 @@ import { indexChain, indexPathOf, indexStream } from "./stream_index.ts";
 import { StreamWriter } from "./writer.ts";
 import type { StreamHeaderInit } from "./format.ts";
 import { pseudoRandom } from "../../tests/fixtures/bytes.ts";
+import { withDir } from "../../tests/helpers.ts";
 
 const KiB = 1 << 10;
 const MiB = 1 << 20;
@@ -58,15 +59,6 @@ async function writeChain(dir: string): Promise<string[]> {
     { offset: MiB + 128 * KiB, data: new Uint8Array(256 * KiB).fill(9) },
   ]);
   return [full, diff];
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("a chain from its indexes reads as the verified chain; holes and zeros told apart", async () => {

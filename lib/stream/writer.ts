@@ -7,7 +7,7 @@
  * @module
  */
 import { Xxh64 } from "@node-rs/xxhash";
-import { describeError, TargetError } from "../core/errors.ts";
+import { describeError, TargetError, wrapError } from "../core/errors.ts";
 import { acquireRecordPool, type RecordPoolHandle } from "./record_pool.ts";
 import {
   checksumOfDigests,
@@ -358,5 +358,5 @@ export class StreamWriter {
 
 function sinkError(err: unknown): Error {
   if (err instanceof TargetError) return err;
-  return new TargetError(`cannot write the backup stream: ${describeError(err)}`);
+  return wrapError(err, TargetError, `cannot write the backup stream: ${describeError(err)}`);
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import zlib from "node:zlib";
-import { InputError } from "../core/errors.ts";
+import { InputError, wrapError } from "../core/errors.ts";
 import { SAMPLE_PIECE, SAMPLE_PIECES, worthCompressing } from "./compression_policy.ts";
 
 /**
@@ -78,7 +78,11 @@ export function zstdDecompressExact(
       chunkSize: oneChunk(length),
     });
   } catch (err) {
-    throw new InputError(`${where}: zstd payload does not decompress (${(err as Error).message})`);
+    throw wrapError(
+      err,
+      InputError,
+      `${where}: zstd payload does not decompress (${(err as Error).message})`,
+    );
   }
   if (out.byteLength !== length) {
     throw new InputError(

@@ -64,6 +64,7 @@ export async function openVmDiskTarget(
       if (err instanceof QmpError && /permission|conflict|unshared/i.test(err.desc)) {
         throw new TargetError(
           `disk ${node} is attached to a running guest device, so QEMU refuses to write it: stop the VM and detach the disk (device_del), or restore into a file with where=DIR`,
+          { cause: err },
         );
       }
       throw err;

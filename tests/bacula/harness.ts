@@ -10,7 +10,7 @@
  * @module
  */
 import { delay } from "../../lib/core/async.ts";
-import { freePort } from "../fixtures/ports.ts";
+import { freePort, output } from "../helpers.ts";
 
 /** Where one Bacula's programs and scripts are. */
 export interface BaculaInstall {
@@ -73,22 +73,11 @@ function quoteForDirector(text: string): string {
   return text.replaceAll("\\", "\\\\").replaceAll('"', '\\"');
 }
 
+/** Runs a Bacula tool; returns stdout and stderr together, as bconsole's answers use both. */
 export async function run(cmd: string, args: string[], stdin?: string): Promise<string> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  if (!out.success) throw new Error(`${cmd} ${args.join(" ")} failed: ${text.slice(-500)}`);
+  const out = await output(cmd, args, { stdin });
+  const text = out.stdout + out.stderr;
+  if (out.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${text.slice(-500)}`);
   return text;
 }
 

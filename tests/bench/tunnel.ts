@@ -21,7 +21,8 @@
 import { Buffer } from "node:buffer";
 import net from "node:net";
 import type { Duplex, Readable } from "node:stream";
-import { Client } from "ssh2";
+// The only user of ssh2, the reference client measured here: imported here, not from deno.json.
+import { Client } from "npm:ssh2@^1.16.0";
 import { SshHost } from "../../lib/hosts/ssh.ts";
 import { plainForward, plainSshArgs, startSshd, type TestSshd } from "../fixtures/sshd.ts";
 import { withQemuNbd } from "../fixtures/qemu_nbd.ts";

@@ -30,15 +30,9 @@ import { atLeast, type BenchRow, mbps } from "./table.ts";
 import { median, nullSink, randomQcow2, run, seconds } from "./measure.ts";
 import { tuneMalloc } from "../../ffi/libc.ts";
 import { delay } from "../../lib/core/async.ts";
+import { freePort } from "../helpers.ts";
 
 const MiB = 1 << 20;
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /** Rows: ssh_tunnel and direct full backups vs nbdcopy on the same path, and vs plain ssh -L. */
 export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<BenchRow[]> {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { VmDefinition } from "../../lib/crossrestore/vmdef.ts";
+import type { VmDefinition } from "../../lib/model/vm_definition.ts";
 
 /** A BIOS Linux VM: virtio-blk root, virtio-scsi data disk, two NICs. */
 export const linuxVm: VmDefinition = {

@@ -9,6 +9,7 @@ import { restoreCommand } from "../../lib/cli/restore.ts";
 import type { StreamHeaderInit } from "../../lib/stream/format.ts";
 import { StreamWriter } from "../../lib/stream/writer.ts";
 import { pseudoRandom } from "../fixtures/bytes.ts";
+import { run } from "../helpers.ts";
 
 const MiB = 1 << 20;
 
@@ -70,14 +71,6 @@ export async function writeChain(
 export async function referenceRestore(out: string, streams: string[]): Promise<void> {
   const code = await restoreCommand.run(["--out", out, ...streams]);
   if (code !== 0) throw new Error(`reference restore exited ${code}`);
-}
-
-/** Runs a program, returns stdout; throws with stderr on failure. */
-export async function run(cmd: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  const dec = new TextDecoder();
-  if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${dec.decode(out.stderr).trim()}`);
-  return dec.decode(out.stdout);
 }
 
 /** `qemu-img check` passes and `qemu-img compare` finds the image equal to the raw reference. */

@@ -16,14 +16,3 @@ export function convertToPipe(args: string[], out: string): Promise<RunResult> {
     `set -o pipefail; '${Deno.execPath()}' run -A '${MAIN}' convert ${quoted} --out - | cat > '${out}'`,
   ]);
 }
-
-/** Runs `dirtybit ARGS` and returns exit code and output. */
-export async function dirtybit(args: string[]): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
-}

@@ -1,5 +1,5 @@
 /**
- * An FD-side PTCOMM emulator (spec/ptcomm.md §13, §17): spawns a backend
+ * An FD-side PTCOMM emulator (docs/ptcomm.md): spawns a backend
  * process and drives it byte for byte as Bacula 13's metaplugin does, with
  * timeouts on every wait so a misbehaving backend fails a test instead of
  * hanging it. It records everything the backend said.
@@ -127,7 +127,7 @@ export class FdEmulator {
     return packetText(p);
   }
 
-  /** Hello, Job block, Params block (§13.1), each acknowledged as the plugin requires. */
+  /** Hello, Job block, Params block (docs/ptcomm.md §3), each acknowledged as the plugin requires. */
   async open(job: string[], params: string[], plugin = "cloudstack"): Promise<void> {
     await this.hello(plugin);
     await this.block("Job", job);
@@ -136,7 +136,7 @@ export class FdEmulator {
     await this.expect("F");
   }
 
-  /** The Hello handshake (§13.1), expecting the backend's greeting. */
+  /** The Hello handshake (docs/ptcomm.md §3), expecting the backend's greeting. */
   async hello(plugin = "cloudstack"): Promise<void> {
     await this.command(`Hello ${plugin} 1`);
     await this.expect("C", "Hello Bacula");
@@ -149,7 +149,7 @@ export class FdEmulator {
     await this.send("F");
   }
 
-  /** Reads a backup or estimate stream up to its final F (§5.1, §7). */
+  /** Reads a backup or estimate stream up to its final F (docs/ptcomm.md §4). */
   async readFiles(withData: boolean, keepData = true): Promise<BackedUpFile[]> {
     const files: BackedUpFile[] = [];
     for (;;) {
@@ -199,7 +199,7 @@ export class FdEmulator {
     }
   }
 
-  /** END/F then T (§4). */
+  /** END/F then T (docs/ptcomm.md §3). */
   async end(): Promise<void> {
     await this.command("END");
     await this.expect("F");
@@ -208,7 +208,7 @@ export class FdEmulator {
   }
 
   /**
-   * Offers one file for restore (§9, §13.2) and sends its data in 64 KiB
+   * Offers one file for restore (docs/ptcomm.md §5, §7) and sends its data in 64 KiB
    * records as Bacula does; returns the backend's answers.
    */
   async restoreFile(

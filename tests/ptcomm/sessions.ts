@@ -37,16 +37,6 @@ export async function baculaTiming(
   return { since, ended };
 }
 
-/** Runs `fn` with a temporary directory, removed afterwards. */
-export async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "dirtybit-ptcomm-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 /** Plugin parameters for disk 0 of a qemu-storage-daemon fixture, logging into `dir`. */
 export function qsdParams(
   qsd: { qmpSocket: string; nbdSocket: string; disks: { node: string }[] },

@@ -9,7 +9,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { NbdClient } from "../../lib/nbd/client.ts";
-import { Qsd, run } from "../fixtures/qsd.ts";
+import { Qsd } from "../fixtures/qsd.ts";
+import { run } from "../helpers.ts";
+import { cliCommand, type CliResult } from "../fixtures/cli.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
 import { delay } from "../../lib/core/async.ts";
 import { processInfo } from "../../lib/core/process.ts";
@@ -30,13 +32,6 @@ function denoArgs(args: string[], options: CliOptions = {}): string[] {
     : ["run", "-A", MAIN, ...args];
 }
 
-/** Output of one CLI run. */
-export interface CliResult {
-  code: number;
-  stderr: string;
-  stdout: string;
-}
-
 /** Runs `dirtybit ARGS` to completion. */
 export async function cli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -52,12 +47,7 @@ export async function cli(args: string[], options: CliOptions = {}): Promise<Cli
 
 /** Starts `dirtybit ARGS` in the background, output discarded (a test kills it). */
 export function spawnCli(args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  return cliCommand(args, { stdin: "null", stdout: "null", stderr: "null" }).spawn();
 }
 
 /** A running `dirtybit replicate receive`. */
@@ -444,5 +434,3 @@ export class FailoverBed {
     await Deno.remove(this.root, { recursive: true }).catch(() => {});
   }
 }
-
-export { run };

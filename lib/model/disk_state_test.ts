@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ownerId } from "./state.ts";
+import { ownerId } from "./disk_state.ts";
 
 Deno.test("ownerId: made once, the same for runs that start together, kept across calls", async () => {
   const dir = await Deno.makeTempDir({ prefix: "dirtybit-test-" });

@@ -9,7 +9,7 @@ import {
   parseVmDefinition,
   safeVmName,
   vmDefinitionFromCloudStack,
-} from "./vmdef.ts";
+} from "./vm_definition.ts";
 
 const resolved: ResolvedVm = {
   id: "0b6c1f6a-0000-4000-8000-000000000001",
