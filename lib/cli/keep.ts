@@ -5,6 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
+import { cancellable } from "./stop_signals.ts";
 import { integer, parseFlags, required } from "./args.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
@@ -134,20 +135,6 @@ function parseCompression(command: string, text: string | undefined): Compressio
     throw new UsageError(`${command}: --compress must be zstd:1 to zstd:19 or none, not '${text}'`);
   }
   return text as Compression;
-}
-
-/** SIGINT and SIGTERM abort `signal` while `work` runs. */
-async function cancellable<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    return await work(controller.signal);
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-  }
 }
 
 const MERGE_HELP = `
