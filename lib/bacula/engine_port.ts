@@ -1,6 +1,7 @@
 import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
 import type { StreamSink } from "../sinks/sink.ts";
+import type { VmDiskSpec } from "../restore/vm_disk_restore.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -70,15 +71,6 @@ export interface EngineRestoreTarget {
   close(): Promise<void>;
 }
 
-/** A VM disk to restore onto in place (a block node of a local QEMU). */
-export interface EngineVmDisk {
-  qmp: string;
-  node: string;
-  nbdSocket?: string;
-  /** The disk's backup state directory: locked, and its chain reset after the restore. */
-  stateDir: string;
-}
-
 /** The engine operations the backend uses. */
 export interface BackendEngine {
   runBackup(
@@ -87,5 +79,6 @@ export interface BackendEngine {
   ): Promise<EngineDiskResult[]>;
   estimateBackup(job: EngineJob): Promise<EngineEstimate[]>;
   openRestore(target: { path: string; format: "raw" | "qcow2" }): Promise<EngineRestoreTarget>;
-  openVmDiskRestore(disk: EngineVmDisk): Promise<EngineRestoreTarget>;
+  /** A VM disk to restore onto in place (a block node of a local QEMU). */
+  openVmDiskRestore(disk: VmDiskSpec): Promise<EngineRestoreTarget>;
 }
