@@ -5,6 +5,7 @@ import type { Compression } from "../stream/compression.ts";
 import type { BackupLevel, RequestedLevel } from "../core/level.ts";
 import type { OnMessage } from "../core/log.ts";
 import type { CbtStats } from "../cbt/layers.ts";
+import type { VmDiskSpec } from "../restore/vm_disk_restore.ts";
 
 /**
  * What the backend session needs from the backup engine and the restore
@@ -71,15 +72,6 @@ export interface EngineRestoreTarget {
   close(): Promise<void>;
 }
 
-/** A VM disk to restore onto in place (a block node of a local QEMU). */
-export interface EngineVmDisk {
-  qmp: string;
-  node: string;
-  nbdSocket?: string;
-  /** The disk's backup state directory: locked, and its chain reset after the restore. */
-  stateDir: string;
-}
-
 /** The engine operations the backend uses. */
 export interface BackendEngine {
   runBackup(
@@ -88,5 +80,6 @@ export interface BackendEngine {
   ): Promise<EngineDiskResult[]>;
   estimateBackup(job: EngineJob): Promise<EngineEstimate[]>;
   openRestore(target: { path: string; format: "raw" | "qcow2" }): Promise<EngineRestoreTarget>;
-  openVmDiskRestore(disk: EngineVmDisk): Promise<EngineRestoreTarget>;
+  /** A VM disk to restore onto in place (a block node of a local QEMU). */
+  openVmDiskRestore(disk: VmDiskSpec): Promise<EngineRestoreTarget>;
 }

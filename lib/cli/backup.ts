@@ -5,6 +5,7 @@
  * @module
  */
 import { basename, dirname, resolve } from "node:path";
+import { catchStopSignals } from "./stop_signals.ts";
 import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
@@ -193,10 +194,7 @@ export const backupCommand: Command = {
 
     const progress = await Progress.start("backup", values);
     const files = new Map<string, string>();
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    Deno.addSignalListener("SIGINT", onSignal);
-    Deno.addSignalListener("SIGTERM", onSignal);
+    const stop = catchStopSignals();
     let results: DiskBackupResult[];
     let sinks = 0;
     try {
@@ -209,7 +207,7 @@ export const backupCommand: Command = {
         // directory and gone from it since means the chain is broken here.
         checkParent: outDir ? (parent: BackupRecord) => parentMissing(outDir, parent) : undefined,
         compression,
-        signal: controller.signal,
+        signal: stop.signal,
         // Warnings (leftovers removed, a fallback to full) are messages, not
         // progress: scripts and bpipe logs must see them without a terminal.
         onMessage: (kind: MessageKind, text: string) =>
@@ -234,15 +232,14 @@ export const backupCommand: Command = {
         : await runBackup({ ...settings, qmp, nbdSocket: values["nbd-socket"], nodes }, sinkFor);
     } catch (err) {
       progress.fail(err);
-      if (controller.signal.aborted) {
+      if (stop.signal.aborted) {
         throw new CancelledError(
           "backup cancelled by a signal; the changes stay in the bitmap for the next backup",
         );
       }
       throw err;
     } finally {
-      Deno.removeSignalListener("SIGINT", onSignal);
-      Deno.removeSignalListener("SIGTERM", onSignal);
+      stop.close();
     }
     const endedAt = Date.now();
     const read = results.reduce((n, r) => n + r.stats.dirtyBytes, 0);

@@ -14,11 +14,11 @@ import { runBackup } from "../backup/engine.ts";
 import type { DiskBackupResult } from "../backup/plan.ts";
 import { RestoreSession } from "../restore/session.ts";
 import { openStreamFile } from "../stream/reader.ts";
-import { DependencyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
+import { SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { openFileSink } from "../sinks/file.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
-import { helperCommand } from "../core/process.ts";
+import { helperCommand, type HelperProgram, startError } from "../core/process.ts";
 
 const HELP = `
 usage: dirtybit demo [--size MiB] [--dir DIR] [--keep]
@@ -173,15 +173,12 @@ function randomBytes(n: number): Uint8Array {
   return out;
 }
 
-async function tool(program: string, args: string[]): Promise<void> {
+async function tool(program: HelperProgram, args: string[]): Promise<void> {
   let out: Deno.CommandOutput;
   try {
     out = await helperCommand(program, { args, stdin: "null" }).output();
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError(`${program} not found: install the Debian package qemu-utils`);
-    }
-    throw err;
+    throw startError(program, err);
   }
   const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
   if (!out.success || /error|failed/i.test(text)) {

@@ -5,6 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
+import { cancellable } from "./stop_signals.ts";
 import { compressionFlag, integer, parseFlags, required } from "./args.ts";
 import { formatBytes } from "../core/bytes.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
@@ -124,20 +125,6 @@ export const listCommand: Command = {
     return 0;
   },
 };
-
-/** SIGINT and SIGTERM abort `signal` while `work` runs. */
-async function cancellable<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  try {
-    return await work(controller.signal);
-  } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-  }
-}
 
 const MERGE_HELP = `
 usage: dirtybit merge STREAM... --out FILE [--compress C] [--force] [--json]

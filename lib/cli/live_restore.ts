@@ -5,6 +5,7 @@
  * @module
  */
 import { parseFlags, required } from "./args.ts";
+import { catchStopSignals } from "./stop_signals.ts";
 import { UsageError } from "../core/errors.ts";
 import { liveRestore } from "../restore/live.ts";
 import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
@@ -63,10 +64,7 @@ export async function runLiveRestore(args: string[]): Promise<number> {
     throw new UsageError("restore --live: name the STREAM files (a full first; not -)");
   }
   const rate = values.rate ? parseSize("rate", values.rate, "restore") : undefined;
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const stop = catchStopSignals();
   const progress = await Progress.start("restore", values);
   let result;
   try {
@@ -75,7 +73,7 @@ export async function runLiveRestore(args: string[]): Promise<number> {
       node,
       streams: positionals,
       rate,
-      signal: controller.signal,
+      signal: stop.signal,
       onProgress: (done, total) => progress.update(node, done, total),
       onInfo: (text) => progress.info(text),
       onWarning: (text) => progress.warn(text),
@@ -84,8 +82,7 @@ export async function runLiveRestore(args: string[]): Promise<number> {
     progress.fail(err);
     throw err;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    stop.close();
   }
   const when = timing(progress.startedAt, Date.now(), result.bytes);
   progress.finish({

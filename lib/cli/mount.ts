@@ -5,6 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
+import { catchStopSignals } from "./stop_signals.ts";
 import { parseFlags } from "./args.ts";
 import { InputError, UsageError } from "../core/errors.ts";
 import { mountChain, unmountDir } from "../mount/mount.ts";
@@ -53,10 +54,7 @@ export const mountCommand: Command = {
     const dir = positionals.at(-1)!;
     const streams = positionals.slice(0, -1);
     // Signals before mounting: a SIGTERM while it is being set up still undoes it.
-    let stop!: () => void;
-    const stopped = new Promise<void>((resolve) => stop = resolve);
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
+    const stop = catchStopSignals();
     try {
       // A read the server refuses (a damaged record) fails in the file system: say which.
       const mounted = await mountChain(streams, dir, (kind, text) => {
@@ -88,13 +86,12 @@ export const mountCommand: Command = {
       console.error(
         `dirtybit: ${mounted.dir} is mounted; 'dirtybit umount ${mounted.dir}' or Ctrl-C unmounts it`,
       );
-      await stopped;
+      await stop.stopped;
       await mounted.close();
       console.error(`dirtybit: ${mounted.dir} unmounted`);
       return 0;
     } finally {
-      Deno.removeSignalListener("SIGINT", stop);
-      Deno.removeSignalListener("SIGTERM", stop);
+      stop.close();
     }
   },
 };

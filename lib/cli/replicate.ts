@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { catchStopSignals } from "./stop_signals.ts";
 import type { CliHooks, Command } from "./command.ts";
 import { flagHelp, type Params, parseParamFlags } from "../params/params.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
@@ -139,18 +140,6 @@ function drAddress(
   return params.dr_host ? { host: params.dr_host, port: params.dr_port ?? 10900 } : undefined;
 }
 
-function stopSignal(): AbortController {
-  const ac = new AbortController();
-  const stop = () => ac.abort();
-  Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGINT", stop);
-  ac.signal.addEventListener("abort", () => {
-    Deno.removeSignalListener("SIGTERM", stop);
-    Deno.removeSignalListener("SIGINT", stop);
-  });
-  return ac;
-}
-
 async function receive(args: string[], hooks: CliHooks): Promise<number> {
   const { params } = parseParamFlags(args, {
     only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
@@ -165,10 +154,10 @@ async function receive(args: string[], hooks: CliHooks): Promise<number> {
     onPoint: hooks.onPoint,
   });
   for (const r of recovered) receiverLog(`${r.name}: ${r.action} the journal of cycle ${r.cycle}`);
-  const ac = stopSignal();
+  const stop = catchStopSignals({ releaseOnStop: true });
   const receiver = Receiver.start({ hostname: host, port, psk, store, log: receiverLog });
   receiverLog(`listening on ${host}:${receiver.port}, replicas in ${dir}`);
-  await new Promise((resolve) => ac.signal.addEventListener("abort", resolve));
+  await stop.stopped;
   receiverLog("stopping");
   await receiver.stop();
   return 0;
@@ -289,9 +278,9 @@ async function daemon(args: string[]): Promise<number> {
       options: { log, compressLevel: compressLevelOf(p.compress, `config ${path}: ${c.name}`) },
     });
   }
-  const ac = stopSignal();
+  const stop = catchStopSignals({ releaseOnStop: true });
   log(`daemon: ${scheduled.length} disks: ${scheduled.map((d) => d.disk.name).join(", ")}`);
-  await runDaemon(scheduled, ac.signal, log, (qmp) => QmpSocket.connect(qmp));
+  await runDaemon(scheduled, stop.signal, log, (qmp) => QmpSocket.connect(qmp));
   log("daemon stopped");
   return 0;
 }
@@ -350,7 +339,7 @@ async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<numbe
     say("progress", `bandwidth limit ${describeRate(target.bandwidthBytesPerSecond)}`);
   }
   // SIGTERM ends a push after its current cycle; a seed resumes where it was killed.
-  const ac = sub === "push" ? stopSignal() : undefined;
+  const stop = sub === "push" ? catchStopSignals({ releaseOnStop: true }) : undefined;
   try {
     if (sub === "seed") {
       finish("seed", (await seedOnce({ disk, target, options, notify: say })).stats);
@@ -363,7 +352,7 @@ async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<numbe
       notify: say,
       cycles,
       intervalMs: (params.cycle_interval ?? 300) * 1000,
-      signal: ac!.signal,
+      signal: stop!.signal,
     });
     finish(`${r.confirmed} cycle${r.confirmed === 1 ? "" : "s"}`, r.stats);
     return r.failed ? 1 : 0;
@@ -371,7 +360,7 @@ async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<numbe
     progress.fail(err);
     throw err;
   } finally {
-    if (ac && !ac.signal.aborted) ac.abort();
+    stop?.close();
   }
 }
 

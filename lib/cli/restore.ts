@@ -5,6 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
+import { catchStopSignals } from "./stop_signals.ts";
 import { choice, parseFlags, required } from "./args.ts";
 import { openStreamFile, openStreamStdin } from "../stream/reader.ts";
 import { checkChainOrder } from "../stream/chain.ts";
@@ -146,18 +147,14 @@ export const restoreCommand: Command = {
     for (let i = 1; i < readers.length; i++) {
       checkChainOrder(readers[i - 1].header, readers[i].header);
     }
-    // SIGTERM (Bacula cancelling, systemd stopping) ends it like SIGINT: cleanly.
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    Deno.addSignalListener("SIGINT", onSignal);
-    Deno.addSignalListener("SIGTERM", onSignal);
+    const stop = catchStopSignals();
     const progress = await Progress.start("restore", values);
     for (const s of streams.values()) progress.update(s.name, 0, s.size);
     const session = await RestoreSession.open({
       path: out,
       format,
       force: values.force,
-      signal: controller.signal,
+      signal: stop.signal,
       onProgress: (reader) => {
         const s = streams.get(reader)!;
         progress.update(s.name, reader.position, s.size);
@@ -167,7 +164,7 @@ export const restoreCommand: Command = {
     try {
       for (const reader of readers) {
         const result = await session.applyReader(reader).catch((err) => {
-          if (!controller.signal.aborted) throw err;
+          if (!stop.signal.aborted) throw err;
           throw new CancelledError(
             reader.header.level === "full"
               ? `restore cancelled by a signal; ${out}.partial was removed, ${out} left as it was`
@@ -181,8 +178,7 @@ export const restoreCommand: Command = {
       progress.fail(err);
       throw err;
     } finally {
-      Deno.removeSignalListener("SIGINT", onSignal);
-      Deno.removeSignalListener("SIGTERM", onSignal);
+      stop.close();
     }
     await session.close();
     const read = applied.reduce((n, a) => n + a.bytes, 0);

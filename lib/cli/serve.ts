@@ -5,6 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
+import { catchStopSignals } from "./stop_signals.ts";
 import { parseFlags } from "./args.ts";
 import { UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
@@ -68,10 +69,7 @@ export const serveCommand: Command = {
     }
     const listen = values.listen === undefined ? undefined : hostPort(values.listen);
     // Signals are caught from the start: one while indexing must not kill it half done.
-    let stop!: () => void;
-    const stopped = new Promise<void>((resolve) => stop = resolve);
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
+    const stop = catchStopSignals();
     try {
       const handle = await startServe(positionals, {
         socket: values.socket,
@@ -81,13 +79,12 @@ export const serveCommand: Command = {
       });
       log(`serving ${handle.name} (${formatBytes(handle.size)}) read-only at ${handle.uri}`);
       console.log(handle.uri);
-      await stopped;
+      await stop.stopped;
       log("stopping");
       await handle.close();
       return 0;
     } finally {
-      Deno.removeSignalListener("SIGINT", stop);
-      Deno.removeSignalListener("SIGTERM", stop);
+      stop.close();
     }
   },
 };

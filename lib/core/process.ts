@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { DependencyError } from "./errors.ts";
 
 /** A process identified across pid reuse. */
 export interface ProcessStamp {
@@ -54,6 +55,36 @@ export async function selfStamp(): Promise<ProcessStamp> {
 /** True while the process of `stamp` runs (its pid not reused by another). */
 export async function stampAlive(stamp: ProcessStamp): Promise<boolean> {
   return (await processInfo(stamp.pid))?.start === stamp.start;
+}
+
+/** The Debian package of each program dirtybit runs, named when the program is missing. */
+const DEBIAN_PACKAGES = {
+  blkid: "util-linux",
+  losetup: "mount",
+  mount: "mount",
+  nbdfuse: "libnbd-bin",
+  partx: "util-linux",
+  "qemu-img": "qemu-utils",
+  "qemu-io": "qemu-utils",
+  "qemu-nbd": "qemu-utils",
+  "qemu-storage-daemon": "qemu-system-common",
+  setsid: "util-linux",
+  umount: "mount",
+} as const;
+
+/** A program dirtybit runs that a Debian package brings. */
+export type HelperProgram = keyof typeof DEBIAN_PACKAGES;
+
+/** The error for a `program` that is not installed: it names the Debian package to install. */
+export function programMissing(program: HelperProgram): DependencyError {
+  return new DependencyError(
+    `${program} not found: install the Debian package ${DEBIAN_PACKAGES[program]}`,
+  );
+}
+
+/** What to throw for `err` from starting `program`: {@link programMissing} if it is not there. */
+export function startError(program: HelperProgram, err: unknown): unknown {
+  return err instanceof Deno.errors.NotFound ? programMissing(program) : err;
 }
 
 const SETPRIV = "/usr/bin/setpriv";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { delay } from "./async.ts";
-import { alive, selfStamp, stampAlive } from "./process.ts";
+import { DependencyError } from "./errors.ts";
+import { alive, selfStamp, stampAlive, startError } from "./process.ts";
 
 Deno.test("a stamp names this process; a reused or gone pid is not alive", async () => {
   const me = await selfStamp();
@@ -31,4 +32,20 @@ Deno.test("a helper process dies with the process that started it, even by SIGKI
   await reader.cancel();
   for (let i = 0; i < 100 && await alive(helper); i++) await delay(20);
   assert.ok(!(await alive(helper)), `sleep ${helper} outlived its killed parent`);
+});
+
+Deno.test("a missing helper program is a DependencyError naming its Debian package", async () => {
+  // What spawn throws for a program not on PATH.
+  let notFound: unknown;
+  try {
+    await new Deno.Command("dirtybit-no-such-program").output();
+  } catch (e) {
+    notFound = e;
+  }
+  assert.ok(notFound instanceof Deno.errors.NotFound);
+  const err = startError("qemu-img", notFound);
+  assert.ok(err instanceof DependencyError);
+  assert.equal(err.message, "qemu-img not found: install the Debian package qemu-utils");
+  const other = new Error("permission denied");
+  assert.equal(startError("mount", other), other);
 });

@@ -12,16 +12,18 @@
  * @module
  */
 import { join, resolve } from "node:path";
-import {
-  BusyError,
-  DependencyError,
-  SourceError,
-  TargetError,
-  UsageError,
-} from "../core/errors.ts";
+import { BusyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { delay } from "../core/async.ts";
-import { helperCommand, processInfo, selfStamp, stampAlive } from "../core/process.ts";
+import {
+  helperCommand,
+  type HelperProgram,
+  processInfo,
+  programMissing,
+  selfStamp,
+  stampAlive,
+  startError,
+} from "../core/process.ts";
 import { type ServeOptions, startServe } from "../serve/mod.ts";
 import {
   leftovers,
@@ -222,10 +224,7 @@ async function startNbdfuse(
       stderr: "piped",
     }).spawn();
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError("setsid not found: install the Debian package util-linux");
-    }
-    throw err;
+    throw startError("setsid", err);
   }
   const stderr = new Response(child.stderr).text();
   let exited = false;
@@ -235,7 +234,7 @@ async function startNbdfuse(
     if (exited || Date.now() > deadline) {
       if (!exited) child.kill("SIGKILL");
       if ((await child.status).code === 127) {
-        throw new DependencyError("nbdfuse not found: install the Debian package libnbd-bin");
+        throw programMissing("nbdfuse");
       }
       const why = (await stderr).trim().split("\n").pop() || "not ready in time";
       throw new SourceError(
@@ -327,15 +326,12 @@ async function isEmptyDir(path: string): Promise<boolean> {
 }
 
 /** Runs a system tool; its stdout, or an Error with its last stderr line. */
-async function tool(program: string, args: string[]): Promise<string> {
+async function tool(program: HelperProgram, args: string[]): Promise<string> {
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(program, { args, stdin: "null" }).output();
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError(`${program} not found: install the Debian package util-linux`);
-    }
-    throw err;
+    throw startError(program, err);
   }
   if (!out.success) {
     // util-linux says what failed first (mount adds a line pointing to dmesg).

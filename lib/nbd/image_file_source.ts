@@ -6,12 +6,12 @@
  *
  * @module
  */
-import { DependencyError, InputError } from "../core/errors.ts";
+import { InputError } from "../core/errors.ts";
 import type { MappedExtent } from "../core/extent.ts";
 import type { DiskSource } from "../core/source.ts";
 import { NbdSource } from "./reader.ts";
 import { serveImage } from "../qemu/qemu_nbd.ts";
-import { helperCommand } from "../core/process.ts";
+import { helperCommand, startError } from "../core/process.ts";
 
 /** Options for {@link openImageFile}. */
 export interface ImageFileOptions {
@@ -31,10 +31,7 @@ export async function detectImageFormat(path: string): Promise<string> {
       stderr: "piped",
     }).output();
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError("qemu-img not found: install the Debian package qemu-utils");
-    }
-    throw err;
+    throw startError("qemu-img", err);
   }
   if (!out.success) {
     const msg = new TextDecoder().decode(out.stderr).trim().split("\n")[0];

@@ -175,6 +175,17 @@ class OptionData {
     this.#at += n;
     return s;
   }
+  /** `count` items read by `item`; null if the count or an item is missing. */
+  list<T>(count: number | null, item: () => T | null): T[] | null {
+    if (count === null) return null;
+    const items: T[] = [];
+    for (let i = 0; i < count; i++) {
+      const v = item();
+      if (v === null) return null;
+      items.push(v);
+    }
+    return items;
+  }
   get done(): boolean {
     return this.#at === this.bytes.length;
   }
@@ -222,6 +233,10 @@ function isOurs(name: string, exp: ExportInfo): boolean {
   return name === "" || name === exp.name;
 }
 
+function noSuchExport(option: number, name: string, exp: ExportInfo): OptionOutcome {
+  return optionError(option, RepErr.unknown, `no export '${name}' (this one is '${exp.name}')`);
+}
+
 /** Meta context queries that select `base:allocation`, for LIST (empty = all) or SET. */
 function selectsAllocation(queries: string[], list: boolean): boolean {
   if (queries.length === 0) return list;
@@ -263,23 +278,11 @@ export function handleOption(
     case Opt.info:
     case Opt.go: {
       const name = d.string();
-      const count = d.u16();
-      const requested: number[] = [];
-      for (let i = 0; count !== null && i < count; i++) {
-        const r = d.u16();
-        if (r === null) break;
-        requested.push(r);
-      }
-      if (name === null || count === null || requested.length !== count || !d.done) {
+      const requested = d.list(d.u16(), () => d.u16());
+      if (name === null || requested === null || !d.done) {
         return optionError(option, RepErr.invalid, "malformed INFO/GO request");
       }
-      if (!isOurs(name, exp)) {
-        return optionError(
-          option,
-          RepErr.unknown,
-          `no export '${name}' (this one is '${exp.name}')`,
-        );
-      }
+      if (!isOurs(name, exp)) return noSuchExport(option, name, exp);
       return {
         replies: infoReplies(option, exp, requested),
         next: option === Opt.go ? "transmit" : "continue",
@@ -297,23 +300,11 @@ export function handleOption(
         return optionError(option, RepErr.invalid, "meta contexts need structured replies first");
       }
       const name = d.string();
-      const count = d.u32();
-      const queries: string[] = [];
-      for (let i = 0; count !== null && i < count; i++) {
-        const q = d.string();
-        if (q === null) break;
-        queries.push(q);
-      }
-      if (name === null || count === null || queries.length !== count || !d.done) {
+      const queries = d.list(d.u32(), () => d.string());
+      if (name === null || queries === null || !d.done) {
         return optionError(option, RepErr.invalid, "malformed meta context request");
       }
-      if (!isOurs(name, exp)) {
-        return optionError(
-          option,
-          RepErr.unknown,
-          `no export '${name}' (this one is '${exp.name}')`,
-        );
-      }
+      if (!isOurs(name, exp)) return noSuchExport(option, name, exp);
       const list = option === Opt.listMetaContext;
       const selected = selectsAllocation(queries, list);
       if (!list) state.allocation = selected;

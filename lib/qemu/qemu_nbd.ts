@@ -17,9 +17,9 @@
  * @module
  */
 import { join } from "node:path";
-import { DependencyError, SourceError, wrapError } from "../core/errors.ts";
+import { SourceError, wrapError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
-import { alive, helperCommand, processInfo } from "../core/process.ts";
+import { alive, helperCommand, processInfo, startError } from "../core/process.ts";
 
 /** A running `qemu-nbd` and the URI of its export. */
 export interface ServedImage {
@@ -83,10 +83,7 @@ export async function serveImage(path: string, opts: ServeOptions): Promise<Serv
       .spawn();
   } catch (err) {
     await removeRunDir(dir);
-    if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError("qemu-nbd not found: install the Debian package qemu-utils");
-    }
-    throw err;
+    throw startError("qemu-nbd", err);
   }
   const stderr = new Response(child.stderr).text();
   const close = async () => {

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import { DependencyError, SourceError } from "../core/errors.ts";
+import { SourceError } from "../core/errors.ts";
 import { QmpSocket } from "./qmp.ts";
 import { delay } from "../core/async.ts";
-import { helperCommand } from "../core/process.ts";
+import { helperCommand, startError } from "../core/process.ts";
 
 /** One disk opened by the daemon. */
 export interface DaemonDisk {
@@ -90,12 +90,7 @@ export class StorageDaemon {
         stderr: "piped",
       }).spawn();
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        throw new DependencyError(
-          "qemu-storage-daemon not found: install the Debian package qemu-system-common",
-        );
-      }
-      throw err;
+      throw startError("qemu-storage-daemon", err);
     }
     const daemon = new StorageDaemon(opts.qmpSocket, process);
     const deadline = Date.now() + START_TIMEOUT_MS;

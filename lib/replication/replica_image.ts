@@ -6,11 +6,11 @@
  *
  * @module
  */
-import { DependencyError, fileSystemError, TargetError, toolTargetError } from "../core/errors.ts";
+import { fileSystemError, TargetError, toolTargetError } from "../core/errors.ts";
 import { NbdImageTarget } from "../targets/nbd_target.ts";
 import type { RestoreTarget } from "../targets/target.ts";
 import { openForWriting, writeToFile } from "../core/files.ts";
-import { helperCommand } from "../core/process.ts";
+import { helperCommand, startError } from "../core/process.ts";
 
 /** Image formats a replica can have. */
 export type ReplicaFormat = "qcow2" | "raw";
@@ -115,10 +115,7 @@ export async function runQemuImg(args: string[], path: string): Promise<void> {
   try {
     out = await helperCommand("qemu-img", { args, stdout: "null", stderr: "piped" }).output();
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new DependencyError("qemu-img not found: install the Debian package qemu-utils");
-    }
-    throw err;
+    throw startError("qemu-img", err);
   }
   if (!out.success) {
     const text = new TextDecoder().decode(out.stderr).trim().split("\n").pop();

@@ -39,7 +39,7 @@ export interface VmDiskSpec {
   node: string;
   /** Unix socket of an NBD server the QEMU already runs (else one is started and stopped). */
   nbdSocket?: string;
-  /** The disk's backup state directory (locked while restoring). */
+  /** The disk's backup state directory: locked while restoring, its chain reset after. */
   stateDir: string;
 }
 

@@ -17,7 +17,7 @@ import {
 import { describeError, InputError, SourceError, UsageError, wrapError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { checkChainOrder } from "./chain.ts";
-import type { StreamHeader } from "./format.ts";
+import { type StreamHeader, zeroRecordHeader } from "./format.ts";
 import { type IndexedRecordHeader, openStreamFile } from "./reader.ts";
 import { decodeDataPayload } from "./data_record.ts";
 
@@ -120,7 +120,7 @@ export class ChainSource implements DiskSource {
       const records: IndexedRecordHeader[] = [];
       for await (const rec of reader.records()) {
         records.push(
-          rec.kind === "zero" ? zeroRecordHeader(rec.offset, rec.length) : {
+          rec.kind === "zero" ? indexedZeroHeader(rec.offset, rec.length) : {
             kind: "data",
             offset: rec.offset,
             length: rec.length,
@@ -282,17 +282,8 @@ export class ChainSource implements DiskSource {
 }
 
 /** A zero record's header, as an index holds it (it has no payload). */
-function zeroRecordHeader(offset: number, length: number): IndexedRecordHeader {
-  return {
-    kind: "zero",
-    compressed: false,
-    storedLength: 0,
-    offset,
-    length,
-    checksum: 0n,
-    payloadChecksum: 0n,
-    payloadPosition: 0,
-  };
+function indexedZeroHeader(offset: number, length: number): IndexedRecordHeader {
+  return { ...zeroRecordHeader(offset, length), payloadPosition: 0 };
 }
 
 /** The disk's segments: each stream's records laid over the ones before, from a hole. */

@@ -95,6 +95,19 @@ export interface RecordHeader {
   readonly payloadChecksum: bigint;
 }
 
+/** The header of a zero record: `[offset, offset + length)` reads as zeros, no payload follows. */
+export function zeroRecordHeader(offset: number, length: number): RecordHeader {
+  return {
+    kind: "zero",
+    compressed: false,
+    storedLength: 0,
+    offset,
+    length,
+    checksum: 0n,
+    payloadChecksum: 0n,
+  };
+}
+
 /** Totals and stream checksum written at the end of a stream. */
 export interface StreamTrailer {
   /** Data and zero records. */

@@ -23,6 +23,7 @@ import {
   type StreamHeader,
   type StreamHeaderInit,
   type StreamTrailer,
+  zeroRecordHeader,
 } from "./format.ts";
 import { encodeDataRecordInPlace } from "./data_record.ts";
 import { zstdMayShrink } from "./zstd.ts";
@@ -194,15 +195,7 @@ export class StreamWriter {
   async writeZero(offset: number, length: number): Promise<void> {
     this.#checkRange(offset, length);
     if (length === 0) return;
-    const frame = encodeRecordHeader({
-      kind: "zero",
-      compressed: false,
-      storedLength: 0,
-      offset,
-      length,
-      checksum: 0n,
-      payloadChecksum: 0n,
-    });
+    const frame = encodeRecordHeader(zeroRecordHeader(offset, length));
     this.#enqueue(Promise.resolve(frame), Infinity);
     this.#totals.records++;
     this.#totals.zeroBytes += length;
