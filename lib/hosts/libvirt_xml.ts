@@ -24,8 +24,11 @@ export type BackupDiskMode =
   | { target: string; mode: "incremental"; since: string; scratch: string }
   | { target: string; mode: "no" };
 
-/** `<domainbackup mode='pull'>` served on a unix socket, every disk listed. */
-export function backupXml(socket: string, disks: BackupDiskMode[]): string {
+/** Where a pull backup serves its exports: a unix socket, or a TCP address and port. */
+export type BackupServer = { socket: string } | { host: string; port: number };
+
+/** `<domainbackup mode='pull'>` served on `server`, every disk listed. */
+export function backupXml(server: BackupServer, disks: BackupDiskMode[]): string {
   const lines = disks.map((d) => {
     const name = `name='${xmlEscape(d.target)}'`;
     if (d.mode === "no") return `    <disk ${name} backup='no'/>`;
@@ -35,9 +38,12 @@ export function backupXml(socket: string, disks: BackupDiskMode[]): string {
     return `    <disk ${name} backup='yes' type='file'${inc}>` +
       `<scratch file='${xmlEscape(d.scratch)}'/></disk>`;
   });
-  return `<domainbackup mode='pull'>\n  <server transport='unix' socket='${
-    xmlEscape(socket)
-  }'/>\n  <disks>\n${lines.join("\n")}\n  </disks>\n</domainbackup>\n`;
+  const serverXml = "socket" in server
+    ? `<server transport='unix' socket='${xmlEscape(server.socket)}'/>`
+    : `<server transport='tcp' name='${xmlEscape(server.host)}' port='${server.port}'/>`;
+  return `<domainbackup mode='pull'>\n  ${serverXml}\n  <disks>\n${
+    lines.join("\n")
+  }\n  </disks>\n</domainbackup>\n`;
 }
 
 /** A checkpoint as dirtybit creates or redefines it. */
@@ -122,10 +128,12 @@ export function parseBackupExports(xml: string): Map<string, BackupExport> {
   return exports;
 }
 
-/** The unix socket of a running pull backup, from `virsh backup-dumpxml`. */
-export function backupSocket(xml: string): string | undefined {
+/** The unix socket and scratch files of a running pull backup, from `virsh backup-dumpxml`. */
+export function backupPaths(xml: string): string[] {
   const server = xml.match(/<server\b[^>]*>/)?.[0];
-  return server ? attr(server, "socket") : undefined;
+  const socket = server ? attr(server, "socket") : undefined;
+  const scratch = [...xml.matchAll(/<scratch\b[^>]*>/g)].map((m) => attr(m[0], "file"));
+  return [socket, ...scratch].filter((p): p is string => p !== undefined);
 }
 
 /** Name and UUID of a domain XML. */

@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import {
-  backupSocket,
+  backupPaths,
   backupXml,
   checkpointXml,
   domainIdentity,
@@ -11,7 +11,7 @@ import {
 import { parseDomainDisks } from "./libvirt.ts";
 
 Deno.test("backupXml lists every disk: incremental, full or left out", () => {
-  const xml = backupXml("/s/dirtybit-0a/nbd.sock", [
+  const xml = backupXml({ socket: "/s/dirtybit-0a/nbd.sock" }, [
     { target: "vda", mode: "incremental", since: "dirtybit-1", scratch: "/s/vda.qcow2" },
     { target: "vdb", mode: "full", scratch: "/s/vdb.qcow2" },
     { target: "vdc", mode: "no" },
@@ -28,7 +28,10 @@ Deno.test("backupXml lists every disk: incremental, full or left out", () => {
     ),
   );
   assert(xml.includes("<disk name='vdc' backup='no'/>"));
-  assertEquals(backupSocket(xml), "/s/dirtybit-0a/nbd.sock");
+  assertEquals(backupPaths(xml), ["/s/dirtybit-0a/nbd.sock", "/s/vda.qcow2", "/s/vdb.qcow2"]);
+  const tcp = backupXml({ host: "10.0.0.7", port: 10809 }, [{ target: "vda", mode: "no" }]);
+  assert(tcp.includes("<server transport='tcp' name='10.0.0.7' port='10809'/>"));
+  assertEquals(backupPaths(tcp), []);
 });
 
 Deno.test("checkpointXml: new, and redefined with parent and bitmaps; parseCheckpoint reads it back", () => {
