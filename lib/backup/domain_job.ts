@@ -49,7 +49,7 @@ import {
   backupXml,
   type CheckpointInfo,
   checkpointXml,
-  parseBackupExports,
+  exportBitmapName,
 } from "../hosts/libvirt_xml.ts";
 import { type ServedImage, serveImage, serveImageOnHost } from "../qemu/qemu_nbd.ts";
 import { SshHost, type SshTarget } from "../hosts/ssh.ts";
@@ -191,12 +191,13 @@ async function openDomain(
   uri: string,
 ): Promise<DomainJobTarget> {
   const domain = await VirshDomain.open(host.shell, uri, source.domain);
-  const { live, xml } = await domainFacts(domain);
+  const { live, xml, persistentXml } = await domainFacts(domain);
   const allDisks = parseDomainDisks(xml);
   const selected = selectDomainDisks(domain.name, allDisks, source.disks, source.excludeDisks);
   return {
     host,
     domain,
+    persistentXml,
     label: domain.name,
     live,
     allDisks,
@@ -211,13 +212,20 @@ async function openDomain(
  * Whether the domain runs (running or paused) and its disks' definition
  * (the live one while it runs); refused in any other state.
  */
-export async function domainFacts(domain: VirshDomain): Promise<{ live: boolean; xml: string }> {
-  const runState = await domain.state();
+export async function domainFacts(
+  domain: VirshDomain,
+): Promise<{ live: boolean; xml: string; persistentXml: string }> {
+  // At once: over SSH each command is a round trip.
+  const [runState, xml, persistentXml] = await Promise.all([
+    domain.state(),
+    domain.dumpXml(),
+    domain.dumpXml(true),
+  ]);
   const live = runState === "running" || runState === "paused";
   if (!live && runState !== "shut off") {
     throw new SourceError(`domain ${domain.name} is ${runState}: back it up running or shut off`);
   }
-  return { live, xml: await domain.dumpXml() };
+  return { live, xml, persistentXml };
 }
 
 /** Where a domain's host commands run: this machine, or a host over SSH (`remote`). */
@@ -235,6 +243,8 @@ export interface DomainJobTarget {
    * are the checkpoints.
    */
   domain?: VirshDomain;
+  /** The domain's persistent definition (what every stream carries), with a domain. */
+  persistentXml?: string;
   /** For messages: the domain's (or the VM's instance) name. */
   label: string;
   /** The domain runs: a pull backup; else the images are read offline. */
@@ -301,7 +311,11 @@ export async function runDomainJob(
       ...settings.metadata,
       ...(domain
         ? {
-          libvirt: { domain: domain.name, uuid: domain.uuid, xml: await domain.dumpXml(true) },
+          libvirt: {
+            domain: domain.name,
+            uuid: domain.uuid,
+            xml: target.persistentXml ?? await domain.dumpXml(true),
+          },
         }
         : {}),
     },
@@ -431,12 +445,13 @@ async function plan(
   ctx: DomainContext,
   req: OpenRequest,
   book: CheckpointBook,
-  bitmapsOf?: Set<string>[],
+  options: { bitmapsOf?: Set<string>[]; before?: Promise<void> } = {},
 ) {
   const [sizes, owner, listed] = await Promise.all([
     diskSizes(ctx),
     ownerId(ctx.stateDir),
     book.list(),
+    options.before,
   ]);
   let checkpoints = listed;
   const foreign = foreignCheckpoints(checkpoints, owner, ctx.selected.map((d) => d.target));
@@ -480,7 +495,7 @@ async function plan(
     sizes,
     checkpoints,
     requested: ctx.level,
-    imageBitmaps: bitmapsOf,
+    imageBitmaps: options.bitmapsOf,
     broken,
   });
   return { sizes, checkpoints, plans, owner, name: checkpointName(owner, req.backupId) };
@@ -549,8 +564,10 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
   const scratchDir = ctx.scratchDir ?? DEFAULT_SCRATCH_DIR;
   return {
     async open(req) {
-      await endLeftoverJob(ctx);
-      const { sizes, plans, owner, name } = await plan(ctx, req, checkpointBook(ctx));
+      // A leftover job is ended before any checkpoint is removed.
+      const { sizes, checkpoints, plans, owner, name } = await plan(ctx, req, checkpointBook(ctx), {
+        before: endLeftoverJob(ctx),
+      });
       const scratch = join(scratchDir, `dirtybit-${crypto.randomUUID().slice(0, 8)}`);
       // The next run removes it if this one is killed (on this machine; a remote
       // host keeps an empty directory).
@@ -574,20 +591,15 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       });
       const withBitmap = plans.filter((p) => p.bitmap).map((p) => p.target);
       const backupFile = join(scratch, "backup.xml");
-      await writeHostFile(shell, backupFile, backupXml(ctx.tcp ?? { socket }, modes));
-      let checkpointFile: string | undefined;
-      if (withBitmap.length > 0) {
-        checkpointFile = join(scratch, "checkpoint.xml");
-        await writeHostFile(
+      const checkpointFile = withBitmap.length > 0 ? join(scratch, "checkpoint.xml") : undefined;
+      await Promise.all([
+        writeHostFile(shell, backupFile, backupXml(ctx.tcp ?? { socket }, modes)),
+        checkpointFile && writeHostFile(
           shell,
           checkpointFile,
-          checkpointXml({
-            name,
-            bitmapDisks: withBitmap,
-            allDisks: modes.map((m) => m.target),
-          }),
-        );
-      }
+          checkpointXml({ name, bitmapDisks: withBitmap, allDisks: modes.map((m) => m.target) }),
+        ),
+      ]);
       let begun = false;
       const end = async (outcome: "commit" | "abort") => {
         const errors: unknown[] = [];
@@ -611,17 +623,13 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
         } finally {
           await ctx.quiesce?.thaw();
         }
-        const exports = parseBackupExports((await domain.backupXml()) ?? "");
+        // backupXml named each export and bitmap after its disk.
         const disks = ctx.selected.map((d, i) => {
-          const exp = exports.get(d.target);
-          if (!exp) {
-            throw new SourceError(`the backup job of ${domain.name} exports no ${d.target}`);
-          }
-          const path = encodeURIComponent(exp.exportName);
+          const path = encodeURIComponent(d.target);
           const uri = ctx.tcp
             ? `nbd://${hostPart(ctx.tcp.host)}:${ctx.tcp.port}/${path}`
             : `nbd+unix:///${path}?socket=${socket}`;
-          return pitDisk(d, plans[i], sizes[i], uri, exp.exportName, exp.exportBitmap);
+          return pitDisk(d, plans[i], sizes[i], uri, d.target, exportBitmapName(d.target));
         });
         let ended = false;
         const pit: PointInTime = {
@@ -629,7 +637,7 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
           async commit() {
             ended = true;
             await end("commit");
-            const names = (await domain.checkpoints()).map((c) => c.name);
+            const names = [...checkpoints.map((c) => c.name), name];
             for (const stale of await unneededAfter(ctx, plans, req.states, names, owner, name)) {
               await domain.deleteCheckpoint(stale);
             }
@@ -686,7 +694,7 @@ function offlineOpener(ctx: DomainContext): PointInTimeOpener {
   return {
     async open(req) {
       const bitmapsOf = await Promise.all(ctx.selected.map((d) => imageBitmaps(shell, d)));
-      const { sizes, checkpoints, plans, owner, name } = await plan(ctx, req, book, bitmapsOf);
+      const { sizes, checkpoints, plans, owner, name } = await plan(ctx, req, book, { bitmapsOf });
       try {
         const disks: PointInTimeDisk[] = [];
         for (const [i, d] of ctx.selected.entries()) {

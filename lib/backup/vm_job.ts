@@ -315,7 +315,7 @@ async function vmTarget(
       names: selected.map((s) => s.volume.id),
     };
   }
-  const { live, xml } = await domainFacts(domain);
+  const { live, xml, persistentXml } = await domainFacts(domain);
   if (live !== running) {
     throw new SourceError(
       `CloudStack shows VM ${vm.instanceName} ${vm.state} but libvirt on ${host.target.host} ` +
@@ -327,6 +327,7 @@ async function vmTarget(
   return {
     ...base,
     domain,
+    persistentXml,
     live,
     allDisks,
     selected: selected.map((s) => s.disk),

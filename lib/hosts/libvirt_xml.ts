@@ -32,10 +32,12 @@ export function backupXml(server: BackupServer, disks: BackupDiskMode[]): string
   const lines = disks.map((d) => {
     const name = `name='${xmlEscape(d.target)}'`;
     if (d.mode === "no") return `    <disk ${name} backup='no'/>`;
+    // The export and its bitmap named here, so the job's XML need not be read back.
     const inc = d.mode === "incremental"
-      ? ` backupmode='incremental' incremental='${xmlEscape(d.since)}'`
+      ? ` backupmode='incremental' incremental='${xmlEscape(d.since)}'` +
+        ` exportbitmap='${xmlEscape(exportBitmapName(d.target))}'`
       : " backupmode='full'";
-    return `    <disk ${name} backup='yes' type='file'${inc}>` +
+    return `    <disk ${name} backup='yes' type='file' exportname='${xmlEscape(d.target)}'${inc}>` +
       `<scratch file='${xmlEscape(d.scratch)}'/></disk>`;
   });
   const serverXml = "socket" in server
@@ -106,26 +108,12 @@ export function parseCheckpoint(xml: string): CheckpointInfo {
   };
 }
 
-/** What a running pull backup exports for one disk. */
-export interface BackupExport {
-  exportName: string;
-  /** Name of the dirty bitmap exported with it (incremental disks only). */
-  exportBitmap?: string;
-}
-
-/** Disk target -> its export, from `virsh backup-dumpxml` of a running pull backup. */
-export function parseBackupExports(xml: string): Map<string, BackupExport> {
-  const exports = new Map<string, BackupExport>();
-  for (const m of xml.matchAll(/<disk\b[^>]*>/g)) {
-    const target = attr(m[0], "name");
-    if (!target || attr(m[0], "backup") !== "yes") continue;
-    const bitmap = attr(m[0], "exportbitmap");
-    exports.set(target, {
-      exportName: attr(m[0], "exportname") ?? target,
-      ...(bitmap ? { exportBitmap: bitmap } : {}),
-    });
-  }
-  return exports;
+/**
+ * The dirty bitmap a pull backup exports beside an incremental disk's export
+ * (named after the disk: its export is named after it too).
+ */
+export function exportBitmapName(target: string): string {
+  return `dirtybit-${target}`;
 }
 
 /** The unix socket and scratch files of a running pull backup, from `virsh backup-dumpxml`. */

@@ -4,7 +4,6 @@ import {
   backupXml,
   checkpointXml,
   domainIdentity,
-  parseBackupExports,
   parseCheckpoint,
   restoredDomainXml,
 } from "./libvirt_xml.ts";
@@ -19,12 +18,14 @@ Deno.test("backupXml lists every disk: incremental, full or left out", () => {
   assert(xml.includes("<server transport='unix' socket='/s/dirtybit-0a/nbd.sock'/>"));
   assert(
     xml.includes(
-      "name='vda' backup='yes' type='file' backupmode='incremental' incremental='dirtybit-1'",
+      "name='vda' backup='yes' type='file' exportname='vda' backupmode='incremental' " +
+        "incremental='dirtybit-1' exportbitmap='dirtybit-vda'>",
     ),
   );
   assert(
     xml.includes(
-      "name='vdb' backup='yes' type='file' backupmode='full'><scratch file='/s/vdb.qcow2'/>",
+      "name='vdb' backup='yes' type='file' exportname='vdb' backupmode='full'>" +
+        "<scratch file='/s/vdb.qcow2'/>",
     ),
   );
   assert(xml.includes("<disk name='vdc' backup='no'/>"));
@@ -52,7 +53,7 @@ Deno.test("checkpointXml: new, and redefined with parent and bitmaps; parseCheck
   assertEquals([...info.bitmaps], [["vda", "cp2"]]);
 });
 
-Deno.test("parseCheckpoint ignores the domain inside; parseBackupExports reads export names", () => {
+Deno.test("parseCheckpoint ignores the domain inside", () => {
   const cp = `<domaincheckpoint><name>c&amp;1</name><parent><name>c0</name></parent>
     <creationTime>5</creationTime><disks><disk name='vda' checkpoint='bitmap' bitmap='c&amp;1'/>
     <disk name='vdc' checkpoint='no'/></disks>
@@ -61,14 +62,6 @@ Deno.test("parseCheckpoint ignores the domain inside; parseBackupExports reads e
   const info = parseCheckpoint(cp);
   assertEquals(info.name, "c&1");
   assertEquals([...info.bitmaps], [["vda", "c&1"]]);
-  const exports = parseBackupExports(`<domainbackup mode='pull'><disks>
-    <disk name='vda' backup='yes' type='file' backupmode='incremental' incremental='c1' exportname='vda' exportbitmap='backup-vda' index='7'>
-    <scratch file='/x'/></disk><disk name='vdb' backup='no'/>
-    <disk name='vdc' backup='yes' type='file' backupmode='full' exportname='vdc' index='8'/></disks></domainbackup>`);
-  assertEquals([...exports], [
-    ["vda", { exportName: "vda", exportBitmap: "backup-vda" }],
-    ["vdc", { exportName: "vdc" }],
-  ]);
 });
 
 Deno.test("restoredDomainXml: new name, no UUID or MAC, restored disks only", () => {
