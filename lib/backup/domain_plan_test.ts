@@ -103,6 +103,15 @@ Deno.test("planDomainDisks: incremental from libvirt's checkpoint, else a full w
     imageBitmaps: [new Set(["dirtybit-2"])],
   });
   assertEquals(offline[0].level, "full");
+  const broken = planDomainDisks({
+    disks: [disk("vda")],
+    states: [state("vda", ["1", "2"])],
+    sizes: [1 << 20],
+    checkpoints: [cp("dirtybit-2", ["vda"])],
+    requested: "incremental",
+    broken: ["the stream of backup 2 is gone"],
+  });
+  assertEquals([broken[0].level, broken[0].reason], ["full", "the stream of backup 2 is gone"]);
   assertEquals(/lost the bitmap of checkpoint dirtybit-1/.test(offline[0].reason!), true);
 });
 
