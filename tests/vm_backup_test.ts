@@ -594,6 +594,26 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           bitmaps.every((b: string) => b.startsWith(`dirtybit-${owner}-`)),
           `only the chain's bitmaps are left: ${bitmaps}`,
         );
+
+        // Started again, as CloudStack does: a new domain that knows no checkpoint.
+        await ok("virsh", ["-c", "qemu:///system", "define", join(vm.poolDir, "domain.xml")]);
+        await ok("virsh", ["-c", "qemu:///system", "start", vm.name]);
+        sim.scenario.vms![0].state = "Running";
+        await vm.guestWrite("vdb", 0x7e, 3 * MiB, 64 << 10);
+        const { results, files, warnings } = await backup(bed.source(), stopped, join(dir, "s4"));
+        const source = await snapshotSource(bed, "s4");
+        assertEquals(results.map((r) => r.level), ["incremental", "incremental"]);
+        assertEquals(results[1].stats.dirtyBytes, 64 << 10);
+        assert(warnings.some((w) => /known to libvirt again/.test(w)), warnings.join("\n"));
+        for (const v of vm.volumes) {
+          chains.get(v.id)!.push(files.get(v.id)!);
+          await assertRestoresTo(chains.get(v.id)!, source.get(v.id)!, dir);
+        }
+        const history = (await loadDiskState(stopped, data.id))!.history;
+        assertEquals(
+          await checkpointList(bed),
+          history.map((h) => `dirtybit-${owner}-${h.backupId}`),
+        );
       },
     );
   } finally {

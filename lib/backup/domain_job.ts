@@ -20,7 +20,9 @@
  *   domain goes on from it.
  * - No domain at all (a stopped CloudStack VM: CloudStack undefines it): the
  *   volumes' images are read the same way, and their `dirtybit-` bitmaps
- *   alone are the checkpoints.
+ *   alone are the checkpoints. A running domain that does not know the
+ *   checkpoints its disks' bitmaps stand for (defined afresh) is told of
+ *   them again ({@link adoptCheckpoints}).
  *
  * The CloudStack `--vm` path (lib/backup/vm_job.ts) runs the same job
  * ({@link runDomainJob}) on the VM's domain on its KVM host.
@@ -453,7 +455,7 @@ async function plan(
     book.list(),
     options.before,
   ]);
-  let checkpoints = listed;
+  let checkpoints = ctx.live ? await adoptCheckpoints(ctx, req, owner, listed) : listed;
   const foreign = foreignCheckpoints(checkpoints, owner, ctx.selected.map((d) => d.target));
   if (foreign.length > 0) {
     const names = foreign.map((c) => c.name).join(", ");
@@ -730,7 +732,7 @@ function offlineOpener(ctx: DomainContext): PointInTimeOpener {
               await qemuImg(shell, ["bitmap", "--add", d.source, name]);
             }
             if (domain && withBitmap.length > 0) {
-              await redefineCheckpoint(ctx, req, checkpoints, name, withBitmap);
+              await redefineCheckpoint(ctx, req, latest(checkpoints)?.name, name, withBitmap);
             }
             const names = [...checkpoints.map((c) => c.name), name];
             for (const stale of await unneededAfter(ctx, plans, req.states, names, owner, name)) {
@@ -764,18 +766,64 @@ async function runState(ctx: DomainContext): Promise<string> {
   return r.code === 0 ? r.stdout.trim() : "shut off";
 }
 
-/** Tells libvirt of the checkpoint whose bitmaps were just added to the images. */
-async function redefineCheckpoint(
+/**
+ * A running domain defined afresh (CloudStack defines a VM's domain anew at
+ * every start) knows none of the checkpoints whose bitmaps its images still
+ * carry and QEMU loaded: this state directory's are made known to libvirt
+ * again, oldest first, each only if libvirt finds its bitmaps enabled in the
+ * running disks (`--redefine-validate`), so the chain goes on. Returns the
+ * checkpoints libvirt knows then.
+ */
+async function adoptCheckpoints(
   ctx: DomainContext,
   req: OpenRequest,
+  owner: string,
   checkpoints: CheckpointInfo[],
-  name: string,
-  withBitmap: ImageDisk[],
-): Promise<void> {
-  const parent = checkpoints.reduce<CheckpointInfo | undefined>(
+): Promise<CheckpointInfo[]> {
+  const known = new Set(checkpoints.map((c) => c.name));
+  // Only when a chain here needs one: a domain that kept its checkpoints costs nothing.
+  if (req.states.every((s) => !s || known.has(s.checkpoint.incBitmap))) return checkpoints;
+  const images = qcow2Images(ctx);
+  const bitmaps = await Promise.all(images.map((d) => imageBitmaps(ctx.host.shell, d, true)));
+  const mine = `${CHECKPOINT_PREFIX}${owner}-`;
+  const names = [...new Set(bitmaps.flatMap((b) => [...b]))]
+    .filter((n) => n.startsWith(mine) && !known.has(n)).sort();
+  if (names.length === 0) return checkpoints;
+  let parent = latest(checkpoints)?.name;
+  const adopted: string[] = [];
+  for (const name of names) {
+    const withBitmap = images.filter((_, i) => bitmaps[i].has(name));
+    try {
+      await redefineCheckpoint(ctx, req, parent, name, withBitmap, true);
+    } catch (err) {
+      ctx.warn(`libvirt did not take checkpoint ${name} back: ${(err as Error).message}`);
+      break;
+    }
+    adopted.push(name);
+    parent = name;
+  }
+  if (adopted.length === 0) return checkpoints;
+  ctx.warn(`made the checkpoints its images still carry known to libvirt again: ${adopted}`);
+  return await ctx.domain!.checkpoints();
+}
+
+/** The newest of the checkpoints. */
+function latest(checkpoints: CheckpointInfo[]): CheckpointInfo | undefined {
+  return checkpoints.reduce<CheckpointInfo | undefined>(
     (a, c) => (!a || (c.creationTime ?? 0) >= (a.creationTime ?? 0) ? c : a),
     undefined,
   );
+}
+
+/** Tells libvirt of a checkpoint whose bitmaps `withBitmap`'s images carry. */
+async function redefineCheckpoint(
+  ctx: DomainContext,
+  req: OpenRequest,
+  parent: string | undefined,
+  name: string,
+  withBitmap: ImageDisk[],
+  validate = false,
+): Promise<void> {
   const file = ctx.host.remote
     ? `/tmp/dirtybit-checkpoint-${crypto.randomUUID().slice(0, 8)}.xml`
     : join(req.localDir, "checkpoint.xml");
@@ -786,26 +834,29 @@ async function redefineCheckpoint(
       name,
       bitmapDisks: withBitmap.map((d) => d.target),
       allDisks: ctx.allDisks.filter((d) => d.source !== undefined).map((d) => d.target),
-      redefine: { parent: parent?.name, creationTime: Math.floor(Date.now() / 1000) },
+      redefine: { parent, creationTime: Math.floor(Date.now() / 1000) },
     }),
   );
   try {
-    await ctx.domain!.redefineCheckpoint(file);
+    await ctx.domain!.redefineCheckpoint(file, validate);
   } finally {
     await removeHostDir(ctx.host.shell, file);
   }
 }
 
-/** What `qemu-img info` tells of an image (not a running one's). */
+/** What `qemu-img info` tells of an image (`inUse`: one a running QEMU has open). */
 async function imageInfo(
   shell: HostShell,
   path: string,
+  inUse = false,
 ): Promise<{
   format: string;
   "virtual-size": number;
   "format-specific"?: { data?: { bitmaps?: { name: string }[] } };
 }> {
-  return JSON.parse(await qemuImg(shell, ["info", "--output=json", path]));
+  return JSON.parse(
+    await qemuImg(shell, ["info", ...(inUse ? ["-U"] : []), "--output=json", path]),
+  );
 }
 
 /**
@@ -821,10 +872,14 @@ export async function imageDisk(
   return { type: "file", device: "disk", target, bus: "", source: path, format };
 }
 
-/** The persistent bitmaps of a (not running) disk image. */
-async function imageBitmaps(shell: HostShell, disk: ImageDisk): Promise<Set<string>> {
+/** The persistent bitmaps of a disk image (`inUse`: of a running domain, read beside QEMU). */
+async function imageBitmaps(
+  shell: HostShell,
+  disk: ImageDisk,
+  inUse = false,
+): Promise<Set<string>> {
   if (disk.format !== "qcow2") return new Set();
-  const info = await imageInfo(shell, disk.source);
+  const info = await imageInfo(shell, disk.source, inUse);
   return new Set((info["format-specific"]?.data?.bitmaps ?? []).map((b) => b.name));
 }
 

@@ -10,7 +10,8 @@
  * volumes are read on primary storage through an Up KVM host of the pool's
  * cluster, offline (qemu-nbd there, over SSH), incremental from the images'
  * bitmaps where they survived (a domain that is still defined and shut off
- * keeps its libvirt checkpoints too).
+ * keeps its libvirt checkpoints too); once it runs again in a new domain,
+ * libvirt is told of those checkpoints again and the chain goes on.
  *
  * Each disk is named by its CloudStack volume id: libvirt renumbers block
  * nodes on every VM start, volume names can be changed, the id never does.

@@ -142,9 +142,18 @@ export class VirshDomain {
     await this.run(["checkpoint-delete", this.uuid, name, ...(metadataOnly ? ["--metadata"] : [])]);
   }
 
-  /** Tells libvirt about a checkpoint whose bitmaps were made without it. */
-  async redefineCheckpoint(xmlFile: string): Promise<void> {
-    await this.run(["checkpoint-create", this.uuid, xmlFile, "--redefine"]);
+  /**
+   * Tells libvirt about a checkpoint whose bitmaps were made without it;
+   * `validate`: only if the running domain's disks have its bitmaps, enabled.
+   */
+  async redefineCheckpoint(xmlFile: string, validate = false): Promise<void> {
+    await this.run([
+      "checkpoint-create",
+      this.uuid,
+      xmlFile,
+      "--redefine",
+      ...(validate ? ["--redefine-validate"] : []),
+    ]);
   }
 
   /** Starts a backup job (`backup-begin`), with a new checkpoint if `checkpointFile` is given. */
