@@ -5,7 +5,7 @@ APT_PACKAGES = qemu-utils qemu-system-x86 qemu-system-common libnbd0 libnbd-bin 
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-daemon-system \
 	openssh-server openssh-client g++ make libsqlite3-dev libssl-dev zlib1g-dev \
 	debian-archive-keyring bacula-director bacula-director-sqlite3 bacula-sd bacula-fd \
-	bacula-console sqlite3 iproute2 procps fdisk
+	bacula-console sqlite3 iproute2 procps fdisk virtnbdbackup
 # Not put on PATH: child Deno processes are started with Deno.execPath(), and
 # `deno` inside a task is the task runner's own binary.
 DENO = .tools/node_modules/.bin/deno

@@ -2,7 +2,8 @@
  * `dirtybit backup --domain`, end to end against a real libvirtd (TCG, no
  * guest OS; tests/fixtures/libvirt.ts): one domain with two qcow2 disks and a
  * raw one, backed up running (libvirt's pull backup and checkpoints), shut
- * off (qemu-nbd on the images) and running again, across a libvirtd restart;
+ * off (qemu-nbd on the images, here and over qemu+ssh) and running again,
+ * across a libvirtd restart;
  * every point restored and compared with the image as it was (qemu-img
  * compare), libvirt's checkpoints compared with the chain, and the restored
  * domain defined and started.
@@ -32,10 +33,10 @@ import {
 } from "./fixtures/cli.ts";
 import { killWhen } from "./fixtures/kills.ts";
 import { startSshd } from "./fixtures/sshd.ts";
-import { backupSession } from "./ptcomm/sessions.ts";
+import { backupSession, estimateSession } from "./ptcomm/sessions.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";
 import { run } from "./helpers.ts";
-import { loadDiskState } from "../lib/model/disk_state.ts";
+import { loadDiskState, ownerId } from "../lib/model/disk_state.ts";
 import { domainStateDir } from "../lib/backup/domain_job.ts";
 
 const MiB = 1 << 20;
@@ -77,7 +78,7 @@ async function compare(image: string, raw: string): Promise<void> {
 }
 
 Deno.test("backup --domain: running, shut off, running again; restore --define", async (t) => {
-  const name = `dirtybit-dom-${Deno.pid}`;
+  const name = `h5-dom-${Deno.pid}`;
   const dom = await startTestDomain({
     name,
     disks: [
@@ -194,6 +195,17 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
             `/@cloudstack/${name}/vdb/${expected}-${jobId}.dbit`,
             `/@cloudstack/${name}/vdc/full-${jobId}.dbit`,
           ]);
+          // The estimate lists each disk at its virtual size.
+          const estimate = await estimateSession(cwd, level, [
+            `domain=${name}`,
+            `state_dir=${stateRoot}`,
+          ]);
+          for (const [i, d] of dom.disks.entries()) {
+            assert(
+              estimate[i].attrs.some((a) => a.startsWith(`STAT:F ${d.size} `)),
+              `${d.target}: ${estimate[i].attrs.join("\n")}`,
+            );
+          }
           const results: Result[] = [];
           for (const [i, f] of files.entries()) {
             const file = join(out, `ptcomm-${jobId}-${i}.dbit`);
@@ -208,30 +220,50 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
       },
     );
 
-    await t.step("remote through qemu+ssh:// to the loopback sshd: the same chain", async () => {
-      await dom.guestWrite("vdb", 0xb6, 12 * MiB, 128 * 1024);
-      const sshd = await startSshd();
-      try {
-        await takePoint(["incremental", "incremental"], [
+    await t.step(
+      "remote through qemu+ssh:// to the loopback sshd, running and shut off: the same chain",
+      async () => {
+        await dom.guestWrite("vdb", 0xb6, 12 * MiB, 128 * 1024);
+        const sshd = await startSshd();
+        const remote = [
           "--connect",
           `qemu+ssh://${sshd.user}@127.0.0.1:${sshd.port}/system`,
           "--ssh-key",
           sshd.keyPath,
           "--known-hosts",
           sshd.knownHostsPath,
-        ]);
-      } finally {
-        await sshd.stop();
-      }
-    });
+        ];
+        try {
+          await takePoint(["incremental", "incremental"], remote);
+          // Shut off: qemu-nbd on the host over SSH, the data through the tunnel.
+          await dom.virsh(["destroy", name]);
+          await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0xa7 40M 192k", dom.disks[0].file]);
+          await takePoint(["incremental", "incremental"], remote);
+          assertEquals((await dom.virsh(["domstate", name])).trim(), "shut off");
+          const left = await Array.fromAsync(Deno.readDir("/tmp"));
+          assertEquals(
+            left.filter((e) =>
+              e.name.startsWith("dirtybit-qemu-nbd-") && e.isDirectory &&
+              /^dirtybit-qemu-nbd-[0-9a-f]{8}$/.test(e.name)
+            ),
+            [],
+            "no remote qemu-nbd directory is left",
+          );
+        } finally {
+          await sshd.stop();
+        }
+        await dom.virsh(["start", name]);
+      },
+    );
 
     await t.step("libvirt's checkpoints are the chain's", async () => {
       const uuid = (await dom.virsh(["domuuid", name])).trim();
       const state = await loadDiskState(domainStateDir(stateRoot, uuid), "vda");
+      const owner = await ownerId(domainStateDir(stateRoot, uuid));
       const listed = (await dom.virsh(["checkpoint-list", name, "--name", "--topological"]))
         .split("\n").map((l) => l.trim()).filter(Boolean);
-      assertEquals(listed, state!.history.map((h) => `dirtybit-${h.backupId}`));
-      assertEquals(listed.length, 3, "the Bacula Full job started the chain again");
+      assertEquals(listed, state!.history.map((h) => `dirtybit-${owner}-${h.backupId}`));
+      assertEquals(listed.length, 4, "the Bacula Full job started the chain again");
     });
 
     await t.step("every point restores to the disk as it was", async () => {
@@ -300,7 +332,11 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
         ]);
         assertOneLineError(usage, 2, "no such disk");
         const latest = byDisk(points.at(-1)!, "vda").backupId;
-        await dom.virsh(["checkpoint-delete", name, `dirtybit-${latest}`, "--metadata"]);
+        const owner = await ownerId(
+          domainStateDir(stateRoot, (await dom.virsh(["domuuid", name])).trim()),
+        );
+        // Bitmaps and all: with its bitmaps left in the images it would be taken back.
+        await dom.virsh(["checkpoint-delete", name, `dirtybit-${owner}-${latest}`]);
         const results = await backup("--disk", "vda");
         assertEquals(results.map((r) => [r.diskName, r.level]), [["vda", "full"]]);
         assertMatch(results[0].fallback!, /libvirt has no checkpoint dirtybit-/);

@@ -2,9 +2,11 @@
  * Backup of a CloudStack VM named by its user, end to end: the CloudStack
  * API simulator (tests/sim/cloudstack.ts) resolves the VM to its host, a
  * loopback sshd as root is the KVM host, and a real libvirt runs the VM as
- * the TCG domain `i-2-10-VM` with qcow2 disks under `/mnt/<pool-uuid>/`
- * (tests/fixtures/libvirt.ts). One domain serves every case (a define and
- * start takes ~36 s here).
+ * the TCG domain `h5-i-2-10-VM` with qcow2 disks under `/mnt/<pool-uuid>/`
+ * (tests/fixtures/libvirt.ts), backed up through libvirt's checkpoints and
+ * pull backups. One domain serves every case; at the end CloudStack "stops"
+ * it (the domain destroyed and undefined, as CloudStack's agent does) and
+ * its volumes are read on primary storage through the same host.
  *
  * The source image of a check is taken after flushing through HMP, with
  * `qemu-img convert -U` (docs/qemu-nbd.md §4); guest writes are HMP
@@ -22,11 +24,8 @@ import { basename, join } from "node:path";
 import { SourceError } from "../lib/core/errors.ts";
 import type { DiskBackupResult, PlannedDisk } from "../lib/backup/plan.ts";
 import { runVmBackup, type VmSource } from "../lib/backup/vm_job.ts";
-import { loadDiskState } from "../lib/model/disk_state.ts";
+import { loadDiskState, ownerId } from "../lib/model/disk_state.ts";
 import { openStreamFile } from "../lib/stream/reader.ts";
-import { SshHost } from "../lib/hosts/ssh.ts";
-import { LibvirtDomain } from "../lib/hosts/libvirt.ts";
-import { queryExportIds } from "../lib/qemu/blocknodes.ts";
 import { CloudStackSimulator, type SimScenario } from "./sim/cloudstack.ts";
 import { startSshd, type TestSshd } from "./fixtures/sshd.ts";
 import { startCloudStackVm, startFakeGuestAgent, type TestVm } from "./fixtures/libvirt.ts";
@@ -103,13 +102,18 @@ async function backup(
   source: VmSource,
   stateDir: string,
   dir: string,
-  options: { level?: "full" | "incremental" | "auto"; onWrite?: () => Promise<void> } = {},
+  options: {
+    level?: "full" | "incremental" | "auto";
+    takeOver?: boolean;
+    onWrite?: () => Promise<void>;
+  } = {},
 ): Promise<{ results: DiskBackupResult[]; files: Map<string, string>; warnings: string[] }> {
   await Deno.mkdir(dir, { recursive: true });
   const files = new Map<string, string>();
   const warnings: string[] = [];
   const results = await runVmBackup(source, {
     level: options.level ?? "auto",
+    takeOver: options.takeOver,
     stateDir,
     compression: "zstd:1",
     onMessage: (kind, text) => kind === "warning" && warnings.push(text),
@@ -175,19 +179,34 @@ async function tunnelPids(): Promise<number[]> {
   return pids;
 }
 
-/** QEMU's block exports (none may be left after a job). */
-async function exportsLeft(bed: Bed): Promise<string[]> {
-  const host = await SshHost.connect({
-    host: bed.sshd.host,
-    port: bed.sshd.port,
-    keyPath: bed.sshd.keyPath,
-    knownHostsPath: bed.sshd.knownHostsPath,
-  });
-  try {
-    return await queryExportIds((await LibvirtDomain.open(host, bed.vm.name)).qmp);
-  } finally {
-    await host.close();
+/** Whether libvirt still runs a backup job of the VM (none may be left after a job). */
+async function jobLeft(bed: Bed): Promise<boolean> {
+  return (await output("virsh", ["-c", "qemu:///system", "backup-dumpxml", bed.vm.name])).code ===
+    0;
+}
+
+/** libvirt's checkpoints of the VM, parents first. */
+async function checkpointList(bed: Bed): Promise<string[]> {
+  const out = await run("virsh", [
+    "-c",
+    "qemu:///system",
+    "checkpoint-list",
+    bed.vm.name,
+    "--name",
+    "--topological",
+  ]);
+  return out.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+/** Copies each volume's image (the VM stopped: no flush needed) to a raw file. */
+async function snapshotImages(bed: Bed, name: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const v of bed.vm.volumes) {
+    const out = join(bed.dir, `${name}-${v.target}.raw`);
+    await run("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", v.file, out]);
+    files.set(v.id, out);
   }
+  return files;
 }
 
 /**
@@ -205,7 +224,7 @@ function stepAfter(
 }
 
 Deno.test("CloudStack VM backup through its KVM host: access modes, incremental, failure paths", async (t) => {
-  const vm = await startCloudStackVm();
+  const vm = await startCloudStackVm({ name: `h5-i-2-10-VM-${Deno.pid}` });
   const sshd = await startSshd().catch(async (err) => {
     await vm.destroy();
     throw err;
@@ -263,7 +282,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         assertEquals(def.disks.map((d) => [d.name, d.boot]), [[root.id, true], [data.id, false]]);
         assertEquals((await loadDiskState(state, data.id))?.lastBackupId, results[1].backupId);
         fullFiles = files;
-        assertEquals(await exportsLeft(bed), []);
+        assertEquals(await jobLeft(bed), false);
         assertEquals(await tunnelPids(), []);
       },
     );
@@ -283,6 +302,13 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         for (const v of vm.volumes) {
           await assertRestoresTo([fullFiles.get(v.id)!, files.get(v.id)!], source.get(v.id)!, dir);
         }
+        // libvirt knows the chain's checkpoints: no raw monitor command made them.
+        const owner = await ownerId(state);
+        const history = (await loadDiskState(state, root.id))!.history;
+        assertEquals(
+          await checkpointList(bed),
+          history.map((h) => `dirtybit-${owner}-${h.backupId}`),
+        );
       },
     );
 
@@ -400,7 +426,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           );
           assert(!qga.frozen);
           assertEquals(await loadDiskState(state, data.id), before);
-          assertEquals(await exportsLeft(bed), []);
+          assertEquals(await jobLeft(bed), false);
         } finally {
           qga.freezeReplyDelayMs = 0;
           await qga.stop();
@@ -433,7 +459,7 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
         );
         assert(killed);
         assertEquals(await loadDiskState(state, root.id), before);
-        assertEquals(await exportsLeft(bed), []);
+        assertEquals(await jobLeft(bed), false);
 
         const { results, files } = await backup(bed.source(), state, join(dir, "t8"));
         const source = await snapshotSource(bed, "t8");
@@ -529,6 +555,71 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
       await assertRestoresTo([stream], source.get(root.id)!, dir);
       assert(messages.some((m) => m.includes("full backup")), messages.join("\n"));
     });
+
+    await t.step(
+      "a Stopped VM: its volumes read on primary storage through the KVM host, incremental",
+      async () => {
+        const stopped = join(dir, "state-stopped");
+        const first = await backup(bed.source(), stopped, join(dir, "s1"), { takeOver: true });
+        assertEquals(first.results.map((r) => r.level), ["full", "full"]);
+        const chains = new Map(vm.volumes.map((v) => [v.id, [first.files.get(v.id)!]]));
+        await vm.guestWrite("vda", 0x61, 2 * MiB, 256 << 10);
+        // As CloudStack's agent stops a VM: the domain goes, the images stay.
+        await run("virsh", ["-c", "qemu:///system", "destroy", vm.name]);
+        await run("virsh", ["-c", "qemu:///system", "undefine", vm.name, "--checkpoints-metadata"]);
+        sim.scenario.vms![0].state = "Stopped";
+        for (const [round, offset] of [[1, 6 * MiB], [2, 9 * MiB]]) {
+          await run("qemu-io", [
+            "-f",
+            "qcow2",
+            "-c",
+            `write -P 0x7${round} ${offset} 128k`,
+            data.file,
+          ]);
+          const { results, files } = await backup(
+            bed.source(),
+            stopped,
+            join(dir, `s${round + 1}`),
+          );
+          const source = await snapshotImages(bed, `s${round + 1}`);
+          assertEquals(results.map((r) => r.level), ["incremental", "incremental"]);
+          assertEquals(results[1].stats.dirtyBytes, 128 << 10);
+          assertEquals(results[0].stats.dirtyBytes, round === 1 ? 256 << 10 : 0);
+          for (const v of vm.volumes) {
+            chains.get(v.id)!.push(files.get(v.id)!);
+            await assertRestoresTo(chains.get(v.id)!, source.get(v.id)!, dir);
+          }
+        }
+        const bitmaps = JSON.parse(await run("qemu-img", ["info", "--output=json", data.file]))[
+          "format-specific"
+        ].data.bitmaps.map((b: { name: string }) => b.name);
+        const owner = await ownerId(stopped);
+        assert(
+          bitmaps.every((b: string) => b.startsWith(`dirtybit-${owner}-`)),
+          `only the chain's bitmaps are left: ${bitmaps}`,
+        );
+
+        // Started again, as CloudStack does: a new domain that knows no checkpoint.
+        await run("virsh", ["-c", "qemu:///system", "define", join(vm.poolDir, "domain.xml")]);
+        await run("virsh", ["-c", "qemu:///system", "start", vm.name]);
+        sim.scenario.vms![0].state = "Running";
+        await vm.guestWrite("vdb", 0x7e, 3 * MiB, 64 << 10);
+        const { results, files, warnings } = await backup(bed.source(), stopped, join(dir, "s4"));
+        const source = await snapshotSource(bed, "s4");
+        assertEquals(results.map((r) => r.level), ["incremental", "incremental"]);
+        assertEquals(results[1].stats.dirtyBytes, 64 << 10);
+        assert(warnings.some((w) => /known to libvirt again/.test(w)), warnings.join("\n"));
+        for (const v of vm.volumes) {
+          chains.get(v.id)!.push(files.get(v.id)!);
+          await assertRestoresTo(chains.get(v.id)!, source.get(v.id)!, dir);
+        }
+        const history = (await loadDiskState(stopped, data.id))!.history;
+        assertEquals(
+          await checkpointList(bed),
+          history.map((h) => `dirtybit-${owner}-${h.backupId}`),
+        );
+      },
+    );
   } finally {
     await sim.close();
     await sshd.stop();

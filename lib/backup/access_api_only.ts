@@ -7,4 +7,4 @@
  */
 import type { AccessMode } from "./access_mode.ts";
 
-export const apiOnlyMode: AccessMode = { name: "api_only", openDataPath: null };
+export const apiOnlyMode: AccessMode = { name: "api_only", server: null };

@@ -4,8 +4,6 @@
  *
  * @module
  */
-import type { SshHost } from "../hosts/ssh.ts";
-import type { QmpTransport } from "../qemu/qmp.ts";
 import type { BackupJob } from "./engine.ts";
 
 /** How the engine reaches the exports of one access mode; close it after the job. */
@@ -16,23 +14,17 @@ export interface DataPath {
   close(): Promise<void>;
 }
 
-/** Where a data path is opened: the host's scratch dir for sockets, its address and NBD port. */
-export interface DataPathPlace {
-  scratch: string;
-  address: string;
-  port: number;
-}
-
 /** One access mode. */
 export interface AccessMode {
   readonly name: string;
   /**
-   * Opens the path the engine reads the host QEMU's NBD exports through;
-   * null for a mode that reads no NBD and never reaches the host (api_only).
+   * Where libvirt's pull backup of a running domain serves its exports:
+   * `unix`, a socket in the scratch directory on the host, read through the
+   * SSH tunnel; `tcp`, the host's address and `nbd_port`, read directly; null
+   * for a mode that reads no NBD and never reaches the host (api_only).
+   * Images of a domain that does not run are always read through the tunnel.
    */
-  readonly openDataPath:
-    | ((host: SshHost, qmp: QmpTransport, where: DataPathPlace) => Promise<DataPath>)
-    | null;
+  readonly server: "unix" | "tcp" | null;
 }
 
 /** The export name part of an NBD URI, still URI-encoded. */

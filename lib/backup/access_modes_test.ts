@@ -7,7 +7,7 @@ Deno.test("access modes: each by its name, ssh_tunnel by default", () => {
   equal(ACCESS_MODE_NAMES.join(","), "ssh_tunnel,direct,api_only");
   for (const name of ACCESS_MODE_NAMES) equal(accessModeNamed(name).name, name);
   equal(accessModeNamed().name, "ssh_tunnel");
-  equal(accessModeNamed("api_only").openDataPath, null, "api_only reads no NBD");
+  equal(accessModeNamed("api_only").server, null, "api_only reads no NBD");
 });
 
 Deno.test("access modes: an unknown mode is refused in one line, not read as ssh_tunnel", async () => {

@@ -1,6 +1,7 @@
 /**
- * `ssh_tunnel` (the default): QEMU's NBD server on a unix socket in a scratch
- * dir owned by QEMU's user, read through one OpenSSH tunnel per socket; a
+ * `ssh_tunnel` (the default): libvirt's NBD server on a unix socket in a
+ * scratch dir QEMU's user owns (or qemu-nbd's, for images of a domain that
+ * does not run), read through one OpenSSH tunnel per socket; a
  * tunnel that drops fails the job, even after the last read (checked before
  * the checkpoint commit), so the next incremental still has every change.
  *
@@ -19,10 +20,7 @@ import { type AccessMode, type DataPath, exportPath } from "./access_mode.ts";
  */
 const TUNNEL_READS: ReadParallelism = { connections: 4, inFlight: 8 };
 
-export const sshTunnelMode: AccessMode = {
-  name: "ssh_tunnel",
-  openDataPath: (host) => Promise.resolve(tunnelDataPath(host)),
-};
+export const sshTunnelMode: AccessMode = { name: "ssh_tunnel", server: "unix" };
 
 /**
  * Reads the point in time's exports (on unix sockets on the host) through

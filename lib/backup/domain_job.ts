@@ -10,12 +10,22 @@
  *   job is ended with `domjobabort` (how a pull backup ends). A backup that
  *   fails deletes the checkpoint it created (libvirt merges its bitmap back
  *   into its parent), so the disk's last checkpoint still has every change.
- * - Shut off: each image is read through a read-only `qemu-nbd`, with the
- *   bitmap of the disk's checkpoint. qemu-nbd holds the image's lock, so the
- *   domain cannot start while it reads. Once every stream is written the new
- *   checkpoint's bitmaps are added to the images (`qemu-img bitmap --add`)
- *   and the checkpoint is made known to libvirt (`checkpoint-create
- *   --redefine`), so the next backup of the running domain goes on from it.
+ * - Shut off: each image is read through a read-only `qemu-nbd` (on the
+ *   domain's host: over SSH for `qemu+ssh://`, the data through the tunnel),
+ *   with the bitmap of the disk's checkpoint. qemu-nbd holds the image's
+ *   lock, so the domain cannot start while it reads. Once every stream is
+ *   written the new checkpoint's bitmaps are added to the images (`qemu-img
+ *   bitmap --add`) and the checkpoint is made known to libvirt
+ *   (`checkpoint-create --redefine`), so the next backup of the running
+ *   domain goes on from it.
+ * - No domain at all (a stopped CloudStack VM: CloudStack undefines it): the
+ *   volumes' images are read the same way, and their `dirtybit-` bitmaps
+ *   alone are the checkpoints. A running domain that does not know the
+ *   checkpoints its disks' bitmaps stand for (defined afresh) is told of
+ *   them again ({@link adoptCheckpoints}).
+ *
+ * The CloudStack `--vm` path (lib/backup/vm_job.ts) runs the same job
+ * ({@link runDomainJob}) on the VM's domain on its KVM host.
  *
  * Disks are named by their target (`vda`): stable across restarts. The state
  * of a domain lives in `STATE_DIR/libvirt-UUID/` (one state directory can hold
@@ -24,8 +34,8 @@
  *
  * @module
  */
-import { join } from "node:path";
-import { SourceError, UsageError, wrapError } from "../core/errors.ts";
+import { basename, dirname, join } from "node:path";
+import { ChainError, SourceError, UsageError, wrapError } from "../core/errors.ts";
 import type { BackupLevel } from "../core/level.ts";
 import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
 import {
@@ -38,13 +48,13 @@ import {
   writeHostFile,
 } from "../hosts/virsh.ts";
 import {
-  backupSocket,
+  backupPaths,
   backupXml,
   type CheckpointInfo,
   checkpointXml,
-  parseBackupExports,
+  exportBitmapName,
 } from "../hosts/libvirt_xml.ts";
-import { type ServedImage, serveImage } from "../qemu/qemu_nbd.ts";
+import { type ServedImage, serveImage, serveImageOnHost } from "../qemu/qemu_nbd.ts";
 import { SshHost, type SshTarget } from "../hosts/ssh.ts";
 import { tunnelDataPath } from "./access_ssh_tunnel.ts";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
@@ -58,10 +68,12 @@ import {
   type SinkFactory,
 } from "./engine.ts";
 import type { DiskBackupResult } from "./plan.ts";
-import { type DiskState, loadAllDiskStates, loadDiskState } from "../model/disk_state.ts";
+import { type DiskState, loadAllDiskStates, loadDiskState, ownerId } from "../model/disk_state.ts";
 import {
+  CHECKPOINT_PREFIX,
   checkpointName,
   type DomainDiskPlan,
+  foreignCheckpoints,
   type ImageDisk,
   planDomainDisks,
   selectDomainDisks,
@@ -87,7 +99,16 @@ export interface DomainSource {
 /** The engine settings of a domain job. */
 export type DomainJobSettings = Pick<
   BackupJob,
-  "level" | "stateDir" | "compression" | "metadata" | "signal" | "onMessage" | "onProgress"
+  | "level"
+  | "stateDir"
+  | "takeOver"
+  | "checkParent"
+  | "compression"
+  | "metadata"
+  | "streamPath"
+  | "signal"
+  | "onMessage"
+  | "onProgress"
 >;
 
 /** Default parent of the scratch directories: where libvirt keeps QEMU's own files. */
@@ -138,16 +159,18 @@ export function parseConnectUri(
 }
 
 /**
- * Runs `fn` on the domain opened (its state, disks and what a job of it
- * needs), on this machine or through SSH to its host.
+ * Runs `fn` on the domain opened as a job target (its state, disks and what
+ * a job of it needs), on this machine or through SSH to its host.
  */
 async function withDomain<T>(
   source: DomainSource,
   settings: DomainJobSettings,
-  fn: (open: OpenDomain) => Promise<T>,
+  fn: (target: DomainJobTarget) => Promise<T>,
 ): Promise<T> {
   const where = parseConnectUri(source.connect ?? SYSTEM_URI);
-  if (where.local) return await fn(await openDomain(source, settings, new LocalShell(), where.uri));
+  if (where.local) {
+    return await fn(await openDomain(source, settings, { shell: new LocalShell() }, where.uri));
+  }
   if (!source.ssh) {
     throw new UsageError((p) =>
       `${p("connect")} ${source.connect}: needs an SSH key (${p("ssh_key")})`
@@ -161,54 +184,89 @@ async function withDomain<T>(
     warn: (text: string) => settings.onMessage?.("warning", text),
   });
   try {
-    return await fn(await openDomain(source, settings, host, where.uri, host));
+    return await fn(await openDomain(source, settings, { shell: host, remote: host }, where.uri));
   } finally {
     await host.close();
   }
 }
 
-interface OpenDomain {
-  ctx: DomainContext;
-  live: boolean;
-  xml: string;
-}
-
 async function openDomain(
   source: DomainSource,
   settings: DomainJobSettings,
-  shell: HostShell,
+  host: DomainHost,
   uri: string,
-  remote?: SshHost,
-): Promise<OpenDomain> {
-  const domain = await VirshDomain.open(shell, uri, source.domain);
-  const runState = await domain.state();
+): Promise<DomainJobTarget> {
+  const domain = await VirshDomain.open(host.shell, uri, source.domain);
+  const { live, xml, persistentXml } = await domainFacts(domain);
+  const allDisks = parseDomainDisks(xml);
+  const selected = selectDomainDisks(domain.name, allDisks, source.disks, source.excludeDisks);
+  return {
+    host,
+    domain,
+    persistentXml,
+    label: domain.name,
+    live,
+    allDisks,
+    selected,
+    names: selected.map((d) => d.target),
+    stateDir: domainStateDir(settings.stateDir, domain.uuid),
+    scratchDir: source.scratchDir,
+  };
+}
+
+/**
+ * Whether the domain runs (running or paused) and its disks' definition
+ * (the live one while it runs); refused in any other state.
+ */
+export async function domainFacts(
+  domain: VirshDomain,
+): Promise<{ live: boolean; xml: string; persistentXml: string }> {
+  // At once: over SSH each command is a round trip.
+  const [runState, xml, persistentXml] = await Promise.all([
+    domain.state(),
+    domain.dumpXml(),
+    domain.dumpXml(true),
+  ]);
   const live = runState === "running" || runState === "paused";
   if (!live && runState !== "shut off") {
-    throw new SourceError(
-      `domain ${domain.name} is ${runState}: back it up running or shut off`,
-    );
+    throw new SourceError(`domain ${domain.name} is ${runState}: back it up running or shut off`);
   }
-  if (!live && remote) {
-    throw new SourceError(
-      `domain ${domain.name} on ${remote.target.host} is shut off: shut-off domains are backed up ` +
-        "by dirtybit on their own host (qemu:///system)",
-    );
-  }
-  const xml = await domain.dumpXml();
-  const allDisks = parseDomainDisks(xml);
-  const ctx: DomainContext = {
-    shell,
-    local: !remote,
-    remote,
-    domain,
-    allDisks,
-    selected: selectDomainDisks(domain.name, allDisks, source.disks, source.excludeDisks),
-    stateDir: domainStateDir(settings.stateDir, domain.uuid),
-    level: settings.level === "auto" ? "incremental" : settings.level,
-    scratchDir: source.scratchDir ?? DEFAULT_SCRATCH_DIR,
-    warn: (text) => settings.onMessage?.("warning", text),
-  };
-  return { ctx, live, xml };
+  return { live, xml, persistentXml };
+}
+
+/** Where a domain's host commands run: this machine, or a host over SSH (`remote`). */
+export interface DomainHost {
+  shell: HostShell;
+  remote?: SshHost;
+}
+
+/** What a domain job backs up, and how (see {@link runDomainJob}). */
+export interface DomainJobTarget {
+  host: DomainHost;
+  /**
+   * The libvirt domain. Undefined: no domain is defined (a stopped CloudStack
+   * VM, whose volumes lie on primary storage): then the images' own bitmaps
+   * are the checkpoints.
+   */
+  domain?: VirshDomain;
+  /** The domain's persistent definition (what every stream carries), with a domain. */
+  persistentXml?: string;
+  /** For messages: the domain's (or the VM's instance) name. */
+  label: string;
+  /** The domain runs: a pull backup; else the images are read offline. */
+  live: boolean;
+  /** Every disk of the domain (the backup and checkpoint XML list each one). */
+  allDisks: DomainDisk[];
+  selected: ImageDisk[];
+  /** The name of each selected disk in the state directory and its streams. */
+  names: string[];
+  stateDir: string;
+  /** Parent of a running domain's scratch directories (default {@link DEFAULT_SCRATCH_DIR}). */
+  scratchDir?: string;
+  /** A running domain's exports on this TCP address instead of a unix socket (read directly). */
+  tcp?: { host: string; port: number };
+  /** Freezes the guest around the start of a running domain's backup. */
+  quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
 }
 
 /**
@@ -220,30 +278,7 @@ export function runDomainBackup(
   settings: DomainJobSettings,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
-  return withDomain(source, settings, async ({ ctx, live, xml }) => {
-    const { domain } = ctx;
-    const tunnel = ctx.remote ? tunnelDataPath(ctx.remote) : undefined;
-    const job = {
-      ...settings,
-      ...tunnel?.job,
-      stateDir: ctx.stateDir,
-      metadata: {
-        ...settings.metadata,
-        libvirt: {
-          domain: domain.name,
-          uuid: domain.uuid,
-          xml: live ? await domain.dumpXml(true) : xml,
-        },
-      },
-    };
-    const disks = ctx.selected.map((d) => ({ node: d.target, name: d.target }));
-    try {
-      const opener = live ? liveOpener(ctx) : offlineOpener(ctx);
-      return await runPointInTimeJob(job, disks, opener, sinkFor);
-    } finally {
-      await tunnel?.close();
-    }
-  });
+  return withDomain(source, settings, (target) => runDomainJob(target, settings, sinkFor));
 }
 
 /**
@@ -255,68 +290,221 @@ export function estimateDomainBackup(
   source: DomainSource,
   settings: DomainJobSettings,
 ): Promise<DiskEstimate[]> {
-  return withDomain(source, settings, async ({ ctx }) => {
-    const sizes = await Promise.all(ctx.selected.map((d) => ctx.domain.capacity(d.target)));
-    const states = await Promise.all(
-      ctx.selected.map((d) => loadDiskState(ctx.stateDir, d.target)),
-    );
-    const plans = planDomainDisks({
-      disks: ctx.selected,
-      states,
-      sizes,
-      checkpoints: await ctx.domain.checkpoints(),
-      requested: ctx.level,
-    });
-    return plans.map((p, i) => ({
-      diskName: p.target,
-      level: p.level,
-      ...(p.reason ? { reason: p.reason } : {}),
-      bytes: sizes[i],
-      lastBackupId: states[i]?.lastBackupId ?? null,
-      lastFullId: states[i]?.lastFullId ?? null,
-    }));
-  });
+  return withDomain(source, settings, (target) => estimateDomainJob(target, settings));
 }
 
-interface DomainContext {
-  shell: HostShell;
-  /** The domain's host is this machine. */
-  local: boolean;
-  /** The SSH connection to the domain's host, if it is another one. */
-  remote?: SshHost;
-  domain: VirshDomain;
-  allDisks: DomainDisk[];
-  selected: ImageDisk[];
-  stateDir: string;
+/**
+ * One job on a domain's disks: a pull backup of a running domain, or the
+ * images of a shut-off one (or of a stopped VM without a domain) read
+ * offline. Every stream carries the domain's persistent XML when there is a
+ * domain.
+ */
+export async function runDomainJob(
+  target: DomainJobTarget,
+  settings: DomainJobSettings,
+  sinkFor: SinkFactory,
+): Promise<DiskBackupResult[]> {
+  const ctx = context(target, settings);
+  const { domain } = target;
+  const tunnel = target.host.remote && !(target.live && target.tcp)
+    ? tunnelDataPath(target.host.remote)
+    : undefined;
+  const job = {
+    ...settings,
+    ...tunnel?.job,
+    stateDir: target.stateDir,
+    metadata: {
+      ...settings.metadata,
+      ...(domain
+        ? {
+          libvirt: {
+            domain: domain.name,
+            uuid: domain.uuid,
+            xml: target.persistentXml ?? await domain.dumpXml(true),
+          },
+        }
+        : {}),
+    },
+  };
+  const disks = target.selected.map((d, i) => ({ node: d.target, name: target.names[i] }));
+  try {
+    const opener = target.live ? liveOpener(ctx) : offlineOpener(ctx);
+    return await runPointInTimeJob(job, disks, opener, sinkFor);
+  } finally {
+    await tunnel?.close();
+  }
+}
+
+/** What a job on the target would read (see {@link estimateDomainBackup}). Changes nothing. */
+export async function estimateDomainJob(
+  target: DomainJobTarget,
+  settings: DomainJobSettings,
+): Promise<DiskEstimate[]> {
+  const ctx = context(target, settings);
+  const sizes = await diskSizes(ctx);
+  const states = await Promise.all(target.names.map((n) => loadDiskState(target.stateDir, n)));
+  const plans = planDomainDisks({
+    disks: target.selected,
+    states,
+    sizes,
+    checkpoints: await checkpointBook(ctx).list(),
+    requested: ctx.level,
+    imageBitmaps: target.live ? undefined : await Promise.all(
+      target.selected.map((d) => imageBitmaps(ctx.host.shell, d)),
+    ),
+  });
+  return plans.map((p, i) => ({
+    diskName: target.names[i],
+    level: p.level,
+    ...(p.reason ? { fallback: p.reason } : {}),
+    bytes: sizes[i],
+    lastBackupId: states[i]?.lastBackupId ?? null,
+    lastFullId: states[i]?.lastFullId ?? null,
+  }));
+}
+
+interface DomainContext extends DomainJobTarget {
   level: BackupLevel;
-  scratchDir: string;
+  takeOver: boolean;
+  checkParent: DomainJobSettings["checkParent"];
   warn: (text: string) => void;
 }
 
-/** What both openers share: sizes, checkpoints (stale ones removed) and the plan. */
+function context(target: DomainJobTarget, settings: DomainJobSettings): DomainContext {
+  return {
+    ...target,
+    level: settings.level === "auto" ? "incremental" : settings.level,
+    takeOver: settings.takeOver ?? false,
+    checkParent: settings.checkParent,
+    warn: (text) => settings.onMessage?.("warning", text),
+  };
+}
+
+/** The selected disks' virtual sizes: libvirt's, or the images' without a domain. */
+async function diskSizes(ctx: DomainContext): Promise<number[]> {
+  return await Promise.all(ctx.selected.map(async (d) => {
+    if (ctx.domain) return await ctx.domain.capacity(d.target);
+    return (await imageInfo(ctx.host.shell, d.source))["virtual-size"];
+  }));
+}
+
+/** The domain's checkpoints, and how one is removed (dirtybit's own only). */
+interface CheckpointBook {
+  list(): Promise<CheckpointInfo[]>;
+  remove(name: string): Promise<void>;
+}
+
+/**
+ * libvirt's checkpoints of a running domain; for one not running, libvirt's
+ * metadata and the bitmaps in the images, or (no domain) the images' bitmaps
+ * alone.
+ */
+function checkpointBook(ctx: DomainContext): CheckpointBook {
+  const { domain } = ctx;
+  if (ctx.live) {
+    return { list: () => domain!.checkpoints(), remove: (name) => domain!.deleteCheckpoint(name) };
+  }
+  const images = qcow2Images(ctx);
+  return {
+    list: async () => domain ? await domain.checkpoints() : await imageCheckpoints(ctx, images),
+    async remove(name) {
+      for (const d of images) {
+        if ((await imageBitmaps(ctx.host.shell, d)).has(name)) {
+          await qemuImg(ctx.host.shell, ["bitmap", "--remove", d.source, name]);
+        }
+      }
+      await domain?.deleteCheckpoint(name, true);
+    },
+  };
+}
+
+function qcow2Images(ctx: DomainContext): ImageDisk[] {
+  return ctx.allDisks.filter((d): d is ImageDisk =>
+    d.source !== undefined && d.device === "disk" && d.format === "qcow2" && d.type === "file"
+  );
+}
+
+/**
+ * Without a domain: each `dirtybit-` bitmap in the images is a checkpoint
+ * of the disks that have it (its creation time from the backup id in it).
+ */
+async function imageCheckpoints(
+  ctx: DomainContext,
+  images: ImageDisk[],
+): Promise<CheckpointInfo[]> {
+  const byName = new Map<string, CheckpointInfo>();
+  for (const d of images) {
+    for (const name of await imageBitmaps(ctx.host.shell, d)) {
+      if (!name.startsWith(CHECKPOINT_PREFIX)) continue;
+      if (!byName.has(name)) byName.set(name, { name, bitmaps: new Map() });
+      byName.get(name)!.bitmaps.set(d.target, name);
+    }
+  }
+  return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * What both openers share: sizes, checkpoints (stale ones removed, another
+ * state directory's refused or, with `--take-over`, removed) and the plan.
+ */
 async function plan(
   ctx: DomainContext,
   req: OpenRequest,
-  removeCheckpoint: (cp: CheckpointInfo) => Promise<void>,
-  imageBitmaps?: Set<string>[],
+  book: CheckpointBook,
+  options: { bitmapsOf?: Set<string>[]; before?: Promise<void> } = {},
 ) {
-  const sizes = await Promise.all(ctx.selected.map((d) => ctx.domain.capacity(d.target)));
-  let checkpoints = await ctx.domain.checkpoints();
+  const [sizes, owner, listed] = await Promise.all([
+    diskSizes(ctx),
+    ownerId(ctx.stateDir),
+    book.list(),
+    options.before,
+  ]);
+  let checkpoints = ctx.live ? await adoptCheckpoints(ctx, req, owner, listed) : listed;
+  const foreign = foreignCheckpoints(checkpoints, owner, ctx.selected.map((d) => d.target));
+  if (foreign.length > 0) {
+    const names = foreign.map((c) => c.name).join(", ");
+    const owners = [
+      ...new Set(foreign.map((c) => c.name.slice(CHECKPOINT_PREFIX.length).split("-")[0])),
+    ].join(", ");
+    if (!ctx.takeOver) {
+      const taken = ctx.selected.map((d) => d.target).filter((t) =>
+        foreign.some((c) => c.bitmaps.has(t))
+      );
+      throw new ChainError(
+        `${taken.length > 1 ? `disks ${taken.join(", ")}` : `disk ${taken[0]}`} of ` +
+          `${ctx.label} ${taken.length > 1 ? "each belongs" : "belongs"} to the chain of owner ` +
+          `${owners} (another state directory; checkpoints ${names}): pass --take-over ` +
+          "(plugin: take_over=yes) to remove them and start a new chain here with a full backup",
+      );
+    }
+    for (const cp of foreign) await book.remove(cp.name);
+    ctx.warn(`took ${ctx.label} over from another state directory: removed checkpoints ${names}`);
+  }
   // Checkpoints of attempts that failed or died, of chains that ended: no one needs them.
   const stale = new Set(
-    staleCheckpoints(checkpoints.map((c) => c.name), await loadAllDiskStates(ctx.stateDir)),
+    staleCheckpoints(
+      checkpoints.map((c) => c.name),
+      owner,
+      await loadAllDiskStates(ctx.stateDir),
+    ),
   );
-  for (const cp of checkpoints) if (stale.has(cp.name)) await removeCheckpoint(cp);
-  checkpoints = checkpoints.filter((c) => !stale.has(c.name));
+  for (const cp of checkpoints) if (stale.has(cp.name)) await book.remove(cp.name);
+  checkpoints = checkpoints.filter((c) => !stale.has(c.name) && !foreign.includes(c));
+  const broken = await Promise.all(req.states.map((state) => {
+    const parentId = ctx.level === "differential" ? state?.lastFullId : state?.lastBackupId;
+    const parent = state?.history.find((r) => r.backupId === parentId);
+    return ctx.level !== "full" && parent ? ctx.checkParent?.(parent) : undefined;
+  }));
   const plans = planDomainDisks({
     disks: ctx.selected,
     states: req.states,
     sizes,
     checkpoints,
     requested: ctx.level,
-    imageBitmaps,
+    imageBitmaps: options.bitmapsOf,
+    broken,
   });
-  return { sizes, checkpoints, plans, name: checkpointName(req.backupId) };
+  return { sizes, checkpoints, plans, owner, name: checkpointName(owner, req.backupId) };
 }
 
 /** The checkpoints to persist per disk once the backup is accepted. */
@@ -341,12 +529,13 @@ async function unneededAfter(
   plans: DomainDiskPlan[],
   states: (DiskState | null)[],
   names: string[],
+  owner: string,
   name: string,
 ): Promise<string[]> {
-  const targets = new Set(ctx.selected.map((d) => d.target));
-  const others = (await loadAllDiskStates(ctx.stateDir)).filter((s) => !targets.has(s.diskName));
+  const selected = new Set(ctx.names);
+  const others = (await loadAllDiskStates(ctx.stateDir)).filter((s) => !selected.has(s.diskName));
   const going = states.filter((s, i): s is DiskState => s !== null && plans[i].level !== "full");
-  return staleCheckpoints(names, [...others, ...going], [name]);
+  return staleCheckpoints(names, owner, [...others, ...going], [name]);
 }
 
 function pitDisk(
@@ -376,25 +565,25 @@ function pitDisk(
 const SCRATCH_NAME = /^dirtybit-[0-9a-f]{8}$/;
 
 function liveOpener(ctx: DomainContext): PointInTimeOpener {
-  const { domain } = ctx;
+  const domain = ctx.domain!;
+  const shell = ctx.host.shell;
+  const scratchDir = ctx.scratchDir ?? DEFAULT_SCRATCH_DIR;
   return {
     async open(req) {
-      await endLeftoverJob(ctx);
-      const { sizes, plans, name } = await plan(
-        ctx,
-        req,
-        (cp) => domain.deleteCheckpoint(cp.name),
-      );
-      const scratch = join(ctx.scratchDir, `dirtybit-${crypto.randomUUID().slice(0, 8)}`);
+      // A leftover job is ended before any checkpoint is removed.
+      const { sizes, checkpoints, plans, owner, name } = await plan(ctx, req, checkpointBook(ctx), {
+        before: endLeftoverJob(ctx),
+      });
+      const scratch = join(scratchDir, `dirtybit-${crypto.randomUUID().slice(0, 8)}`);
       // The next run removes it if this one is killed (on this machine; a remote
       // host keeps an empty directory).
-      if (ctx.local) await req.run.add({ kind: "path", path: scratch });
+      if (!ctx.host.remote) await req.run.add({ kind: "path", path: scratch });
       await makeQemuDir(
-        ctx.shell,
-        ctx.scratchDir,
+        shell,
+        scratchDir,
         scratch,
         domain.name,
-        ctx.scratchDir === DEFAULT_SCRATCH_DIR,
+        scratchDir === DEFAULT_SCRATCH_DIR,
       );
       const socket = join(scratch, "nbd.sock");
       const byTarget = new Map(plans.map((p) => [p.target, p]));
@@ -408,20 +597,15 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       });
       const withBitmap = plans.filter((p) => p.bitmap).map((p) => p.target);
       const backupFile = join(scratch, "backup.xml");
-      await writeHostFile(ctx.shell, backupFile, backupXml(socket, modes));
-      let checkpointFile: string | undefined;
-      if (withBitmap.length > 0) {
-        checkpointFile = join(scratch, "checkpoint.xml");
-        await writeHostFile(
-          ctx.shell,
+      const checkpointFile = withBitmap.length > 0 ? join(scratch, "checkpoint.xml") : undefined;
+      await Promise.all([
+        writeHostFile(shell, backupFile, backupXml(ctx.tcp ?? { socket }, modes)),
+        checkpointFile && writeHostFile(
+          shell,
           checkpointFile,
-          checkpointXml({
-            name,
-            bitmapDisks: withBitmap,
-            allDisks: modes.map((m) => m.target),
-          }),
-        );
-      }
+          checkpointXml({ name, bitmapDisks: withBitmap, allDisks: modes.map((m) => m.target) }),
+        ),
+      ]);
       let begun = false;
       const end = async (outcome: "commit" | "abort") => {
         const errors: unknown[] = [];
@@ -429,28 +613,31 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
         if (outcome === "abort" && begun && checkpointFile) {
           await domain.deleteCheckpoint(name).catch((e) => errors.push(e));
         }
-        await removeHostDir(ctx.shell, scratch);
+        await removeHostDir(shell, scratch);
         if (errors.length) throw errors[0];
       };
       try {
-        await domain.backupBegin(backupFile, checkpointFile).catch((err) => {
-          if (!/Permission denied/.test(err.message)) throw err;
-          throw wrapError(
-            err,
-            SourceError,
-            (p) =>
-              `${err.message}; QEMU must be able to reach ${p("scratch_dir")} ${ctx.scratchDir}`,
-          );
-        });
-        begun = true;
-        const exports = parseBackupExports((await domain.backupXml()) ?? "");
+        await ctx.quiesce?.freeze();
+        try {
+          await domain.backupBegin(backupFile, checkpointFile).catch((err) => {
+            if (!/Permission denied/.test(err.message)) throw err;
+            throw wrapError(
+              err,
+              SourceError,
+              (p) => `${err.message}; QEMU must be able to reach ${p("scratch_dir")} ${scratchDir}`,
+            );
+          });
+          begun = true;
+        } finally {
+          await ctx.quiesce?.thaw();
+        }
+        // backupXml named each export and bitmap after its disk.
         const disks = ctx.selected.map((d, i) => {
-          const exp = exports.get(d.target);
-          if (!exp) {
-            throw new SourceError(`the backup job of ${domain.name} exports no ${d.target}`);
-          }
-          const uri = `nbd+unix:///${encodeURIComponent(exp.exportName)}?socket=${socket}`;
-          return pitDisk(d, plans[i], sizes[i], uri, exp.exportName, exp.exportBitmap);
+          const path = encodeURIComponent(d.target);
+          const uri = ctx.tcp
+            ? `nbd://${hostPart(ctx.tcp.host)}:${ctx.tcp.port}/${path}`
+            : `nbd+unix:///${path}?socket=${socket}`;
+          return pitDisk(d, plans[i], sizes[i], uri, d.target, exportBitmapName(d.target));
         });
         let ended = false;
         const pit: PointInTime = {
@@ -458,8 +645,8 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
           async commit() {
             ended = true;
             await end("commit");
-            const names = (await domain.checkpoints()).map((c) => c.name);
-            for (const stale of await unneededAfter(ctx, plans, req.states, names, name)) {
+            const names = [...checkpoints.map((c) => c.name), name];
+            for (const stale of await unneededAfter(ctx, plans, req.states, names, owner, name)) {
               await domain.deleteCheckpoint(stale);
             }
             return nextCheckpoints(plans, req.states, name);
@@ -479,67 +666,68 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
   };
 }
 
+/** An address as the host part of a URI (IPv6 in brackets). */
+function hostPart(address: string): string {
+  return address.includes(":") ? `[${address}]` : address;
+}
+
 /**
- * A backup job that a killed dirtybit left running (its socket in a dirtybit
- * scratch directory) is ended; any other backup job is someone else's: refused.
+ * A backup job that a killed dirtybit left running (its socket or scratch
+ * files in a dirtybit scratch directory) is ended; any other backup job is
+ * someone else's: refused.
  */
 async function endLeftoverJob(ctx: DomainContext): Promise<void> {
-  const xml = await ctx.domain.backupXml();
+  const domain = ctx.domain!;
+  const xml = await domain.backupXml();
   if (xml === undefined) return;
-  const socket = backupSocket(xml);
-  const dir = socket ? socket.split("/").slice(-2, -1)[0] : "";
-  if (!SCRATCH_NAME.test(dir)) {
+  const paths = backupPaths(xml);
+  if (paths.length === 0 || !paths.every((p) => SCRATCH_NAME.test(basename(dirname(p))))) {
     throw new SourceError(
-      `domain ${ctx.domain.name} already runs a backup job that is not dirtybit's; ` +
-        `wait for it to end (virsh domjobinfo ${ctx.domain.name})`,
+      `domain ${domain.name} already runs a backup job that is not dirtybit's; ` +
+        `wait for it to end (virsh domjobinfo ${domain.name})`,
     );
   }
-  ctx.warn(`ended the backup job of ${ctx.domain.name} that an earlier dirtybit run left`);
-  await ctx.domain.abortJob();
+  ctx.warn(`ended the backup job of ${domain.name} that an earlier dirtybit run left`);
+  await domain.abortJob();
 }
 
 function offlineOpener(ctx: DomainContext): PointInTimeOpener {
   const { domain } = ctx;
+  const shell = ctx.host.shell;
+  const book = checkpointBook(ctx);
   const servers: ServedImage[] = [];
   const closeServers = async () => {
     for (const s of servers.splice(0)) await s.close().catch(() => {});
   };
-  const qcow2 = ctx.allDisks.filter((d): d is ImageDisk =>
-    d.source !== undefined && d.device === "disk" && d.format === "qcow2" && d.type === "file"
-  );
   return {
     async open(req) {
-      const bitmapsOf = await Promise.all(ctx.selected.map((d) => imageBitmaps(d)));
-      const { sizes, checkpoints, plans, name } = await plan(
-        ctx,
-        req,
-        (cp) => removeOfflineCheckpoint(ctx, qcow2, cp.name),
-        bitmapsOf,
-      );
+      const bitmapsOf = await Promise.all(ctx.selected.map((d) => imageBitmaps(shell, d)));
+      const { sizes, checkpoints, plans, owner, name } = await plan(ctx, req, book, { bitmapsOf });
       try {
         const disks: PointInTimeDisk[] = [];
         for (const [i, d] of ctx.selected.entries()) {
-          const served = await serveImage(d.source, {
+          const options = {
             format: d.format ?? "raw",
             readOnly: true,
             bitmap: plans[i].since,
             exportName: d.target,
-          }).catch((err) => {
-            throw wrapError(
-              err,
-              SourceError,
-              `cannot read ${d.source} of shut-off domain ${domain.name} (did it start?): ${err.message}`,
-            );
-          });
+          };
+          const served = await (ctx.host.remote
+            ? serveImageOnHost(ctx.host.remote, d.source, options)
+            : serveImage(d.source, options)).catch((err) => {
+              throw wrapError(
+                err,
+                SourceError,
+                `cannot read ${d.source} of shut-off ${ctx.label} (did it start?): ${err.message}`,
+              );
+            });
           servers.push(served);
           disks.push(pitDisk(d, plans[i], sizes[i], served.uri, d.target, plans[i].since));
         }
         // The images are locked now: a domain that started before cannot be read consistently.
-        const now = await domain.state();
+        const now = await runState(ctx);
         if (now !== "shut off") {
-          throw new SourceError(
-            `domain ${domain.name} started during the backup (${now}); run it again`,
-          );
+          throw new SourceError(`${ctx.label} started during the backup (${now}); run it again`);
         }
         let ended = false;
         const pit: PointInTime = {
@@ -548,27 +736,15 @@ function offlineOpener(ctx: DomainContext): PointInTimeOpener {
             ended = true;
             await closeServers();
             const withBitmap = ctx.selected.filter((_, i) => plans[i].bitmap);
-            for (const d of withBitmap) await qemuImg(["bitmap", "--add", d.source, name]);
-            const parent = checkpoints.reduce<CheckpointInfo | undefined>(
-              (a, c) => (!a || (c.creationTime ?? 0) >= (a.creationTime ?? 0) ? c : a),
-              undefined,
-            );
-            if (withBitmap.length > 0) {
-              const file = join(req.localDir, "checkpoint.xml");
-              await Deno.writeTextFile(
-                file,
-                checkpointXml({
-                  name,
-                  bitmapDisks: withBitmap.map((d) => d.target),
-                  allDisks: ctx.allDisks.filter((d) => d.source !== undefined).map((d) => d.target),
-                  redefine: { parent: parent?.name, creationTime: Math.floor(Date.now() / 1000) },
-                }),
-              );
-              await domain.redefineCheckpoint(file);
+            for (const d of withBitmap) {
+              await qemuImg(shell, ["bitmap", "--add", d.source, name]);
+            }
+            if (domain && withBitmap.length > 0) {
+              await redefineCheckpoint(ctx, req, latest(checkpoints)?.name, name, withBitmap);
             }
             const names = [...checkpoints.map((c) => c.name), name];
-            for (const stale of await unneededAfter(ctx, plans, req.states, names, name)) {
-              await removeOfflineCheckpoint(ctx, qcow2, stale);
+            for (const stale of await unneededAfter(ctx, plans, req.states, names, owner, name)) {
+              await book.remove(stale);
             }
             return nextCheckpoints(plans, req.states, name);
           },
@@ -588,29 +764,135 @@ function offlineOpener(ctx: DomainContext): PointInTimeOpener {
   };
 }
 
-/** A shut-off domain's checkpoint: its bitmaps out of the images, then libvirt's metadata. */
-async function removeOfflineCheckpoint(
-  ctx: DomainContext,
-  images: ImageDisk[],
-  name: string,
-): Promise<void> {
-  for (const d of images) {
-    if ((await imageBitmaps(d)).has(name)) await qemuImg(["bitmap", "--remove", d.source, name]);
-  }
-  await ctx.domain.deleteCheckpoint(name, true);
+/**
+ * Whether what is read offline still does not run: the domain's state, or
+ * without a domain whether one of the VM's name was defined and runs.
+ */
+async function runState(ctx: DomainContext): Promise<string> {
+  if (ctx.domain) return await ctx.domain.state();
+  const r = await ctx.host.shell.run(["virsh", "-c", SYSTEM_URI, "domstate", ctx.label]);
+  return r.code === 0 ? r.stdout.trim() : "shut off";
 }
 
-/** The persistent bitmaps of a (not running) disk image. */
-async function imageBitmaps(disk: ImageDisk): Promise<Set<string>> {
+/**
+ * A running domain defined afresh (CloudStack defines a VM's domain anew at
+ * every start) knows none of the checkpoints whose bitmaps its images still
+ * carry and QEMU loaded: this state directory's are made known to libvirt
+ * again, oldest first, each only if libvirt finds its bitmaps enabled in the
+ * running disks (`--redefine-validate`), so the chain goes on. Returns the
+ * checkpoints libvirt knows then.
+ */
+async function adoptCheckpoints(
+  ctx: DomainContext,
+  req: OpenRequest,
+  owner: string,
+  checkpoints: CheckpointInfo[],
+): Promise<CheckpointInfo[]> {
+  const known = new Set(checkpoints.map((c) => c.name));
+  // Only when a chain here needs one: a domain that kept its checkpoints costs nothing.
+  if (req.states.every((s) => !s || known.has(s.checkpoint.incBitmap))) return checkpoints;
+  const images = qcow2Images(ctx);
+  const bitmaps = await Promise.all(images.map((d) => imageBitmaps(ctx.host.shell, d, true)));
+  const mine = `${CHECKPOINT_PREFIX}${owner}-`;
+  const names = [...new Set(bitmaps.flatMap((b) => [...b]))]
+    .filter((n) => n.startsWith(mine) && !known.has(n)).sort();
+  if (names.length === 0) return checkpoints;
+  let parent = latest(checkpoints)?.name;
+  const adopted: string[] = [];
+  for (const name of names) {
+    const withBitmap = images.filter((_, i) => bitmaps[i].has(name));
+    try {
+      await redefineCheckpoint(ctx, req, parent, name, withBitmap, true);
+    } catch (err) {
+      ctx.warn(`libvirt did not take checkpoint ${name} back: ${(err as Error).message}`);
+      break;
+    }
+    adopted.push(name);
+    parent = name;
+  }
+  if (adopted.length === 0) return checkpoints;
+  ctx.warn(`made the checkpoints its images still carry known to libvirt again: ${adopted}`);
+  return await ctx.domain!.checkpoints();
+}
+
+/** The newest of the checkpoints. */
+function latest(checkpoints: CheckpointInfo[]): CheckpointInfo | undefined {
+  return checkpoints.reduce<CheckpointInfo | undefined>(
+    (a, c) => (!a || (c.creationTime ?? 0) >= (a.creationTime ?? 0) ? c : a),
+    undefined,
+  );
+}
+
+/** Tells libvirt of a checkpoint whose bitmaps `withBitmap`'s images carry. */
+async function redefineCheckpoint(
+  ctx: DomainContext,
+  req: OpenRequest,
+  parent: string | undefined,
+  name: string,
+  withBitmap: ImageDisk[],
+  validate = false,
+): Promise<void> {
+  const file = ctx.host.remote
+    ? `/tmp/dirtybit-checkpoint-${crypto.randomUUID().slice(0, 8)}.xml`
+    : join(req.localDir, "checkpoint.xml");
+  await writeHostFile(
+    ctx.host.shell,
+    file,
+    checkpointXml({
+      name,
+      bitmapDisks: withBitmap.map((d) => d.target),
+      allDisks: ctx.allDisks.filter((d) => d.source !== undefined).map((d) => d.target),
+      redefine: { parent, creationTime: Math.floor(Date.now() / 1000) },
+    }),
+  );
+  try {
+    await ctx.domain!.redefineCheckpoint(file, validate);
+  } finally {
+    await removeHostDir(ctx.host.shell, file);
+  }
+}
+
+/** What `qemu-img info` tells of an image (`inUse`: one a running QEMU has open). */
+async function imageInfo(
+  shell: HostShell,
+  path: string,
+  inUse = false,
+): Promise<{
+  format: string;
+  "virtual-size": number;
+  "format-specific"?: { data?: { bitmaps?: { name: string }[] } };
+}> {
+  return JSON.parse(
+    await qemuImg(shell, ["info", ...(inUse ? ["-U"] : []), "--output=json", path]),
+  );
+}
+
+/**
+ * An image on primary storage as a disk (no domain defines it): its format
+ * from the image itself, named `target`.
+ */
+export async function imageDisk(
+  shell: HostShell,
+  path: string,
+  target: string,
+): Promise<ImageDisk> {
+  const { format } = await imageInfo(shell, path);
+  return { type: "file", device: "disk", target, bus: "", source: path, format };
+}
+
+/** The persistent bitmaps of a disk image (`inUse`: of a running domain, read beside QEMU). */
+async function imageBitmaps(
+  shell: HostShell,
+  disk: ImageDisk,
+  inUse = false,
+): Promise<Set<string>> {
   if (disk.format !== "qcow2") return new Set();
-  const info = JSON.parse(await qemuImg(["info", "--output=json", disk.source])) as {
-    "format-specific"?: { data?: { bitmaps?: { name: string }[] } };
-  };
+  const info = await imageInfo(shell, disk.source, inUse);
   return new Set((info["format-specific"]?.data?.bitmaps ?? []).map((b) => b.name));
 }
 
-async function qemuImg(args: string[]): Promise<string> {
-  const r = await new LocalShell().run(["qemu-img", ...args]);
+async function qemuImg(shell: HostShell, args: string[]): Promise<string> {
+  const r = await shell.run(["qemu-img", ...args]);
   if (r.code !== 0) {
     throw new SourceError(
       `qemu-img ${args[0]} ${args.at(-2) ?? ""} failed: ${r.stderr.trim().split("\n").pop()}`,

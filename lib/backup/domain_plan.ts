@@ -4,11 +4,14 @@
  * what the new checkpoint covers, and which of dirtybit's checkpoints no
  * chain needs any more. Pure: no I/O.
  *
- * One libvirt checkpoint per accepted backup, named `dirtybit-BACKUPID`; its
- * bitmap on each disk has the same name and keeps recording (libvirt keeps
- * every checkpoint's bitmap enabled), so an incremental since checkpoint C
- * reads C's bitmap alone. A disk's state keeps, as `incBitmap`, the
- * checkpoint of its last backup and, as `baseBitmap`, that of its last full.
+ * One libvirt checkpoint per accepted backup, named `dirtybit-OWNER-BACKUPID`
+ * (OWNER: the state directory's owner id); its bitmap on each disk has the
+ * same name and keeps recording (libvirt keeps every checkpoint's bitmap
+ * enabled), so an incremental since checkpoint C reads C's bitmap alone. A
+ * disk's state keeps, as `incBitmap`, the checkpoint of its last backup and,
+ * as `baseBitmap`, that of its last full. A `dirtybit-` checkpoint of another
+ * owner on a disk means another state directory's chain runs on it: only
+ * `--take-over` removes it.
  *
  * @module
  */
@@ -21,9 +24,25 @@ import type { DiskState } from "../model/disk_state.ts";
 /** Prefix of the checkpoints dirtybit creates (and only ever deletes). */
 export const CHECKPOINT_PREFIX = "dirtybit-";
 
-/** The checkpoint of a backup id. */
-export function checkpointName(backupId: string): string {
-  return `${CHECKPOINT_PREFIX}${backupId}`;
+/** The checkpoint of a backup id of the state directory whose owner id is `owner`. */
+export function checkpointName(owner: string, backupId: string): string {
+  return `${CHECKPOINT_PREFIX}${owner}-${backupId}`;
+}
+
+/**
+ * dirtybit's checkpoints of other owners (other state directories) that have
+ * a bitmap on one of `targets`.
+ */
+export function foreignCheckpoints(
+  checkpoints: readonly CheckpointInfo[],
+  owner: string,
+  targets: readonly string[],
+): CheckpointInfo[] {
+  const mine = `${CHECKPOINT_PREFIX}${owner}-`;
+  return checkpoints.filter((c) =>
+    c.name.startsWith(CHECKPOINT_PREFIX) && !c.name.startsWith(mine) &&
+    targets.some((t) => c.bitmaps.has(t))
+  );
 }
 
 /** A disk of the domain that has an image (what `--disk` can name). */
@@ -101,6 +120,8 @@ export interface DomainPlanInput {
    * checkpoint whose bitmap the image lost cannot serve).
    */
   imageBitmaps?: Set<string>[];
+  /** Per disk, why its chain cannot go on whatever the checkpoints say (its parent's stream is gone). */
+  broken?: (string | undefined)[];
 }
 
 /** Plans every selected disk (see the module doc). */
@@ -125,6 +146,7 @@ export function planDomainDisks(input: DomainPlanInput): DomainDiskPlan[] {
     if (input.requested === "full") return full();
     const state = input.states[i];
     if (!state) return full("no previous backup of this disk in the state directory");
+    if (input.broken?.[i]) return full(input.broken[i]);
     if (state.virtualSize !== input.sizes[i]) {
       return full(
         `the disk was resized from ${state.virtualSize} to ${
@@ -153,20 +175,22 @@ export function planDomainDisks(input: DomainPlanInput): DomainDiskPlan[] {
 }
 
 /**
- * dirtybit's checkpoints that no chain in the state directory builds on:
- * every `dirtybit-*` checkpoint not named by a backup in some disk's history
- * (the current chain of each disk, from its full on). `keepAlso` is the new
- * checkpoint while its backup is not yet recorded.
+ * The checkpoints of owner `owner` that no chain in its state directory
+ * builds on: every `dirtybit-OWNER-*` checkpoint not named by a backup in some
+ * disk's history (the current chain of each disk, from its full on).
+ * `keepAlso` is the new checkpoint while its backup is not yet recorded.
  */
 export function staleCheckpoints(
   checkpoints: readonly string[],
+  owner: string,
   states: readonly DiskState[],
   keepAlso: readonly string[] = [],
 ): string[] {
   const keep = new Set(keepAlso);
   for (const s of states) {
     keep.add(s.checkpoint.incBitmap).add(s.checkpoint.baseBitmap);
-    for (const h of s.history) keep.add(checkpointName(h.backupId));
+    for (const h of s.history) keep.add(checkpointName(owner, h.backupId));
   }
-  return checkpoints.filter((c) => c.startsWith(CHECKPOINT_PREFIX) && !keep.has(c));
+  const mine = `${CHECKPOINT_PREFIX}${owner}-`;
+  return checkpoints.filter((c) => c.startsWith(mine) && !keep.has(c));
 }

@@ -3,6 +3,7 @@ import { UsageError } from "../core/errors.ts";
 import type { DomainDisk } from "../hosts/libvirt.ts";
 import type { DiskState } from "../model/disk_state.ts";
 import {
+  foreignCheckpoints,
   type ImageDisk,
   planDomainDisks,
   selectDomainDisks,
@@ -102,16 +103,51 @@ Deno.test("planDomainDisks: incremental from libvirt's checkpoint, else a full w
     imageBitmaps: [new Set(["dirtybit-2"])],
   });
   assertEquals(offline[0].level, "full");
+  const broken = planDomainDisks({
+    disks: [disk("vda")],
+    states: [state("vda", ["1", "2"])],
+    sizes: [1 << 20],
+    checkpoints: [cp("dirtybit-2", ["vda"])],
+    requested: "incremental",
+    broken: ["the stream of backup 2 is gone"],
+  });
+  assertEquals([broken[0].level, broken[0].reason], ["full", "the stream of backup 2 is gone"]);
   assertEquals(/lost the bitmap of checkpoint dirtybit-1/.test(offline[0].reason!), true);
 });
 
-Deno.test("staleCheckpoints keeps every checkpoint of a chain in the state dir, only dirtybit's", () => {
+Deno.test("staleCheckpoints keeps every checkpoint of a chain in the state dir, only its owner's", () => {
+  const s = (name: string, ids: string[]) => {
+    const st = state(name, ids);
+    st.checkpoint.incBitmap = `dirtybit-ab12-${ids.at(-1)}`;
+    st.checkpoint.baseBitmap = `dirtybit-ab12-${ids[0]}`;
+    return st;
+  };
   assertEquals(
     staleCheckpoints(
-      ["dirtybit-0", "dirtybit-1", "dirtybit-2", "dirtybit-3", "mine", "dirtybit-new"],
-      [state("vda", ["1", "2"]), state("vdb", ["2"])],
-      ["dirtybit-new"],
+      [0, 1, 2, 3].map((i) => `dirtybit-ab12-${i}`).concat(
+        ["mine", "dirtybit-cd34-0", "dirtybit-ab12-new"],
+      ),
+      "ab12",
+      [s("vda", ["1", "2"]), s("vdb", ["2"])],
+      ["dirtybit-ab12-new"],
     ),
-    ["dirtybit-0", "dirtybit-3"],
+    ["dirtybit-ab12-0", "dirtybit-ab12-3"],
   );
+});
+
+Deno.test("foreignCheckpoints: another owner's dirtybit checkpoints on the selected disks", () => {
+  const cp = (name: string, targets: string[]) => ({
+    name,
+    bitmaps: new Map(targets.map((t) => [t, name])),
+  });
+  const cps = [
+    cp("dirtybit-ab12-1", ["vda"]),
+    cp("dirtybit-cd34-1", ["vdb"]),
+    cp("dirtybit-cd34-2", ["vdc"]),
+    cp("virtnbdbackup.0", ["vda"]),
+  ];
+  assertEquals(foreignCheckpoints(cps, "ab12", ["vda", "vdb"]).map((c) => c.name), [
+    "dirtybit-cd34-1",
+  ]);
+  assertEquals(foreignCheckpoints(cps, "ab12", ["vda"]), []);
 });

@@ -1,9 +1,17 @@
 /**
  * Backup of a CloudStack VM named by its user: resolve the VM (afresh every
  * job: VMs migrate) -> its KVM host's address -> SSH with host-key
- * verification -> the libvirt domain (= instance name) -> its disks' block
- * nodes -> one engine job over QMP through virsh, one point in time for all
- * selected disks.
+ * verification -> the libvirt domain (= instance name) on the host's
+ * `qemu:///system` -> the same job as `backup --domain` (lib/backup/
+ * domain_job.ts): libvirt's checkpoints and pull-mode backup, one point in
+ * time for all selected disks, no raw monitor commands.
+ *
+ * A Stopped VM has no host and (CloudStack undefines it) no domain: its
+ * volumes are read on primary storage through an Up KVM host of the pool's
+ * cluster, offline (qemu-nbd there, over SSH), incremental from the images'
+ * bitmaps where they survived (a domain that is still defined and shut off
+ * keeps its libvirt checkpoints too); once it runs again in a new domain,
+ * libvirt is told of those checkpoints again and the chain goes on.
  *
  * Each disk is named by its CloudStack volume id: libvirt renumbers block
  * nodes on every VM start, volume names can be changed, the id never does.
@@ -14,7 +22,7 @@
  * file each, named in access_modes.ts.
  *
  * Quiesce: guest file systems are frozen through the guest agent for the
- * point in time only, with the host-side thaw guard (lib/hosts). No usable
+ * start of the backup job only, with the host-side thaw guard (lib/hosts). No usable
  * agent -> a warning and a crash-consistent backup. A freeze that fails or
  * times out -> the guest is thawed and the job FAILS: the operator asked for
  * a consistent backup, and a silent crash-consistent one would hide a sick
@@ -27,9 +35,15 @@
 import { SourceError, UsageError, wrapError } from "../core/errors.ts";
 import { CloudStackClient, type CloudStackClientOptions } from "../cloudstack/client.ts";
 import type { CloudStackSettings } from "../cloudstack/credentials.ts";
-import { type ResolvedVm, resolveVm, type VmVolume } from "../cloudstack/resolve.ts";
+import {
+  poolHostAddress,
+  type ResolvedVm,
+  resolveVm,
+  type VmVolume,
+} from "../cloudstack/resolve.ts";
 import { SshHost, type SshTarget } from "../hosts/ssh.ts";
-import { type DiskNode, LibvirtDomain } from "../hosts/libvirt.ts";
+import { type DomainDisk, parseDomainDisks } from "../hosts/libvirt.ts";
+import { SYSTEM_URI, VirshDomain } from "../hosts/virsh.ts";
 import {
   type GuestAgent,
   GuestAgentUnavailableError,
@@ -37,25 +51,22 @@ import {
   type QuiesceOptions,
   withFrozenGuest,
 } from "../hosts/guest_agent.ts";
-import { QmpError } from "../qemu/qmp.ts";
-import { queryExportIds } from "../qemu/blocknodes.ts";
-import { isScopedTempId } from "../qemu/checkpoint.ts";
 import { vmDefinitionFromCloudStack } from "../model/vm_definition.ts";
-import {
-  type BackupJob,
-  type DiskEstimate,
-  estimateBackup,
-  type JobDisk,
-  runBackup,
-  type SinkFactory,
-} from "./engine.ts";
+import type { BackupJob, DiskEstimate, SinkFactory } from "./engine.ts";
 import type { DiskBackupResult } from "./plan.ts";
 import { newBackupId } from "../model/disk_state.ts";
 import { RunRecord } from "../core/run_record.ts";
-import type { AccessMode, DataPath } from "./access_mode.ts";
 import { accessModeNamed } from "./access_modes.ts";
 import { JobSinks } from "../sinks/sink.ts";
 import { backupSnapshotByDownload, withVolumeSnapshots } from "./download_backup.ts";
+import {
+  domainFacts,
+  type DomainJobTarget,
+  estimateDomainJob,
+  imageDisk,
+  runDomainJob,
+} from "./domain_job.ts";
+import type { ImageDisk } from "./domain_plan.ts";
 
 /** Where a CloudStack VM is and how to reach it (the CloudStack parameters of a job). */
 export interface VmSource {
@@ -68,7 +79,7 @@ export interface VmSource {
   disks?: string[];
   /** A mode of access_modes.ts; default ssh_tunnel. */
   accessMode?: string;
-  /** TCP port of QEMU's NBD server in direct mode (default 10809). */
+  /** TCP port of libvirt's NBD server in direct mode (default 10809). */
   nbdPort?: number;
   /** SSH to the KVM host; `host` comes from CloudStack. */
   ssh: Omit<SshTarget, "host" | "warn">;
@@ -88,6 +99,7 @@ export type VmJobSettings = Pick<
   | "checkParent"
   | "compression"
   | "metadata"
+  | "streamPath"
   | "signal"
   | "onMessage"
   | "onProgress"
@@ -99,7 +111,7 @@ export type VmJobSettings = Pick<
  * that may reach the engine job this module builds.
  */
 function onlySettings(s: VmJobSettings): VmJobSettings {
-  const { level, stateDir, takeOver, checkParent, compression, metadata } = s;
+  const { level, stateDir, takeOver, checkParent, compression, metadata, streamPath } = s;
   const { signal, onMessage, onProgress } = s;
   return {
     level,
@@ -108,6 +120,7 @@ function onlySettings(s: VmJobSettings): VmJobSettings {
     checkParent,
     compression,
     metadata,
+    streamPath,
     signal,
     onMessage,
     onProgress,
@@ -116,12 +129,6 @@ function onlySettings(s: VmJobSettings): VmJobSettings {
 
 /** Default TCP port of the NBD server in direct mode (IANA's NBD port). */
 export const DEFAULT_NBD_PORT = 10809;
-
-/** A selected volume and, on the hypervisor, its disk. */
-interface SelectedDisk {
-  volume: VmVolume;
-  disk?: DiskNode;
-}
 
 /**
  * The volumes `wanted` names (by volume name, id, device id or guest target),
@@ -159,14 +166,15 @@ export function selectVolumes<T extends { volume: VmVolume; target?: string }>(
  */
 export function matchVolumesToDisks(
   vm: ResolvedVm,
-  disks: DiskNode[],
-): { volume: VmVolume; disk: DiskNode; target: string }[] {
+  disks: DomainDisk[],
+): { volume: VmVolume; disk: ImageDisk; target: string }[] {
+  const images = disks.filter((d): d is ImageDisk => d.source !== undefined && d.device === "disk");
   return vm.volumes.map((volume) => {
-    const disk = disks.find((d) => d.serial !== undefined && d.serial === volume.serial) ??
-      disks.find((d) => volume.poolPath !== undefined && d.source === volume.poolPath);
+    const disk = images.find((d) => d.serial !== undefined && d.serial === volume.serial) ??
+      images.find((d) => volume.poolPath !== undefined && d.source === volume.poolPath);
     if (!disk) {
       throw new SourceError(
-        `volume ${volume.name} (${volume.id}) of ${vm.instanceName} has no disk in the running ` +
+        `volume ${volume.name} (${volume.id}) of ${vm.instanceName} has no disk in its ` +
           `domain (no serial ${volume.serial}, no file ${volume.poolPath ?? volume.path}): ` +
           "was it attached after the VM started?",
       );
@@ -193,23 +201,21 @@ function vmMetadata(vm: ResolvedVm, extra?: Record<string, unknown>): Record<str
   };
 }
 
-/** An open VM: resolved, and (except api_only) its host and domain reached. */
+/** An open VM: resolved, and (except api_only) the domain job on its host. */
 interface OpenVm {
-  mode: AccessMode;
   client: CloudStackClient;
   vm: ResolvedVm;
-  selected: SelectedDisk[];
-  host?: SshHost;
-  domain?: LibvirtDomain;
+  volumes: VmVolume[];
+  target?: DomainJobTarget;
 }
 
 async function withVm<T>(
   source: VmSource,
-  onMessage: VmJobSettings["onMessage"],
+  settings: VmJobSettings,
   fn: (open: OpenVm) => Promise<T>,
 ): Promise<T> {
   const mode = accessModeNamed(source.accessMode);
-  const warn = (text: string) => onMessage?.("warning", text);
+  const warn = (text: string) => settings.onMessage?.("warning", text);
   const client = new CloudStackClient(source.cloud, {
     ...source.clientOptions,
     verifySsl: source.cloud.verifySsl,
@@ -217,27 +223,122 @@ async function withVm<T>(
     logger: { warn },
   });
   try {
-    const vm = await resolveVm(client, source.vm);
-    if (!mode.openDataPath) {
+    const vm = await resolveVm(client, source.vm, { requireRunning: false });
+    if (!mode.server) {
       const selected = selectVolumes(
         vm.instanceName,
         vm.volumes.map((volume) => ({ volume })),
         source.disks,
       );
-      return await fn({ mode, client, vm, selected });
+      return await fn({ client, vm, volumes: selected.map((s) => s.volume) });
     }
-    const host = await SshHost.connect({ ...source.ssh, host: vm.hostAddress!, warn });
+    const running = vm.state === "Running";
+    if (!running && vm.state !== "Stopped") {
+      throw new SourceError(
+        `VM ${vm.name} (${vm.instanceName}) is ${vm.state || "in an unknown state"}: ` +
+          "back it up Running or Stopped",
+      );
+    }
+    if (running && !vm.hostAddress) {
+      throw new SourceError(
+        `VM ${vm.name} (${vm.instanceName}): CloudStack shows no hostid: the API key must ` +
+          "belong to a root admin",
+      );
+    }
+    const address = running
+      ? vm.hostAddress!
+      : await poolHostAddress(client, vm.volumes[0]?.poolId ?? "");
+    const host = await SshHost.connect({ ...source.ssh, host: address, warn });
     try {
-      const domain = await LibvirtDomain.open(host, vm.instanceName);
-      const matched = matchVolumesToDisks(vm, await domain.diskNodes());
-      const selected = selectVolumes(vm.instanceName, matched, source.disks);
-      return await fn({ mode, client, vm, selected, host, domain });
+      const target = await vmTarget(source, settings, vm, host, running, mode.server === "tcp");
+      const byTarget = new Map(vm.volumes.map((v, i) => [target.names[i], v]));
+      return await fn({
+        client,
+        vm,
+        volumes: target.names.map((n) => byTarget.get(n)!),
+        target,
+      });
     } finally {
       await host.close();
     }
   } finally {
     client.close();
   }
+}
+
+/**
+ * The domain job of the VM on its host: its running domain; when Stopped,
+ * its shut-off domain if still defined, else its volumes' images on primary
+ * storage.
+ */
+async function vmTarget(
+  source: VmSource,
+  settings: VmJobSettings,
+  vm: ResolvedVm,
+  host: SshHost,
+  running: boolean,
+  tcp: boolean,
+): Promise<DomainJobTarget> {
+  const domain = await VirshDomain.open(host, SYSTEM_URI, vm.instanceName).catch((err) => {
+    if (!/is not defined/.test(err.message)) throw err;
+    if (running) {
+      throw new SourceError(
+        `VM ${vm.instanceName} is not defined on KVM host ${host.target.host}; it may have ` +
+          "migrated: resolve its host again",
+      );
+    }
+    return undefined;
+  });
+  const base = {
+    host: { shell: host, remote: host },
+    label: vm.instanceName,
+    stateDir: settings.stateDir,
+  };
+  if (!domain) {
+    const disks = await Promise.all(vm.volumes.map((v) => {
+      if (!v.poolPath) {
+        throw new SourceError(
+          `volume ${v.name} of stopped VM ${vm.instanceName} is on a ${v.poolType} pool, whose ` +
+            "files dirtybit cannot read on a host: start the VM to back it up",
+        );
+      }
+      return imageDisk(host, v.poolPath, v.id);
+    }));
+    const selected = selectVolumes(
+      vm.instanceName,
+      vm.volumes.map((volume, i) => ({ volume, disk: disks[i], target: undefined })),
+      source.disks,
+    );
+    return {
+      ...base,
+      live: false,
+      allDisks: disks,
+      selected: selected.map((s) => s.disk),
+      names: selected.map((s) => s.volume.id),
+    };
+  }
+  const { live, xml, persistentXml } = await domainFacts(domain);
+  if (live !== running) {
+    throw new SourceError(
+      `CloudStack shows VM ${vm.instanceName} ${vm.state} but libvirt on ${host.target.host} ` +
+        `shows it ${await domain.state()}: run the backup again once they agree`,
+    );
+  }
+  const allDisks = parseDomainDisks(xml);
+  const selected = selectVolumes(vm.instanceName, matchVolumesToDisks(vm, allDisks), source.disks);
+  return {
+    ...base,
+    domain,
+    persistentXml,
+    live,
+    allDisks,
+    selected: selected.map((s) => s.disk),
+    names: selected.map((s) => s.volume.id),
+    ...(tcp ? { tcp: { host: vm.hostAddress!, port: source.nbdPort ?? DEFAULT_NBD_PORT } } : {}),
+    quiesce: live && (source.quiesce ?? true)
+      ? quiescer(host, (source.guestAgent ?? libvirtGuestAgent)(vm.instanceName), source, settings)
+      : undefined,
+  };
 }
 
 /**
@@ -249,13 +350,10 @@ export function runVmBackup(
   settings: VmJobSettings,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
-  return withVm(source, settings.onMessage, (open) => {
+  return withVm(source, settings, (open) => {
     const metadata = vmMetadata(open.vm, settings.metadata);
-    const openPath = open.mode.openDataPath;
-    if (!openPath || !open.host || !open.domain) {
-      return backupByDownload(open, settings, metadata, sinkFor);
-    }
-    return backupOnHost(source, open as Required<OpenVm>, openPath, settings, metadata, sinkFor);
+    if (!open.target) return backupByDownload(open, settings, metadata, sinkFor);
+    return runDomainJob(open.target, { ...onlySettings(settings), metadata }, sinkFor);
   });
 }
 
@@ -264,9 +362,9 @@ export function estimateVmBackup(
   source: VmSource,
   settings: VmJobSettings,
 ): Promise<DiskEstimate[]> {
-  return withVm(source, settings.onMessage, async (open) => {
-    if (!open.domain) {
-      return open.selected.map(({ volume }) => ({
+  return withVm(source, settings, async (open) => {
+    if (!open.target) {
+      return open.volumes.map((volume) => ({
         diskName: volume.id,
         level: "full" as const,
         fallback: "nbd_access_mode=api_only always reads the whole volume",
@@ -275,80 +373,8 @@ export function estimateVmBackup(
         lastFullId: null,
       }));
     }
-    return await estimateBackup({
-      ...onlySettings(settings),
-      qmp: open.domain.qmp,
-      disks: jobDisks(open.selected),
-    });
+    return await estimateDomainJob(open.target, onlySettings(settings));
   });
-}
-
-function jobDisks(selected: SelectedDisk[]): JobDisk[] {
-  return selected.map(({ volume, disk }) => ({ node: disk!.node, name: volume.id }));
-}
-
-async function backupOnHost(
-  source: VmSource,
-  { vm, host, domain, selected }: Required<OpenVm>,
-  openDataPath: NonNullable<AccessMode["openDataPath"]>,
-  settings: VmJobSettings,
-  metadata: Record<string, unknown>,
-  sinkFor: SinkFactory,
-): Promise<DiskBackupResult[]> {
-  await stopIdleNbdServer(domain, settings.onMessage);
-  const scratch = await domain.makeScratchDir(crypto.randomUUID().slice(0, 8));
-  let path: DataPath | undefined;
-  try {
-    path = await openDataPath(host, domain.qmp, {
-      scratch,
-      address: vm.hostAddress!,
-      port: source.nbdPort ?? DEFAULT_NBD_PORT,
-    });
-    const job: BackupJob = {
-      ...onlySettings(settings),
-      ...path.job,
-      metadata,
-      qmp: domain.qmp,
-      disks: jobDisks(selected),
-      workDir: scratch,
-      removeFile: async (path) => void await host.runChecked(["rm", "-f", "--", path]),
-      quiesce: (source.quiesce ?? true)
-        ? quiescer(
-          host,
-          (source.guestAgent ?? libvirtGuestAgent)(vm.instanceName),
-          source,
-          settings,
-        )
-        : undefined,
-    };
-    return await runBackup(job, sinkFor);
-  } finally {
-    await path?.close().catch((err) =>
-      settings.onMessage?.("warning", `closing the NBD path failed: ${err.message}`)
-    );
-    await domain.removeScratchDir(scratch).catch((err) =>
-      settings.onMessage?.("warning", `removing ${scratch} on the host failed: ${err.message}`)
-    );
-  }
-}
-
-/**
- * A backup killed before its cleanup leaves QEMU's NBD server running with
- * no export (its exports go with the leftovers); a new point in time could
- * not start its own. With no export at all the server serves no one: stop it.
- */
-async function stopIdleNbdServer(
-  domain: LibvirtDomain,
-  onMessage: VmJobSettings["onMessage"],
-): Promise<void> {
-  const exports = await queryExportIds(domain.qmp);
-  if (exports.some((id) => !isScopedTempId(id))) return;
-  try {
-    await domain.qmp.execute("nbd-server-stop");
-    onMessage?.("warning", `stopped an NBD server left running in ${domain.name}'s QEMU`);
-  } catch (err) {
-    if (!(err instanceof QmpError)) throw err;
-  }
 }
 
 /** The engine's freeze/thaw around the point in time, on {@link withFrozenGuest}. */
@@ -396,7 +422,7 @@ function quiescer(
 }
 
 async function backupByDownload(
-  { client, vm, selected }: OpenVm,
+  { client, vm, volumes }: OpenVm,
   settings: VmJobSettings,
   metadata: Record<string, unknown>,
   sinkFor: SinkFactory,
@@ -404,7 +430,6 @@ async function backupByDownload(
   const zoneId = vm.zoneId;
   if (!zoneId) throw new SourceError(`CloudStack shows no zone for ${vm.instanceName}`);
   const backupId = newBackupId();
-  const volumes = selected.map((s) => s.volume);
   for (const volume of volumes) {
     settings.onMessage?.(
       "warning",

@@ -1,7 +1,7 @@
 import { deepStrictEqual as assertEquals, throws as assertThrows } from "node:assert/strict";
 import { SourceError, UsageError } from "../core/errors.ts";
 import type { ResolvedVm, VmVolume } from "../cloudstack/resolve.ts";
-import type { DiskNode } from "../hosts/libvirt.ts";
+import type { DomainDisk } from "../hosts/libvirt.ts";
 import { matchVolumesToDisks, selectVolumes } from "./vm_job.ts";
 
 function volume(id: string, name: string, deviceId: number, poolPath?: string): VmVolume {
@@ -20,24 +20,8 @@ function volume(id: string, name: string, deviceId: number, poolPath?: string): 
   };
 }
 
-function disk(
-  target: string,
-  node: string,
-  serial?: string,
-  source = `/mnt/p/${target}`,
-): DiskNode {
-  return {
-    type: "file",
-    device: "disk",
-    target,
-    bus: "virtio",
-    source,
-    serial,
-    alias: `a-${target}`,
-    node,
-    qdev: "",
-    size: 1,
-  };
+function disk(target: string, serial?: string, source = `/mnt/p/${target}`): DomainDisk {
+  return { type: "file", device: "disk", target, bus: "virtio", source, serial };
 }
 
 const root = volume("aaaaaaaa-1111-4000-8000-000000000001", "ROOT-10", 0);
@@ -46,14 +30,15 @@ const vm = { instanceName: "i-2-10-VM", volumes: [root, data] } as ResolvedVm;
 
 Deno.test("volumes map to domain disks by serial, else by file path", () => {
   const mapped = matchVolumesToDisks(vm, [
-    disk("vdb", "libvirt-2-format"),
-    disk("vda", "libvirt-3-format", root.serial),
+    { type: "file", device: "cdrom", target: "hdc", bus: "ide" },
+    disk("vdb"),
+    disk("vda", root.serial, "/mnt/p/other"),
   ]);
-  assertEquals(mapped.map((m) => [m.volume.name, m.target, m.disk.node]), [
-    ["ROOT-10", "vda", "libvirt-3-format"],
-    ["DATA-10", "vdb", "libvirt-2-format"],
+  assertEquals(mapped.map((m) => [m.volume.name, m.target, m.disk.source]), [
+    ["ROOT-10", "vda", "/mnt/p/other"],
+    ["DATA-10", "vdb", "/mnt/p/vdb"],
   ]);
-  assertThrows(() => matchVolumesToDisks(vm, [disk("vdb", "n2")]), SourceError);
+  assertThrows(() => matchVolumesToDisks(vm, [disk("vdb")]), SourceError);
 });
 
 Deno.test("disks= selects by name, id, device id or target, in device order", () => {

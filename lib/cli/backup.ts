@@ -68,13 +68,15 @@ libvirt domain (instead of --qmp/--node; disks are named by their target, vda):
                       NBD socket (default /var/lib/libvirt/qemu/dirtybit)
   --ssh-key FILE, --known-hosts FILE
                       with --connect qemu+ssh://[user@]host[:port]/system: virsh
-                      runs on that host over SSH and the NBD data comes through
-                      an SSH tunnel (running domains only)
+                      (and for a shut-off domain qemu-nbd) runs on that host
+                      over SSH and the NBD data comes through an SSH tunnel
   Disks that cannot carry a dirty bitmap (raw images, network disks) get a full
   backup every time, with the reason in the log and in --json (fallback).
 
 CloudStack VM (instead of --qmp/--node; disks are named by their volume id):
-  --vm VM             UUID, name or instance name (i-2-10-VM)
+  --vm VM             UUID, name or instance name (i-2-10-VM): its domain on
+                      its KVM host, as --domain does; a Stopped VM's volumes
+                      are read on primary storage through a host of its cluster
   --url URL, --apikey KEY, --secretkey-file FILE (or --secretkey KEY),
   --config FILE, --verify-ssl BOOL, --ca-file FILE
                       the API endpoint and keys, as for 'dirtybit api' (also

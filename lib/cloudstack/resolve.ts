@@ -250,6 +250,30 @@ export function poolFilePath(
   return undefined;
 }
 
+/**
+ * The address of a KVM host that reaches a pool's volumes, for a VM that has
+ * no host (stopped): an Up host of the pool's cluster.
+ */
+export async function poolHostAddress(client: CloudStackClient, poolId: string): Promise<string> {
+  const pool = (await client.listAll("listStoragePools", { id: poolId }, "storagepool"))[0];
+  const clusterId = opt(pool?.clusterid);
+  if (!clusterId) {
+    throw new SourceError(
+      `storage pool ${poolId} shows no cluster (a host-local pool?): start the VM to back it up`,
+    );
+  }
+  const hosts = await client.listAll(
+    "listHosts",
+    { clusterid: clusterId, type: "Routing" },
+    "host",
+  );
+  const up = hosts.find((h) => h.state === "Up" && opt(h.ipaddress));
+  if (!up) {
+    throw new SourceError(`no KVM host of cluster ${clusterId} is Up to read pool ${poolId}`);
+  }
+  return str(up.ipaddress);
+}
+
 /** createSnapshot of a volume (async); returns the snapshot id. */
 export async function snapshotVolume(client: CloudStackClient, volumeId: string): Promise<string> {
   const result = await client.callAsync("createSnapshot", { volumeid: volumeId });

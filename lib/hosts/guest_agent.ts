@@ -17,7 +17,7 @@
  * @module
  */
 import { SourceError, TimeoutError, wrapError } from "../core/errors.ts";
-import { LIBVIRT_URI } from "./libvirt.ts";
+import { SYSTEM_URI } from "./virsh.ts";
 import { RemoteTimeoutError, shellCommand, shellQuote, type SshHost } from "./ssh.ts";
 
 /** Freeze and thaw of one guest, as commands run on its host. */
@@ -34,8 +34,8 @@ export interface GuestAgent {
 export function libvirtGuestAgent(domain: string): GuestAgent {
   return {
     guest: domain,
-    freezeArgv: ["virsh", "-c", LIBVIRT_URI, "domfsfreeze", domain],
-    thawArgv: ["virsh", "-c", LIBVIRT_URI, "domfsthaw", domain],
+    freezeArgv: ["virsh", "-c", SYSTEM_URI, "domfsfreeze", domain],
+    thawArgv: ["virsh", "-c", SYSTEM_URI, "domfsthaw", domain],
   };
 }
 

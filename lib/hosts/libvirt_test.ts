@@ -1,9 +1,7 @@
-import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
-import { SourceError } from "../core/errors.ts";
-import { QmpError } from "../qemu/qmp.ts";
-import { mapDiskNodes, parseDomainDisks, parseMonitorReply } from "./libvirt.ts";
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { parseDomainDisks } from "./libvirt.ts";
 
-Deno.test("parseDomainDisks and mapDiskNodes map by alias, skip the empty cdrom", () => {
+Deno.test("parseDomainDisks: the disk's own source, not its backing chain's; the empty cdrom", () => {
   const xml = `<domain><devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>
       <source file='/mnt/p/root' index='3'/>
@@ -20,44 +18,4 @@ Deno.test("parseDomainDisks and mapDiskNodes map by alias, skip the empty cdrom"
     ["hdc", undefined, "ide0-1-0"],
   ]);
   assertEquals(disks[0].serial, "abc&d");
-  // query-block lists vdb before vda: the mapping must not depend on order.
-  const blocks = [
-    {
-      device: "",
-      qdev: "/machine/peripheral/virtio-disk1/virtio-backend",
-      inserted: { "node-name": "libvirt-2-format", file: "/mnt/p/data" },
-    },
-    {
-      device: "",
-      qdev: "/machine/peripheral/virtio-disk0/virtio-backend",
-      inserted: { "node-name": "libvirt-3-format", file: "/mnt/p/root" },
-    },
-    { device: "", qdev: "ide0-1-0" },
-  ];
-  const mapped = mapDiskNodes("vm", disks, blocks);
-  assertEquals(mapped.map((d) => [d.target, d.node]), [["vda", "libvirt-3-format"], [
-    "vdb",
-    "libvirt-2-format",
-  ]]);
-  blocks[0].inserted!.file = "/elsewhere";
-  throws(() => mapDiskNodes("vm", disks, blocks), SourceError);
-  assert(mapDiskNodes("vm", disks.slice(2), blocks).length === 0, "an empty cdrom maps to nothing");
-});
-
-Deno.test("parseMonitorReply returns QMP's return or throws QEMU's error", () => {
-  assertEquals(
-    parseMonitorReply("query-status", '{"return":{"status":"running"},"id":"libvirt-4"}'),
-    {
-      status: "running",
-    },
-  );
-  throws(
-    () =>
-      parseMonitorReply(
-        "block-dirty-bitmap-remove",
-        '{"id":"libvirt-413","error":{"class":"GenericError","desc":"Node \'nope\' not found"}}',
-      ),
-    (e: unknown) => e instanceof QmpError && e.message.includes("Node 'nope' not found"),
-  );
-  throws(() => parseMonitorReply("x", "error: not json"), SourceError);
 });

@@ -24,20 +24,28 @@ export type BackupDiskMode =
   | { target: string; mode: "incremental"; since: string; scratch: string }
   | { target: string; mode: "no" };
 
-/** `<domainbackup mode='pull'>` served on a unix socket, every disk listed. */
-export function backupXml(socket: string, disks: BackupDiskMode[]): string {
+/** Where a pull backup serves its exports: a unix socket, or a TCP address and port. */
+export type BackupServer = { socket: string } | { host: string; port: number };
+
+/** `<domainbackup mode='pull'>` served on `server`, every disk listed. */
+export function backupXml(server: BackupServer, disks: BackupDiskMode[]): string {
   const lines = disks.map((d) => {
     const name = `name='${xmlEscape(d.target)}'`;
     if (d.mode === "no") return `    <disk ${name} backup='no'/>`;
+    // The export and its bitmap named here, so the job's XML need not be read back.
     const inc = d.mode === "incremental"
-      ? ` backupmode='incremental' incremental='${xmlEscape(d.since)}'`
+      ? ` backupmode='incremental' incremental='${xmlEscape(d.since)}'` +
+        ` exportbitmap='${xmlEscape(exportBitmapName(d.target))}'`
       : " backupmode='full'";
-    return `    <disk ${name} backup='yes' type='file'${inc}>` +
+    return `    <disk ${name} backup='yes' type='file' exportname='${xmlEscape(d.target)}'${inc}>` +
       `<scratch file='${xmlEscape(d.scratch)}'/></disk>`;
   });
-  return `<domainbackup mode='pull'>\n  <server transport='unix' socket='${
-    xmlEscape(socket)
-  }'/>\n  <disks>\n${lines.join("\n")}\n  </disks>\n</domainbackup>\n`;
+  const serverXml = "socket" in server
+    ? `<server transport='unix' socket='${xmlEscape(server.socket)}'/>`
+    : `<server transport='tcp' name='${xmlEscape(server.host)}' port='${server.port}'/>`;
+  return `<domainbackup mode='pull'>\n  ${serverXml}\n  <disks>\n${
+    lines.join("\n")
+  }\n  </disks>\n</domainbackup>\n`;
 }
 
 /** A checkpoint as dirtybit creates or redefines it. */
@@ -100,32 +108,20 @@ export function parseCheckpoint(xml: string): CheckpointInfo {
   };
 }
 
-/** What a running pull backup exports for one disk. */
-export interface BackupExport {
-  exportName: string;
-  /** Name of the dirty bitmap exported with it (incremental disks only). */
-  exportBitmap?: string;
+/**
+ * The dirty bitmap a pull backup exports beside an incremental disk's export
+ * (named after the disk: its export is named after it too).
+ */
+export function exportBitmapName(target: string): string {
+  return `dirtybit-${target}`;
 }
 
-/** Disk target -> its export, from `virsh backup-dumpxml` of a running pull backup. */
-export function parseBackupExports(xml: string): Map<string, BackupExport> {
-  const exports = new Map<string, BackupExport>();
-  for (const m of xml.matchAll(/<disk\b[^>]*>/g)) {
-    const target = attr(m[0], "name");
-    if (!target || attr(m[0], "backup") !== "yes") continue;
-    const bitmap = attr(m[0], "exportbitmap");
-    exports.set(target, {
-      exportName: attr(m[0], "exportname") ?? target,
-      ...(bitmap ? { exportBitmap: bitmap } : {}),
-    });
-  }
-  return exports;
-}
-
-/** The unix socket of a running pull backup, from `virsh backup-dumpxml`. */
-export function backupSocket(xml: string): string | undefined {
+/** The unix socket and scratch files of a running pull backup, from `virsh backup-dumpxml`. */
+export function backupPaths(xml: string): string[] {
   const server = xml.match(/<server\b[^>]*>/)?.[0];
-  return server ? attr(server, "socket") : undefined;
+  const socket = server ? attr(server, "socket") : undefined;
+  const scratch = [...xml.matchAll(/<scratch\b[^>]*>/g)].map((m) => attr(m[0], "file"));
+  return [socket, ...scratch].filter((p): p is string => p !== undefined);
 }
 
 /** Name and UUID of a domain XML. */

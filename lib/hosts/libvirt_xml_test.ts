@@ -1,17 +1,16 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import {
-  backupSocket,
+  backupPaths,
   backupXml,
   checkpointXml,
   domainIdentity,
-  parseBackupExports,
   parseCheckpoint,
   restoredDomainXml,
 } from "./libvirt_xml.ts";
 import { parseDomainDisks } from "./libvirt.ts";
 
 Deno.test("backupXml lists every disk: incremental, full or left out", () => {
-  const xml = backupXml("/s/dirtybit-0a/nbd.sock", [
+  const xml = backupXml({ socket: "/s/dirtybit-0a/nbd.sock" }, [
     { target: "vda", mode: "incremental", since: "dirtybit-1", scratch: "/s/vda.qcow2" },
     { target: "vdb", mode: "full", scratch: "/s/vdb.qcow2" },
     { target: "vdc", mode: "no" },
@@ -19,16 +18,21 @@ Deno.test("backupXml lists every disk: incremental, full or left out", () => {
   assert(xml.includes("<server transport='unix' socket='/s/dirtybit-0a/nbd.sock'/>"));
   assert(
     xml.includes(
-      "name='vda' backup='yes' type='file' backupmode='incremental' incremental='dirtybit-1'",
+      "name='vda' backup='yes' type='file' exportname='vda' backupmode='incremental' " +
+        "incremental='dirtybit-1' exportbitmap='dirtybit-vda'>",
     ),
   );
   assert(
     xml.includes(
-      "name='vdb' backup='yes' type='file' backupmode='full'><scratch file='/s/vdb.qcow2'/>",
+      "name='vdb' backup='yes' type='file' exportname='vdb' backupmode='full'>" +
+        "<scratch file='/s/vdb.qcow2'/>",
     ),
   );
   assert(xml.includes("<disk name='vdc' backup='no'/>"));
-  assertEquals(backupSocket(xml), "/s/dirtybit-0a/nbd.sock");
+  assertEquals(backupPaths(xml), ["/s/dirtybit-0a/nbd.sock", "/s/vda.qcow2", "/s/vdb.qcow2"]);
+  const tcp = backupXml({ host: "10.0.0.7", port: 10809 }, [{ target: "vda", mode: "no" }]);
+  assert(tcp.includes("<server transport='tcp' name='10.0.0.7' port='10809'/>"));
+  assertEquals(backupPaths(tcp), []);
 });
 
 Deno.test("checkpointXml: new, and redefined with parent and bitmaps; parseCheckpoint reads it back", () => {
@@ -49,7 +53,7 @@ Deno.test("checkpointXml: new, and redefined with parent and bitmaps; parseCheck
   assertEquals([...info.bitmaps], [["vda", "cp2"]]);
 });
 
-Deno.test("parseCheckpoint ignores the domain inside; parseBackupExports reads export names", () => {
+Deno.test("parseCheckpoint ignores the domain inside", () => {
   const cp = `<domaincheckpoint><name>c&amp;1</name><parent><name>c0</name></parent>
     <creationTime>5</creationTime><disks><disk name='vda' checkpoint='bitmap' bitmap='c&amp;1'/>
     <disk name='vdc' checkpoint='no'/></disks>
@@ -58,14 +62,6 @@ Deno.test("parseCheckpoint ignores the domain inside; parseBackupExports reads e
   const info = parseCheckpoint(cp);
   assertEquals(info.name, "c&1");
   assertEquals([...info.bitmaps], [["vda", "c&1"]]);
-  const exports = parseBackupExports(`<domainbackup mode='pull'><disks>
-    <disk name='vda' backup='yes' type='file' backupmode='incremental' incremental='c1' exportname='vda' exportbitmap='backup-vda' index='7'>
-    <scratch file='/x'/></disk><disk name='vdb' backup='no'/>
-    <disk name='vdc' backup='yes' type='file' backupmode='full' exportname='vdc' index='8'/></disks></domainbackup>`);
-  assertEquals([...exports], [
-    ["vda", { exportName: "vda", exportBitmap: "backup-vda" }],
-    ["vdc", { exportName: "vdc" }],
-  ]);
 });
 
 Deno.test("restoredDomainXml: new name, no UUID or MAC, restored disks only", () => {

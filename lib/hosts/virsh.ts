@@ -79,7 +79,8 @@ export class VirshDomain {
    * libvirt does not know it, or naming libvirt when it does not answer.
    */
   static async open(shell: HostShell, uri: string, nameOrUuid: string): Promise<VirshDomain> {
-    const r = await shell.run(["virsh", "-q", "-c", uri, "domuuid", nameOrUuid], {
+    // dominfo: name and UUID in one command (over SSH each command is a round trip).
+    const r = await shell.run(["virsh", "-q", "-c", uri, "dominfo", nameOrUuid], {
       timeoutMs: 30_000,
     });
     if (r.code !== 0) {
@@ -92,8 +93,10 @@ export class VirshDomain {
         `virsh -c ${uri} failed: ${oneLine(r.stderr) || "no error text"}; is libvirtd running?`,
       );
     }
-    const uuid = r.stdout.trim();
-    const name = (await virsh(shell, uri, ["domname", uuid])).trim();
+    const field = (key: string) => r.stdout.match(new RegExp(`^${key}:\\s*(.*)$`, "m"))?.[1].trim();
+    const name = field("Name");
+    const uuid = field("UUID");
+    if (!name || !uuid) throw new SourceError(`virsh dominfo ${nameOrUuid} shows no name or UUID`);
     return new VirshDomain(shell, uri, name, uuid);
   }
 
@@ -139,9 +142,18 @@ export class VirshDomain {
     await this.run(["checkpoint-delete", this.uuid, name, ...(metadataOnly ? ["--metadata"] : [])]);
   }
 
-  /** Tells libvirt about a checkpoint whose bitmaps were made without it. */
-  async redefineCheckpoint(xmlFile: string): Promise<void> {
-    await this.run(["checkpoint-create", this.uuid, xmlFile, "--redefine"]);
+  /**
+   * Tells libvirt about a checkpoint whose bitmaps were made without it;
+   * `validate`: only if the running domain's disks have its bitmaps, enabled.
+   */
+  async redefineCheckpoint(xmlFile: string, validate = false): Promise<void> {
+    await this.run([
+      "checkpoint-create",
+      this.uuid,
+      xmlFile,
+      "--redefine",
+      ...(validate ? ["--redefine-validate"] : []),
+    ]);
   }
 
   /** Starts a backup job (`backup-begin`), with a new checkpoint if `checkpointFile` is given. */

@@ -14,12 +14,17 @@
  * longer the owner the directory names — and stops it before starting its
  * own; a server whose owner still runs it is left alone.
  *
+ * {@link serveImageOnHost} starts one on a host reached over SSH, tied to
+ * the SSH channel that started it: when dirtybit (or the connection) goes,
+ * the remote shell sees the end of its input and stops the server.
+ *
  * @module
  */
 import { join } from "node:path";
 import { SourceError, wrapError } from "../core/errors.ts";
 import { delay } from "../core/async.ts";
 import { alive, helperCommand, processInfo, startError } from "../core/process.ts";
+import { shellCommand, type SshHost } from "../hosts/ssh.ts";
 
 /** A running `qemu-nbd` and the URI of its export. */
 export interface ServedImage {
@@ -116,6 +121,89 @@ export async function serveImage(path: string, opts: ServeOptions): Promise<Serv
   }
   await close();
   throw new SourceError(`qemu-nbd did not start serving ${path} within ${READY_TIMEOUT_MS} ms`);
+}
+
+/**
+ * Starts `qemu-nbd` for `path` on `host`, on a unix socket in a private
+ * directory there (`/tmp/dirtybit-qemu-nbd-RANDOM`, removed when it stops),
+ * and waits until it listens. The URI names the socket on the host: read it
+ * through a tunnel.
+ */
+export async function serveImageOnHost(
+  host: SshHost,
+  path: string,
+  opts: Omit<ServeOptions, "tcp">,
+): Promise<ServedImage> {
+  const dir = `/tmp/dirtybit-qemu-nbd-${crypto.randomUUID().slice(0, 8)}`;
+  const name = opts.exportName ?? "disk";
+  const socketPath = `${dir}/nbd.sock`;
+  const pidFile = `${dir}/qemu-nbd.pid`;
+  const qemuNbd = shellCommand([
+    "qemu-nbd",
+    "-k",
+    socketPath,
+    "--pid-file",
+    pidFile,
+    "-f",
+    opts.format,
+    "-x",
+    name,
+    "-t",
+    "-e",
+    String(opts.connections ?? 4),
+    ...(opts.readOnly ? ["-r"] : ["--discard=unmap"]),
+    ...(opts.bitmap ? ["-B", opts.bitmap] : []),
+    path,
+  ]);
+  const d = shellCommand([dir]);
+  // The server runs while the channel's input stays open; its end (dirtybit
+  // closed it, died, or the connection dropped) stops the server.
+  const proc = host.spawnScript(
+    `mkdir -m 0700 ${d} || exit 1; ${qemuNbd} 2>${d}/err & p=$!; ` +
+      `trap 'kill $p 2>/dev/null; wait $p; rm -rf ${d}' EXIT; cat >/dev/null`,
+  );
+  let closed = false;
+  let ended = false;
+  proc.status.finally(() => (ended = true)).catch(() => {});
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await proc.stdin.close().catch(() => {});
+    const timer = setTimeout(() => proc.kill(), STOP_TIMEOUT_MS);
+    await proc.status.catch(() => {});
+    clearTimeout(timer);
+  };
+  const check = `if [ -S ${d}/nbd.sock ] && [ -s ${shellCommand([pidFile])} ]; then echo ready; ` +
+    `elif [ -s ${d}/err ]; then cat ${d}/err; else echo wait; fi`;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  try {
+    while (Date.now() < deadline) {
+      if (ended) {
+        const r = await proc.status.catch((err) => ({ stderr: (err as Error).message }));
+        throw new SourceError(
+          `qemu-nbd cannot serve ${path} on ${host.target.host}: ${r.stderr.trim() || "it ended"}`,
+        );
+      }
+      const r = await host.runScript(check, { timeoutMs: 30_000 });
+      const text = r.stdout.trim();
+      if (text === "ready") {
+        const uri = `nbd+unix:///${name}?socket=${socketPath}`;
+        return { uri, pid: proc.pid, socketPath, pidFile, close };
+      }
+      if (text !== "wait") {
+        throw new SourceError(
+          `qemu-nbd cannot serve ${path} on ${host.target.host}: ${text.split("\n").pop()}`,
+        );
+      }
+      await delay(50);
+    }
+    throw new SourceError(
+      `qemu-nbd did not start serving ${path} on ${host.target.host} within ${READY_TIMEOUT_MS} ms`,
+    );
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
 
 /** The directory of `path`'s servers, named by a hash of its real path. */

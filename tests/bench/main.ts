@@ -14,6 +14,7 @@ import { benchConvert } from "./convert.ts";
 import { benchReplication } from "./replication.ts";
 import { benchFailback } from "./failback.ts";
 import { benchVmBackup } from "./vm_backup.ts";
+import { benchDomainBackup } from "./domain_backup.ts";
 import { benchBacula15 } from "./bacula15.ts";
 import { benchMerge } from "./keep.ts";
 import { benchServe } from "./serve.ts";
@@ -31,6 +32,7 @@ const groups: [string, (dir: string) => Promise<BenchRow[]>][] = [
   ["replication", (dir) => benchReplication(dir)],
   ["failback", (dir) => benchFailback(dir)],
   ["vm backup", (dir) => benchVmBackup(dir)],
+  ["domain backup", (dir) => benchDomainBackup(dir)],
   ["merge", benchMerge],
   ["serve", benchServe],
 ];

@@ -8,8 +8,9 @@
  * The "VM" is a qemu-storage-daemon behind the loopback sshd (the "host"),
  * not a libvirt domain: a TCG domain takes ~36 s to start here, and the data
  * path under test (QEMU's NBD server -> tunnel or TCP -> dirtybit) is the
- * same; the rows say so. The engine runs with the data path of
- * lib/backup/access_modes.ts (`openDataPath`), compression off, into a null sink;
+ * same; the rows say so. The engine runs with the tunnel of
+ * lib/backup/access_ssh_tunnel.ts, or (direct) reads QEMU's NBD server on a TCP port
+ * as libvirt's TCP pull backup serves it, compression off, into a null sink;
  * the median of 5 rounds (shared 2-core machine: single runs move ±15 %).
  * A backup opens its SSH tunnel as part of the job, so each reference's time
  * includes opening its tunnel too (about 0.16 s here); the NBD export it
@@ -23,7 +24,8 @@ import { join } from "node:path";
 import { StorageDaemon } from "../../lib/qemu/storage_daemon.ts";
 import { QmpSocket } from "../../lib/qemu/qmp.ts";
 import { runBackup } from "../../lib/backup/engine.ts";
-import { accessModeNamed } from "../../lib/backup/access_modes.ts";
+import type { DataPath } from "../../lib/backup/access_mode.ts";
+import { tunnelDataPath } from "../../lib/backup/access_ssh_tunnel.ts";
 import { SshHost, type SshTunnel } from "../../lib/hosts/ssh.ts";
 import { plainForward, startSshd } from "../fixtures/sshd.ts";
 import { atLeast, type BenchRow, mbps } from "./table.ts";
@@ -105,12 +107,23 @@ export async function benchVmBackup(dir: string, size = 2048 * MiB): Promise<Ben
         await qmp.execute("nbd-server-stop");
       }
     };
-    const backupOver = async (mode: "ssh_tunnel" | "direct") => {
-      const path = await accessModeNamed(mode).openDataPath!(host, qmp, {
-        scratch,
-        address: "127.0.0.1",
-        port: freePort(),
+    /** The direct path: QEMU's NBD server on a TCP port, which the point in time uses. */
+    const directPath = async (): Promise<DataPath & { job: { nbdSocket: string } }> => {
+      const port = freePort();
+      await qmp.execute("nbd-server-start", {
+        addr: { type: "inet", data: { host: "127.0.0.1", port: String(port) } },
       });
+      return {
+        job: {
+          nbdSocket: `${scratch}/tcp-${port}`,
+          reachExport: (uri) =>
+            Promise.resolve(`nbd://127.0.0.1:${port}/${new URL(uri).pathname.slice(1)}`),
+        },
+        close: async () => void await qmp.execute("nbd-server-stop"),
+      };
+    };
+    const backupOver = async (mode: "ssh_tunnel" | "direct") => {
+      const path = mode === "direct" ? await directPath() : tunnelDataPath(host);
       try {
         return await seconds(() =>
           runBackup({
