@@ -63,6 +63,7 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
                           are the parameters below (snake_case) plus name, qmp, node,
                           nbd_socket, work_dir (each disk works in work_dir/NAME);
+                          relative paths are taken from the file's directory;
                           see docs/replication-protocol.md §9
 ${
   flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS], "flag", {
