@@ -24,7 +24,7 @@
 import { dirname, resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
-import { PARAMS, type ParamName, type Params, parseParams } from "./params.ts";
+import { type ParamName, PARAMS, type Params, parseParams } from "./params.ts";
 
 /** Where a sender keeps its state, and how it paces, throttles and retries its cycles. */
 export const CYCLE_PARAMS: readonly ParamName[] = [
