@@ -326,33 +326,42 @@ Deno.test("a freeze that times out leaves the guest thawed; the guard thaws when
   const qga = await startFakeGuestAgent();
   try {
     await withHost(async (host) => {
-      qga.freezeReplyDelayMs = 4000;
+      // The agent freezes at once and answers after the timeout. The freeze
+      // command has ended on the host when the timeout is reported, so the
+      // thaw that follows comes after the freeze, whatever the load.
+      qga.freezeReplyDelayMs = 6000;
       await assertRejects(
-        () => withFrozenGuest(host, qga.agent, () => Promise.resolve(), { freezeTimeoutMs: 1000 }),
+        () => withFrozenGuest(host, qga.agent, () => Promise.resolve(), { freezeTimeoutMs: 2000 }),
         SourceError,
-        "timed out after 1 s; the guest was thawed",
+        "timed out after 2 s; the guest was thawed",
       );
+      assertEquals([qga.freezes, qga.thaws], [1, 1], "frozen, then thawed");
       assert(!qga.frozen);
 
-      // The thaw right after the failed freeze fails too (first attempt only):
-      // the guest stays frozen until the guard fires and thaws it.
-      const flag = `${qga.socketPath}.thaw-failed-once`;
+      // The thaw after the failed freeze fails too, and so does every thaw
+      // until the test lifts the block: the guest stays frozen until the
+      // guard fires (or retries: it may fire before our own thaw) and thaws it.
+      const block = `${qga.socketPath}.thaw-blocked`;
+      await Deno.writeTextFile(block, "");
       const thaw = shellCommand(qga.agent.thawArgv);
-      const flaky = {
+      const blocked = {
         ...qga.agent,
-        thawArgv: ["sh", "-c", `[ -e ${flag} ] && exec ${thaw}; touch ${flag}; exit 1`],
+        thawArgv: ["sh", "-c", `[ -e ${block} ] && exit 1; exec ${thaw}`],
       };
       await assertRejects(
         () =>
-          withFrozenGuest(host, flaky, () => Promise.resolve(), {
-            freezeTimeoutMs: 1000,
-            guardSeconds: 2,
+          withFrozenGuest(host, blocked, () => Promise.resolve(), {
+            freezeTimeoutMs: 2000,
+            guardSeconds: 4,
           }),
         SourceError,
-        "the host thaws it within 2 s",
+        "the host thaws it within 4 s",
       );
       assert(qga.frozen);
+      assertEquals([qga.freezes, qga.thaws], [2, 1]);
+      await Deno.remove(block);
       await waitFor("the guard's thaw", 20_000, () => !qga.frozen);
+      assertEquals(qga.thaws, 2);
       await waitFor(
         "the guard to end",
         10_000,

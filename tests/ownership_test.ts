@@ -7,7 +7,10 @@
  * "busy" (a lock left by a `kill -9` is removed by the next plain run:
  * tests/backup_test.ts), a full taken instead of an incremental says why,
  * on stderr and in `--json`, and backup and replication of one disk keep
- * each other's bitmaps.
+ * each other's bitmaps. Replication's bitmaps carry the owner too: a seed
+ * from a second state directory is refused the same way, `--take-over`
+ * takes the disk over, and bitmaps of an older version without an owner
+ * are adopted by the state directory whose state names them.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -22,7 +25,8 @@ import {
 import { runBackup } from "../lib/backup/engine.ts";
 import { queryBlockNodes } from "../lib/qemu/blocknodes.ts";
 import { parseHolder } from "../lib/qemu/disk_lock.ts";
-import { ReceiverProcess, Sites } from "./replication/sites.ts";
+import { cli, ReceiverProcess, Sites } from "./replication/sites.ts";
+import { replicationScope } from "../lib/replication/attempt.ts";
 import { passThroughSink } from "../lib/sinks/sink.ts";
 
 const MiB = 1 << 20;
@@ -287,5 +291,116 @@ Deno.test("backup and replication of one disk keep each other's bitmaps", async 
     await receiver.stop();
     await sites.stop();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("replication: a second state directory is refused naming the owner; --take-over takes the disk", async () => {
+  const sites = await Sites.start(16 * MiB);
+  const receiver = await ReceiverProcess.start(sites.receiverArgs());
+  try {
+    const qsd = sites.qsd;
+    const [a, b] = [sites.stateDir, join(sites.dir, "b")];
+    // The same disk from state directory b, as replica vdb.
+    const fromB = (sub: "seed" | "push", extra: string[] = []) =>
+      cli([
+        ...sites.senderArgs(sub, receiver.port).map((arg) =>
+          arg === a ? b : arg === "vda" ? "vdb" : arg
+        ),
+        "--retry-count",
+        "0",
+        ...extra,
+      ]);
+    const seeded = await sites.send("seed", receiver.port);
+    assert.equal(seeded.code, 0, seeded.stderr);
+    const ownerA = await ownerOf(a);
+    const before = await bitmapsOf(qsd);
+    assert.ok(
+      before.length > 0 && before.every((n) => n.endsWith(`@${ownerA}`)),
+      `bitmaps carry the owner: ${before}`,
+    );
+
+    const refused = await fromB("seed");
+    assertOneLineError(
+      refused,
+      4,
+      `node disk0 belongs to the chain of owner ${ownerA} (another state directory): ` +
+        "pass --take-over",
+    );
+    assert.deepEqual(await bitmapsOf(qsd), before, "the refused seed touched no bitmap");
+    await qsd.guestWrite(0, 0x71, 2 * MiB, MiB);
+    const pushed = await sites.send("push", receiver.port, ["--once"]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.match(pushed.stderr, /cycle 1 confirmed: 1048576 bytes dirty/, "A's chain is whole");
+    assert.doesNotMatch(pushed.stderr, /full:/);
+
+    const taken = await fromB("seed", ["--take-over"]);
+    assert.equal(taken.code, 0, taken.stderr);
+    const ownerB = await ownerOf(b);
+    const now = await bitmapsOf(qsd);
+    assert.ok(now.every((n) => n.endsWith(`@${ownerB}`)), `A's bitmaps are gone: ${now}`);
+    const back = await sites.send("push", receiver.port, ["--once"]);
+    assertOneLineError(
+      back,
+      4,
+      `the checkpoint of node disk0 was taken over by the chain of owner ${ownerB}`,
+    );
+    assert.deepEqual(await bitmapsOf(qsd), now, "the refused push touched no bitmap");
+    await qsd.guestWrite(0, 0x72, 4 * MiB, MiB);
+    const pushedB = await fromB("push", ["--once"]);
+    assert.equal(pushedB.code, 0, pushedB.stderr);
+    assert.match(pushedB.stderr, /cycle 1 confirmed: 1048576 bytes dirty/);
+  } finally {
+    await receiver.stop();
+    await sites.stop();
+  }
+});
+
+Deno.test("replication: bitmaps without an owner (an older version) are adopted by the state that names them", async () => {
+  const sites = await Sites.start(16 * MiB);
+  const receiver = await ReceiverProcess.start(sites.receiverArgs());
+  try {
+    const qsd = sites.qsd;
+    const seeded = await sites.send("seed", receiver.port);
+    assert.equal(seeded.code, 0, seeded.stderr);
+    // What an older version left: the same checkpoint under names without an owner id.
+    const statePath = join(sites.stateDir, "vda.replication.json");
+    const state = JSON.parse(await Deno.readTextFile(statePath));
+    const scope = await replicationScope("disk0");
+    const old = { inc: `dirtybit-${scope}-inc-old1`, base: `dirtybit-${scope}-base-old1` };
+    const qmp = await qsd.qmp();
+    try {
+      await qmp.execute("transaction", {
+        actions: [
+          ...[old.inc, old.base].map((name) => ({
+            type: "block-dirty-bitmap-add",
+            data: { node: "disk0", name, persistent: true },
+          })),
+          ...[state.checkpoint.incBitmap, state.checkpoint.baseBitmap].map((name: string) => ({
+            type: "block-dirty-bitmap-remove",
+            data: { node: "disk0", name },
+          })),
+        ],
+      });
+    } finally {
+      await qmp.close();
+    }
+    state.checkpoint = { node: "disk0", incBitmap: old.inc, baseBitmap: old.base };
+    await Deno.writeTextFile(statePath, JSON.stringify(state));
+
+    await qsd.guestWrite(0, 0x81, 2 * MiB, MiB);
+    const pushed = await sites.send("push", receiver.port, ["--once"]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.match(pushed.stderr, /cycle 1 confirmed: 1048576 bytes dirty/);
+    assert.doesNotMatch(pushed.stderr, /full:/);
+    // The new checkpoint carries the owner; the seed's base stays the base, under its old name.
+    const owner = await ownerOf(sites.stateDir);
+    const cp = JSON.parse(await Deno.readTextFile(statePath)).checkpoint;
+    assert.ok(cp.incBitmap.endsWith(`@${owner}`), cp.incBitmap);
+    assert.equal(cp.baseBitmap, old.base);
+    assert.deepEqual(await bitmapsOf(qsd), [cp.baseBitmap, cp.incBitmap].sort());
+    assert.ok(await sites.replicaEquals(await sites.snapshot("now")));
+  } finally {
+    await receiver.stop();
+    await sites.stop();
   }
 });

@@ -15,14 +15,16 @@
  *
  * Keys are the plugin parameters (see {@link DISK_PARAMS}) plus `name`
  * and `work_dir`; a disk's keys override `defaults`. Every error names the
- * file and the key. The caller reads the file; paths come out absolute.
+ * file and the key. The caller reads the file; paths come out absolute, a
+ * relative one taken from the file's directory (as a unit file or a cron
+ * job starts the daemon from anywhere).
  *
  * @module
  */
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import { isReplicaName, REPLICA_NAME_RULE } from "../replication/messages.ts";
-import { type ParamName, type Params, parseParams } from "../params/params.ts";
+import { type ParamName, PARAMS, type Params, parseParams } from "../params/params.ts";
 
 /** Where a sender keeps its state, and how it paces, throttles and retries its cycles. */
 export const CYCLE_PARAMS: readonly ParamName[] = [
@@ -59,8 +61,13 @@ export interface DaemonDiskConfig {
   params: Params & { qmp: string; node: string[]; dr_host: string };
 }
 
-/** Parses and validates a daemon configuration; `source` names the file in errors. */
+/**
+ * Parses and validates a daemon configuration; `source` is the file's path:
+ * it names the file in errors, and relative paths in it are taken from its
+ * directory.
+ */
 export function parseDaemonConfig(text: string, source: string): DaemonDiskConfig[] {
+  const base = dirname(resolve(source));
   const fail = (where: string, why: string) =>
     new UsageError(`config ${source}: ${where}${where ? ": " : ""}${why}`);
   let doc: unknown;
@@ -99,7 +106,7 @@ export function parseDaemonConfig(text: string, source: string): DaemonDiskConfi
       if (typeof value === "object" || value === undefined) {
         throw fail(`${where}.${key}`, "must be a string, number or boolean");
       }
-      kv[key] = String(value);
+      kv[key] = isPath(key) ? resolve(base, String(value)) : String(value);
     }
     let params: Params;
     try {
@@ -120,7 +127,7 @@ export function parseDaemonConfig(text: string, source: string): DaemonDiskConfi
     }
     return {
       name,
-      ...(workDir === undefined ? {} : { workDir: resolve(workDir) }),
+      ...(workDir === undefined ? {} : { workDir: resolve(base, workDir) }),
       params: params as DaemonDiskConfig["params"],
     };
   });
@@ -144,6 +151,10 @@ function checkKeys(
       );
     }
   }
+}
+
+function isPath(key: string): boolean {
+  return (PARAMS as Record<string, { kind: string }>)[key]?.kind === "path";
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -52,3 +52,27 @@ Deno.test("daemon config: errors name the file and the key", () => {
     });
   }
 });
+
+Deno.test("daemon config: relative paths are taken from the file's directory", () => {
+  const doc = {
+    defaults: { dr_host: "dr", psk_file: "keys/psk", state_dir: "state", work_dir: "../work" },
+    disks: [
+      { name: "vda", qmp: "run/vm.qmp", node: "n1", nbd_socket: "nbd.sock" },
+      { name: "vdb", qmp: "/run/vm2.qmp", node: "n2", state_dir: "/var/lib/dirtybit" },
+    ],
+  };
+  const [a, b] = parseDaemonConfig(JSON.stringify(doc), "/etc/dirtybit/replicate.json");
+  assert.equal(a.params.psk_file, "/etc/dirtybit/keys/psk");
+  assert.equal(a.params.state_dir, "/etc/dirtybit/state");
+  assert.equal(a.params.qmp, "/etc/dirtybit/run/vm.qmp");
+  assert.equal(a.params.nbd_socket, "/etc/dirtybit/nbd.sock");
+  assert.equal(a.workDir, "/etc/work");
+  assert.equal(b.params.qmp, "/run/vm2.qmp");
+  assert.equal(b.params.state_dir, "/var/lib/dirtybit");
+  // A file named without a directory: its directory is the current one.
+  const [c] = parseDaemonConfig(JSON.stringify(doc), "replicate.json");
+  assert.equal(c.params.state_dir, `${Deno.cwd()}/state`);
+  // Names and hosts are no paths.
+  assert.equal(a.name, "vda");
+  assert.equal(a.params.dr_host, "dr");
+});

@@ -64,15 +64,18 @@ next cycle larger. SIGTERM stops cleanly; the next run resumes.
   --config FILE           daemon: JSON file, {"defaults": {...}, "disks": [{...}]}, keys
                           are the parameters below (snake_case) plus name, qmp, node,
                           nbd_socket, work_dir (each disk works in work_dir/NAME);
+                          relative paths are taken from the file's directory;
                           see docs/replication-protocol.md §9
 ${
-  flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS], "flag", {
+  flagHelp(["psk_file", "psk", "qmp", "node", ...CYCLE_PARAMS, "take_over"], "flag", {
     width: 23,
     help: {
       psk_file: "file holding the pre-shared key (chmod 600)",
       qmp: "QMP socket of the QEMU whose disk is replicated",
       node: "block node of the disk to replicate",
       state_dir: "seed, push, status: the sender's state (checkpoint, last confirmed cycle)",
+      take_over: "seed, push: replicate a disk whose bitmaps belong to another state " +
+        "directory: remove them and read the disk whole",
     },
   })
 }
@@ -183,7 +186,12 @@ export async function senderSetup(
   what = `replicate ${sub}`,
 ): Promise<SenderSetup> {
   const { params, extra } = parseParamFlags(args, {
-    only: [...SENDER_PARAMS, "name", "work_dir"],
+    only: [
+      ...SENDER_PARAMS,
+      "name",
+      "work_dir",
+      ...(sub === "seed" || sub === "push" ? ["take_over" as const] : []),
+    ],
     extra: {
       dr: "string",
       "nbd-socket": "path",
@@ -316,6 +324,7 @@ async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<numbe
   let last = Infinity;
   const options: SendOptions = {
     compressLevel: setup.compressLevel,
+    takeOver: params.take_over === true,
     seedWindowBytes: window << 20,
     onProgress: (done, total) => {
       if (done < last) item++;

@@ -61,7 +61,7 @@ export interface RemoteResult {
 
 /** Options of {@link SshHost.run}. */
 export interface RunOptions {
-  /** Kill the command after this many ms (default 60000). */
+  /** The host kills the command after this many ms (default 60000); the call waits for that. */
   timeoutMs?: number;
   /** Bytes for the remote command's stdin. */
   stdin?: Uint8Array;
@@ -330,12 +330,19 @@ export class SshHost {
     const started = Date.now();
     const readers = [child.stdout.getReader(), child.stderr.getReader()];
     let timedOut = false;
+    let unanswered: ReturnType<typeof setTimeout> | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
-      for (const r of readers) r.cancel().catch(() => {});
+      // The host ends the command at its own deadline (KILL 5 s after TERM):
+      // wait for that, so that a command that timed out has stopped when we
+      // return (a freeze must not land after the thaw that follows it). Our
+      // end is killed only if the host does not answer.
+      unanswered = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+        for (const r of readers) r.cancel().catch(() => {});
+      }, seconds * 1000 - timeoutMs + 7000);
     }, timeoutMs);
     try {
       if (options.stdin) {
@@ -356,6 +363,7 @@ export class SshHost {
       return this.#result(status.code, stdout, stderr);
     } finally {
       clearTimeout(timer);
+      clearTimeout(unanswered);
     }
   }
 

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { ChainError, SourceError, UsageError } from "../core/errors.ts";
+import { ChainError, SourceError, UsageError, type Wording } from "../core/errors.ts";
 import type { BitmapInfo, BlockNodeInfo } from "./blocknodes.ts";
 import type { BackupLevel } from "../core/level.ts";
 
@@ -156,14 +156,68 @@ export interface DiskPlan {
   next: DiskCheckpoint;
 }
 
-/** Options of {@link planDisk}. */
-export interface PlanOptions {
+/** Options of {@link foreignBitmaps}. */
+export interface OwnershipOptions {
   /** Bitmap scope (default none). */
   scope?: string;
   /** Remove the bitmaps of other owners and take a full, instead of refusing. */
   takeOver?: boolean;
+  /**
+   * Bitmaps the caller's state names besides the checkpoint: its own even
+   * without an owner id (made before owner ids).
+   */
+  adopt?: readonly string[];
+  /** How to take the disk over, in the refusal (default: a backup's take_over and a new chain). */
+  takeOverHint?: Wording;
+}
+
+/** Options of {@link planDisk}. */
+export interface PlanOptions extends OwnershipOptions {
   /** Why the disk must get a full whatever its bitmaps say (e.g. it was resized). */
   fullBecause?: string;
+}
+
+const TAKE_OVER_HINT: Wording = (p) =>
+  `pass ${p("take_over")} to remove its bitmaps and start a new chain here with a full backup`;
+
+/**
+ * The bitmaps of `scope` on `node` that belong to another chain than
+ * `owner`'s: they carry another owner id, or none and neither `checkpoint`
+ * (if it is this node's) nor `adopt` names them. No `owner`: none (unowned
+ * names, every bitmap of the scope is ours). ChainError naming their owners
+ * unless `takeOver`.
+ */
+export function foreignBitmaps(
+  node: BlockNodeInfo,
+  checkpoint: DiskCheckpoint | undefined,
+  owner: string | undefined,
+  { scope, takeOver = false, adopt = [], takeOverHint = TAKE_OVER_HINT }: OwnershipOptions = {},
+): BitmapInfo[] {
+  if (owner === undefined) return [];
+  const oldNames = checkpoint?.node === node.name
+    ? [checkpoint.incBitmap, checkpoint.baseBitmap]
+    : [];
+  const ours = new Set([...oldNames, ...adopt]);
+  const foreign = node.bitmaps.filter((b) =>
+    isScopedBitmap(b.name, scope) && bitmapOwner(b.name) !== owner && !ours.has(b.name)
+  );
+  if (foreign.length > 0 && !takeOver) {
+    const owners = ownersOf(foreign);
+    const held = oldNames.length > 0
+      ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
+        `(another state directory)`
+      : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`;
+    throw new ChainError((p) => `${held}: ${takeOverHint(p)}`);
+  }
+  return foreign;
+}
+
+function ownersOf(bitmaps: BitmapInfo[]): string {
+  return [
+    ...new Set(
+      bitmaps.map((b) => bitmapOwner(b.name) ?? "unknown (bitmaps made before owner ids)"),
+    ),
+  ].join(", ");
 }
 
 /**
@@ -171,15 +225,17 @@ export interface PlanOptions {
  * bitmap is unusable) and the bitmaps to add, export and remove.
  * SourceError if a bitmap of this scope is busy: another job is running.
  * ChainError if the disk holds bitmaps of another owner than `names.owner`
- * (another state directory's chain) and `takeOver` is not set.
+ * (another state directory's chain) and `takeOver` is not set
+ * (see {@link foreignBitmaps}).
  */
 export function planDisk(
   node: BlockNodeInfo,
   checkpoint: DiskCheckpoint | undefined,
   requested: BackupLevel,
   names: BitmapNames,
-  { scope, takeOver = false, fullBecause }: PlanOptions = {},
+  options: PlanOptions = {},
 ): DiskPlan {
+  const { scope, fullBecause } = options;
   const scoped = node.bitmaps.filter((b) => isScopedBitmap(b.name, scope));
   const busy = scoped.find((b) => b.busy);
   if (busy) {
@@ -199,25 +255,8 @@ export function planDisk(
   const oldNames = checkpoint?.node === node.name
     ? [checkpoint.incBitmap, checkpoint.baseBitmap]
     : [];
-  // Bitmaps named by our checkpoint are ours even without an owner id (made before them).
-  const foreign = names.owner === undefined
-    ? []
-    : scoped.filter((b) => bitmapOwner(b.name) !== names.owner && !oldNames.includes(b.name));
-  const owners = [
-    ...new Set(
-      foreign.map((b) => bitmapOwner(b.name) ?? "unknown (bitmaps made before owner ids)"),
-    ),
-  ].join(", ");
-  if (foreign.length > 0 && !takeOver) {
-    const held = oldNames.length > 0
-      ? `the checkpoint of node ${node.name} was taken over by the chain of owner ${owners} ` +
-        `(another state directory)`
-      : `node ${node.name} belongs to the chain of owner ${owners} (another state directory)`;
-    throw new ChainError((p) =>
-      `${held}: pass ${p("take_over")} to remove its bitmaps and start a new chain here ` +
-      `with a full backup`
-    );
-  }
+  const foreign = foreignBitmaps(node, checkpoint, names.owner, options);
+  const owners = ownersOf(foreign);
   const owned = scoped.filter((b) => !foreign.includes(b));
 
   let level = requested;

@@ -6,6 +6,7 @@ import {
   bitmapOwner,
   bitmapProblem,
   type DiskCheckpoint,
+  foreignBitmaps,
   isScopedBitmap,
   isScopedTempId,
   newTempPrefix,
@@ -270,4 +271,29 @@ Deno.test("planDisk: a full for a reason found elsewhere keeps the old checkpoin
   assert.equal(plan.reason, "the disk was resized");
   assert.deepEqual(plan.removeNow, []);
   assert.deepEqual(plan.removeOnCommit.sort(), [cp1.baseBitmap, cp1.incBitmap]);
+});
+
+Deno.test("foreignBitmaps: unowned bitmaps the state names are adopted; the refusal says how to take over", () => {
+  const scope = "r1234567";
+  const old = bitmapNames("c1", scope);
+  const disk = node(bitmap(old.inc), bitmap(old.base), bitmap(`dirtybit-${scope}-inc-c5@${A}`));
+  // Named by the state (not the view's checkpoint): ours, removed as stale by the plan.
+  const mine = bitmapNames("c2", scope, A);
+  assert.deepEqual(foreignBitmaps(disk, undefined, A, { scope, adopt: [old.inc, old.base] }), []);
+  const plan = planDisk(disk, undefined, "incremental", mine, {
+    scope,
+    adopt: [old.inc, old.base],
+  });
+  assert.equal(plan.reason, "no previous checkpoint for node disk0");
+  assert.deepEqual(plan.removeNow.sort(), [old.base, old.inc, `dirtybit-${scope}-inc-c5@${A}`]);
+  // Named by no state of ours: another chain's, of unknown owner.
+  assert.throws(
+    () =>
+      foreignBitmaps(disk, undefined, B, { scope, takeOverHint: () => "pass --take-over, here" }),
+    (err: Error) =>
+      err instanceof ChainError &&
+      err.message === "node disk0 belongs to the chain of owner unknown (bitmaps made before " +
+          `owner ids), ${A} (another state directory): pass --take-over, here`,
+  );
+  assert.equal(foreignBitmaps(disk, undefined, B, { scope, takeOver: true }).length, 3);
 });

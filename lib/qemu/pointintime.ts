@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { DirtybitError, SourceError, UsageError } from "../core/errors.ts";
+import { DirtybitError, SourceError, UsageError, type Wording } from "../core/errors.ts";
 import {
   bitmapNames,
   type DiskCheckpoint,
@@ -75,10 +75,16 @@ export interface PointInTime {
 /** Request of {@link openPointInTime}. */
 export interface PointInTimeRequest {
   /**
-   * The disks, each with its last accepted checkpoint if there is one, and
-   * why it must get a full whatever its bitmaps say, if it must.
+   * The disks, each with its last accepted checkpoint if there is one, why
+   * it must get a full whatever its bitmaps say, if it must, and the other
+   * bitmaps the caller's state names (its own even without an owner id).
    */
-  disks: { node: string; checkpoint?: DiskCheckpoint; fullBecause?: string }[];
+  disks: {
+    node: string;
+    checkpoint?: DiskCheckpoint;
+    fullBecause?: string;
+    adopt?: readonly string[];
+  }[];
   level: BackupLevel;
   /** Names the new checkpoint: a fresh id for every attempt. */
   checkpointId: string;
@@ -95,6 +101,8 @@ export interface PointInTimeRequest {
   owner?: string;
   /** Remove another owner's bitmaps and take a full instead of refusing (ChainError). */
   takeOver?: boolean;
+  /** How to take a disk over, in that refusal (default: a backup's take_over and a new chain). */
+  takeOverHint?: Wording;
   /** Removes an overlay file; default `Deno.remove` (QEMU runs on this machine). */
   removeFile?: (path: string) => Promise<void>;
   /**
@@ -135,6 +143,8 @@ export async function openPointInTime(
     return planDisk(node, d.checkpoint, req.level, names, {
       scope: req.scope,
       takeOver: req.takeOver,
+      takeOverHint: req.takeOverHint,
+      adopt: d.adopt,
       fullBecause: d.fullBecause,
     });
   });

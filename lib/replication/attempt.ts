@@ -7,18 +7,26 @@
  * any failure aborts the point in time, so the old checkpoint keeps every
  * change for the next attempt.
  *
+ * The bitmaps carry the owner id of the state directory (`STATE/owner-id`),
+ * like a backup's: a disk whose replication bitmaps belong to another state
+ * directory is refused (ChainError) unless the run takes it over. Unowned
+ * bitmaps (made before owner ids) are ours when our state names them.
+ *
  * @module
  */
 import { join } from "node:path";
-import { DirtybitError } from "../core/errors.ts";
+import { ownerId } from "../model/disk_state.ts";
+import { DirtybitError, type Wording } from "../core/errors.ts";
 import { RunRecord } from "../core/run_record.ts";
 import { makeDirectory, openForWriting } from "../core/files.ts";
 import {
   type DiskCheckpoint,
   openPointInTime,
   type PointInTime,
+  queryBlockNode,
   removeLeftovers,
 } from "../qemu/mod.ts";
+import { foreignBitmaps, type OwnershipOptions } from "../qemu/checkpoint.ts";
 import { lockDisks } from "../qemu/disk_lock.ts";
 import { withRetries } from "./backoff.ts";
 import type { SendOptions } from "./batch.ts";
@@ -26,6 +34,7 @@ import { SecureChannel, TransportError } from "./channel.ts";
 import type { StateMessage } from "./messages.ts";
 import { name as checkName } from "./messages.ts";
 import {
+  loadSenderState,
   type ReplicatedDisk,
   type ReplicationTarget,
   saveSenderState,
@@ -42,6 +51,11 @@ export type DiskView = PointInTime["disks"][number];
 export interface AttemptSteps<T> {
   /** Checks and state before anything connects. */
   check(): Promise<void>;
+  /**
+   * A checkpoint of the disk made here besides the sender state's (a
+   * promotion's): its bitmaps are this state directory's.
+   */
+  known?: DiskCheckpoint;
   /**
    * With the channel connected, before the point in time: the checkpoint to
    * take it against, or a result when there is nothing to send.
@@ -65,7 +79,7 @@ export function runAttempts<T>(
   return withRetries(
     target.retry,
     retryHooks(options),
-    () => exclusively(disk, (run) => attempt(disk, target, steps(), run)),
+    () => exclusively(disk, (run) => attempt(disk, target, steps(), run, options)),
   );
 }
 
@@ -74,15 +88,17 @@ async function attempt<T>(
   target: ReplicationTarget,
   steps: AttemptSteps<T>,
   run: RunRecord,
+  options: SendOptions,
 ): Promise<T> {
   await steps.check();
+  const ownership = await checkOwnership(disk, steps.known, options.takeOver);
   // Connect before taking the point in time: an unreachable receiver then
   // leaves QEMU untouched and the checkpoint keeps accumulating.
   const channel = await connect(target);
   try {
     const opened = await steps.open(channel);
     if ("done" in opened) return opened.done;
-    const pit = await openView(disk, opened.checkpoint, run);
+    const pit = await openView(disk, opened.checkpoint, ownership, run);
     let sent: { result: T; state: SenderState };
     try {
       sent = await steps.send(channel, pit.disks[0]);
@@ -99,6 +115,32 @@ async function attempt<T>(
   } finally {
     channel.close();
   }
+}
+
+const TAKE_OVER_HINT: Wording = (p) =>
+  `pass ${p("take_over")} to remove its bitmaps and replicate the disk from here ` +
+  "(the next seed or cycle reads it whole)";
+
+/**
+ * Refuses a disk whose replication bitmaps belong to another state directory
+ * (unless `takeOver`), before anything reaches the network; returns what the
+ * point in time needs to tell its bitmaps from another owner's.
+ */
+async function checkOwnership(
+  disk: ReplicatedDisk,
+  known: DiskCheckpoint | undefined,
+  takeOver = false,
+): Promise<OwnershipOptions & { owner: string }> {
+  const saved = (await loadSenderState(disk.stateDir, disk.name))?.checkpoint;
+  const ownership = {
+    owner: await ownerId(disk.stateDir),
+    scope: await replicationScope(disk.node),
+    adopt: [saved, known].flatMap((c) => c ? [c.incBitmap, c.baseBitmap] : []),
+    takeOver,
+    takeOverHint: TAKE_OVER_HINT,
+  };
+  foreignBitmaps(await queryBlockNode(disk.qmp, disk.node), saved, ownership.owner, ownership);
+  return ownership;
 }
 
 /**
@@ -169,15 +211,19 @@ export async function openReplica(
 async function openView(
   disk: ReplicatedDisk,
   checkpoint: DiskCheckpoint | undefined,
+  { owner, scope, adopt, takeOver, takeOverHint }: OwnershipOptions & { owner: string },
   run: RunRecord,
 ): Promise<PointInTime> {
   return await openPointInTime(disk.qmp, {
     run,
-    disks: [{ node: disk.node, ...(checkpoint ? { checkpoint } : {}) }],
+    disks: [{ node: disk.node, ...(checkpoint ? { checkpoint } : {}), adopt }],
     level: checkpoint ? "incremental" : "full",
     checkpointId: `${Date.now().toString(36)}-${crypto.randomUUID().slice(0, 8)}`,
     workDir: disk.workDir,
-    scope: await replicationScope(disk.node),
+    scope,
+    owner,
+    takeOver,
+    takeOverHint,
     ...(disk.nbdSocket ? { nbdSocket: disk.nbdSocket } : {}),
   });
 }

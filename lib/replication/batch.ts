@@ -40,6 +40,11 @@ export interface SendOptions {
   compressLevel?: number;
   /** Seed window per confirmed batch (default 64 MiB). */
   seedWindowBytes?: number;
+  /**
+   * Remove the replication bitmaps another state directory left on the disk
+   * and read it whole, instead of refusing (ChainError).
+   */
+  takeOver?: boolean;
 }
 
 const REQUEST_BYTES = 1 << 20;

@@ -2,11 +2,20 @@
  * The replication channel over TCP: the handshake of handshake.ts, then one
  * sealed frame (frames.ts) per message (messages.ts). The sender connects,
  * the receiver accepts. A frame that fails to open, or a connection that
- * ends inside a frame, ends the channel with an InputError.
+ * ends inside a frame, ends the channel with an InputError. A peer that
+ * refuses sends an `error` message and hangs up, often before it read what
+ * was already on its way: a write that fails then reports the refusal, not
+ * the broken pipe.
  *
  * @module
  */
-import { describeError, InputError, TargetError, wrapError } from "../core/errors.ts";
+import {
+  describeError,
+  DirtybitError,
+  InputError,
+  TargetError,
+  wrapError,
+} from "../core/errors.ts";
 import {
   checkFrameLength,
   type DirectionKeys,
@@ -49,6 +58,9 @@ const PIPELINE_FRAMES = 4;
 /** Frames at least this large are written as header, then body: no concatenation copy. */
 const SPLIT_WRITE_BYTES = 64 << 10;
 
+/** How long a failed write waits for the refusal a peer sent before it hung up. */
+const REFUSAL_WAIT_MS = 2000;
+
 const AUTH_FAILED =
   "replication handshake failed: the peers' pre-shared keys differ (or the peer is not dirtybit)";
 
@@ -71,6 +83,8 @@ export class SecureChannel {
   /** Data records are encoded here, then copied once by the cipher. */
   readonly #plain = new Uint8Array(MAX_PLAINTEXT_BYTES);
   #closed = false;
+  /** A receive is under way: nothing else may read the connection. */
+  #receiving = false;
   /** Bytes written to the socket, frame headers and tags included. */
   bytesSent = 0;
   /** Bytes read from the socket. */
@@ -224,10 +238,8 @@ export class SecureChannel {
           await writeAll(this.#conn, frame);
         }
       } catch (err) {
-        throw wrapError(
-          err,
-          TransportError,
-          `replication channel write failed: ${describeError(err)}`,
+        throw await this.#refusalOr(
+          wrapError(err, TransportError, `replication channel write failed: ${describeError(err)}`),
         );
       }
       this.bytesSent += length;
@@ -251,12 +263,34 @@ export class SecureChannel {
    * is an InputError and closes the channel.
    */
   async receive(): Promise<Message> {
+    this.#receiving = true;
     try {
       return await peerTimeout(this.#receiveFrame(), this.#idleTimeoutMs, () => this.close());
     } catch (err) {
       if (err instanceof InputError) this.close();
       throw err;
+    } finally {
+      this.#receiving = false;
     }
+  }
+
+  /**
+   * After a failed write: the peer's refusal if it sent one before it hung
+   * up (it waits unread in our receive buffer), else `failure`. The channel
+   * is dead either way; a peer that sent nothing is not waited for long.
+   */
+  async #refusalOr(failure: DirtybitError): Promise<DirtybitError> {
+    if (this.#receiving || this.#closed) return failure;
+    try {
+      const msg = await withTimeout(this.#receiveFrame(), REFUSAL_WAIT_MS, () => {
+        this.close();
+        return failure;
+      });
+      if (msg.type === "error") return refusal(msg.message);
+    } catch {
+      // Nothing readable: the write's own failure is the reason.
+    }
+    return failure;
   }
 
   async #receiveFrame(): Promise<Message> {
@@ -271,7 +305,7 @@ export class SecureChannel {
   async expect<T extends Message["type"]>(type: T): Promise<Extract<Message, { type: T }>> {
     const msg = await this.receive();
     if (msg.type === type) return msg as Extract<Message, { type: T }>;
-    if (msg.type === "error") throw new TargetError(`the peer refused: ${msg.message}`);
+    if (msg.type === "error") throw refusal(msg.message);
     this.close();
     throw new InputError(`replication protocol error: expected ${type}, got ${msg.type}`);
   }
@@ -351,6 +385,10 @@ class ConnReader {
       `the replication channel ended inside ${inside ?? "a frame"}: the frame was truncated`,
     );
   }
+}
+
+function refusal(message: string): TargetError {
+  return new TargetError(`the peer refused: ${message}`);
 }
 
 function tryClose(conn: Deno.Conn): void {

@@ -339,6 +339,7 @@ export function resyncDisk(
   return runAttempts<ResyncResult>(disk, target, options, () => {
     let started = 0;
     return {
+      known: since?.checkpoint,
       check() {
         started = performance.now();
         return Promise.resolve();

@@ -2,10 +2,11 @@
  * The secure channel against a man in the middle on loopback: a proxy that
  * understands the framing tampers with, replays, reorders or truncates one
  * sender frame; the receiver must reject it and close. Plus the bandwidth
- * limit, measured over real TCP.
+ * limit, measured over real TCP, and a peer that refuses and hangs up while
+ * the sender is still writing.
  */
 import assert from "node:assert/strict";
-import { InputError } from "../../lib/core/errors.ts";
+import { InputError, TargetError } from "../../lib/core/errors.ts";
 import { SecureChannel } from "../../lib/replication/channel.ts";
 import { HELLO_BYTES } from "../../lib/replication/handshake.ts";
 
@@ -192,4 +193,38 @@ Deno.test("channel: the bandwidth limit holds within 10 %", async () => {
     Math.abs(measured - rate) / rate <= 0.1,
     `measured ${Math.round(measured)} B/s against a limit of ${rate} B/s`,
   );
+});
+
+Deno.test("channel: a peer that refuses and hangs up mid-stream: the sender reports its refusal", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const refused = (async () => {
+    const channel = await SecureChannel.accept(await listener.accept(), { psk: PSK });
+    await channel.receive();
+    await channel.send({ type: "error", message: "no space left on /dr/vda.qcow2" });
+    // Closing with the sender's data unread resets the connection.
+    channel.close();
+  })();
+  const channel = await SecureChannel.connect("127.0.0.1", (listener.addr as Deno.NetAddr).port, {
+    psk: PSK,
+  });
+  const payload = new Uint8Array(1 << 20);
+  let failure: unknown;
+  try {
+    await channel.send({ type: "status-request" });
+    // The peer has answered and hung up; far more than the socket buffers
+    // hold follows: a write fails before the answer is ever read.
+    await refused;
+    for (let i = 0; i < 256; i++) {
+      await channel.send({ type: "data", offset: i << 20, length: 1 << 20, codec: "raw", payload });
+    }
+    await channel.send({ type: "end", records: 256, bytes: 256 << 20 });
+  } catch (err) {
+    failure = err;
+  } finally {
+    channel.close();
+    listener.close();
+  }
+  await refused;
+  assert.ok(failure instanceof TargetError, String(failure));
+  assert.equal((failure as Error).message, "the peer refused: no space left on /dr/vda.qcow2");
 });
