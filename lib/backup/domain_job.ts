@@ -60,12 +60,12 @@ import { tunnelDataPath } from "./access_ssh_tunnel.ts";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import type { PointInTime, PointInTimeDisk } from "../qemu/pointintime.ts";
 import {
-  type BackupJob,
   type DiskEstimate,
   type OpenRequest,
   type PointInTimeOpener,
   runPointInTimeJob,
   type SinkFactory,
+  type SourceJobSettings,
 } from "./engine.ts";
 import type { DiskBackupResult } from "./plan.ts";
 import { type DiskState, loadAllDiskStates, loadDiskState, ownerId } from "../model/disk_state.ts";
@@ -95,21 +95,6 @@ export interface DomainSource {
   /** For a `qemu+ssh://` URI: the key and known_hosts (host, port and user come from the URI). */
   ssh?: Omit<SshTarget, "host" | "port" | "user" | "warn">;
 }
-
-/** The engine settings of a domain job. */
-export type DomainJobSettings = Pick<
-  BackupJob,
-  | "level"
-  | "stateDir"
-  | "takeOver"
-  | "checkParent"
-  | "compression"
-  | "metadata"
-  | "streamPath"
-  | "signal"
-  | "onMessage"
-  | "onProgress"
->;
 
 /** Default parent of the scratch directories: where libvirt keeps QEMU's own files. */
 export const DEFAULT_SCRATCH_DIR = "/var/lib/libvirt/qemu/dirtybit";
@@ -164,7 +149,7 @@ export function parseConnectUri(
  */
 async function withDomain<T>(
   source: DomainSource,
-  settings: DomainJobSettings,
+  settings: SourceJobSettings,
   fn: (target: DomainJobTarget) => Promise<T>,
 ): Promise<T> {
   const where = parseConnectUri(source.connect ?? SYSTEM_URI);
@@ -192,7 +177,7 @@ async function withDomain<T>(
 
 async function openDomain(
   source: DomainSource,
-  settings: DomainJobSettings,
+  settings: SourceJobSettings,
   host: DomainHost,
   uri: string,
 ): Promise<DomainJobTarget> {
@@ -275,7 +260,7 @@ export interface DomainJobTarget {
  */
 export function runDomainBackup(
   source: DomainSource,
-  settings: DomainJobSettings,
+  settings: SourceJobSettings,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
   return withDomain(source, settings, (target) => runDomainJob(target, settings, sinkFor));
@@ -288,7 +273,7 @@ export function runDomainBackup(
  */
 export function estimateDomainBackup(
   source: DomainSource,
-  settings: DomainJobSettings,
+  settings: SourceJobSettings,
 ): Promise<DiskEstimate[]> {
   return withDomain(source, settings, (target) => estimateDomainJob(target, settings));
 }
@@ -301,7 +286,7 @@ export function estimateDomainBackup(
  */
 export async function runDomainJob(
   target: DomainJobTarget,
-  settings: DomainJobSettings,
+  settings: SourceJobSettings,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
   const ctx = context(target, settings);
@@ -338,7 +323,7 @@ export async function runDomainJob(
 /** What a job on the target would read (see {@link estimateDomainBackup}). Changes nothing. */
 export async function estimateDomainJob(
   target: DomainJobTarget,
-  settings: DomainJobSettings,
+  settings: SourceJobSettings,
 ): Promise<DiskEstimate[]> {
   const ctx = context(target, settings);
   const sizes = await diskSizes(ctx);
@@ -366,11 +351,11 @@ export async function estimateDomainJob(
 interface DomainContext extends DomainJobTarget {
   level: BackupLevel;
   takeOver: boolean;
-  checkParent: DomainJobSettings["checkParent"];
+  checkParent: SourceJobSettings["checkParent"];
   warn: (text: string) => void;
 }
 
-function context(target: DomainJobTarget, settings: DomainJobSettings): DomainContext {
+function context(target: DomainJobTarget, settings: SourceJobSettings): DomainContext {
   return {
     ...target,
     level: settings.level === "auto" ? "incremental" : settings.level,

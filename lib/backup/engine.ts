@@ -110,6 +110,24 @@ export interface BackupJob {
 }
 
 /**
+ * The settings of a job whose source finds the disks and the QEMU itself (a
+ * CloudStack VM, a libvirt domain): what the caller decides, not the source.
+ */
+export type SourceJobSettings = Pick<
+  BackupJob,
+  | "level"
+  | "stateDir"
+  | "takeOver"
+  | "checkParent"
+  | "compression"
+  | "metadata"
+  | "streamPath"
+  | "signal"
+  | "onMessage"
+  | "onProgress"
+>;
+
+/**
  * Where each disk's stream goes; called once the disk's level is known. A
  * file it creates until the backup is accepted (a `.partial` stream) goes
  * into `run` first, so that the next run removes it if this one is killed.

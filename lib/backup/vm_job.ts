@@ -52,7 +52,7 @@ import {
   withFrozenGuest,
 } from "../hosts/guest_agent.ts";
 import { vmDefinitionFromCloudStack } from "../model/vm_definition.ts";
-import type { BackupJob, DiskEstimate, SinkFactory } from "./engine.ts";
+import type { BackupJob, DiskEstimate, SinkFactory, SourceJobSettings } from "./engine.ts";
 import type { DiskBackupResult } from "./plan.ts";
 import { newBackupId } from "../model/disk_state.ts";
 import { RunRecord } from "../core/run_record.ts";
@@ -90,27 +90,12 @@ export interface VmSource {
   quiesceOptions?: QuiesceOptions;
 }
 
-/** The engine settings of a VM job (what the source does not decide). */
-export type VmJobSettings = Pick<
-  BackupJob,
-  | "level"
-  | "stateDir"
-  | "takeOver"
-  | "checkParent"
-  | "compression"
-  | "metadata"
-  | "streamPath"
-  | "signal"
-  | "onMessage"
-  | "onProgress"
->;
-
 /**
  * Exactly the settings of a VM job: a caller may pass a wider object (the
  * Bacula backend passes its whole job, with `nodes` and `qmp`), and none of
  * that may reach the engine job this module builds.
  */
-function onlySettings(s: VmJobSettings): VmJobSettings {
+function onlySettings(s: SourceJobSettings): SourceJobSettings {
   const { level, stateDir, takeOver, checkParent, compression, metadata, streamPath } = s;
   const { signal, onMessage, onProgress } = s;
   return {
@@ -211,7 +196,7 @@ interface OpenVm {
 
 async function withVm<T>(
   source: VmSource,
-  settings: VmJobSettings,
+  settings: SourceJobSettings,
   fn: (open: OpenVm) => Promise<T>,
 ): Promise<T> {
   const mode = accessModeNamed(source.accessMode);
@@ -273,7 +258,7 @@ async function withVm<T>(
  */
 async function vmTarget(
   source: VmSource,
-  settings: VmJobSettings,
+  settings: SourceJobSettings,
   vm: ResolvedVm,
   host: SshHost,
   running: boolean,
@@ -347,7 +332,7 @@ async function vmTarget(
  */
 export function runVmBackup(
   source: VmSource,
-  settings: VmJobSettings,
+  settings: SourceJobSettings,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {
   return withVm(source, settings, (open) => {
@@ -360,7 +345,7 @@ export function runVmBackup(
 /** What a backup of the VM would read, without touching any bitmap. */
 export function estimateVmBackup(
   source: VmSource,
-  settings: VmJobSettings,
+  settings: SourceJobSettings,
 ): Promise<DiskEstimate[]> {
   return withVm(source, settings, async (open) => {
     if (!open.target) {
@@ -382,7 +367,7 @@ function quiescer(
   host: SshHost,
   agent: GuestAgent,
   source: VmSource,
-  settings: VmJobSettings,
+  settings: SourceJobSettings,
 ): NonNullable<BackupJob["quiesce"]> {
   let release: (() => void) | undefined;
   let session: Promise<void> = Promise.resolve();
@@ -423,7 +408,7 @@ function quiescer(
 
 async function backupByDownload(
   { client, vm, volumes }: OpenVm,
-  settings: VmJobSettings,
+  settings: SourceJobSettings,
   metadata: Record<string, unknown>,
   sinkFor: SinkFactory,
 ): Promise<DiskBackupResult[]> {

@@ -54,6 +54,30 @@ export interface ServeOptions {
   tcp?: boolean;
 }
 
+/** qemu-nbd's arguments: `listen` (socket or address), then the export of `path` as `opts` says. */
+function qemuNbdArgs(
+  listen: string[],
+  pidFile: string,
+  path: string,
+  opts: Omit<ServeOptions, "tcp">,
+): string[] {
+  return [
+    ...listen,
+    "--pid-file",
+    pidFile,
+    "-f",
+    opts.format,
+    "-x",
+    opts.exportName ?? "disk",
+    "-t",
+    "-e",
+    String(opts.connections ?? 4),
+    ...(opts.readOnly ? ["-r"] : ["--discard=unmap"]),
+    ...(opts.bitmap ? ["-B", opts.bitmap] : []),
+    path,
+  ];
+}
+
 const READY_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 10_000;
 
@@ -67,21 +91,8 @@ export async function serveImage(path: string, opts: ServeOptions): Promise<Serv
   const name = opts.exportName ?? "disk";
   const socketPath = opts.tcp ? undefined : join(dir, "nbd.sock");
   const port = opts.tcp ? freePort() : 0;
-  const args = [
-    ...(socketPath ? ["-k", socketPath] : ["-b", "127.0.0.1", "-p", String(port)]),
-    "--pid-file",
-    pidFile,
-    "-f",
-    opts.format,
-    "-x",
-    name,
-    "-t",
-    "-e",
-    String(opts.connections ?? 4),
-    ...(opts.readOnly ? ["-r"] : ["--discard=unmap"]),
-    ...(opts.bitmap ? ["-B", opts.bitmap] : []),
-    path,
-  ];
+  const listen = socketPath ? ["-k", socketPath] : ["-b", "127.0.0.1", "-p", String(port)];
+  const args = qemuNbdArgs(listen, pidFile, path, opts);
   let child: Deno.ChildProcess;
   try {
     child = helperCommand("qemu-nbd", { args, stdin: "null", stdout: "null", stderr: "piped" })
@@ -140,20 +151,7 @@ export async function serveImageOnHost(
   const pidFile = `${dir}/qemu-nbd.pid`;
   const qemuNbd = shellCommand([
     "qemu-nbd",
-    "-k",
-    socketPath,
-    "--pid-file",
-    pidFile,
-    "-f",
-    opts.format,
-    "-x",
-    name,
-    "-t",
-    "-e",
-    String(opts.connections ?? 4),
-    ...(opts.readOnly ? ["-r"] : ["--discard=unmap"]),
-    ...(opts.bitmap ? ["-B", opts.bitmap] : []),
-    path,
+    ...qemuNbdArgs(["-k", socketPath], pidFile, path, opts),
   ]);
   const d = shellCommand([dir]);
   // The server runs while the channel's input stays open; its end (dirtybit
