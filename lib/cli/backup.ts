@@ -34,11 +34,13 @@ usage: dirtybit backup --qmp SOCKET --node NODE [--node NODE...] [options]
 
 Backs up the disks (QEMU block nodes) of a running QEMU through a point-in-time
 view, reading only what changed since the last backup for an incremental.
-With --vm, the VM is found through CloudStack and read on its KVM host.
+With --vm, the VM is found through CloudStack and read on its KVM host; with
+--domain, libvirt's backup API reads the domain, running or shut off.
 
-  --qmp SOCKET        QMP unix socket of the QEMU process (required without --vm)
-  --node NODE         block node of a disk; repeat for several disks (required
-                      without --vm)
+  --qmp SOCKET        QMP unix socket of the QEMU process (not with --vm or
+                      --domain, which find it themselves)
+  --node NODE         block node of a disk; repeat for several disks (with
+                      --qmp)
   --nbd-socket PATH   unix socket of the NBD server QEMU already runs, if any
                       (otherwise one is started for the job and stopped after)
   --level LEVEL       full, incremental, differential or auto (default auto:
