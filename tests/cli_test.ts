@@ -74,7 +74,7 @@ Deno.test("cli: help says what each command takes, in its own words", async () =
     return r.stdout;
   };
   const backup = await help("backup");
-  assert.match(backup, /--qmp SOCKET +QMP .*\(required without --vm\)/);
+  assert.match(backup, /--qmp SOCKET +QMP .*\(not with --vm or\n +--domain/);
   assert.doesNotMatch(backup, /\(required\)/);
   const convert = await help("convert");
   assert.match(convert, /--format vmdk: streamOptimized, /);
