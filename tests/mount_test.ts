@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Qsd } from "./fixtures/qsd.ts";
 import { run } from "./helpers.ts";
+import { exists } from "../lib/core/files.ts";
 import { assertOneLineError, backupCli, cliCommand, dirtybit, dirtybitOk } from "./fixtures/cli.ts";
 import { waitFor } from "./fixtures/kills.ts";
 import { parseLoops, parseMounts } from "../lib/mount/mount_plan.ts";
@@ -116,6 +117,26 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
       assert.deepEqual([...Deno.readDirSync(dir)], [], "DIR is left as it was");
     });
 
+    await t.step("a DIR deeper than a Unix socket path can be", async () => {
+      const deep = join(tmp, "deep-" + "x".repeat(150 - tmp.length - 6));
+      assert.ok(deep.length >= 150, deep);
+      await Deno.mkdir(deep);
+      const m = await startMount(chain, deep);
+      assert.equal(await Deno.readTextFile(join(deep, "p1", "c.txt")), v2["c.txt"]);
+      // The server's socket is in a short private directory of dirtybit's, recorded in the state.
+      const { socketDir } = JSON.parse(await Deno.readTextFile(join(deep, STATE_FILE)));
+      assert.match(socketDir, /\/dirtybit-mount-[0-9a-f]+$/);
+      assert.equal((await Deno.stat(socketDir)).mode! & 0o777, 0o700);
+      assert.ok((await Deno.lstat(join(socketDir, "nbd.sock"))).isSocket);
+      await dirtybitOk(["umount", deep]);
+      assert.equal((await m.child.status).code, 0, m.stderr());
+      await m.done;
+      assert.deepEqual(await leftUnder(deep), []);
+      assert.deepEqual([...Deno.readDirSync(deep)], []);
+      assert.ok(!await exists(socketDir), "umount removes the socket's directory");
+      await Deno.remove(deep);
+    });
+
     await t.step("bad input: one-line errors, nothing left", async () => {
       assertOneLineError(await dirtybit(["mount", dir]), 2, "name the STREAMs");
       assertOneLineError(await dirtybit(["mount", chain[0], at("none")]), 2, "not a directory");
@@ -147,7 +168,7 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
 
     await t.step("after kill -9, umount and the next mount clean up", async () => {
       const m = await startMount(chain, dir);
-      const { nbdfuse } = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
+      const { nbdfuse, socketDir } = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
       m.child.kill("SIGKILL");
       await m.child.status;
       await m.done;
@@ -155,13 +176,16 @@ Deno.test("mount: files of a backed-up ext4 partition, umount, SIGTERM, kill -9"
       assert.notDeepEqual(await leftUnder(dir), [], "a killed mount leaves its mounts");
       await dirtybitOk(["umount", dir]);
       assert.deepEqual(await leftUnder(dir), []);
+      assert.ok(!await exists(socketDir), "umount removes a killed mount's socket directory");
 
       const k = await startMount(chain, dir);
+      const killed = JSON.parse(await Deno.readTextFile(join(dir, STATE_FILE)));
       k.child.kill("SIGKILL");
       await k.child.status;
       await k.done;
       const again = await startMount(chain, dir);
       assert.match(again.stderr(), /removed what a killed mount/);
+      assert.ok(!await exists(killed.socketDir), "the next mount removes the old socket directory");
       assert.equal(await Deno.readTextFile(join(dir, "p1", "c.txt")), v2["c.txt"]);
       again.child.kill("SIGINT");
       assert.equal((await again.child.status).code, 0, again.stderr());

@@ -255,6 +255,12 @@ Deno.test("serve: a full and 3 incrementals as an NBD disk", async (t) => {
         "not a dirtybit backup stream",
       );
       assertOneLineError(await dirtybit(["serve", s[0]]), 2, "--socket PATH or --listen");
+      const deep = at("d".repeat(120) + ".sock");
+      assertOneLineError(
+        await dirtybit(["serve", "--socket", deep, s[0]]),
+        2,
+        "over the 107 bytes a Unix socket path can have: choose a shorter path",
+      );
       assertOneLineError(
         await dirtybit(["serve", "--listen", "localhost", s[0]]),
         2,

@@ -20,6 +20,17 @@ export async function openForWriting(
   }
 }
 
+/**
+ * The longest path a Unix socket can have on Linux: `sun_path` holds 108
+ * bytes, the closing NUL among them.
+ */
+export const UNIX_SOCKET_PATH_MAX = 107;
+
+/** Whether `path` is short enough to be a Unix socket's (counted in UTF-8 bytes, as the kernel does). */
+export function fitsUnixSocket(path: string): boolean {
+  return new TextEncoder().encode(path).length <= UNIX_SOCKET_PATH_MAX;
+}
+
 /** True when something (a dangling symlink too) is at `path`. */
 export async function exists(path: string): Promise<boolean> {
   try {

@@ -7,11 +7,15 @@
  * Everything is recorded in `DIR/.dirtybit-mount.json` BEFORE it is started or
  * created, with the owner's process stamp, so the next mount or umount of the
  * same DIR undoes what a killed mount left: only what the record names (mount
- * points it lists, loop devices attached to its FUSE file, its FUSE mount).
+ * points it lists, loop devices attached to its FUSE file, its FUSE mount, the
+ * private directory of the server's socket). The socket lives outside DIR, in
+ * a short `dirtybit-mount-*` directory under $XDG_RUNTIME_DIR or /tmp, so a
+ * DIR of any depth works.
  *
  * @module
  */
 import { join, resolve } from "node:path";
+import { tmpdir } from "node:os";
 import { BusyError, SourceError, TargetError, UsageError } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { delay } from "../core/async.ts";
@@ -26,6 +30,7 @@ import {
 } from "../core/process.ts";
 import { type ServeOptions, startServe } from "../serve/mod.ts";
 import {
+  isSocketDir,
   leftovers,
   type MountState,
   parseLoops,
@@ -33,6 +38,8 @@ import {
   parseProbe,
   partitionName,
   readOnlyOptions,
+  SOCKET_NAME,
+  socketDirFor,
   unmountable,
 } from "./mount_plan.ts";
 
@@ -84,6 +91,7 @@ export async function mountChain(
     owner: await selfStamp(),
     streams: streams.map((s) => resolve(s)),
     work,
+    socketDir: await socketDir(),
     loops: [],
     mounts: [],
     dirs: [],
@@ -107,7 +115,10 @@ export async function mountChain(
   try {
     await Deno.remove(work, { recursive: true }).catch(() => {});
     await Deno.mkdir(join(work, "fuse"), { recursive: true, mode: 0o700 });
-    const served = await startServe(state.streams, { socket: join(work, "nbd.sock"), onLog });
+    // Not recursive: a name someone else made in /tmp fails here instead of being used.
+    await Deno.mkdir(state.socketDir!, { mode: 0o700 });
+    const socket = join(state.socketDir!, SOCKET_NAME);
+    const served = await startServe(state.streams, { socket, onLog });
     server = served;
     state.fuse = join(work, "fuse");
     state.fuseFile = join(state.fuse, "disk");
@@ -206,6 +217,20 @@ async function unmount(path: string, failures: string[]): Promise<void> {
 async function removeDirs(state: MountState): Promise<void> {
   for (const d of [...state.dirs].reverse()) await Deno.remove(d).catch(() => {});
   await Deno.remove(state.work, { recursive: true }).catch(() => {});
+  if (state.socketDir && isSocketDir(state.socketDir)) {
+    await Deno.remove(state.socketDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** A new name for this mount's socket directory, under the first base that exists. */
+async function socketDir(): Promise<string> {
+  const bases: string[] = [];
+  for (const b of [Deno.env.get("XDG_RUNTIME_DIR"), tmpdir()]) {
+    if (b && (await Deno.stat(b).catch(() => null))?.isDirectory) bases.push(b);
+  }
+  const tag = [...crypto.getRandomValues(new Uint8Array(6))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  return socketDirFor(bases, tag);
 }
 
 async function startNbdfuse(

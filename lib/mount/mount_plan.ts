@@ -5,7 +5,13 @@
  *
  * @module
  */
+import { basename, join } from "node:path";
+import { fitsUnixSocket } from "../core/files.ts";
 import type { ProcessStamp } from "../core/process.ts";
+
+/** How the private directory of a mount's NBD socket is named, and the socket in it. */
+export const SOCKET_DIR_PREFIX = "dirtybit-mount-";
+export const SOCKET_NAME = "nbd.sock";
 
 /** What a mount records in `DIR/.dirtybit-mount.json` before it starts or creates each thing. */
 export interface MountState {
@@ -13,8 +19,13 @@ export interface MountState {
   tool: "dirtybit mount";
   owner: ProcessStamp;
   streams: string[];
-  /** Private directory under DIR: the server's socket and the FUSE mount point. */
+  /** Private directory under DIR: the FUSE mount point. */
   work: string;
+  /**
+   * Private directory of the server's socket, outside DIR (see {@link socketDirFor});
+   * absent in records of versions that kept the socket in `work`.
+   */
+  socketDir?: string;
   /** The FUSE mount point (nbdfuse) and the disk file in it. */
   fuse?: string;
   fuseFile?: string;
@@ -143,4 +154,21 @@ export function leftovers(state: MountState, mounts: MountEntry[], loops: LoopEn
     detach,
     fuse,
   };
+}
+
+/**
+ * The private directory for a mount's NBD socket: `dirtybit-mount-TAG` under
+ * the first of `bases` (e.g. $XDG_RUNTIME_DIR, the temp directory) where the
+ * socket's path fits, else under /tmp. Not under DIR: a Unix socket's path
+ * has at most 107 bytes, and DIR may be deeper than that.
+ */
+export function socketDirFor(bases: readonly string[], tag: string): string {
+  const name = `${SOCKET_DIR_PREFIX}${tag}`;
+  const base = bases.find((b) => b.startsWith("/") && fitsUnixSocket(join(b, name, SOCKET_NAME)));
+  return join(base ?? "/tmp", name);
+}
+
+/** Whether `path` (read from a state file) names a socket directory {@link socketDirFor} makes. */
+export function isSocketDir(path: string): boolean {
+  return path.startsWith("/") && basename(path).startsWith(SOCKET_DIR_PREFIX);
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  isSocketDir,
   leftovers,
   type MountState,
   parseLoops,
@@ -7,6 +8,7 @@ import {
   parseProbe,
   partitionName,
   readOnlyOptions,
+  socketDirFor,
   unmountable,
 } from "./mount_plan.ts";
 
@@ -64,4 +66,15 @@ Deno.test("leftovers: only what the record names or its loop devices hold", () =
     fuse: "/m/.dirtybit-mount/fuse",
   });
   assert.deepEqual(leftovers(state, [], []), { unmount: [], detach: [], fuse: undefined });
+});
+
+Deno.test("socketDirFor: the first base where the socket path fits, else /tmp", () => {
+  assert.equal(socketDirFor(["/run/user/0", "/tmp"], "ab12"), "/run/user/0/dirtybit-mount-ab12");
+  const deep = "/" + "d".repeat(100);
+  assert.equal(socketDirFor([deep, "/var/tmp"], "ab12"), "/var/tmp/dirtybit-mount-ab12");
+  assert.equal(socketDirFor([deep, "relative"], "ab12"), "/tmp/dirtybit-mount-ab12");
+  assert.equal(socketDirFor([], "ab12"), "/tmp/dirtybit-mount-ab12");
+  assert.ok(isSocketDir("/tmp/dirtybit-mount-ab12"));
+  assert.ok(!isSocketDir("/home/me"), "a state file cannot make umount remove another directory");
+  assert.ok(!isSocketDir("dirtybit-mount-ab12"));
 });

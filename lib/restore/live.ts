@@ -28,6 +28,7 @@ import {
 } from "../core/errors.ts";
 import { readJsonFile, writeFileAtomic } from "../core/atomic_file.ts";
 import { delay } from "../core/async.ts";
+import { fitsUnixSocket } from "../core/files.ts";
 import { QmpError, QmpSocket } from "../qemu/qmp.ts";
 import { cancelBlockJob, queryBlockNode } from "../qemu/blocknodes.ts";
 import { lockDisks } from "../qemu/disk_lock.ts";
@@ -201,7 +202,7 @@ async function chainHeaders(streams: string[]): Promise<StreamHeader[]> {
  */
 async function liveSocket(image: string): Promise<string> {
   const beside = `${image}.dbit-live.sock`;
-  if (new TextEncoder().encode(beside).length < 108) return beside;
+  if (fitsUnixSocket(beside)) return beside;
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(image));
   const key = [...new Uint8Array(digest).subarray(0, 8)]
     .map((b) => b.toString(16).padStart(2, "0")).join("");

@@ -9,6 +9,7 @@
  */
 import { resolve } from "node:path";
 import { BusyError, describeError, SourceError, UsageError, wrapError } from "../core/errors.ts";
+import { fitsUnixSocket, UNIX_SOCKET_PATH_MAX } from "../core/files.ts";
 import type { Log } from "../core/log.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 import { indexChain } from "../stream/stream_index.ts";
@@ -51,6 +52,14 @@ export async function startServe(
   if ((opts.socket === undefined) === (opts.listen === undefined)) {
     throw new UsageError((p) =>
       `serve: give one of ${p("socket")} PATH or ${p("listen")} HOST:PORT`
+    );
+  }
+  if (opts.socket !== undefined && !fitsUnixSocket(resolve(opts.socket))) {
+    const path = resolve(opts.socket);
+    throw new UsageError((p) =>
+      `serve: ${p("socket")} ${path} is ${
+        new TextEncoder().encode(path).length
+      } bytes long, over the ${UNIX_SOCKET_PATH_MAX} bytes a Unix socket path can have: choose a shorter path (e.g. under /tmp or /run)`
     );
   }
   const log = opts.onLog ?? (() => {});
