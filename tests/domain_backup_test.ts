@@ -264,6 +264,12 @@ Deno.test("backup --domain: running, shut off, running again; restore --define",
         .split("\n").map((l) => l.trim()).filter(Boolean);
       assertEquals(listed, state!.history.map((h) => `dirtybit-${owner}-${h.backupId}`));
       assertEquals(listed.length, 4, "the Bacula Full job started the chain again");
+      // A --domain backup records its stream file as a --qmp one does; PTCOMM writes none.
+      assertEquals(state!.history.map((h) => h.stream), [
+        undefined,
+        undefined,
+        ...points.slice(-2).map((p) => byDisk(p, "vda").file),
+      ]);
     });
 
     await t.step("every point restores to the disk as it was", async () => {

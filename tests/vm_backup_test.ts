@@ -116,6 +116,7 @@ async function backup(
     takeOver: options.takeOver,
     stateDir,
     compression: "zstd:1",
+    streamPath: (disk) => files.get(disk.diskName),
     onMessage: (kind, text) => kind === "warning" && warnings.push(text),
   }, async (disk: PlannedDisk) => {
     const path = join(dir, `${disk.diskName}-${disk.level}.dbit`);
@@ -309,6 +310,11 @@ Deno.test("CloudStack VM backup through its KVM host: access modes, incremental,
           await checkpointList(bed),
           history.map((h) => `dirtybit-${owner}-${h.backupId}`),
         );
+        // The stream files are in the disk's history, as a --qmp backup records them.
+        assertEquals(history.slice(-2).map((h) => h.stream), [
+          fullFiles.get(root.id),
+          files.get(root.id),
+        ]);
       },
     );
 
