@@ -182,7 +182,7 @@ async function openDomain(
   uri: string,
 ): Promise<DomainJobTarget> {
   const domain = await VirshDomain.open(host.shell, uri, source.domain);
-  const { live, xml, persistentXml } = await domainFacts(domain);
+  const { live, xml, persistentXml } = domainFacts(domain);
   const allDisks = parseDomainDisks(xml);
   const selected = selectDomainDisks(domain.name, allDisks, source.disks, source.excludeDisks);
   return {
@@ -201,17 +201,14 @@ async function openDomain(
 
 /**
  * Whether the domain runs (running or paused) and its disks' definition
- * (the live one while it runs); refused in any other state.
+ * (the live one while it runs), as libvirt showed them when it was opened;
+ * refused in any other state.
  */
-export async function domainFacts(
+export function domainFacts(
   domain: VirshDomain,
-): Promise<{ live: boolean; xml: string; persistentXml: string }> {
-  // At once: over SSH each command is a round trip.
-  const [runState, xml, persistentXml] = await Promise.all([
-    domain.state(),
-    domain.dumpXml(),
-    domain.dumpXml(true),
-  ]);
+): { live: boolean; xml: string; persistentXml: string } {
+  // Read when it was opened: over SSH each command is a round trip.
+  const { state: runState, xml, persistentXml } = domain.opened;
   const live = runState === "running" || runState === "paused";
   if (!live && runState !== "shut off") {
     throw new SourceError(`domain ${domain.name} is ${runState}: back it up running or shut off`);
@@ -375,7 +372,8 @@ async function diskSizes(ctx: DomainContext): Promise<number[]> {
 
 /** The domain's checkpoints, and how one is removed (dirtybit's own only). */
 interface CheckpointBook {
-  list(): Promise<CheckpointInfo[]>;
+  /** All of them; those `expected` (the chains' own) may be read faster. */
+  list(expected?: string[]): Promise<CheckpointInfo[]>;
   remove(name: string): Promise<void>;
 }
 
@@ -387,11 +385,15 @@ interface CheckpointBook {
 function checkpointBook(ctx: DomainContext): CheckpointBook {
   const { domain } = ctx;
   if (ctx.live) {
-    return { list: () => domain!.checkpoints(), remove: (name) => domain!.deleteCheckpoint(name) };
+    return {
+      list: (expected) => domain!.checkpoints(expected),
+      remove: (name) => domain!.deleteCheckpoint(name),
+    };
   }
   const images = qcow2Images(ctx);
   return {
-    list: async () => domain ? await domain.checkpoints() : await imageCheckpoints(ctx, images),
+    list: async (expected) =>
+      domain ? await domain.checkpoints(expected) : await imageCheckpoints(ctx, images),
     async remove(name) {
       for (const d of images) {
         if ((await imageBitmaps(ctx.host.shell, d)).has(name)) {
@@ -441,7 +443,9 @@ async function plan(
   const [sizes, owner, listed] = await Promise.all([
     diskSizes(ctx),
     ownerId(ctx.stateDir),
-    book.list(),
+    book.list(
+      req.states.flatMap((s) => s ? [s.checkpoint.incBitmap, s.checkpoint.baseBitmap] : []),
+    ),
     options.before,
   ]);
   let checkpoints = ctx.live ? await adoptCheckpoints(ctx, req, owner, listed) : listed;
@@ -563,13 +567,6 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       // The next run removes it if this one is killed (on this machine; a remote
       // host keeps an empty directory).
       if (!ctx.host.remote) await req.run.add({ kind: "path", path: scratch });
-      await makeQemuDir(
-        shell,
-        scratchDir,
-        scratch,
-        domain.name,
-        scratchDir === DEFAULT_SCRATCH_DIR,
-      );
       const socket = join(scratch, "nbd.sock");
       const byTarget = new Map(plans.map((p) => [p.target, p]));
       const modes = ctx.allDisks.filter((d) => d.source !== undefined).map((d) => {
@@ -583,14 +580,26 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       const withBitmap = plans.filter((p) => p.bitmap).map((p) => p.target);
       const backupFile = join(scratch, "backup.xml");
       const checkpointFile = withBitmap.length > 0 ? join(scratch, "checkpoint.xml") : undefined;
-      await Promise.all([
-        writeHostFile(shell, backupFile, backupXml(ctx.tcp ?? { socket }, modes)),
-        checkpointFile && writeHostFile(
-          shell,
-          checkpointFile,
-          checkpointXml({ name, bitmapDisks: withBitmap, allDisks: modes.map((m) => m.target) }),
-        ),
-      ]);
+      await makeQemuDir(
+        shell,
+        scratchDir,
+        scratch,
+        domain.name,
+        scratchDir === DEFAULT_SCRATCH_DIR,
+        [
+          { name: basename(backupFile), text: backupXml(ctx.tcp ?? { socket }, modes) },
+          ...(checkpointFile
+            ? [{
+              name: basename(checkpointFile),
+              text: checkpointXml({
+                name,
+                bitmapDisks: withBitmap,
+                allDisks: modes.map((m) => m.target),
+              }),
+            }]
+            : []),
+        ],
+      );
       let begun = false;
       const end = async (outcome: "commit" | "abort") => {
         const errors: unknown[] = [];

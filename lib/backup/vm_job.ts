@@ -302,7 +302,7 @@ async function vmTarget(
       names: selected.map((s) => s.volume.id),
     };
   }
-  const { live, xml, persistentXml } = await domainFacts(domain);
+  const { live, xml, persistentXml } = domainFacts(domain);
   if (live !== running) {
     throw new SourceError(
       `CloudStack shows VM ${vm.instanceName} ${vm.state} but libvirt on ${host.target.host} ` +

@@ -72,32 +72,74 @@ export class VirshDomain {
     /** The domain's name (also when it was found by UUID). */
     readonly name: string,
     readonly uuid: string,
+    /** Its state and definitions when it was opened (the live one while it runs). */
+    readonly opened: { state: DomainRunState; xml: string; persistentXml: string },
   ) {}
 
+  #queued: {
+    args: string[];
+    done: (result: BatchResult) => void;
+    failed: (err: unknown) => void;
+  }[] = [];
+
   /**
-   * Finds a domain by name or UUID. SourceError naming the domain when
-   * libvirt does not know it, or naming libvirt when it does not answer.
+   * A command that changes nothing: the ones asked for at once (in the same
+   * turn of the event loop) run in one virsh process ({@link virshBatch}).
+   */
+  private query(args: string[]): Promise<BatchResult> {
+    return new Promise((done, failed) => {
+      if (this.#queued.push({ args, done, failed }) === 1) setTimeout(() => this.#flush(), 0);
+    });
+  }
+
+  async #flush(): Promise<void> {
+    const batch = this.#queued.splice(0);
+    try {
+      const results = await virshBatch(this.shell, this.uri, batch.map((q) => q.args), 120_000);
+      batch.forEach((q, i) => q.done(results[i]));
+    } catch (err) {
+      for (const q of batch) q.failed(err);
+    }
+  }
+
+  /** {@link query}'s output; SourceError quoting virsh's error. */
+  private async read(args: string[]): Promise<string> {
+    return output(args, await this.query(args));
+  }
+
+  /**
+   * Finds a domain by name or UUID, with its state and definitions then
+   * ({@link opened}). SourceError naming the domain when libvirt does not
+   * know it, or naming libvirt when it does not answer.
    */
   static async open(shell: HostShell, uri: string, nameOrUuid: string): Promise<VirshDomain> {
-    // dominfo: name and UUID in one command (over SSH each command is a round trip).
-    const r = await shell.run(["virsh", "-q", "-c", uri, "dominfo", nameOrUuid], {
-      timeoutMs: 30_000,
-    });
-    if (r.code !== 0) {
-      if (/failed to get domain|Domain not found|no domain with matching/i.test(r.stderr)) {
+    // One virsh process: dominfo has name and UUID, the rest what every job asks first.
+    const [info, state, xml, persistentXml] = await virshBatch(shell, uri, [
+      ["dominfo", nameOrUuid],
+      ["domstate", nameOrUuid],
+      ["dumpxml", nameOrUuid],
+      ["dumpxml", "--inactive", nameOrUuid],
+    ], 30_000);
+    if (info.error !== undefined) {
+      if (/failed to get domain|Domain not found|no domain with matching/i.test(info.error)) {
         throw new SourceError(
           `domain ${nameOrUuid} is not defined on ${uri}; list the domains with 'virsh -c ${uri} list --all'`,
         );
       }
       throw new SourceError(
-        `virsh -c ${uri} failed: ${oneLine(r.stderr) || "no error text"}; is libvirtd running?`,
+        `virsh -c ${uri} failed: ${oneLine(info.error) || "no error text"}; is libvirtd running?`,
       );
     }
-    const field = (key: string) => r.stdout.match(new RegExp(`^${key}:\\s*(.*)$`, "m"))?.[1].trim();
+    const field = (key: string) =>
+      info.stdout.match(new RegExp(`^${key}:\\s*(.*)$`, "m"))?.[1].trim();
     const name = field("Name");
     const uuid = field("UUID");
     if (!name || !uuid) throw new SourceError(`virsh dominfo ${nameOrUuid} shows no name or UUID`);
-    return new VirshDomain(shell, uri, name, uuid);
+    return new VirshDomain(shell, uri, name, uuid, {
+      state: output(["domstate"], state).trim(),
+      xml: output(["dumpxml"], xml),
+      persistentXml: output(["dumpxml"], persistentXml),
+    });
   }
 
   /** `virsh ARGS...` on this domain's connection; SourceError quoting virsh's error. */
@@ -106,12 +148,12 @@ export class VirshDomain {
   }
 
   async state(): Promise<DomainRunState> {
-    return (await this.run(["domstate", this.uuid])).trim();
+    return (await this.read(["domstate", this.uuid])).trim();
   }
 
   /** The live definition (running) or the persistent one (`inactive`). */
   dumpXml(inactive = false): Promise<string> {
-    return this.run(["dumpxml", ...(inactive ? ["--inactive"] : []), this.uuid]);
+    return this.read(["dumpxml", ...(inactive ? ["--inactive"] : []), this.uuid]);
   }
 
   async disks(): Promise<DomainDisk[]> {
@@ -120,20 +162,28 @@ export class VirshDomain {
 
   /** Capacity (virtual size) of a disk in bytes. */
   async capacity(target: string): Promise<number> {
-    const out = await this.run(["domblkinfo", this.uuid, target]);
+    const out = await this.read(["domblkinfo", this.uuid, target]);
     const m = out.match(/^Capacity:\s*(\d+)/m);
     if (!m) throw new SourceError(`virsh domblkinfo ${this.name} ${target} shows no capacity`);
     return Number(m[1]);
   }
 
-  /** The domain's checkpoints, parents before children. */
-  async checkpoints(): Promise<CheckpointInfo[]> {
-    const names = (await this.run(["checkpoint-list", this.uuid, "--name", "--topological"]))
-      .split("\n").map((l) => l.trim()).filter(Boolean);
+  /**
+   * The domain's checkpoints, parents before children. The XML of those
+   * `expected` is read with the list (one virsh process); of others after it.
+   */
+  async checkpoints(expected: string[] = []): Promise<CheckpointInfo[]> {
+    const dump = (n: string) => ["checkpoint-dumpxml", this.uuid, n, "--no-domain"];
+    const guessed = [...new Set(expected)];
+    const [list, dumps] = await Promise.all([
+      this.read(["checkpoint-list", this.uuid, "--name", "--topological"]),
+      Promise.all(guessed.map((n) => this.query(dump(n)))),
+    ]);
+    const read = new Map<string, string>();
+    guessed.forEach((n, i) => dumps[i].error === undefined && read.set(n, dumps[i].stdout));
+    const names = list.split("\n").map((l) => l.trim()).filter(Boolean);
     return await Promise.all(
-      names.map(async (n) =>
-        parseCheckpoint(await this.run(["checkpoint-dumpxml", this.uuid, n, "--no-domain"]))
-      ),
+      names.map(async (n) => parseCheckpoint(read.get(n) ?? await this.read(dump(n)))),
     );
   }
 
@@ -168,10 +218,8 @@ export class VirshDomain {
 
   /** The running backup job's XML, or undefined when none runs. */
   async backupXml(): Promise<string | undefined> {
-    const r = await this.shell.run(["virsh", "-c", this.uri, "backup-dumpxml", this.uuid], {
-      timeoutMs: 60_000,
-    });
-    return r.code === 0 ? r.stdout : undefined;
+    const r = await this.query(["backup-dumpxml", this.uuid]);
+    return r.error === undefined ? r.stdout : undefined;
   }
 
   /** Ends the domain's job (a pull backup ends this way; its scratch files go with it). */
@@ -186,13 +234,85 @@ async function virsh(
   args: string[],
   timeoutMs = 120_000,
 ): Promise<string> {
-  const r = await shell.run(["virsh", "-c", uri, ...args], { timeoutMs });
-  if (r.code !== 0) {
-    throw new SourceError(
-      `virsh ${args[0]} failed: ${oneLine(r.stderr) || oneLine(r.stdout) || `exit ${r.code}`}`,
-    );
-  }
+  return output(args, await virshOne(shell, uri, args, timeoutMs));
+}
+
+/** What one virsh command printed, and its error text if it failed. */
+interface BatchResult {
+  stdout: string;
+  error?: string;
+}
+
+/** A command's output; SourceError quoting its error. */
+function output(args: string[], r: BatchResult): string {
+  if (r.error !== undefined) throw new SourceError(`virsh ${args[0]} failed: ${r.error}`);
   return r.stdout;
+}
+
+async function virshOne(
+  shell: HostShell,
+  uri: string,
+  args: string[],
+  timeoutMs: number,
+): Promise<BatchResult> {
+  const r = await shell.run(["virsh", "-c", uri, ...args], { timeoutMs });
+  if (r.code === 0) return { stdout: r.stdout };
+  return { stdout: r.stdout, error: oneLine(r.stderr) || oneLine(r.stdout) || `exit ${r.code}` };
+}
+
+/**
+ * Runs virsh commands one after another in one virsh process: one
+ * connection to libvirtd (over SSH one round trip) instead of one each,
+ * which is most of what a command costs. virsh goes on after a command
+ * fails; a marker line after each command on stdout and on stderr
+ * (`echo --err`) tells each command's output and error apart. When the
+ * output lacks a marker (a virsh without `echo --err`, one that died), each
+ * command runs alone instead.
+ */
+async function virshBatch(
+  shell: HostShell,
+  uri: string,
+  commands: string[][],
+  timeoutMs: number,
+): Promise<BatchResult[]> {
+  const alone = () => Promise.all(commands.map((args) => virshOne(shell, uri, args, timeoutMs)));
+  if (commands.length === 1) return await alone();
+  const mark = `dirtybit-batch-${crypto.randomUUID().slice(0, 8)}`;
+  const script = commands.map((args, i) =>
+    `${args.map(virshQuote).join(" ")} ; echo ${mark}-${i} ; echo --err ${mark}-${i}`
+  ).join(" ; ");
+  const r = await shell.run(["virsh", "-c", uri, script], { timeoutMs });
+  const out = splitAtMarks(r.stdout, commands.length, (i) => `${mark}-${i}\n`);
+  const err = splitAtMarks(r.stderr, commands.length, (i) => `error: ${mark}-${i}\n`);
+  if (!out || !err) return await alone();
+  return out.map((stdout, i) => {
+    const error = oneLine(err[i]);
+    return error ? { stdout, error } : { stdout };
+  });
+}
+
+/** An argument for virsh's own command parser (single quotes, as in sh). */
+function virshQuote(arg: string): string {
+  return `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+/** `text` cut at each of `count` marker lines, in order; undefined if one is missing. */
+function splitAtMarks(
+  text: string,
+  count: number,
+  markOf: (i: number) => string,
+): string[] | undefined {
+  const parts: string[] = [];
+  let from = 0;
+  for (let i = 0; i < count; i++) {
+    const mark = markOf(i);
+    let at = text.indexOf(mark, from);
+    while (at > from && text[at - 1] !== "\n") at = text.indexOf(mark, at + 1);
+    if (at < 0) return undefined;
+    parts.push(text.slice(from, at));
+    from = at + mark.length;
+  }
+  return parts;
 }
 
 function oneLine(s: string): string {
@@ -222,8 +342,9 @@ export async function writeHostFile(shell: HostShell, path: string, text: string
 /**
  * Makes `dir` (mode 0700) inside `parent`, owned by the user the running
  * domain's QEMU runs as (from its pid file), so that QEMU can create its
- * NBD socket there and open the files libvirt makes. A `parent` this makes
- * (or `traversable`) is made mode 0755: QEMU must reach into it.
+ * NBD socket there and open the files libvirt makes, and writes `files`
+ * into it (mode 0600, as {@link writeHostFile}): one command. A `parent`
+ * this makes (or `traversable`) is made mode 0755: QEMU must reach into it.
  */
 export async function makeQemuDir(
   shell: HostShell,
@@ -231,18 +352,31 @@ export async function makeQemuDir(
   dir: string,
   domain: string,
   traversable: boolean,
+  files: { name: string; text: string }[] = [],
 ): Promise<void> {
   const script = [
     'made=0; [ -d "$1" ] || made=1',
     'mkdir -p "$1"',
     'if [ "$made" = 1 ] || [ "$4" = yes ]; then chmod 0755 "$1"; fi',
     'mkdir -m 0700 "$2"',
-    'pid=$(cat "/run/libvirt/qemu/$3.pid" 2>/dev/null) || exit 0', // qemu:///session: our own user
-    'chown "$(stat -c %u:%g "/proc/$pid")" "$2"',
+    // qemu:///session: no pid file, QEMU runs as our own user.
+    'if pid=$(cat "/run/libvirt/qemu/$3.pid" 2>/dev/null); then ' +
+    'chown "$(stat -c %u:%g "/proc/$pid")" "$2"; fi',
+    "umask 077",
+    "shift 4",
+    'while [ $# -gt 0 ]; do printf %s "$2" > "$1" || exit 1; shift 2; done',
   ].join(" && ");
-  const r = await shell.run(
-    ["sh", "-c", script, "sh", parent, dir, domain, traversable ? "yes" : "no"],
-  );
+  const r = await shell.run([
+    "sh",
+    "-c",
+    script,
+    "sh",
+    parent,
+    dir,
+    domain,
+    traversable ? "yes" : "no",
+    ...files.flatMap((f) => [`${dir}/${f.name}`, f.text]),
+  ]);
   if (r.code !== 0) throw new SourceError(`cannot make ${dir}: ${oneLine(r.stderr)}`);
 }
 

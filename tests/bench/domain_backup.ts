@@ -5,7 +5,8 @@
  * then the same 48 MiB of guest writes on both between the full and the
  * incremental. Two domains because virtnbdbackup refuses a domain that has
  * checkpoints of another tool. Per round a full of each, the writes, an
- * incremental of each. Both write uncompressed files to a local directory
+ * incremental of each, then each tool restores its chain into a new qcow2
+ * image (the two images compared equal). Both write uncompressed files to a local directory
  * (virtnbdbackup's default; dirtybit with `--compress none`); the times are
  * the wall clock of the whole command, start-up included. The median of 3
  * rounds (a shared 2-core machine).
@@ -17,17 +18,22 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { startTestDomain } from "../fixtures/libvirt.ts";
 import { dirtybitOk } from "../fixtures/cli.ts";
 import { atLeast, type BenchRow } from "./table.ts";
 import { median, run, seconds } from "./measure.ts";
 import { writeAll } from "../../lib/core/bytes.ts";
 import { fillRandom } from "../fixtures/bytes.ts";
+import { delay } from "../../lib/core/async.ts";
 
 const MiB = 1 << 20;
 
-/** Rows: full and incremental time of `backup --domain` vs `virtnbdbackup -l full/inc`. */
+/**
+ * Rows: full and incremental time of `backup --domain` vs `virtnbdbackup -l
+ * full/inc`, and the restore of that chain (`restore --out X.qcow2` vs
+ * `virtnbdrestore`, checked equal with `qemu-img compare`).
+ */
 export async function benchDomainBackup(
   dir: string,
   size = 1024 * MiB,
@@ -65,6 +71,8 @@ export async function benchDomainBackup(
 
     const times = { full: [] as number[], fullRef: [] as number[], inc: [] as number[] };
     const incRef: number[] = [];
+    const restore: number[] = [];
+    const restoreRef: number[] = [];
     for (let round = 0; round < 3; round++) {
       const out = join(work, `r${round}`);
       const refOut = join(work, `ref${round}`);
@@ -98,19 +106,51 @@ export async function benchDomainBackup(
       }
       times.inc.push(await dirtybit("incremental"));
       incRef.push(await virtnbdbackup("inc"));
+      // The chain (full + incremental) into a new qcow2 image by each tool.
+      const streams = (await Array.fromAsync(Deno.readDir(out))).map((e) => e.name)
+        .filter((n) => n.endsWith(".dbit")).sort((a, b) =>
+          Number(b.includes("-full-")) - Number(a.includes("-full-"))
+        ).map((n) => join(out, n));
+      const image = join(work, `restored${round}.qcow2`);
+      const refRestored = join(work, `ref-restored${round}`);
+      restore.push(await seconds(() => dirtybitOk(["restore", "--out", image, ...streams])));
+      restoreRef.push(
+        await seconds(() => run("virtnbdrestore", ["-n", "-i", refOut, "-o", refRestored])),
+      );
+      // Same data: both restored the same disk. virtnbdrestore exits before
+      // its qemu-nbd has let go of the image: wait for the lock.
+      for (let attempt = 0;; attempt++) {
+        try {
+          await run("qemu-img", [
+            "compare",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            image,
+            join(refRestored, basename(ref.disks[0].file)),
+          ]);
+          break;
+        } catch (err) {
+          if (attempt >= 50 || !/lock/.test((err as Error).message)) throw err;
+          await delay(100);
+        }
+      }
+      await Deno.remove(image);
+      await Deno.remove(refRestored, { recursive: true });
       await Deno.remove(out, { recursive: true });
       await Deno.remove(refOut, { recursive: true });
     }
-    const row = (name: string, mine: number[], theirs: number[]) => {
+    const row = (name: string, mine: number[], theirs: number[], tool = "virtnbdbackup") => {
       const [m, r] = [median(mine), median(theirs)];
       const range = (xs: number[]) =>
         `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)} s`;
       return atLeast(
         name,
         `${m.toFixed(2)} s (${range(mine)})`,
-        `virtnbdbackup ${r.toFixed(2)} s (${range(theirs)})`,
+        `${tool} ${r.toFixed(2)} s (${range(theirs)})`,
         r / m,
-        name.includes("incremental") ? 2.0 : 1.0,
+        name.startsWith("backup --domain incremental") ? 2.0 : 1.0,
       );
     };
     return [
@@ -120,6 +160,12 @@ export async function benchDomainBackup(
         times.fullRef,
       ),
       row("backup --domain incremental, 48 MiB written, time", times.inc, incRef),
+      row(
+        "restore of that full + incremental to qcow2, time",
+        restore,
+        restoreRef,
+        "virtnbdrestore",
+      ),
     ];
   } finally {
     await dom.remove();
