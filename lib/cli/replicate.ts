@@ -7,7 +7,7 @@
 import { catchStopSignals } from "./stop_signals.ts";
 import type { CliHooks, Command } from "./command.ts";
 import { flagHelp, type Params } from "../params/params.ts";
-import { type FlagTable, parseParamFlags } from "./args.ts";
+import { type FlagTable, parseParamFlags, required } from "./args.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { describeRate } from "../replication/bandwidth.ts";
@@ -151,8 +151,7 @@ async function receive(args: string[], hooks: CliHooks): Promise<number> {
   const { params } = parseParamFlags("replicate receive", args, {
     only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
   });
-  const dir = params.replica_dir;
-  if (!dir) throw new UsageError("replicate receive: --replica-dir is required");
+  const dir = required("replicate receive", "replica-dir", params.replica_dir);
   const format = params.replica_format!;
   const { host, port } = hostPort(params.listen!, "listen", 10900);
   const psk = await pskOf(params);
@@ -204,7 +203,7 @@ export async function senderSetup(
       ...(sub === "seed" || sub === "push" ? PROGRESS_FLAGS : {}),
     } satisfies FlagTable,
   });
-  if (!params.qmp) throw new UsageError(`${what}: --qmp is required`);
+  const qmpSocket = required(what, "qmp", params.qmp);
   if (params.node?.length !== 1) throw new UsageError(`${what}: give exactly one --node`);
   const address = drAddress(params, extra);
   if (!address) throw new UsageError(`${what}: --dr HOST:PORT is required`);
@@ -220,7 +219,7 @@ export async function senderSetup(
   await makeDirectory(workDir, "the work directory");
   const compressLevel = compressLevelOf(params.compress, what);
   const retry = retryPolicyOf(params);
-  const qmp = await QmpSocket.connect(params.qmp);
+  const qmp = await QmpSocket.connect(qmpSocket);
   return {
     disk: {
       qmp,
@@ -263,8 +262,7 @@ async function daemon(args: string[]): Promise<number> {
     only: [],
     extra: { config: { type: "string", path: true } },
   });
-  const path = extra.config as string | undefined;
-  if (!path) throw new UsageError("replicate daemon: --config FILE is required");
+  const path = required("replicate daemon", "config", extra.config as string | undefined);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
