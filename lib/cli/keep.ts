@@ -149,7 +149,7 @@ export const mergeCommand: Command = {
       "merge",
       args,
       {
-        out: { type: "string", path: true },
+        out: { type: "string" },
         compress: { type: "string" },
         force: { type: "boolean" },
         json: { type: "boolean" },
