@@ -459,11 +459,11 @@ async function plan(
       const taken = ctx.selected.map((d) => d.target).filter((t) =>
         foreign.some((c) => c.bitmaps.has(t))
       );
-      throw new ChainError(
+      throw new ChainError((p) =>
         `${taken.length > 1 ? `disks ${taken.join(", ")}` : `disk ${taken[0]}`} of ` +
-          `${ctx.label} ${taken.length > 1 ? "each belongs" : "belongs"} to the chain of owner ` +
-          `${owners} (another state directory; checkpoints ${names}): pass --take-over ` +
-          "(plugin: take_over=yes) to remove them and start a new chain here with a full backup",
+        `${ctx.label} ${taken.length > 1 ? "each belongs" : "belongs"} to the chain of owner ` +
+        `${owners} (another state directory; checkpoints ${names}): pass ${p("take_over")} ` +
+        "to remove them and start a new chain here with a full backup"
       );
     }
     for (const cp of foreign) await book.remove(cp.name);

@@ -11,12 +11,8 @@ import { PARAMS, type Params } from "../params/params.ts";
 import type { Channel } from "./channel.ts";
 import { engineLevel, type JobInfo } from "./job_info.ts";
 import { backupFileName, NAMESPACE, vmDirName } from "./names.ts";
-import type {
-  BackendEngine,
-  EngineDiskResult,
-  EngineJob,
-  EnginePlannedDisk,
-} from "./engine_port.ts";
+import type { BackendEngine, EngineJob } from "./engine_port.ts";
+import type { DiskBackupResult, PlannedDisk } from "../backup/plan.ts";
 import { PtcommFiles } from "./ptcomm_sink.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts";
@@ -103,7 +99,7 @@ export async function sendAttributes(
 }
 
 /** The job message with a disk's per-layer statistics. */
-function statsMessage(r: EngineDiskResult): string {
+function statsMessage(r: DiskBackupResult): string {
   const s = r.stats;
   return `${r.diskName}: ${r.level} backup ${r.backupId}` +
     (r.parentId ? ` on ${r.parentId}` : "") +
@@ -129,14 +125,14 @@ export async function runBackup(ctx: JobContext): Promise<void> {
   const files = new PtcommFiles(ch);
   const time = now();
   const vm = vmName(ctx.params);
-  const sinkFor = (disk: EnginePlannedDisk) =>
+  const sinkFor = (disk: PlannedDisk) =>
     Promise.resolve(
       files.sink(() =>
         sendAttributes(ch, backupFileName(vm, disk.diskName, disk.level, job.jobId), 0, time)
       ),
     );
   const running = ctx.engine.runBackup(ej, sinkFor);
-  let results: EngineDiskResult[];
+  let results: DiskBackupResult[];
   try {
     results = await ch.guard(running);
   } catch (e) {

@@ -11,11 +11,12 @@
 import { join } from "node:path";
 import { UsageError } from "../core/errors.ts";
 import type { Params } from "../params/params.ts";
-import { type DestSpec, parseDest } from "../crossrestore/destination.ts";
+import type { DestSpec } from "../crossrestore/destination.ts";
 import type { TargetOption } from "../crossrestore/registry.ts";
 import {
   type CrossRestorePlan as TargetPlan,
   planCrossRestore as planTarget,
+  planDestination,
   runCrossRestore as crossRestore,
 } from "../crossrestore/run.ts";
 import type { TargetResult } from "../crossrestore/target.ts";
@@ -55,13 +56,10 @@ export function planCrossRestore(params: Params): CrossRestorePlan {
       `cross_restore=${name} needs dest=ssh://user@host[:port]/path (or a local directory)`,
     );
   }
-  const dest = parseDest(params.dest);
-  if (dest.kind === "ssh" && !params.dest_ssh_key) {
-    throw new UsageError("parameter dest=ssh://... needs dest_ssh_key=FILE");
-  }
-  if (dest.kind === "local" && params.remote_shell) {
-    throw new UsageError("parameter remote_shell needs an ssh:// dest");
-  }
+  const dest = planDestination(params.dest, {
+    sshKey: params.dest_ssh_key !== undefined,
+    remoteShell: params.remote_shell !== undefined,
+  });
   return { ...plan, name, dest };
 }
 

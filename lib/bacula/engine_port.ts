@@ -4,7 +4,7 @@ import type { StreamSink } from "../sinks/sink.ts";
 import type { Compression } from "../stream/compression.ts";
 import type { BackupLevel, RequestedLevel } from "../core/level.ts";
 import type { OnMessage } from "../core/log.ts";
-import type { CbtStats } from "../cbt/layers.ts";
+import type { DiskBackupResult, PlannedDisk } from "../backup/plan.ts";
 import type { VmDiskSpec } from "../restore/vm_disk_restore.ts";
 
 /**
@@ -36,23 +36,6 @@ export interface EngineJob {
   onMessage?: OnMessage;
 }
 
-/** A disk as the engine planned it. */
-export interface EnginePlannedDisk {
-  node: string;
-  diskName: string;
-  level: BackupLevel;
-  /** Why the disk gets a full instead of the level asked for. */
-  fallback?: string;
-  backupId: string;
-  parentId: string | null;
-}
-
-/** A disk as the engine backed it up. */
-export interface EngineDiskResult extends EnginePlannedDisk {
-  stats: CbtStats;
-  streamBytes: number;
-}
-
 /** One disk of an estimate. */
 export interface EngineEstimate {
   diskName: string;
@@ -76,8 +59,8 @@ export interface EngineRestoreTarget {
 export interface BackendEngine {
   runBackup(
     job: EngineJob,
-    sinkFor: (disk: EnginePlannedDisk) => Promise<StreamSink>,
-  ): Promise<EngineDiskResult[]>;
+    sinkFor: (disk: PlannedDisk) => Promise<StreamSink>,
+  ): Promise<DiskBackupResult[]>;
   estimateBackup(job: EngineJob): Promise<EngineEstimate[]>;
   openRestore(target: { path: string; format: "raw" | "qcow2" }): Promise<EngineRestoreTarget>;
   /** A VM disk to restore onto in place (a block node of a local QEMU). */

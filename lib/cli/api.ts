@@ -5,7 +5,7 @@
  * @module
  */
 import type { Command } from "./command.ts";
-import { flagOf, parseFlags } from "./args.ts";
+import { flagOf, type FlagTable, parseFlags } from "./args.ts";
 import { UsageError } from "../core/errors.ts";
 import { CloudStackClient } from "../cloudstack/client.ts";
 import { loadCredentials } from "../cloudstack/credentials.ts";
@@ -35,17 +35,17 @@ DIRTYBIT_VERIFY_SSL, DIRTYBIT_CA_FILE, DIRTYBIT_CONFIG), the config file.
 Exit 0 on success; 2 bad usage; 5 CloudStack refused or could not be reached.
 `;
 
-interface ApiFlags {
-  url?: string;
-  apikey?: string;
-  secretkey?: string;
-  "secretkey-file"?: string;
-  config?: string;
-  "verify-ssl"?: string;
-  "ca-file"?: string;
-  post?: boolean;
-  "signature-version"?: string;
-}
+const FLAGS = {
+  url: { type: "string" },
+  apikey: { type: "string" },
+  secretkey: { type: "string" },
+  "secretkey-file": { type: "string", path: true },
+  config: { type: "string", path: true },
+  "verify-ssl": { type: "string" },
+  "ca-file": { type: "string", path: true },
+  post: { type: "boolean" },
+  "signature-version": { type: "string" },
+} as const satisfies FlagTable;
 
 /** Parses `key=value` arguments; a key given twice or without `=` is a usage error. */
 export function parseCallParams(args: string[]): Record<string, string> {
@@ -65,23 +65,7 @@ export const apiCommand: Command = {
   name: "api",
   summary: "signed CloudStack API call, JSON answer on stdout (like cloudmonkey)",
   async run(args: string[]): Promise<number> {
-    const parsed = parseFlags<ApiFlags>(
-      "api",
-      args,
-      {
-        url: { type: "string" },
-        apikey: { type: "string" },
-        secretkey: { type: "string" },
-        "secretkey-file": { type: "string" },
-        config: { type: "string" },
-        "verify-ssl": { type: "string" },
-        "ca-file": { type: "string" },
-        post: { type: "boolean" },
-        "signature-version": { type: "string" },
-      },
-      HELP,
-      ["secretkey-file", "config", "ca-file"],
-    );
+    const parsed = parseFlags("api", args, FLAGS, HELP);
     if (!parsed) return 0;
     const [command, ...rest] = parsed.positionals;
     if (!command) throw new UsageError("api: COMMAND is missing: see 'dirtybit api --help'");

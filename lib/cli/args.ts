@@ -1,16 +1,59 @@
 /**
- * Command-line flag parsing on top of `node:util` parseArgs: `--help` handling
- * and parse errors as one-line UsageErrors that name the flag.
+ * The one command-line flag parser: `--flag value`, `--flag=value`,
+ * booleans (`--flag`, `--no-flag`, `--flag false`), repeatable flags and
+ * `--` ending the flags. A command declares its flags once, as a
+ * {@link FlagTable}; {@link Parsed} is their type. Flags that are rows of the
+ * shared parameter table go through {@link parseParamFlags}, on the same loop.
+ * Unknown, repeated and value-less flags are one-line UsageErrors in one
+ * wording that name the flag.
  *
  * @module
  */
 import { resolve } from "node:path";
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../core/errors.ts";
-import { paramToFlag } from "../params/params.ts";
+import {
+  type ParamName,
+  PARAMS,
+  type Params,
+  type ParamSpec,
+  paramToFlag,
+  parseBool,
+  parseParamEntries,
+} from "../params/params.ts";
 import { type Compression, COMPRESSION_RULE, parseCompression } from "../stream/compression.ts";
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
+/** How one flag is read. */
+export interface FlagSpec {
+  readonly type: "string" | "boolean";
+  /** Repeatable: the values accumulate in order. */
+  readonly multiple?: true;
+  /**
+   * A path: it comes out absolute (resolved against the working directory;
+   * `-`, standard input or output, stays), as QEMU and helper processes with
+   * another working directory need it.
+   */
+  readonly path?: true;
+  /** Why the flag is refused (a secret that `ps` would show). */
+  readonly refused?: string;
+}
+
+/** A command's flags, keyed by name without dashes: declare as `{...} as const satisfies FlagTable`. */
+export type FlagTable = Readonly<Record<string, FlagSpec>>;
+
+/** The parsed values of a flag table: each present when given. */
+export type Parsed<T extends FlagTable> = {
+  -readonly [K in keyof T]?: T[K] extends { type: "boolean" } ? boolean
+    : T[K] extends { multiple: true } ? string[]
+    : string;
+};
+
+/** Each of `names` as a flag read as `spec` (a table's rows that differ only in name). */
+export function flagsOf<const N extends string, const S extends FlagSpec>(
+  names: readonly N[],
+  spec: S,
+): Record<N, S> {
+  return Object.fromEntries(names.map((n) => [n, spec])) as Record<N, S>;
+}
 
 /** Parsed flags and positionals, or null when `--help` was printed. */
 export interface ParsedArgs<T> {
@@ -18,64 +61,145 @@ export interface ParsedArgs<T> {
   positionals: string[];
 }
 
+/** A trailing '/' says "a directory": it stays, so that a missing one is reported as such. */
+function absolute(p: string): string {
+  return p === "-" ? p : p.endsWith("/") && resolve(p) !== "/" ? `${resolve(p)}/` : resolve(p);
+}
+
+/** The one error wording of a flag the command cannot take as given. */
+function flagError(command: string, problem: string): UsageError {
+  return new UsageError(`${command}: ${problem}: see 'dirtybit ${command} --help'`);
+}
+
 /**
- * Parses `args` for `command`; prints `help` and returns null on `--help`.
- * Unknown flags and missing values become a UsageError. The values of the
- * flags named in `paths` come out absolute (resolved against the working
- * directory; `-`, standard input or output, stays), as QEMU and helper
- * processes with another working directory need them.
+ * The loop over `args`: flags found by `lookup` (by name without dashes),
+ * the rest positionals. A value that starts with a dash is taken only when it
+ * is a number (`--flag -5`: the flag's own check then says its range) or `-`.
  */
-export function parseFlags<T = Record<string, string | boolean | string[] | undefined>>(
+function readFlags(
+  command: string,
+  args: readonly string[],
+  lookup: (flag: string) => FlagSpec | undefined,
+): { values: Record<string, string | boolean | string[]>; positionals: string[] } {
+  const values: Record<string, string | boolean | string[]> = {};
+  const positionals: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (arg === "-" || !arg.startsWith("-")) {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    let flag = arg.startsWith("--") ? (eq < 0 ? arg.slice(2) : arg.slice(2, eq)) : arg;
+    let inline = eq < 0 ? undefined : arg.slice(eq + 1);
+    let spec = lookup(flag);
+    if (!spec && flag.startsWith("no-") && inline === undefined) {
+      const positive = lookup(flag.slice(3));
+      if (positive?.type === "boolean") [flag, spec, inline] = [flag.slice(3), positive, "false"];
+    }
+    const shown = flag.startsWith("-") ? flag : `--${flag}`;
+    if (!spec) throw flagError(command, `unknown option ${shown}`);
+    if (spec.refused) throw new UsageError(`${command}: --${flag} is refused: ${spec.refused}`);
+    let value: string | boolean;
+    if (spec.type === "boolean") {
+      const text = inline ?? (parseBool(args[i + 1] ?? "") !== null ? args[++i] : "true");
+      const b = parseBool(text);
+      if (b === null) throw flagError(command, `option --${flag} must be true or false`);
+      value = b;
+    } else if (inline !== undefined) {
+      value = inline;
+    } else {
+      const next = args[i + 1];
+      if (next === undefined || (next.length > 1 && next.startsWith("-") && !/^-\d/.test(next))) {
+        throw flagError(command, `option --${flag} needs a value`);
+      }
+      value = args[++i];
+    }
+    if (spec.path && typeof value === "string") value = absolute(value);
+    const before = values[flag];
+    if (spec.multiple) {
+      values[flag] = [...(before as string[] | undefined ?? []), value as string];
+    } else if (before !== undefined) {
+      throw flagError(command, `option --${flag} given twice`);
+    } else {
+      values[flag] = value;
+    }
+  }
+  return { values, positionals };
+}
+
+/**
+ * Parses `args` for `command` against its flag table; prints `help` and
+ * returns null on `--help` or `-h`.
+ */
+export function parseFlags<T extends FlagTable>(
   command: string,
   args: string[],
-  options: Options,
+  flags: T,
   help: string,
-  paths: readonly string[] = [],
-): ParsedArgs<T> | null {
+): ParsedArgs<Parsed<T>> | null {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(help.trim());
     return null;
   }
-  try {
-    const { values, positionals } = parseArgs({
-      args: negativeValuesJoined(args, options),
-      options,
-      allowPositionals: true,
-      strict: true,
-    });
-    // A trailing '/' says "a directory": it stays, so that a missing one is reported as such.
-    const absolute = (p: string) =>
-      p === "-" ? p : p.endsWith("/") && resolve(p) !== "/" ? `${resolve(p)}/` : resolve(p);
-    for (const name of paths) {
-      const v = values[name];
-      if (typeof v === "string") values[name] = absolute(v);
-      else if (Array.isArray(v)) {
-        values[name] = v.map((p) => typeof p === "string" ? absolute(p) : p);
-      }
-    }
-    return { values: values as T, positionals };
-  } catch (err) {
-    const msg = (err as Error).message.split("\n")[0].replace(/\. To specify.*$/, "");
-    throw new UsageError(`${command}: ${msg}: see 'dirtybit ${command} --help'`);
-  }
+  const { values, positionals } = readFlags(
+    command,
+    args,
+    (flag) => Object.hasOwn(flags, flag) ? flags[flag] : undefined,
+  );
+  return { values: values as Parsed<T>, positionals };
+}
+
+/** Result of parseParamFlags. */
+export interface ParsedParamFlags<E extends FlagTable> {
+  params: Params;
+  /** Values of the command's own flags (`extra`). */
+  extra: Parsed<E>;
+  /** Arguments that are not flags (`-` counts as one: stdin). */
+  positionals: string[];
+}
+
+/** A parameter's flag: list parameters repeat, booleans are booleans, the rest take text. */
+function paramFlag(name: ParamName): FlagSpec {
+  const spec: ParamSpec = PARAMS[name];
+  return {
+    type: spec.kind === "bool" ? "boolean" : "string",
+    ...(spec.kind === "list" ? { multiple: true } : {}),
+    ...(spec.notAFlag ? { refused: spec.notAFlag } : {}),
+  };
 }
 
 /**
- * `--flag -5` as `--flag=-5` for a flag that takes a value: parseArgs calls a
- * value that starts with a dash ambiguous, and the flag's own check then says
- * what range it must be in.
+ * Parses flags that are rows of the parameter table (`--secretkey-file` is
+ * `secretkey_file`), restricted to `only` when given, plus the command's own
+ * `extra` flags; the parameters are then checked and defaulted like a plugin's.
  */
-function negativeValuesJoined(args: string[], options: Options): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const name = args[i].startsWith("--") && !args[i].includes("=") ? args[i].slice(2) : "";
-    if (options[name]?.type === "string" && /^-\d/.test(args[i + 1] ?? "")) {
-      out.push(`${args[i]}=${args[++i]}`);
-    } else {
-      out.push(args[i]);
+export function parseParamFlags<E extends FlagTable = Record<never, FlagSpec>>(
+  command: string,
+  args: string[],
+  options: { only?: readonly ParamName[]; extra?: E } = {},
+): ParsedParamFlags<E> {
+  const extra: FlagTable = options.extra ?? {};
+  const { values, positionals } = readFlags(command, args, (flag) => {
+    if (Object.hasOwn(extra, flag)) return extra[flag];
+    const name = flag.replaceAll("-", "_");
+    if (!Object.hasOwn(PARAMS, name)) return undefined;
+    if (options.only && !options.only.includes(name as ParamName)) return undefined;
+    return paramFlag(name as ParamName);
+  });
+  const entries: [string, string][] = [];
+  const own: Record<string, unknown> = {};
+  for (const [flag, value] of Object.entries(values)) {
+    if (Object.hasOwn(extra, flag)) own[flag] = value;
+    else {
+      for (const v of [value].flat()) entries.push([flag.replaceAll("-", "_"), String(v)]);
     }
   }
-  return out;
+  return { params: parseParamEntries(entries), extra: own as Parsed<E>, positionals };
 }
 
 /** A required flag's value, or a UsageError naming it. */

@@ -9,7 +9,16 @@ import { catchStopSignals } from "./stop_signals.ts";
 import type { Command } from "./command.ts";
 import { refuseTerminalStdout, requireOutputDir } from "./output.ts";
 import { makeDirectory } from "../core/files.ts";
-import { choice, compressionFlag, flagOf, parseFlags, required } from "./args.ts";
+import {
+  choice,
+  compressionFlag,
+  flagOf,
+  flagsOf,
+  type FlagTable,
+  type Parsed,
+  parseFlags,
+  required,
+} from "./args.ts";
 import type { BackupRecord } from "../model/disk_state.ts";
 import { runBackup, type SinkFactory } from "../backup/engine.ts";
 import type { DiskBackupResult, PlannedDisk } from "../backup/plan.ts";
@@ -19,7 +28,7 @@ import { domainSourceFromParams, vmSourceFromParams } from "../params/sources.ts
 import { type DomainSource, runDomainBackup } from "../backup/domain_job.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { DEFAULT_COMPRESSION } from "../stream/compression.ts";
 import { openSinkDestination } from "../sinks/registry.ts";
@@ -120,53 +129,32 @@ const VM_FLAGS = [
 const DOMAIN_FLAGS = ["domain", "connect", "scratch-dir"] as const;
 const DOMAIN_LIST_FLAGS = ["disk", "exclude-disk"] as const;
 
-type Flags =
-  & ProgressFlags
-  & { [F in typeof VM_FLAGS[number] | typeof DOMAIN_FLAGS[number] | "config"]?: string }
-  & {
-    [F in typeof DOMAIN_LIST_FLAGS[number]]?: string[];
-  }
-  & {
-    qmp?: string;
-    "nbd-socket"?: string;
-    node?: string[];
-    level?: string;
-    "state-dir"?: string;
-    out?: string;
-    compress?: string;
-    json?: boolean;
-    "take-over"?: boolean;
-  };
+const FLAGS = {
+  qmp: { type: "string", path: true },
+  "nbd-socket": { type: "string", path: true },
+  node: { type: "string", multiple: true },
+  level: { type: "string" },
+  "state-dir": { type: "string", path: true },
+  out: { type: "string", path: true },
+  compress: { type: "string" },
+  json: { type: "boolean" },
+  "take-over": { type: "boolean" },
+  config: { type: "string", path: true },
+  ...PROGRESS_FLAGS,
+  ...flagsOf(VM_FLAGS, { type: "string" }),
+  domain: { type: "string" },
+  connect: { type: "string" },
+  "scratch-dir": { type: "string", path: true },
+  ...flagsOf(DOMAIN_LIST_FLAGS, { type: "string", multiple: true }),
+} as const satisfies FlagTable;
+
+type Flags = Parsed<typeof FLAGS>;
 
 export const backupCommand: Command = {
   name: "backup",
   summary: "back up QEMU disks: full, incremental or differential, via dirty bitmaps",
   async run(args) {
-    const parsed = parseFlags<Flags>(
-      "backup",
-      args,
-      {
-        qmp: { type: "string" },
-        "nbd-socket": { type: "string" },
-        node: { type: "string", multiple: true },
-        level: { type: "string" },
-        "state-dir": { type: "string" },
-        out: { type: "string" },
-        compress: { type: "string" },
-        json: { type: "boolean" },
-        "take-over": { type: "boolean" },
-        config: { type: "string" },
-        ...PROGRESS_FLAGS,
-        ...Object.fromEntries(
-          [...VM_FLAGS, ...DOMAIN_FLAGS].map((f) => [f, { type: "string" as const }]),
-        ),
-        ...Object.fromEntries(
-          DOMAIN_LIST_FLAGS.map((f) => [f, { type: "string" as const, multiple: true }]),
-        ),
-      },
-      HELP,
-      ["qmp", "nbd-socket", "state-dir", "out", "config", "log-file", "scratch-dir"],
-    );
+    const parsed = parseFlags("backup", args, FLAGS, HELP);
     if (!parsed) return 0;
     const { values, positionals } = parsed;
     if (positionals.length > 0) {

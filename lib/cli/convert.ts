@@ -8,10 +8,10 @@
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "./command.ts";
 import { openOutput, refuseTerminalStdout, requireOutputDir } from "./output.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { withReadProgress } from "../core/source.ts";
-import { integer, parseFlags, required } from "./args.ts";
+import { type FlagTable, integer, type Parsed, parseFlags, required } from "./args.ts";
 import { TargetError, UsageError } from "../core/errors.ts";
 import type { DiskSource } from "../core/source.ts";
 import { NbdSource } from "../nbd/reader.ts";
@@ -55,21 +55,24 @@ ${subformatHelp()}
   --json               print the report as JSON (stderr when --out is -)${PROGRESS_HELP}
 `;
 
-interface Flags extends ProgressFlags {
-  from?: string;
-  chain?: boolean;
-  format?: string;
-  subformat?: string;
-  out?: string;
-  descriptor?: string;
-  name?: string;
-  "cluster-size"?: string;
-  "block-size"?: string;
-  "compress-level"?: string;
-  workers?: string;
-  connections?: string;
-  json?: boolean;
-}
+const FLAGS = {
+  from: { type: "string" },
+  chain: { type: "boolean" },
+  format: { type: "string" },
+  subformat: { type: "string" },
+  out: { type: "string", path: true },
+  descriptor: { type: "string", path: true },
+  name: { type: "string" },
+  "cluster-size": { type: "string" },
+  "block-size": { type: "string" },
+  "compress-level": { type: "string" },
+  workers: { type: "string" },
+  connections: { type: "string" },
+  json: { type: "boolean" },
+  ...PROGRESS_FLAGS,
+} as const satisfies FlagTable;
+
+type Flags = Parsed<typeof FLAGS>;
 
 const UNITS: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
@@ -115,28 +118,7 @@ export const convertCommand: Command = {
   name: "convert",
   summary: "write a disk as raw/qcow2/vmdk/vhdx/vhd append-only to a file or pipe",
   async run(args) {
-    const parsed = parseFlags<Flags>(
-      "convert",
-      args,
-      {
-        from: { type: "string" },
-        chain: { type: "boolean" },
-        format: { type: "string" },
-        subformat: { type: "string" },
-        out: { type: "string" },
-        descriptor: { type: "string" },
-        name: { type: "string" },
-        "cluster-size": { type: "string" },
-        "block-size": { type: "string" },
-        "compress-level": { type: "string" },
-        workers: { type: "string" },
-        connections: { type: "string" },
-        json: { type: "boolean" },
-        ...PROGRESS_FLAGS,
-      },
-      HELP,
-      ["out", "descriptor"],
-    );
+    const parsed = parseFlags("convert", args, FLAGS, HELP);
     if (!parsed) return 0;
     const f = parsed.values;
     const writer = getImageWriter(required("convert", "format", f.format), f.subformat);

@@ -6,15 +6,18 @@
  * @module
  */
 import { basename, dirname, resolve } from "node:path";
-import { choice, integer, parseFlags } from "./args.ts";
+import { choice, type FlagTable, integer, type Parsed, parseFlags } from "./args.ts";
 import { refuseTerminalStdout } from "./output.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { UsageError } from "../core/errors.ts";
-import { type DestSpec, parseDest } from "../crossrestore/destination.ts";
 import { PROXMOX_STORAGE_TYPES } from "../crossrestore/proxmox.ts";
 import { CROSS_RESTORE_TARGETS, type TargetOption } from "../crossrestore/registry.ts";
-import { planCrossRestore, runCrossRestore as crossRestore } from "../crossrestore/run.ts";
+import {
+  planCrossRestore,
+  planDestination,
+  runCrossRestore as crossRestore,
+} from "../crossrestore/run.ts";
 
 const HELP = `
 usage: dirtybit restore --to proxmox|hyperv|vmware --dest DEST [options] STREAM...
@@ -57,38 +60,13 @@ flags below override it.
   --json               print a JSON summary on stdout${PROGRESS_HELP}
 `;
 
-interface Flags extends ProgressFlags {
-  to?: string;
-  dest?: string;
-  ova?: string;
-  "ssh-key"?: string;
-  "known-hosts"?: string;
-  "remote-shell"?: string;
-  register?: boolean;
-  name?: string;
-  cpus?: string;
-  memory?: string;
-  firmware?: string;
-  os?: string;
-  vmid?: string;
-  storage?: string;
-  "storage-type"?: string;
-  "storage-dir"?: string;
-  "disk-format"?: string;
-  bridge?: string;
-  switch?: string;
-  network?: string;
-  controller?: string;
-  "nic-model"?: string;
-  json?: boolean;
-}
-
-const OPTIONS = {
+// --ova is no path to make absolute: under --dest it is a file name there.
+const FLAGS = {
   to: { type: "string" },
   dest: { type: "string" },
   ova: { type: "string" },
-  "ssh-key": { type: "string" },
-  "known-hosts": { type: "string" },
+  "ssh-key": { type: "string", path: true },
+  "known-hosts": { type: "string", path: true },
   "remote-shell": { type: "string" },
   register: { type: "boolean" },
   name: { type: "string" },
@@ -108,7 +86,9 @@ const OPTIONS = {
   "nic-model": { type: "string" },
   json: { type: "boolean" },
   ...PROGRESS_FLAGS,
-} as const;
+} as const satisfies FlagTable;
+
+type Flags = Parsed<typeof FLAGS>;
 
 function positiveInt(flag: string, text: string | undefined, max: number): number | undefined {
   return integer("restore", flag, text, 1, max);
@@ -129,26 +109,9 @@ const OPTION_FLAGS: Record<TargetOption, keyof Flags> = {
   ova: "ova",
 };
 
-/** Checks `--dest` and the flags that go with it before any stream is read. */
-function checkDest(f: Flags): DestSpec | undefined {
-  if (!f.dest) return undefined;
-  const spec = parseDest(f.dest);
-  if (spec.kind === "local" && f["remote-shell"]) {
-    throw new UsageError("restore: --remote-shell needs an ssh:// --dest");
-  }
-  if (spec.kind === "ssh" && !f["ssh-key"]) {
-    throw new UsageError("restore: an ssh:// --dest needs --ssh-key FILE");
-  }
-  return spec;
-}
-
 /** Runs `dirtybit restore --to ...` (`args` includes `--to`). */
 export async function runCrossRestore(args: string[]): Promise<number> {
-  // --ova is not among the paths made absolute: under --dest it is a file name there.
-  const parsed = parseFlags<Flags>("restore", args, OPTIONS, HELP, [
-    "ssh-key",
-    "known-hosts",
-  ]);
+  const parsed = parseFlags("restore", args, FLAGS, HELP);
   if (!parsed) return 0;
   const f = parsed.values;
   const target = choice("restore", "to", f.to, CROSS_RESTORE_TARGETS, CROSS_RESTORE_TARGETS[0]);
@@ -194,7 +157,12 @@ export async function runCrossRestore(args: string[]): Promise<number> {
   const storageType = f["storage-type"] === undefined
     ? undefined
     : choice("restore", "storage-type", f["storage-type"], PROXMOX_STORAGE_TYPES, "dir");
-  const spec = checkDest(f);
+  const spec = f.dest
+    ? planDestination(f.dest, {
+      sshKey: f["ssh-key"] !== undefined,
+      remoteShell: f["remote-shell"] !== undefined,
+    })
+    : undefined;
   const remoteShell = spec?.kind === "ssh" && f["remote-shell"] !== undefined
     ? choice("restore", "remote-shell", f["remote-shell"], ["posix", "powershell"], "posix")
     : undefined;

@@ -38,16 +38,15 @@ export const demoCommand: Command = {
   name: "demo",
   summary: "full + incremental backup and restore of a local QEMU disk, compared bit for bit",
   async run(args) {
-    const parsed = parseFlags<{ size?: string; dir?: string; keep?: boolean }>(
+    const parsed = parseFlags(
       "demo",
       args,
       {
         size: { type: "string" },
-        dir: { type: "string" },
+        dir: { type: "string", path: true },
         keep: { type: "boolean" },
       },
       HELP,
-      ["dir"],
     );
     if (!parsed) return 0;
     const sizeMiB = Number(parsed.values.size ?? "256");

@@ -7,7 +7,7 @@
  */
 import type { CliHooks, Command } from "./command.ts";
 import { notify, replicaName, senderSetup } from "./replicate.ts";
-import { parseParamFlags } from "../params/params.ts";
+import { parseParamFlags } from "./args.ts";
 import { UsageError } from "../core/errors.ts";
 import {
   failbackExec as failbackExecStep,
@@ -144,7 +144,7 @@ async function senderStep(
 }
 
 async function failoverExec(args: string[], hooks: CliHooks): Promise<number> {
-  const { params } = parseParamFlags(args, {
+  const { params } = parseParamFlags("failover exec", args, {
     only: ["name", "replica_dir", "memory", "cpus", "force"],
   });
   const { name: given, replica_dir: dir } = params;

@@ -11,7 +11,7 @@ import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader, StreamTrailer } from "../stream/format.ts";
 import { describeError, DirtybitError, UsageError } from "../core/errors.ts";
 import { formatBytes } from "../core/bytes.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 
 /** Header, trailer and record counts of a completely verified stream. */
 interface StreamSummary {
@@ -62,7 +62,7 @@ export const inspectCommand: Command = {
   name: "inspect",
   summary: "show a backup stream's header and totals (verifies it completely)",
   async run(args) {
-    const parsed = parseFlags<{ json?: boolean }>(
+    const parsed = parseFlags(
       "inspect",
       args,
       { json: { type: "boolean" } },
@@ -85,7 +85,7 @@ export const verifyCommand: Command = {
   name: "verify",
   summary: "check the integrity of streams, and the chain order when several are given",
   async run(args) {
-    const parsed = parseFlags<ProgressFlags & { json?: boolean }>(
+    const parsed = parseFlags(
       "verify",
       args,
       { json: { type: "boolean" }, ...PROGRESS_FLAGS },

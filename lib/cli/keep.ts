@@ -6,9 +6,9 @@
  */
 import type { Command } from "./command.ts";
 import { cancellable } from "./stop_signals.ts";
-import { compressionFlag, integer, parseFlags, required } from "./args.ts";
+import { compressionFlag, flagsOf, type FlagTable, integer, parseFlags, required } from "./args.ts";
 import { formatBytes } from "../core/bytes.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { requireOutputDir } from "./output.ts";
 import { ChainError, UsageError } from "../core/errors.ts";
@@ -101,7 +101,7 @@ export const listCommand: Command = {
   name: "list",
   summary: "list the backup chains and restorable points found under directories",
   async run(args) {
-    const parsed = parseFlags<{ json?: boolean; check?: boolean }>(
+    const parsed = parseFlags(
       "list",
       args,
       { json: { type: "boolean" }, check: { type: "boolean" } },
@@ -145,13 +145,7 @@ export const mergeCommand: Command = {
   name: "merge",
   summary: "merge a full and its incrementals into a new full (synthetic full)",
   async run(args) {
-    type Flags = ProgressFlags & {
-      out?: string;
-      compress?: string;
-      force?: boolean;
-      json?: boolean;
-    };
-    const parsed = parseFlags<Flags>(
+    const parsed = parseFlags(
       "merge",
       args,
       {
@@ -223,34 +217,26 @@ parent is left alone. Prints every stream kept or removed and why.
   --json             print the plan and what was done as JSON on stdout
 `;
 
+const KEEP_FLAGS = ["keep-last", "keep-daily", "keep-weekly", "keep-monthly"] as const;
+type KeepFlag = typeof KEEP_FLAGS[number];
+
+const PRUNE_FLAGS = {
+  ...flagsOf(KEEP_FLAGS, { type: "string" }),
+  "dry-run": { type: "boolean" },
+  merge: { type: "boolean" },
+  compress: { type: "string" },
+  json: { type: "boolean" },
+} as const satisfies FlagTable;
+
 export const pruneCommand: Command = {
   name: "prune",
   summary: "remove backup streams a retention policy does not keep (never a needed parent)",
   async run(args) {
-    type Flags = {
-      "keep-last"?: string;
-      "keep-daily"?: string;
-      "keep-weekly"?: string;
-      "keep-monthly"?: string;
-      "dry-run"?: boolean;
-      merge?: boolean;
-      compress?: string;
-      json?: boolean;
-    };
-    const parsed = parseFlags<Flags>("prune", args, {
-      "keep-last": { type: "string" },
-      "keep-daily": { type: "string" },
-      "keep-weekly": { type: "string" },
-      "keep-monthly": { type: "string" },
-      "dry-run": { type: "boolean" },
-      merge: { type: "boolean" },
-      compress: { type: "string" },
-      json: { type: "boolean" },
-    }, PRUNE_HELP);
+    const parsed = parseFlags("prune", args, PRUNE_FLAGS, PRUNE_HELP);
     if (!parsed) return 0;
     const f = parsed.values;
     if (parsed.positionals.length !== 1) throw new UsageError("prune: name exactly one DIR");
-    const keep = (name: keyof Flags) => integer("prune", name, f[name] as string, 0, 1e6) ?? 0;
+    const keep = (name: KeepFlag) => integer("prune", name, f[name], 0, 1e6) ?? 0;
     const policy = {
       last: keep("keep-last"),
       daily: keep("keep-daily"),

@@ -8,7 +8,7 @@ import { parseFlags, required } from "./args.ts";
 import { catchStopSignals } from "./stop_signals.ts";
 import { UsageError } from "../core/errors.ts";
 import { liveRestore } from "../restore/live.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import { parseSize } from "./convert.ts";
 
@@ -35,26 +35,18 @@ the same command again to resume (what was copied stays).
 
 /** Runs `restore --live ARGS`. */
 export async function runLiveRestore(args: string[]): Promise<number> {
-  type Flags = ProgressFlags & {
-    live?: boolean;
-    qmp?: string;
-    node?: string;
-    rate?: string;
-    json?: boolean;
-  };
-  const parsed = parseFlags<Flags>(
+  const parsed = parseFlags(
     "restore",
     args,
     {
       live: { type: "boolean" },
-      qmp: { type: "string" },
+      qmp: { type: "string", path: true },
       node: { type: "string" },
       rate: { type: "string" },
       json: { type: "boolean" },
       ...PROGRESS_FLAGS,
     },
     HELP,
-    ["qmp"],
   );
   if (!parsed) return 0;
   const { values, positionals } = parsed;

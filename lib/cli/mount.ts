@@ -40,7 +40,7 @@ export const mountCommand: Command = {
   name: "mount",
   summary: "mount a backup's file systems read-only (file-level restore)",
   async run(args) {
-    const parsed = parseFlags<{ json?: boolean }>(
+    const parsed = parseFlags(
       "mount",
       args,
       { json: { type: "boolean" } },

@@ -10,15 +10,15 @@
  */
 import { describeError } from "../core/errors.ts";
 import { openForWriting } from "../core/files.ts";
-import { flagOf, integer } from "./args.ts";
+import { flagOf, type FlagTable, integer, type Parsed } from "./args.ts";
 import { ProgressView, type Summary, summaryLine } from "./progress_view.ts";
 
 /** The flags every long-running command takes for its output. */
 export const PROGRESS_FLAGS = {
   quiet: { type: "boolean" },
   "progress-interval": { type: "string" },
-  "log-file": { type: "string" },
-} as const;
+  "log-file": { type: "string", path: true },
+} as const satisfies FlagTable;
 
 /** Their help lines. */
 export const PROGRESS_HELP = `
@@ -28,11 +28,7 @@ export const PROGRESS_HELP = `
   --log-file FILE     also append timestamped progress and messages to FILE`;
 
 /** Parsed output flags. */
-export interface ProgressFlags {
-  quiet?: boolean;
-  "progress-interval"?: string;
-  "log-file"?: string;
-}
+export type ProgressFlags = Parsed<typeof PROGRESS_FLAGS>;
 
 /** Where output goes; injected by tests. */
 export interface ProgressSinks {

@@ -6,7 +6,8 @@
  */
 import { catchStopSignals } from "./stop_signals.ts";
 import type { CliHooks, Command } from "./command.ts";
-import { flagHelp, type Params, parseParamFlags } from "../params/params.ts";
+import { flagHelp, type Params } from "../params/params.ts";
+import { type FlagTable, parseParamFlags, required } from "./args.ts";
 import { fileSystemError, UsageError } from "../core/errors.ts";
 import { QmpSocket } from "../qemu/qmp.ts";
 import { describeRate } from "../replication/bandwidth.ts";
@@ -27,7 +28,7 @@ import { toPrometheus, toText } from "../replication/status.ts";
 import { replicationStatus } from "../replication/status_query.ts";
 import { ReplicaStore } from "../replication/store.ts";
 import { makeDirectory } from "../core/files.ts";
-import { Progress } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS } from "./progress.ts";
 import { cliReplicationStateDir } from "../params/state_dir.ts";
 
 const HELP = `
@@ -133,10 +134,13 @@ function hostPort(text: string, flag: string, defaultPort: number): { host: stri
   return parseHostPort(text, `replicate: --${flag}`, defaultPort);
 }
 
+/** A command's flags that are not parameters, by name. */
+type OwnFlags = Record<string, string | boolean | string[] | undefined>;
+
 /** The receiver of `--dr HOST:PORT`, else of `--dr-host` and `--dr-port`; undefined if neither. */
 function drAddress(
   params: Params,
-  extra: Record<string, string | boolean>,
+  extra: OwnFlags,
 ): { host: string; port: number } | undefined {
   const dr = extra.dr as string | undefined;
   if (dr) return hostPort(dr, "dr", params.dr_port ?? 10900);
@@ -144,11 +148,10 @@ function drAddress(
 }
 
 async function receive(args: string[], hooks: CliHooks): Promise<number> {
-  const { params } = parseParamFlags(args, {
+  const { params } = parseParamFlags("replicate receive", args, {
     only: ["psk", "psk_file", "listen", "replica_dir", "replica_format"],
   });
-  const dir = params.replica_dir;
-  if (!dir) throw new UsageError("replicate receive: --replica-dir is required");
+  const dir = required("replicate receive", "replica-dir", params.replica_dir);
   const format = params.replica_format!;
   const { host, port } = hostPort(params.listen!, "listen", 10900);
   const psk = await pskOf(params);
@@ -173,7 +176,7 @@ export interface SenderSetup {
   qmp: QmpSocket;
   compressLevel: number;
   params: Params;
-  extra: Record<string, string | boolean>;
+  extra: OwnFlags;
 }
 
 /**
@@ -185,7 +188,7 @@ export async function senderSetup(
   args: string[],
   what = `replicate ${sub}`,
 ): Promise<SenderSetup> {
-  const { params, extra } = parseParamFlags(args, {
+  const { params, extra } = parseParamFlags(what, args, {
     only: [
       ...SENDER_PARAMS,
       "name",
@@ -193,16 +196,14 @@ export async function senderSetup(
       ...(sub === "seed" || sub === "push" ? ["take_over" as const] : []),
     ],
     extra: {
-      dr: "string",
-      "nbd-socket": "path",
-      ...(sub === "push" ? { once: "bool", cycles: "string" } : {}),
-      ...(sub === "seed" ? { "seed-window": "string" } : {}),
-      ...(sub === "seed" || sub === "push"
-        ? { quiet: "bool", "progress-interval": "string", "log-file": "path" }
-        : {}),
-    },
+      dr: { type: "string" },
+      "nbd-socket": { type: "string", path: true },
+      ...(sub === "push" ? { once: { type: "boolean" }, cycles: { type: "string" } } : {}),
+      ...(sub === "seed" ? { "seed-window": { type: "string" } } : {}),
+      ...(sub === "seed" || sub === "push" ? PROGRESS_FLAGS : {}),
+    } satisfies FlagTable,
   });
-  if (!params.qmp) throw new UsageError(`${what}: --qmp is required`);
+  const qmpSocket = required(what, "qmp", params.qmp);
   if (params.node?.length !== 1) throw new UsageError(`${what}: give exactly one --node`);
   const address = drAddress(params, extra);
   if (!address) throw new UsageError(`${what}: --dr HOST:PORT is required`);
@@ -218,7 +219,7 @@ export async function senderSetup(
   await makeDirectory(workDir, "the work directory");
   const compressLevel = compressLevelOf(params.compress, what);
   const retry = retryPolicyOf(params);
-  const qmp = await QmpSocket.connect(params.qmp);
+  const qmp = await QmpSocket.connect(qmpSocket);
   return {
     disk: {
       qmp,
@@ -257,9 +258,11 @@ async function existingDirectory(what: string, flag: string, dir: string): Promi
 
 /** `replicate daemon --config FILE`: every disk of the file on its own schedule. */
 async function daemon(args: string[]): Promise<number> {
-  const { extra } = parseParamFlags(args, { only: [], extra: { config: "path" } });
-  const path = extra.config as string | undefined;
-  if (!path) throw new UsageError("replicate daemon: --config FILE is required");
+  const { extra } = parseParamFlags("replicate daemon", args, {
+    only: [],
+    extra: { config: { type: "string", path: true } },
+  });
+  const path = required("replicate daemon", "config", extra.config as string | undefined);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -374,9 +377,9 @@ async function sendWith(sub: "seed" | "push", setup: SenderSetup): Promise<numbe
 }
 
 async function status(args: string[]): Promise<number> {
-  const { params, extra } = parseParamFlags(args, {
+  const { params, extra } = parseParamFlags("replicate status", args, {
     only: ["state_dir", "psk", "psk_file", "dr_host", "dr_port"],
-    extra: { dr: "string", json: "bool", prometheus: "bool" },
+    extra: { dr: { type: "string" }, json: { type: "boolean" }, prometheus: { type: "boolean" } },
   });
   const remote = drAddress(params, extra);
   const stateDir = cliReplicationStateDir(params.state_dir);

@@ -13,7 +13,7 @@ import { RestoreSession } from "../restore/session.ts";
 import { CancelledError, UsageError } from "../core/errors.ts";
 import { formatFromPath } from "../targets/target.ts";
 import { requireOutputDir } from "./output.ts";
-import { Progress, PROGRESS_FLAGS, PROGRESS_HELP, type ProgressFlags } from "./progress.ts";
+import { Progress, PROGRESS_FLAGS, PROGRESS_HELP } from "./progress.ts";
 import { timing } from "./progress_view.ts";
 import type { StreamReader } from "../stream/reader.ts";
 import { runCrossRestore } from "./crossrestore.ts";
@@ -53,20 +53,11 @@ export const restoreCommand: Command = {
   async run(args) {
     if (args.some((a) => a === "--to" || a.startsWith("--to="))) return await runCrossRestore(args);
     if (args.includes("--live")) return await runLiveRestore(args);
-    type Flags = ProgressFlags & {
-      out?: string;
-      format?: string;
-      force?: boolean;
-      json?: boolean;
-      define?: boolean;
-      name?: string;
-      connect?: string;
-    };
-    const parsed = parseFlags<Flags>(
+    const parsed = parseFlags(
       "restore",
       args,
       {
-        out: { type: "string" },
+        out: { type: "string", path: true },
         format: { type: "string" },
         force: { type: "boolean" },
         json: { type: "boolean" },
@@ -76,7 +67,6 @@ export const restoreCommand: Command = {
         connect: { type: "string" },
       },
       HELP,
-      ["out"],
     );
     if (!parsed) return 0;
     const { values, positionals } = parsed;

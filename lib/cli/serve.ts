@@ -50,14 +50,11 @@ export const serveCommand: Command = {
   name: "serve",
   summary: "export a backup chain as a read-only NBD disk (instant recovery)",
   async run(args) {
-    type Flags = { socket?: string; listen?: string; name?: string };
-    const parsed = parseFlags<Flags>(
-      "serve",
-      args,
-      { socket: { type: "string" }, listen: { type: "string" }, name: { type: "string" } },
-      HELP,
-      ["socket"],
-    );
+    const parsed = parseFlags("serve", args, {
+      socket: { type: "string", path: true },
+      listen: { type: "string" },
+      name: { type: "string" },
+    }, HELP);
     if (!parsed) return 0;
     const { values, positionals } = parsed;
     if ((values.socket === undefined) === (values.listen === undefined)) {

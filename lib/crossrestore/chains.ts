@@ -94,7 +94,7 @@ export async function openChains(paths: string[]): Promise<OpenedChains> {
   if (paths.length === 0) throw new UsageError("restore: name at least one STREAM");
   if (paths.includes("-")) {
     throw new UsageError(
-      "restore --to: a STREAM cannot be '-': a cross-restore reads each stream more than once " +
+      "cross-restore: a STREAM cannot be '-': a cross-restore reads each stream more than once " +
         "(headers, then the chain; an OVA twice), which stdin cannot do; save the stream to a " +
         "file and name the file",
     );
@@ -118,7 +118,7 @@ export async function openChains(paths: string[]): Promise<OpenedChains> {
     def = fallbackDefinition(all.map((g) => g.headers));
     notes.push(
       "the streams carry no VM definition: 1 CPU, 1024 MiB, BIOS, virtio-blk, no NICs " +
-        "(override with --cpus, --memory, --firmware)",
+        "(the command line's cross-restore can override CPUs, memory and firmware)",
     );
   }
   const disks: VmDisk[] = [];

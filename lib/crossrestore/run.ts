@@ -10,7 +10,7 @@
 import { UsageError } from "../core/errors.ts";
 import { withReadProgress } from "../core/source.ts";
 import { openChains } from "./chains.ts";
-import { type Destination, type DestSpec, LocalDestination } from "./destination.ts";
+import { type Destination, type DestSpec, LocalDestination, parseDest } from "./destination.ts";
 import { CROSS_RESTORE_TARGETS, findTarget, ownerOf, type TargetOption } from "./registry.ts";
 import type { TargetOptions } from "./registry.ts";
 import { posixDialect, powershellDialect } from "./remote_dialect.ts";
@@ -52,6 +52,24 @@ export function planCrossRestore(
     );
   }
   return { target };
+}
+
+/**
+ * Parses the destination and checks the parameters that go with it, before
+ * any stream is read: an ssh:// one needs a key, a shell is only for one.
+ */
+export function planDestination(
+  dest: string,
+  given: { sshKey: boolean; remoteShell: boolean },
+): DestSpec {
+  const spec = parseDest(dest);
+  if (spec.kind === "ssh" && !given.sshKey) {
+    throw new UsageError((p) => `restore: an ssh:// ${p("dest")} needs ${p("dest_ssh_key")} FILE`);
+  }
+  if (spec.kind === "local" && given.remoteShell) {
+    throw new UsageError((p) => `restore: ${p("remote_shell")} needs an ssh:// ${p("dest")}`);
+  }
+  return spec;
 }
 
 /** Progress of a running cross-restore. */

@@ -373,7 +373,8 @@ function isParamName(name: string): name is ParamName {
   return Object.hasOwn(PARAMS, name);
 }
 
-function parseBool(text: string): boolean | null {
+/** `true`/`false` and their usual spellings (`1`, `yes`, `on`...); null for any other text. */
+export function parseBool(text: string): boolean | null {
   const t = text.toLowerCase();
   if (["1", "true", "yes", "on"].includes(t)) return true;
   if (["0", "false", "no", "off"].includes(t)) return false;
@@ -555,87 +556,6 @@ export function flagToParam(flag: string): string {
 /** `secretkey_file` -> `--secretkey-file`. */
 export function paramToFlag(name: string): string {
   return `--${name.replaceAll("_", "-")}`;
-}
-
-/** Command-specific flags that are not in the parameter table; a `path` comes out absolute. */
-export type ExtraFlags = Record<string, "string" | "bool" | "path">;
-
-/** Result of parseParamFlags. */
-export interface ParsedFlags {
-  params: Params;
-  /** Values of the command's own flags, keyed by flag name without dashes (`out`, `json`). */
-  extra: Record<string, string | boolean>;
-  /** Arguments that are not flags (`-` counts as one: stdin). */
-  positionals: string[];
-}
-
-/**
- * Parses `--key value`, `--key=value`, `--flag`/`--no-flag` (booleans) from a
- * command line against the table, restricted to `only` when given, plus the
- * command's `extra` flags. `--` ends flag parsing.
- */
-export function parseParamFlags(
-  args: string[],
-  options: { only?: readonly ParamName[]; extra?: ExtraFlags } = {},
-): ParsedFlags {
-  const entries: [string, string][] = [];
-  const extra: Record<string, string | boolean> = {};
-  const positionals: string[] = [];
-  const extraKinds = options.extra ?? {};
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (arg === "--") {
-      positionals.push(...args.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith("--")) {
-      positionals.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    let flag = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
-    let inline: string | undefined = eq < 0 ? undefined : arg.slice(eq + 1);
-    if (flag.startsWith("no-") && inline === undefined) {
-      const positive = flag.slice(3);
-      if (
-        extraKinds[positive] === "bool" ||
-        PARAMS[flagToParam(positive) as ParamName]?.kind === "bool"
-      ) {
-        flag = positive;
-        inline = "false";
-      }
-    }
-    const name = flagToParam(flag);
-    const own = extraKinds[flag];
-    const spec: ParamSpec | undefined = isParamName(name) ? PARAMS[name] : undefined;
-    const allowed = spec && (!options.only || options.only.includes(name as ParamName));
-    if (!own && !allowed) throw new UsageError(`unknown option --${flag}: see --help`);
-    if (!own && spec?.notAFlag) throw new UsageError(`--${flag} is refused: ${spec.notAFlag}`);
-    const isBool = own ? own === "bool" : spec?.kind === "bool";
-    let value = inline;
-    if (value === undefined) {
-      if (isBool) {
-        const next = args[i + 1];
-        value = next !== undefined && parseBool(next) !== null ? args[++i] : "true";
-      } else {
-        if (i + 1 >= args.length) throw new UsageError(`option --${flag} needs a value`);
-        value = args[++i];
-      }
-    }
-    if (own) {
-      if (extra[flag] !== undefined) throw new UsageError(`option --${flag} given twice`);
-      if (own === "bool") {
-        const b = parseBool(value);
-        if (b === null) throw new UsageError(`option --${flag}: must be true or false`);
-        extra[flag] = b;
-      } else {
-        extra[flag] = own === "path" ? resolve(value) : value;
-      }
-    } else {
-      entries.push([name, value]);
-    }
-  }
-  return { params: parseParamEntries(entries), extra, positionals };
 }
 
 /** How {@link flagHelp} words and lays out its lines. */

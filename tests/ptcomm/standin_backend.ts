@@ -9,7 +9,8 @@
  * @module
  */
 import { serveBackend } from "../../lib/bacula/serve.ts";
-import type { BackendEngine, EngineDiskResult, EngineJob } from "../../lib/bacula/engine_port.ts";
+import type { BackendEngine, EngineJob } from "../../lib/bacula/engine_port.ts";
+import type { DiskBackupResult } from "../../lib/backup/plan.ts";
 import { CancelledError, ChainError, InputError } from "../../lib/core/errors.ts";
 import { delay } from "../../lib/core/async.ts";
 
@@ -40,10 +41,10 @@ async function readState(dir: string): Promise<Record<string, string>> {
 }
 
 const engine: BackendEngine = {
-  async runBackup(job: EngineJob, sinkFor): Promise<EngineDiskResult[]> {
+  async runBackup(job: EngineJob, sinkFor): Promise<DiskBackupResult[]> {
     await Deno.mkdir(job.stateDir, { recursive: true });
     const state = await readState(job.stateDir);
-    const results: EngineDiskResult[] = [];
+    const results: DiskBackupResult[] = [];
     for (const node of job.nodes) {
       const parent = state[node] ?? null;
       const wanted = job.level === "auto" ? (parent ? "incremental" : "full") : job.level;
