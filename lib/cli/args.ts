@@ -1,6 +1,7 @@
 /**
  * The one command-line flag parser: `--flag value`, `--flag=value`,
- * booleans (`--flag`, `--no-flag`, `--flag false`), repeatable flags and
+ * booleans (`--flag`, `--no-flag`, `--flag=false`; a parameter's also
+ * `--flag false`), repeatable flags and
  * `--` ending the flags. A command declares its flags once, as a
  * {@link FlagTable}; {@link Parsed} is their type. Flags that are rows of the
  * shared parameter table go through {@link parseParamFlags}, on the same loop.
@@ -35,6 +36,12 @@ export interface FlagSpec {
   readonly path?: true;
   /** Why the flag is refused (a secret that `ps` would show). */
   readonly refused?: string;
+  /**
+   * A boolean that also takes a following true/false word (`--quiesce false`),
+   * as a parameter does; a command's own switches never take the next
+   * argument, which may be a positional.
+   */
+  readonly word?: true;
 }
 
 /** A command's flags, keyed by name without dashes: declare as `{...} as const satisfies FlagTable`. */
@@ -106,7 +113,8 @@ function readFlags(
     if (spec.refused) throw new UsageError(`${command}: --${flag} is refused: ${spec.refused}`);
     let value: string | boolean;
     if (spec.type === "boolean") {
-      const text = inline ?? (parseBool(args[i + 1] ?? "") !== null ? args[++i] : "true");
+      const word = spec.word && parseBool(args[i + 1] ?? "") !== null;
+      const text = inline ?? (word ? args[++i] : "true");
       const b = parseBool(text);
       if (b === null) throw flagError(command, `option --${flag} must be true or false`);
       value = b;
@@ -167,7 +175,7 @@ export interface ParsedParamFlags<E extends FlagTable> {
 function paramFlag(name: ParamName): FlagSpec {
   const spec: ParamSpec = PARAMS[name];
   return {
-    type: spec.kind === "bool" ? "boolean" : "string",
+    ...(spec.kind === "bool" ? { type: "boolean", word: true } : { type: "string" }),
     ...(spec.kind === "list" ? { multiple: true } : {}),
     ...(spec.notAFlag ? { refused: spec.notAFlag } : {}),
   };

@@ -29,6 +29,9 @@ Deno.test("a command's flag table gives its values: paths absolute, lists in ord
   assert.deepEqual(dash.values, { out: "-", level: "-5" });
   assert.deepEqual(dash.positionals, ["--json"]);
   assert.deepEqual(parseFlags("backup", ["--no-json"], FLAGS, "")!.values, { json: false });
+  // A command's own switch never takes the next argument: it may be a positional.
+  const word = parseFlags("backup", ["--json", "1"], FLAGS, "")!;
+  assert.deepEqual([word.values, word.positionals], [{ json: true }, ["1"]]);
 });
 
 Deno.test("unknown, repeated and value-less flags: one wording, naming the flag and the help", () => {
