@@ -154,7 +154,7 @@ async function withDomain<T>(
 ): Promise<T> {
   const where = parseConnectUri(source.connect ?? SYSTEM_URI);
   if (where.local) {
-    return await fn(await openDomain(source, settings, { shell: new LocalShell() }, where.uri));
+    return await withOpenDomain(source, settings, { shell: new LocalShell() }, where.uri, fn);
   }
   if (!source.ssh) {
     throw new UsageError((p) =>
@@ -169,19 +169,34 @@ async function withDomain<T>(
     warn: (text: string) => settings.onMessage?.("warning", text),
   });
   try {
-    return await fn(await openDomain(source, settings, { shell: host, remote: host }, where.uri));
+    return await withOpenDomain(source, settings, { shell: host, remote: host }, where.uri, fn);
   } finally {
     await host.close();
   }
 }
 
-async function openDomain(
+/** Runs `fn` on the domain, its virsh session open meanwhile. */
+async function withOpenDomain<T>(
   source: DomainSource,
   settings: SourceJobSettings,
   host: DomainHost,
   uri: string,
-): Promise<DomainJobTarget> {
-  const domain = await VirshDomain.open(host.shell, uri, source.domain);
+  fn: (target: DomainJobTarget) => Promise<T>,
+): Promise<T> {
+  const domain = await VirshDomain.open(host.shell, uri, source.domain, { session: true });
+  try {
+    return await fn(jobTarget(source, settings, host, domain));
+  } finally {
+    await domain.close();
+  }
+}
+
+function jobTarget(
+  source: DomainSource,
+  settings: SourceJobSettings,
+  host: DomainHost,
+  domain: VirshDomain,
+): DomainJobTarget {
   const { live, xml, persistentXml } = domainFacts(domain);
   const allDisks = parseDomainDisks(xml);
   const selected = selectDomainDisks(domain.name, allDisks, source.disks, source.excludeDisks);

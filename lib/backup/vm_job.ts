@@ -236,13 +236,17 @@ async function withVm<T>(
     const host = await SshHost.connect({ ...source.ssh, host: address, warn });
     try {
       const target = await vmTarget(source, settings, vm, host, running, mode.server === "tcp");
-      const byTarget = new Map(vm.volumes.map((v, i) => [target.names[i], v]));
-      return await fn({
-        client,
-        vm,
-        volumes: target.names.map((n) => byTarget.get(n)!),
-        target,
-      });
+      try {
+        const byTarget = new Map(vm.volumes.map((v, i) => [target.names[i], v]));
+        return await fn({
+          client,
+          vm,
+          volumes: target.names.map((n) => byTarget.get(n)!),
+          target,
+        });
+      } finally {
+        await target.domain?.close();
+      }
     } finally {
       await host.close();
     }
@@ -264,7 +268,9 @@ async function vmTarget(
   running: boolean,
   tcp: boolean,
 ): Promise<DomainJobTarget> {
-  const domain = await VirshDomain.open(host, SYSTEM_URI, vm.instanceName).catch((err) => {
+  const domain = await VirshDomain.open(host, SYSTEM_URI, vm.instanceName, {
+    session: true,
+  }).catch((err) => {
     if (!/is not defined/.test(err.message)) throw err;
     if (running) {
       throw new SourceError(

@@ -79,6 +79,17 @@ export interface RemoteProcess {
   kill(): void;
 }
 
+/** A process started with its stdio piped (on this machine or over SSH). */
+export interface ShellProcess {
+  readonly stdin: WritableStream<Uint8Array>;
+  readonly stdout: ReadableStream<Uint8Array>;
+  readonly stderr: ReadableStream<Uint8Array>;
+  /** Settles when it has ended. */
+  readonly status: Promise<unknown>;
+  /** Stops it (best effort, never throws). */
+  kill(): void;
+}
+
 /** A remote command ran out of time (it was stopped on the host too). */
 export class RemoteTimeoutError extends TimeoutError {}
 
@@ -392,6 +403,34 @@ export class SshHost {
       stdin: child.stdin,
       status,
       pid: child.pid,
+      kill: () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+      },
+    };
+  }
+
+  /**
+   * Starts `argv` on the host (quoted) through the master connection with
+   * its stdio piped, for a conversation (a virsh session); it ends when its
+   * input ends, or with {@link close}.
+   */
+  spawn(argv: string[]): ShellProcess {
+    if (this.#closed) throw new SourceError(`SSH connection to ${this.name} is closed`);
+    const child = helperCommand("ssh", {
+      args: [...this.#muxOptions(), destination(this.target), "--", shellCommand(argv)],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#spawned.add(child);
+    const status = child.status.finally(() => this.#spawned.delete(child));
+    return {
+      stdin: child.stdin,
+      stdout: child.stdout,
+      stderr: child.stderr,
+      status,
       kill: () => {
         try {
           child.kill("SIGTERM");

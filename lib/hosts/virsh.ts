@@ -14,11 +14,14 @@ import { SourceError } from "../core/errors.ts";
 import { helperCommand } from "../core/process.ts";
 import { type CheckpointInfo, parseCheckpoint } from "./libvirt_xml.ts";
 import { type DomainDisk, parseDomainDisks } from "./libvirt.ts";
-import type { RemoteResult, RunOptions } from "./ssh.ts";
+import type { RemoteResult, RunOptions, ShellProcess } from "./ssh.ts";
+import { type BatchResult, oneLine, virshQuote, VirshSession } from "./virsh_session.ts";
 
 /** Where commands run: this machine or a host over SSH. */
 export interface HostShell {
   run(argv: string[], options?: RunOptions): Promise<RemoteResult>;
+  /** Starts a process with piped stdio, for a {@link VirshSession}; without it, none. */
+  spawn?(argv: string[]): ShellProcess;
 }
 
 /** Commands on this machine, with the same results and timeouts as over SSH. */
@@ -56,6 +59,37 @@ export class LocalShell implements HostShell {
       clearTimeout(timer);
     }
   }
+
+  spawn(argv: string[]): ShellProcess {
+    const child = helperCommand(argv[0], {
+      args: argv.slice(1),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // A session left open never holds the program's exit (it dies with us).
+    child.unref();
+    return {
+      stdin: child.stdin,
+      stdout: child.stdout,
+      stderr: child.stderr,
+      status: child.status,
+      kill: () => {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* gone */ }
+      },
+    };
+  }
+}
+
+/** Options of {@link VirshDomain.open}. */
+export interface OpenOptions {
+  /**
+   * Runs its commands in one virsh for as long as it is open (a job); the
+   * caller then {@link VirshDomain.close}s it.
+   */
+  session?: boolean;
 }
 
 /** libvirt's state of a domain (`virsh domstate`). */
@@ -74,6 +108,8 @@ export class VirshDomain {
     readonly uuid: string,
     /** Its state and definitions when it was opened (the live one while it runs). */
     readonly opened: { state: DomainRunState; xml: string; persistentXml: string },
+    /** Where its commands run, while it works; else one virsh process per batch. */
+    private readonly session?: VirshSession,
   ) {}
 
   #queued: {
@@ -95,7 +131,10 @@ export class VirshDomain {
   async #flush(): Promise<void> {
     const batch = this.#queued.splice(0);
     try {
-      const results = await virshBatch(this.shell, this.uri, batch.map((q) => q.args), 120_000);
+      const commands = batch.map((q) => q.args);
+      // They change nothing: after a session broke they may run again.
+      const results = await this.session?.run(commands, 120_000) ??
+        await virshBatch(this.shell, this.uri, commands, 120_000);
       batch.forEach((q, i) => q.done(results[i]));
     } catch (err) {
       for (const q of batch) q.failed(err);
@@ -112,14 +151,40 @@ export class VirshDomain {
    * ({@link opened}). SourceError naming the domain when libvirt does not
    * know it, or naming libvirt when it does not answer.
    */
-  static async open(shell: HostShell, uri: string, nameOrUuid: string): Promise<VirshDomain> {
-    // One virsh process: dominfo has name and UUID, the rest what every job asks first.
-    const [info, state, xml, persistentXml] = await virshBatch(shell, uri, [
+  static async open(
+    shell: HostShell,
+    uri: string,
+    nameOrUuid: string,
+    options: OpenOptions = {},
+  ): Promise<VirshDomain> {
+    // One batch: dominfo has name and UUID, the rest what every job asks first.
+    const first = [
       ["dominfo", nameOrUuid],
       ["domstate", nameOrUuid],
       ["dumpxml", nameOrUuid],
       ["dumpxml", "--inactive", nameOrUuid],
-    ], 30_000);
+    ];
+    const session = options.session && shell.spawn
+      ? new VirshSession(shell.spawn(VirshSession.argv(uri)))
+      : undefined;
+    const answered = await session?.run(first, 30_000);
+    if (!answered) await session?.close();
+    const results = answered ?? await virshBatch(shell, uri, first, 30_000);
+    try {
+      return VirshDomain.#opened(shell, uri, nameOrUuid, results, answered && session);
+    } catch (err) {
+      await session?.close();
+      throw err;
+    }
+  }
+
+  static #opened(
+    shell: HostShell,
+    uri: string,
+    nameOrUuid: string,
+    [info, state, xml, persistentXml]: BatchResult[],
+    session: VirshSession | undefined,
+  ): VirshDomain {
     if (info.error !== undefined) {
       if (/failed to get domain|Domain not found|no domain with matching/i.test(info.error)) {
         throw new SourceError(
@@ -139,12 +204,28 @@ export class VirshDomain {
       state: output(["domstate"], state).trim(),
       xml: output(["dumpxml"], xml),
       persistentXml: output(["dumpxml"], persistentXml),
-    });
+    }, session);
+  }
+
+  /** Ends the virsh session, if any (idempotent); the domain still answers after it. */
+  async close(): Promise<void> {
+    await this.session?.close();
   }
 
   /** `virsh ARGS...` on this domain's connection; SourceError quoting virsh's error. */
-  run(args: string[], timeoutMs = 120_000): Promise<string> {
-    return virsh(this.shell, this.uri, args, timeoutMs);
+  async run(args: string[], timeoutMs = 120_000): Promise<string> {
+    if (this.session && !this.session.broken) {
+      const [result] = await this.session.run([args], timeoutMs) ?? [];
+      if (result) return output(args, result);
+      // It may have run: a command that changes something is not sent twice.
+      if (this.session.broken) {
+        throw new SourceError(
+          `virsh ${args[0]} on ${this.uri}: virsh ended or did not answer within ` +
+            `${Math.round(timeoutMs / 1000)} s; check libvirtd`,
+        );
+      }
+    }
+    return await virsh(this.shell, this.uri, args, timeoutMs);
   }
 
   async state(): Promise<DomainRunState> {
@@ -237,12 +318,6 @@ async function virsh(
   return output(args, await virshOne(shell, uri, args, timeoutMs));
 }
 
-/** What one virsh command printed, and its error text if it failed. */
-interface BatchResult {
-  stdout: string;
-  error?: string;
-}
-
 /** A command's output; SourceError quoting its error. */
 function output(args: string[], r: BatchResult): string {
   if (r.error !== undefined) throw new SourceError(`virsh ${args[0]} failed: ${r.error}`);
@@ -291,11 +366,6 @@ async function virshBatch(
   });
 }
 
-/** An argument for virsh's own command parser (single quotes, as in sh). */
-function virshQuote(arg: string): string {
-  return `'${arg.replaceAll("'", "'\\''")}'`;
-}
-
 /** `text` cut at each of `count` marker lines, in order; undefined if one is missing. */
 function splitAtMarks(
   text: string,
@@ -313,11 +383,6 @@ function splitAtMarks(
     from = at + mark.length;
   }
   return parts;
-}
-
-function oneLine(s: string): string {
-  return s.trim().split("\n").map((l) => l.trim().replace(/^error:\s*/, "")).filter(Boolean)
-    .join("; ").slice(0, 300);
 }
 
 /** Defines a domain from an XML file and opens it. */
