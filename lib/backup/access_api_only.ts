@@ -14,6 +14,7 @@ import { backupSnapshotByDownload, withVolumeSnapshots } from "./download_backup
 import type { SinkFactory, SourceJobSettings } from "./engine.ts";
 import type { DiskBackupResult } from "./plan.ts";
 
+/** The `api_only` mode (see the module doc). */
 export const apiOnlyMode: ApiAccessMode = {
   kind: "api",
   name: "api_only",

@@ -26,6 +26,7 @@ function hostPart(address: string): string {
   return address.includes(":") ? `[${address}]` : address;
 }
 
+/** The `direct` mode (see the module doc). */
 export const directMode: NbdAccessMode = {
   kind: "nbd",
   name: "direct",

@@ -44,6 +44,7 @@ export const socketExports: ExportAccess = {
   dataPath: (remote) => remote ? tunnelDataPath(remote) : directPath(),
 };
 
+/** The `ssh_tunnel` mode: the default (see the module doc). */
 export const sshTunnelMode: NbdAccessMode = {
   kind: "nbd",
   name: "ssh_tunnel",
