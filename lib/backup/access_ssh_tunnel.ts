@@ -1,16 +1,25 @@
 /**
  * `ssh_tunnel` (the default): libvirt's NBD server on a unix socket in a
- * scratch dir QEMU's user owns (or qemu-nbd's, for images of a domain that
- * does not run), read through one OpenSSH tunnel per socket; a
+ * scratch dir QEMU's user owns, read through one OpenSSH tunnel per socket; a
  * tunnel that drops fails the job, even after the last read (checked before
  * the checkpoint commit), so the next incremental still has every change.
+ * The same {@link socketExports} serve a domain on this machine (read as they
+ * are) and, in every mode, the qemu-nbd of images whose domain does not run
+ * (domain_job.ts).
  *
  * @module
  */
+import { join } from "node:path";
 import { SourceError } from "../core/errors.ts";
 import type { SshHost, SshTunnel } from "../hosts/ssh.ts";
 import type { ReadParallelism } from "./disk_backup.ts";
-import { type AccessMode, type DataPath, exportPath } from "./access_mode.ts";
+import {
+  type DataPath,
+  directPath,
+  type ExportAccess,
+  exportPath,
+  type NbdAccessMode,
+} from "./access_mode.ts";
 
 /**
  * Reads through an SSH tunnel: every request waits on the ssh processes'
@@ -20,13 +29,33 @@ import { type AccessMode, type DataPath, exportPath } from "./access_mode.ts";
  */
 const TUNNEL_READS: ReadParallelism = { connections: 4, inFlight: 8 };
 
-export const sshTunnelMode: AccessMode = { name: "ssh_tunnel", server: "unix" };
+/**
+ * Exports on a unix socket in the job's scratch directory, read through the
+ * SSH tunnel on a remote host, as they are on this machine.
+ */
+export const socketExports: ExportAccess = {
+  serve(scratch) {
+    const socket = join(scratch, "nbd.sock");
+    return {
+      server: { socket },
+      uri: (name) => `nbd+unix:///${encodeURIComponent(name)}?socket=${socket}`,
+    };
+  },
+  dataPath: (remote) => remote ? tunnelDataPath(remote) : directPath(),
+};
+
+/** The `ssh_tunnel` mode: the default (see the module doc). */
+export const sshTunnelMode: NbdAccessMode = {
+  kind: "nbd",
+  name: "ssh_tunnel",
+  exports: () => socketExports,
+};
 
 /**
  * Reads the point in time's exports (on unix sockets on the host) through
  * one OpenSSH tunnel per socket, each checked before the commit.
  */
-export function tunnelDataPath(host: SshHost): DataPath {
+function tunnelDataPath(host: SshHost): DataPath {
   const tunnels = new Map<string, Promise<SshTunnel>>();
   return {
     job: {

@@ -6,7 +6,8 @@
  *   selected disk one point in time and creates the new checkpoint with it;
  *   libvirt exports each disk's view, with the changes since the disk's
  *   checkpoint as a dirty bitmap, on a unix socket in a scratch directory
- *   under `--scratch-dir`, and keeps the fleecing (scratch) files there. The
+ *   under `--scratch-dir` (or where the VM's access mode serves them,
+ *   lib/backup/access_mode.ts), and keeps the fleecing (scratch) files there. The
  *   job is ended with `domjobabort` (how a pull backup ends). A backup that
  *   fails deletes the checkpoint it created (libvirt merges its bitmap back
  *   into its parent), so the disk's last checkpoint still has every change.
@@ -56,7 +57,8 @@ import {
 } from "../hosts/libvirt_xml.ts";
 import { type ServedImage, serveImage, serveImageOnHost } from "../qemu/qemu_nbd.ts";
 import { SshHost, type SshTarget } from "../hosts/ssh.ts";
-import { tunnelDataPath } from "./access_ssh_tunnel.ts";
+import { socketExports } from "./access_ssh_tunnel.ts";
+import type { ExportAccess } from "./access_mode.ts";
 import type { DiskCheckpoint } from "../qemu/checkpoint.ts";
 import type { PointInTime, PointInTimeDisk } from "../qemu/pointintime.ts";
 import {
@@ -260,8 +262,12 @@ export interface DomainJobTarget {
   stateDir: string;
   /** Parent of a running domain's scratch directories (default {@link DEFAULT_SCRATCH_DIR}). */
   scratchDir?: string;
-  /** A running domain's exports on this TCP address instead of a unix socket (read directly). */
-  tcp?: { host: string; port: number };
+  /**
+   * Where a running domain's pull backup serves its exports and how they are
+   * read: the VM's access mode's; default a unix socket in the scratch
+   * directory (through the SSH tunnel for a remote host).
+   */
+  exports?: ExportAccess;
   /** Freezes the guest around the start of a running domain's backup. */
   quiesce?: { freeze(): Promise<void>; thaw(): Promise<void> };
 }
@@ -303,12 +309,10 @@ export async function runDomainJob(
 ): Promise<DiskBackupResult[]> {
   const ctx = context(target, settings);
   const { domain } = target;
-  const tunnel = target.host.remote && !(target.live && target.tcp)
-    ? tunnelDataPath(target.host.remote)
-    : undefined;
+  const path = ctx.access.dataPath(target.host.remote);
   const job = {
     ...settings,
-    ...tunnel?.job,
+    ...path.job,
     stateDir: target.stateDir,
     metadata: {
       ...settings.metadata,
@@ -328,7 +332,7 @@ export async function runDomainJob(
     const opener = target.live ? liveOpener(ctx) : offlineOpener(ctx);
     return await runPointInTimeJob(job, disks, opener, sinkFor);
   } finally {
-    await tunnel?.close();
+    await path.close();
   }
 }
 
@@ -361,6 +365,8 @@ export async function estimateDomainJob(
 }
 
 interface DomainContext extends DomainJobTarget {
+  /** Where this job's exports are served and how they are read. */
+  access: ExportAccess;
   level: BackupLevel;
   takeOver: boolean;
   checkParent: SourceJobSettings["checkParent"];
@@ -370,6 +376,9 @@ interface DomainContext extends DomainJobTarget {
 function context(target: DomainJobTarget, settings: SourceJobSettings): DomainContext {
   return {
     ...target,
+    // Whatever the mode, qemu-nbd serves a shut-off domain's images on a unix
+    // socket, read through the tunnel from a remote host.
+    access: target.live ? target.exports ?? socketExports : socketExports,
     level: settings.level === "auto" ? "incremental" : settings.level,
     takeOver: settings.takeOver ?? false,
     checkParent: settings.checkParent,
@@ -582,7 +591,7 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       // The next run removes it if this one is killed (on this machine; a remote
       // host keeps an empty directory).
       if (!ctx.host.remote) await req.run.add({ kind: "path", path: scratch });
-      const socket = join(scratch, "nbd.sock");
+      const exports = ctx.access.serve(scratch);
       const byTarget = new Map(plans.map((p) => [p.target, p]));
       const modes = ctx.allDisks.filter((d) => d.source !== undefined).map((d) => {
         const p = byTarget.get(d.target);
@@ -602,7 +611,7 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
         domain.name,
         scratchDir === DEFAULT_SCRATCH_DIR,
         [
-          { name: basename(backupFile), text: backupXml(ctx.tcp ?? { socket }, modes) },
+          { name: basename(backupFile), text: backupXml(exports.server, modes) },
           ...(checkpointFile
             ? [{
               name: basename(checkpointFile),
@@ -641,13 +650,16 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
           await ctx.quiesce?.thaw();
         }
         // backupXml named each export and bitmap after its disk.
-        const disks = ctx.selected.map((d, i) => {
-          const path = encodeURIComponent(d.target);
-          const uri = ctx.tcp
-            ? `nbd://${hostPart(ctx.tcp.host)}:${ctx.tcp.port}/${path}`
-            : `nbd+unix:///${path}?socket=${socket}`;
-          return pitDisk(d, plans[i], sizes[i], uri, d.target, exportBitmapName(d.target));
-        });
+        const disks = ctx.selected.map((d, i) =>
+          pitDisk(
+            d,
+            plans[i],
+            sizes[i],
+            exports.uri(d.target),
+            d.target,
+            exportBitmapName(d.target),
+          )
+        );
         let ended = false;
         const pit: PointInTime = {
           disks,
@@ -673,11 +685,6 @@ function liveOpener(ctx: DomainContext): PointInTimeOpener {
       }
     },
   };
-}
-
-/** An address as the host part of a URI (IPv6 in brackets). */
-function hostPart(address: string): string {
-  return address.includes(":") ? `[${address}]` : address;
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
- * The `api_only` access mode: a full backup of a volume through CloudStack
- * alone, for when the KVM host cannot be reached. Per volume: createSnapshot
- * -> createVolume from it (CloudStack extracts only detached volumes) ->
+ * What the `api_only` access mode (access_api_only.ts) does per volume: a
+ * full backup of it through CloudStack alone, for when the KVM host cannot
+ * be reached. Per volume: createSnapshot -> createVolume from it
+ * (CloudStack extracts only detached volumes) ->
  * extractVolume (HTTP_DOWNLOAD) -> the download streamed straight into a full
  * backup stream, never stored; the temporary volume and snapshot are deleted
  * afterwards, whatever happened. Always a full backup of the whole volume

@@ -19,7 +19,10 @@
  * works when the cloud is gone.
  *
  * Access modes (`nbd_access_mode`: `ssh_tunnel`, `direct`, `api_only`): one
- * file each, named in access_modes.ts.
+ * file each, named in access_modes.ts, each carrying its behaviour
+ * (access_mode.ts): an NBD mode tells the domain job where the running
+ * domain serves its exports and how they are read; the API mode reads the
+ * volumes through CloudStack itself, and the host is never reached.
  *
  * Quiesce: guest file systems are frozen through the guest agent for the
  * start of the backup job only, with the host-side thaw guard (lib/hosts). No usable
@@ -54,11 +57,8 @@ import {
 import { vmDefinitionFromCloudStack } from "../model/vm_definition.ts";
 import type { BackupJob, DiskEstimate, SinkFactory, SourceJobSettings } from "./engine.ts";
 import type { DiskBackupResult } from "./plan.ts";
-import { newBackupId } from "../model/disk_state.ts";
-import { RunRecord } from "../core/run_record.ts";
 import { accessModeNamed } from "./access_modes.ts";
-import { JobSinks } from "../sinks/sink.ts";
-import { backupSnapshotByDownload, withVolumeSnapshots } from "./download_backup.ts";
+import type { ApiAccessMode, NbdAccessMode, VmVolumes } from "./access_mode.ts";
 import {
   domainFacts,
   type DomainJobTarget,
@@ -111,9 +111,6 @@ function onlySettings(s: SourceJobSettings): SourceJobSettings {
     onProgress,
   };
 }
-
-/** Default TCP port of the NBD server in direct mode (IANA's NBD port). */
-export const DEFAULT_NBD_PORT = 10809;
 
 /**
  * The volumes `wanted` names (by volume name, id, device id or guest target),
@@ -186,13 +183,8 @@ function vmMetadata(vm: ResolvedVm, extra?: Record<string, unknown>): Record<str
   };
 }
 
-/** An open VM: resolved, and (except api_only) the domain job on its host. */
-interface OpenVm {
-  client: CloudStackClient;
-  vm: ResolvedVm;
-  volumes: VmVolume[];
-  target?: DomainJobTarget;
-}
+/** An open VM: resolved, with its API mode's job or the domain job on its host. */
+type OpenVm = VmVolumes & ({ api: ApiAccessMode } | { target: DomainJobTarget });
 
 async function withVm<T>(
   source: VmSource,
@@ -209,13 +201,13 @@ async function withVm<T>(
   });
   try {
     const vm = await resolveVm(client, source.vm, { requireRunning: false });
-    if (!mode.server) {
+    if (mode.kind === "api") {
       const selected = selectVolumes(
         vm.instanceName,
         vm.volumes.map((volume) => ({ volume })),
         source.disks,
       );
-      return await fn({ client, vm, volumes: selected.map((s) => s.volume) });
+      return await fn({ client, vm, volumes: selected.map((s) => s.volume), api: mode });
     }
     const running = vm.state === "Running";
     if (!running && vm.state !== "Stopped") {
@@ -235,7 +227,7 @@ async function withVm<T>(
       : await poolHostAddress(client, vm.volumes[0]?.poolId ?? "");
     const host = await SshHost.connect({ ...source.ssh, host: address, warn });
     try {
-      const target = await vmTarget(source, settings, vm, host, running, mode.server === "tcp");
+      const target = await vmTarget(source, settings, vm, host, running, mode);
       try {
         const byTarget = new Map(vm.volumes.map((v, i) => [target.names[i], v]));
         return await fn({
@@ -266,7 +258,7 @@ async function vmTarget(
   vm: ResolvedVm,
   host: SshHost,
   running: boolean,
-  tcp: boolean,
+  mode: NbdAccessMode,
 ): Promise<DomainJobTarget> {
   const domain = await VirshDomain.open(host, SYSTEM_URI, vm.instanceName, {
     session: true,
@@ -325,7 +317,7 @@ async function vmTarget(
     allDisks,
     selected: selected.map((s) => s.disk),
     names: selected.map((s) => s.volume.id),
-    ...(tcp ? { tcp: { host: vm.hostAddress!, port: source.nbdPort ?? DEFAULT_NBD_PORT } } : {}),
+    exports: mode.exports({ address: host.target.host, nbdPort: source.nbdPort }),
     quiesce: live && (source.quiesce ?? true)
       ? quiescer(host, (source.guestAgent ?? libvirtGuestAgent)(vm.instanceName), source, settings)
       : undefined,
@@ -343,7 +335,7 @@ export function runVmBackup(
 ): Promise<DiskBackupResult[]> {
   return withVm(source, settings, (open) => {
     const metadata = vmMetadata(open.vm, settings.metadata);
-    if (!open.target) return backupByDownload(open, settings, metadata, sinkFor);
+    if ("api" in open) return open.api.backup(open, settings, metadata, sinkFor);
     return runDomainJob(open.target, { ...onlySettings(settings), metadata }, sinkFor);
   });
 }
@@ -354,16 +346,7 @@ export function estimateVmBackup(
   settings: SourceJobSettings,
 ): Promise<DiskEstimate[]> {
   return withVm(source, settings, async (open) => {
-    if (!open.target) {
-      return open.volumes.map((volume) => ({
-        diskName: volume.id,
-        level: "full" as const,
-        fallback: "nbd_access_mode=api_only always reads the whole volume",
-        bytes: volume.size,
-        lastBackupId: null,
-        lastFullId: null,
-      }));
-    }
+    if ("api" in open) return open.api.estimate(open);
     return await estimateDomainJob(open.target, onlySettings(settings));
   });
 }
@@ -410,67 +393,4 @@ function quiescer(
       );
     },
   };
-}
-
-async function backupByDownload(
-  { client, vm, volumes }: OpenVm,
-  settings: SourceJobSettings,
-  metadata: Record<string, unknown>,
-  sinkFor: SinkFactory,
-): Promise<DiskBackupResult[]> {
-  const zoneId = vm.zoneId;
-  if (!zoneId) throw new SourceError(`CloudStack shows no zone for ${vm.instanceName}`);
-  const backupId = newBackupId();
-  for (const volume of volumes) {
-    settings.onMessage?.(
-      "warning",
-      `${volume.name}: nbd_access_mode=api_only reads the whole volume (${volume.size} bytes) ` +
-        "through a CloudStack snapshot and download: a full backup every time, no changed-block tracking",
-    );
-  }
-  // No lock is needed for the record: it touches only what dead runs recorded.
-  const run = await RunRecord.begin(settings.stateDir);
-  const sinks = new JobSinks();
-  try {
-    const done = await withVolumeSnapshots(
-      client,
-      volumes,
-      settings.onMessage,
-      async (snapshots) => {
-        const results: DiskBackupResult[] = [];
-        for (const [i, volume] of volumes.entries()) {
-          const planned = {
-            node: volume.id,
-            diskName: volume.id,
-            level: "full" as const,
-            fallback: "nbd_access_mode=api_only",
-            backupId,
-            parentId: null,
-          };
-          const out = await backupSnapshotByDownload({
-            client,
-            volume,
-            snapshotId: snapshots[i],
-            zoneId,
-            diskName: volume.id,
-            backupId,
-            compression: settings.compression,
-            metadata,
-            sink: async () => (await sinks.add(sinkFor(planned, run))).writable,
-            signal: settings.signal,
-            onMessage: settings.onMessage,
-          });
-          results.push({ ...planned, ...out });
-        }
-        return results;
-      },
-    );
-    await sinks.commit();
-    return done;
-  } catch (err) {
-    await sinks.discard();
-    throw err;
-  } finally {
-    await run.end();
-  }
 }

@@ -19,7 +19,7 @@ import {
   DEFAULT_COMPRESSION,
   parseCompression,
 } from "../stream/compression.ts";
-import { ACCESS_MODE_NAMES } from "../backup/access_modes.ts";
+import { ACCESS_MODE_NAMES } from "../core/access_mode_names.ts";
 import { CROSS_RESTORE_TARGETS } from "../crossrestore/registry.ts";
 
 /** How a parameter's text is checked and converted. */

@@ -10,6 +10,7 @@
 import { join } from "node:path";
 import { UsageError, type Wording } from "../core/errors.ts";
 import { loadCredentials } from "../cloudstack/credentials.ts";
+import { accessModeNamed } from "../backup/access_modes.ts";
 import type { VmSource } from "../backup/vm_job.ts";
 import type { DomainSource } from "../backup/domain_job.ts";
 import type { Params } from "./params.ts";
@@ -65,8 +66,8 @@ export async function vmSourceFromParams(
     ssh: {
       user: params.ssh_user,
       port: params.ssh_port,
-      // api_only never reaches the host.
-      keyPath: accessMode === "api_only" ? "" : sshKeyPath(params.ssh_key),
+      // A mode that reads through the CloudStack API never reaches the host.
+      keyPath: accessModeNamed(accessMode).kind === "api" ? "" : sshKeyPath(params.ssh_key),
       knownHostsPath: params.known_hosts,
     },
     quiesce: params.quiesce ?? true,
