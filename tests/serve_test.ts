@@ -17,7 +17,7 @@ import {
 } from "./fixtures/cli.ts";
 import { NbdClient, NbdRequestError } from "../lib/nbd/client.ts";
 import { ChainSource } from "../lib/stream/chain_source.ts";
-import { openStreamFileForIndex } from "../lib/stream/reader.ts";
+import { openStreamFile } from "../lib/stream/reader.ts";
 
 const KiB = 1 << 10;
 const MiB = 1 << 20;
@@ -199,7 +199,7 @@ Deno.test("serve: a full and 3 incrementals as an NBD disk", async (t) => {
       const bad = s.map((_, i) => at(`bad${i}.dbit`));
       for (const [i, p] of s.entries()) await Deno.copyFile(p, bad[i]);
       // A data record of s2 (compressed) gets one payload byte flipped.
-      const reader = await openStreamFileForIndex(bad[2]);
+      const reader = await openStreamFile(bad[2]);
       let target;
       for await (const rec of reader.recordHeaders()) {
         if (rec.kind === "data" && rec.compressed && !target) target = rec;

@@ -21,7 +21,7 @@ import { checkChainOrder } from "../stream/chain.ts";
 import type { StreamHeader, StreamHeaderInit, StreamTrailer } from "../stream/format.ts";
 import type { Compression } from "../stream/compression.ts";
 import { openStreamFile, StreamReader, type StreamRecord } from "../stream/reader.ts";
-import { StreamWriter } from "../stream/writer.ts";
+import { chunkReleasingSink, StreamWriter } from "../stream/writer.ts";
 import { syntheticFull } from "./chains.ts";
 
 /** What to merge and where. */
@@ -76,14 +76,32 @@ function mergedHeader(
 /**
  * A sink writing to `file` that also feeds every byte to a stream reader,
  * which verifies the stream as it is written. `verified` settles when the
- * reader reached the trailer (or found a defect).
+ * reader reached the trailer (or found a defect). A write resolves once the
+ * reader asks for the chunk after it, done with it (its borrowed records end
+ * there): the sink releases chunks, so the writer reuses its record buffers.
  */
 function verifyingSink(file: Deno.FsFile, name: string) {
-  const pipe = new TransformStream<Uint8Array, Uint8Array>();
-  const toReader = pipe.writable.getWriter();
+  let feed!: ReadableStreamDefaultController<Uint8Array>;
+  /** Resolves the write waiting for the reader's next request; null when none waits. */
+  let taken: (() => void) | null = null;
+  let stopped: unknown = null;
+  const toReader = new ReadableStream<Uint8Array>({
+    start(controller) {
+      feed = controller;
+    },
+    pull() {
+      taken?.();
+      taken = null;
+    },
+    cancel(reason) {
+      stopped = reason ?? new Error("the verifying reader stopped");
+      taken?.();
+      taken = null;
+    },
+  }, { highWaterMark: 0 });
   const verified = (async () => {
-    const reader = await StreamReader.open(pipe.readable, name);
-    for await (const _ of reader.records({ lazy: true })) {
+    const reader = await StreamReader.open(toReader, name);
+    for await (const _ of reader.records({ lazy: true, borrowed: true })) {
       // Reading checks every record's checksum, the order and the trailer.
     }
     return reader;
@@ -92,17 +110,21 @@ function verifyingSink(file: Deno.FsFile, name: string) {
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
       await writeAll(file, chunk);
-      await toReader.write(chunk);
+      if (stopped) throw stopped;
+      const done = new Promise<void>((resolve) => taken = resolve);
+      feed.enqueue(chunk);
+      await done;
+      if (stopped) throw stopped;
     },
     async close() {
       await file.sync();
-      await toReader.close();
+      if (!stopped) feed.close();
     },
     abort(reason) {
-      toReader.abort(reason).catch(() => {});
+      if (!stopped) feed.error(reason);
     },
   });
-  return { sink, verified };
+  return { sink: chunkReleasingSink(sink), verified };
 }
 
 /** Merges the chain `req.streams` into a new full at `req.out`. */
@@ -141,8 +163,9 @@ export async function mergeChain(req: MergeRequest): Promise<MergeResult> {
   );
   const cursors: Cursor[] = readers.map((r) => ({
     header: r.header,
-    // Records copied whole are never decompressed; only cut ones are.
-    records: r.records({ lazy: true }),
+    // Records copied whole are never decompressed; only cut ones are. Borrowed: a cursor's
+    // record is written (copied by the writer) before the cursor moves on.
+    records: r.records({ lazy: true, borrowed: true }),
     current: null,
   }));
   try {

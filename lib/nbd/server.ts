@@ -8,6 +8,7 @@
  */
 import { ByteReader } from "../stream/byte_reader.ts";
 import type { AllocatedExtent } from "../core/extent.ts";
+import type { LentBytes } from "../core/buffer_pool.ts";
 import { writeAll } from "../core/bytes.ts";
 import { describeError } from "../core/errors.ts";
 import type { Log } from "../core/log.ts";
@@ -37,8 +38,12 @@ import {
 export interface NbdExport extends ExportInfo {
   /** How `[offset, offset + length)` is stored, covering it in order. */
   allocation(offset: number, length: number): AllocatedExtent[];
-  /** The bytes of `[offset, offset + length)`; rejects when they cannot be read correctly. */
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * The bytes of `[offset, offset + length)`, lent until the reply that
+   * carries them is sent (the server then releases them); rejects when they
+   * cannot be read correctly.
+   */
+  read(offset: number, length: number): Promise<LentBytes>;
 }
 
 /** Requests of one client served at once (the next waits for one to finish): each holds its reply. */
@@ -228,28 +233,39 @@ class Session {
         blockStatusChunk(cookie, extents, (req.flags & CMD_FLAG_REQ_ONE) !== 0),
       ]);
     }
-    let parts: Uint8Array[];
+    const lent: LentBytes[] = [];
     try {
-      if (this.#state.structured) {
-        const extents = length === 0 ? [] : this.exp.allocation(offset, length);
-        const data = new Map<AllocatedExtent, Uint8Array>();
-        await Promise.all(
-          extents.filter((e) => e.kind === "data").map(async (e) => {
-            data.set(e, await this.exp.read(e.offset, e.length));
-          }),
+      let parts: Uint8Array[];
+      try {
+        if (this.#state.structured) {
+          const extents = length === 0 ? [] : this.exp.allocation(offset, length);
+          const data = new Map<AllocatedExtent, Uint8Array>();
+          const reads = await Promise.allSettled(
+            extents.filter((e) => e.kind === "data").map(async (e) => {
+              const got = await this.exp.read(e.offset, e.length);
+              lent.push(got);
+              data.set(e, got.bytes);
+            }),
+          );
+          const failed = reads.find((r) => r.status === "rejected");
+          if (failed) throw failed.reason;
+          parts = readChunks(cookie, extents, (e) => data.get(e)!);
+        } else {
+          const got = await this.exp.read(offset, length);
+          lent.push(got);
+          parts = [simpleReply(cookie, 0), got.bytes];
+        }
+      } catch (err) {
+        this.log(
+          "error",
+          `client ${this.id}: read ${offset}+${length} failed (EIO sent): ${describeError(err)}`,
         );
-        parts = readChunks(cookie, extents, (e) => data.get(e)!);
-      } else {
-        parts = [simpleReply(cookie, 0), await this.exp.read(offset, length)];
+        return await this.#fail(req, Errno.EIO, describeError(err));
       }
-    } catch (err) {
-      this.log(
-        "error",
-        `client ${this.id}: read ${offset}+${length} failed (EIO sent): ${describeError(err)}`,
-      );
-      return await this.#fail(req, Errno.EIO, describeError(err));
+      await this.#send(parts);
+    } finally {
+      for (const l of lent) l.release();
     }
-    await this.#send(parts);
   }
 
   #fail(req: Request, errno: number, message: string): Promise<void> {

@@ -28,7 +28,7 @@ const exp: NbdExport = {
   read: async (offset, length) => {
     await new Promise((r) => setTimeout(r, offset === 0 ? 30 : 0));
     if (offset === 1000) throw new Error("bad record");
-    return disk.slice(offset, offset + length);
+    return { bytes: disk.slice(offset, offset + length), release: () => {} };
   },
 };
 

@@ -71,7 +71,7 @@ export async function startServe(
     size: chain.size,
     description: `dirtybit backup ${indexes.at(-1)!.header.backupId} of ${name}`,
     allocation: (offset, length) => chain.allocation(offset, length),
-    read: (offset, length) => chain.readView(offset, length),
+    read: (offset, length) => chain.lend(offset, length),
   };
   let listening: { listener: Deno.Listener; uri: string; socket?: string };
   try {

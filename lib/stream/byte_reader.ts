@@ -5,11 +5,16 @@
  * @module
  */
 
-/** Where the chunks come from: `seek` only for a file, which can skip without reading. */
+/**
+ * Where the chunks come from: `seek` and `readInto` only for a file, which can
+ * skip without reading and read straight into the caller's buffer.
+ */
 interface ChunkSource {
   next(): Promise<Uint8Array | null>;
   cancel(): Promise<void>;
   seek?(position: number): Promise<void>;
+  /** Reads up to `dest.length` bytes into `dest`; 0 at the end. */
+  readInto?(dest: Uint8Array): Promise<number>;
 }
 
 /** Read size of a file source: small, as an index scan reads a header per record and seeks on. */
@@ -59,19 +64,44 @@ export class ByteReader {
   async read(n: number): Promise<Uint8Array | null> {
     if (this.#chunk.length >= n) return this.#take(n);
     const out = new Uint8Array(n);
+    return await this.readInto(out) ? out : null;
+  }
+
+  /** Bytes buffered: a {@link read} of up to this many returns a view, without reading. */
+  get buffered(): number {
+    return this.#chunk.length;
+  }
+
+  /**
+   * Copies the next `dest.length` bytes into `dest`; false if the stream ends
+   * first (then `position` tells how far it got). A file source reads what
+   * is not buffered straight into `dest`, allocating nothing.
+   */
+  async readInto(dest: Uint8Array): Promise<boolean> {
+    const n = dest.length;
     let filled = 0;
     while (filled < n) {
-      if (this.#chunk.length === 0 && !(await this.#pull())) {
-        this.position += filled;
-        return null;
+      if (this.#chunk.length === 0) {
+        const direct = this.#src.readInto && !this.#done && n - filled >= FILE_CHUNK
+          ? await this.#src.readInto(dest.subarray(filled))
+          : -1;
+        if (direct > 0) {
+          filled += direct;
+          continue;
+        }
+        if (direct === 0) this.#done = true;
+        if (!(await this.#pull())) {
+          this.position += filled;
+          return false;
+        }
       }
       const part = this.#chunk.subarray(0, Math.min(this.#chunk.length, n - filled));
-      out.set(part, filled);
+      dest.set(part, filled);
       filled += part.length;
       this.#chunk = this.#chunk.subarray(part.length);
     }
     this.position += n;
-    return out;
+    return true;
   }
 
   /** True when no byte is left. */
@@ -131,5 +161,6 @@ function fileChunks(file: Deno.FsFile): ChunkSource {
     seek: async (position) => {
       await file.seek(position, Deno.SeekMode.Start);
     },
+    readInto: async (dest) => await file.read(dest) ?? 0,
   };
 }

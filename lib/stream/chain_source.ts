@@ -20,6 +20,8 @@ import { checkChainOrder } from "./chain.ts";
 import { type StreamHeader, zeroRecordHeader } from "./format.ts";
 import { type IndexedRecordHeader, openStreamFile } from "./reader.ts";
 import { decodeDataPayload } from "./data_record.ts";
+import { RECORD_DATA_TARGET } from "./writer.ts";
+import { BufferPool, type LentBytes } from "../core/buffer_pool.ts";
 
 /** One stream file's header and its records' headers, in stream order. */
 export interface StreamIndex {
@@ -51,12 +53,21 @@ function slice(seg: Segment, from: number, to: number): Segment {
 
 /**
  * Decoded records kept by default: enough for the requests of a sequential
- * reader (nbdcopy asks 256 KiB at a time) to find the record they share. More
- * costs memory for little: each decoded record is a new buffer, and V8 frees
- * dropped ones only after some 64 MiB of them, which already dominates serve's
- * peak memory.
+ * reader (nbdcopy asks 256 KiB at a time) to find the record they share.
  */
 const DEFAULT_CACHE_BYTES = 8 << 20;
+
+/**
+ * Compressed payloads being read at once that keep their pooled buffer
+ * (more get one of their own): a few, as reads of one record share its load.
+ */
+const PAYLOAD_BUFFERS = 4;
+
+/**
+ * Decoded records lent out beyond the cache's that keep their pooled buffer:
+ * records dropped from the cache while a reply still sends a view of them.
+ */
+const LENT_BUFFERS = 8;
 
 /**
  * Lays `updates` (sorted, non-overlapping) over `base` (sorted, non-overlapping):
@@ -92,6 +103,15 @@ export class ChainSource implements DiskSource {
   readonly #files: FileHandle[];
   readonly #segments: Segment[];
   readonly #cache: RecordCache;
+  /**
+   * Buffers of a whole record (as the writer cuts them), reused: a new one
+   * per record read is garbage that V8 frees only once some 64 MiB of it
+   * piled up, which made most of serve's memory peak. `#payloads`: a
+   * compressed payload while it is decoded; `#data`: decoded records, owned
+   * by the cache (see RecordCache).
+   */
+  readonly #payloads = new BufferPool(RECORD_DATA_TARGET, PAYLOAD_BUFFERS);
+  readonly #data: BufferPool;
 
   private constructor(
     indexes: readonly StreamIndex[],
@@ -104,7 +124,11 @@ export class ChainSource implements DiskSource {
     this.#paths = paths;
     this.#files = files;
     this.#segments = mergeChain(indexes);
-    this.#cache = new RecordCache(cacheBytes);
+    this.#data = new BufferPool(
+      RECORD_DATA_TARGET,
+      Math.ceil(cacheBytes / RECORD_DATA_TARGET) + LENT_BUFFERS,
+    );
+    this.#cache = new RecordCache(cacheBytes, (data) => this.#data.give(data));
   }
 
   /**
@@ -186,7 +210,7 @@ export class ChainSource implements DiskSource {
     return out;
   }
 
-  /** Reads `[offset, offset + length)` from the streams that hold it. */
+  /** Reads `[offset, offset + length)` from the streams that hold it, into a new buffer. */
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.#checkRange(offset, length);
     const out = new Uint8Array(length);
@@ -200,10 +224,11 @@ export class ChainSource implements DiskSource {
       const from = Math.max(seg.offset, offset);
       const to = Math.min(extentEnd(seg), end);
       const at = seg.skew + (from - seg.offset);
+      const entry = this.#cache.pin(rec, () => this.#load(rec));
       parts.push(
-        this.#cache.get(rec, () => this.#load(rec)).then((data) => {
+        entry.data.then((data) => {
           out.set(data.subarray(at, at + (to - from)), from - offset);
-        }),
+        }).finally(() => this.#cache.unpin(entry)),
       );
     }
     await Promise.all(parts);
@@ -212,16 +237,35 @@ export class ChainSource implements DiskSource {
 
   /**
    * Like {@link read}, but a range within one record comes back as a view of
-   * the cached record, not a copy: the caller must not change it.
+   * the cached record, not a copy: the caller must not change it, and must
+   * `release` it once done (then it must not touch it any more: the record's
+   * buffer goes back to the pool once the cache drops it).
    */
-  async readView(offset: number, length: number): Promise<Uint8Array> {
+  async lend(offset: number, length: number): Promise<LentBytes> {
     this.#checkRange(offset, length);
     const seg = this.#segments[this.#find(offset)];
     const rec = seg.rec;
-    if (!rec || offset + length > extentEnd(seg)) return await this.read(offset, length);
-    const data = await this.#cache.get(rec, () => this.#load(rec));
+    if (!rec || offset + length > extentEnd(seg)) {
+      return { bytes: await this.read(offset, length), release: () => {} };
+    }
+    const entry = this.#cache.pin(rec, () => this.#load(rec));
+    let data: Uint8Array;
+    try {
+      data = await entry.data;
+    } catch (err) {
+      this.#cache.unpin(entry);
+      throw err;
+    }
     const at = seg.skew + (offset - seg.offset);
-    return data.subarray(at, at + length);
+    let released = false;
+    return {
+      bytes: data.subarray(at, at + length),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#cache.unpin(entry);
+      },
+    };
   }
 
   async close(): Promise<void> {
@@ -252,7 +296,27 @@ export class ChainSource implements DiskSource {
     const path = this.#paths[rec.file];
     const handle = this.#files[rec.file];
     if (!handle) throw new SourceError(`backup chain is closed; cannot read '${path}'`);
-    const payload = new Uint8Array(rec.storedLength);
+    // An uncompressed payload is the data: read straight into the data's buffer.
+    const data = this.#data.take(rec.compressed ? rec.length : rec.storedLength);
+    const payload = rec.compressed ? this.#payloads.take(rec.storedLength) : data;
+    try {
+      return await this.#decode(rec, handle, payload, data);
+    } catch (err) {
+      this.#data.give(data);
+      throw err;
+    } finally {
+      if (payload !== data) this.#payloads.give(payload);
+    }
+  }
+
+  /** Reads `rec`'s payload from `handle` into `payload` and decodes it into `data`. */
+  async #decode(
+    rec: IndexedRecord,
+    handle: FileHandle,
+    payload: Uint8Array,
+    data: Uint8Array,
+  ): Promise<Uint8Array> {
+    const path = this.#paths[rec.file];
     let got = 0;
     try {
       while (got < payload.length) {
@@ -277,7 +341,7 @@ export class ChainSource implements DiskSource {
       throw new InputError(`${where}: the file was truncated after indexing`);
     }
     // A mismatch here means the file changed (or rotted) after indexing.
-    return decodeDataPayload(this.headers[rec.file], rec, payload, where);
+    return decodeDataPayload(this.headers[rec.file], rec, payload, where, data);
   }
 }
 
@@ -305,45 +369,73 @@ function mergeChain(indexes: readonly StreamIndex[]): Segment[] {
   return segments;
 }
 
+/** A record in the cache, or being loaded into it, and who is using it. */
+interface CacheEntry {
+  readonly rec: IndexedRecord;
+  readonly data: Promise<Uint8Array>;
+  /** Reads using `data` now: its buffer is not given back while there are any. */
+  pins: number;
+  /** Still in the cache (a dropped entry's buffer goes back once unpinned). */
+  cached: boolean;
+}
+
 /**
  * Decoded records, least recently used dropped first once they hold more
  * than `limit` bytes; a record being loaded is shared by every read that
  * wants it, and a failed load is not kept (the next read tries again).
+ *
+ * The cache owns each record's buffer: a read {@link pin}s the entry, uses
+ * the data, then {@link unpin}s it, and the buffer goes to `giveBack` once
+ * the entry is both dropped and unpinned, exactly once.
  */
 class RecordCache {
-  readonly #entries = new Map<IndexedRecord, Promise<Uint8Array>>();
+  readonly #entries = new Map<IndexedRecord, CacheEntry>();
   #bytes = 0;
 
-  constructor(readonly limit: number) {}
+  constructor(readonly limit: number, readonly giveBack: (data: Uint8Array) => void) {}
 
-  get(rec: IndexedRecord, load: () => Promise<Uint8Array>): Promise<Uint8Array> {
+  /** The entry of `rec` (loaded by `load` if it is not cached), pinned. */
+  pin(rec: IndexedRecord, load: () => Promise<Uint8Array>): CacheEntry {
     const hit = this.#entries.get(rec);
     if (hit) {
       this.#entries.delete(rec);
       this.#entries.set(rec, hit);
+      hit.pins++;
       return hit;
     }
-    const loading = load();
-    this.#entries.set(rec, loading);
+    const entry: CacheEntry = { rec, data: load(), pins: 1, cached: true };
+    this.#entries.set(rec, entry);
     this.#bytes += rec.length;
-    loading.catch(() => {
-      if (this.#entries.get(rec) === loading) this.#drop(rec);
+    entry.data.catch(() => {
+      if (this.#entries.get(rec) === entry) this.#drop(entry);
     });
-    for (const old of this.#entries.keys()) {
-      if (this.#bytes <= this.limit || old === rec) break;
+    for (const old of this.#entries.values()) {
+      if (this.#bytes <= this.limit || old === entry) break;
       this.#drop(old);
     }
-    return loading;
+    return entry;
+  }
+
+  /** Ends a use of `entry` begun by {@link pin}. */
+  unpin(entry: CacheEntry): void {
+    entry.pins--;
+    this.#giveBackIfUnused(entry);
   }
 
   clear(): void {
-    this.#entries.clear();
-    this.#bytes = 0;
+    for (const entry of [...this.#entries.values()]) this.#drop(entry);
   }
 
-  #drop(rec: IndexedRecord): void {
-    this.#entries.delete(rec);
-    this.#bytes -= rec.length;
+  #drop(entry: CacheEntry): void {
+    this.#entries.delete(entry.rec);
+    this.#bytes -= entry.rec.length;
+    entry.cached = false;
+    this.#giveBackIfUnused(entry);
+  }
+
+  #giveBackIfUnused(entry: CacheEntry): void {
+    // A failed load has no buffer to give (#load gave it back itself).
+    if (!entry.cached && entry.pins === 0) entry.data.then(this.giveBack, () => {});
   }
 }
 

@@ -66,16 +66,18 @@ export function encodeDataRecordInPlace(buf: Uint8Array, spec: DataRecordSpec): 
  * The disk data of a data record of a stream with `header`, from its stored
  * `payload`: the payload checksum is checked before decompression, the data
  * checksum after. InputError naming `where` for any mismatch. Returns
- * `payload` itself for an uncompressed record.
+ * `payload` itself for an uncompressed record; a compressed one's data goes
+ * into `into` (at least `rec.length` bytes) when given, else a new buffer.
  */
 export function decodeDataPayload(
   header: Pick<StreamHeader, "version" | "blockSize">,
   rec: RecordHeader,
   payload: Uint8Array,
   where: string,
+  into?: Uint8Array,
 ): Uint8Array {
   checkPayload(header.version, rec, payload, where);
-  const data = rec.compressed ? zstdDecompressExact(payload, rec.length, where) : payload;
+  const data = rec.compressed ? zstdDecompressExact(payload, rec.length, where, into) : payload;
   if (dataChecksum(header, rec.offset, data) !== rec.checksum) {
     throw new InputError(`${where}: data checksum mismatch (corrupt stream)`);
   }

@@ -57,3 +57,19 @@ Deno.test("a checksum the caller has is taken as it is, not computed again", () 
     42n,
   );
 });
+
+Deno.test("zstdDecompressExact into a given buffer: the data lands there; a wrong size is refused", () => {
+  const data = new Uint8Array(65536).map((_, i) => (i >> 6) & 0xff);
+  const frame = encodeDataRecordInPlace(recordBuffer(data), {
+    offset: 0,
+    length: data.length,
+    level: 3,
+    blockSize: B,
+  }).subarray(RECORD_HEADER_SIZE);
+  const into = new Uint8Array(data.length + 100);
+  const out = zstdDecompressExact(frame, data.length, "here", into);
+  assert.equal(out.buffer, into.buffer);
+  assert.deepEqual(out, data);
+  assert.throws(() => zstdDecompressExact(frame, data.length - 1, "here", into), /here: zstd/);
+  assert.throws(() => zstdDecompressExact(frame, data.length + 1, "here", into), /here: zstd/);
+});

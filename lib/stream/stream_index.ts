@@ -13,7 +13,7 @@ import { checkChainOrder } from "./chain.ts";
 import type { StreamIndex } from "./chain_source.ts";
 import { type StreamHeader, TRAILER_SIZE } from "./format.ts";
 import { decodeIndex, encodeIndex, type IndexedStreamIdentity } from "./index_layout.ts";
-import { type IndexedRecordHeader, openStreamFileForIndex } from "./reader.ts";
+import { type IndexedRecordHeader, openStreamFile } from "./reader.ts";
 
 /** The index file kept beside stream `path`. */
 export function indexPathOf(path: string): string {
@@ -64,7 +64,7 @@ export async function indexStream(
   log: Log = () => {},
   accept: (header: StreamHeader) => void = () => {},
 ): Promise<StreamIndex> {
-  const reader = await openStreamFileForIndex(path);
+  const reader = await openStreamFile(path);
   const indexPath = indexPathOf(path);
   let identity: IndexedStreamIdentity;
   try {

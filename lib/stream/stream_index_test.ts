@@ -189,3 +189,29 @@ Deno.test("a corrupt payload is refused when read, and only there; a cut stream 
     await assert.rejects(indexChain(paths), InputError);
   });
 });
+
+Deno.test("lent bytes stay as read while the cache drops and reuses records, until released", async () => {
+  await withDir(async (dir) => {
+    const paths = await writeChain(dir);
+    const verified = await ChainSource.open(paths);
+    // Room for one record: every other read drops the one before.
+    const chain = await ChainSource.fromIndexes(paths, await indexChain(paths), 1);
+    try {
+      const want = await verified.read(0, 64 * KiB);
+      const lent = await chain.lend(0, 64 * KiB);
+      for (let round = 0; round < 3; round++) {
+        assert.deepEqual(await chain.read(MiB, 256 * KiB), await verified.read(MiB, 256 * KiB));
+        const other = await chain.lend(3 * MiB, 5000);
+        assert.deepEqual(other.bytes, await verified.read(3 * MiB, 5000));
+        other.release();
+      }
+      assert.deepEqual(lent.bytes, want);
+      lent.release();
+      lent.release();
+      assert.deepEqual(await chain.read(0, SIZE), await verified.read(0, SIZE));
+    } finally {
+      await verified.close();
+      await chain.close();
+    }
+  });
+});

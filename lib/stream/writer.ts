@@ -158,16 +158,19 @@ export class StreamWriter {
    * Adds a data record read (and verified) from a stream with header `from`:
    * copied as stored, without compressing it again, when its data checksum
    * holds unchanged here and this stream compresses or the record is not
-   * compressed; else written as {@link writeData} of its data. Same ordering rule.
-   * `rec.stored` goes to the sink uncopied: it must not change until the
-   * stream is finished (a stream reader's records never do).
+   * compressed; else written as {@link writeData} of its data. Same ordering
+   * rule. `rec` may be reused once this resolves (a borrowed record of a
+   * stream reader: see RecordsOptions.borrowed): its payload is copied behind
+   * the header into a record buffer, reused when the sink releases chunks.
    */
   async copyRecord(from: StreamHeader, rec: DataRecord): Promise<void> {
     if (!sameDataChecksum(from, this.header) || (rec.compressed && this.#level === 0)) {
       return await this.writeData(rec.offset, rec.data);
     }
     this.#checkRange(rec.offset, rec.length);
-    const head = encodeRecordHeader({
+    const buf = this.#recordBuffer(RECORD_HEADER_SIZE + rec.storedLength)
+      .subarray(0, RECORD_HEADER_SIZE + rec.storedLength);
+    encodeRecordHeader({
       kind: "data",
       compressed: rec.compressed,
       storedLength: rec.storedLength,
@@ -176,15 +179,9 @@ export class StreamWriter {
       checksum: rec.checksum,
       // A version 3 source has it (verified); an older one's compressed payload gets it here.
       payloadChecksum: rec.compressed ? rec.payloadChecksum || payloadChecksum(rec.stored) : 0n,
-    });
-    // The payload goes to the sink as it is, not copied behind the header: a merge copies most
-    // of a chain this way, and a megabyte allocated per record is what its memory peak was made of.
-    this.#enqueue(Promise.resolve(head), Infinity);
-    this.#enqueue(
-      Promise.resolve(rec.stored),
-      this.#hashedOfData === Infinity ? Infinity : 0,
-      false,
-    );
+    }, buf);
+    buf.set(rec.stored, RECORD_HEADER_SIZE);
+    this.#enqueue(Promise.resolve(buf), this.#hashedOfData);
     this.#totals.records++;
     this.#totals.dataBytes += rec.length;
     this.#totals.storedBytes += rec.storedLength;
@@ -277,10 +274,7 @@ export class StreamWriter {
       return record;
     };
     // A copy the record owns: the caller may reuse `piece` once writeData resolves.
-    const spare = this.#spares?.pop();
-    const buf = spare
-      ? new Uint8Array(spare)
-      : new Uint8Array(this.#spares ? RECORD_BUFFER_SIZE : RECORD_HEADER_SIZE + piece.length);
+    const buf = this.#recordBuffer(RECORD_HEADER_SIZE + piece.length);
     buf.set(piece, RECORD_HEADER_SIZE);
     const spec = {
       offset,
@@ -299,6 +293,17 @@ export class StreamWriter {
   }
 
   /**
+   * A buffer for a record of `size` bytes that the writer owns until the sink
+   * has it: a spare when the sink releases chunks and the record fits one
+   * (then the whole spare, for a worker to take), else a new one.
+   */
+  #recordBuffer(size: number): Uint8Array {
+    if (!this.#spares || size > RECORD_BUFFER_SIZE) return new Uint8Array(size);
+    const spare = this.#spares.pop();
+    return spare ? new Uint8Array(spare) : new Uint8Array(RECORD_BUFFER_SIZE);
+  }
+
+  /**
    * Keeps a record buffer for the next record: a written record's, when the
    * sink let go of it, or one a compact record was made from. Two are enough
    * to keep the workers fed; more would only hold memory.
@@ -310,11 +315,8 @@ export class StreamWriter {
     }
   }
 
-  /**
-   * Queues a frame for the sink; its first `hashed` bytes go into the stream
-   * checksum. A frame not in a buffer of the writer's own is never recycled.
-   */
-  #enqueue(frame: Promise<Uint8Array>, hashed: number, ownBuffer = true): void {
+  /** Queues a frame for the sink; its first `hashed` bytes go into the stream checksum. */
+  #enqueue(frame: Promise<Uint8Array>, hashed: number): void {
     // A rejected frame must not go unhandled before its turn in the queue comes.
     frame.catch(() => {});
     this.#inFlight++;
@@ -327,7 +329,7 @@ export class StreamWriter {
         }
         await this.#out.write(bytes);
         this.#written += bytes.length;
-        if (ownBuffer) this.#recycle(bytes);
+        this.#recycle(bytes);
       } catch (err) {
         this.#error ??= sinkError(err);
       } finally {

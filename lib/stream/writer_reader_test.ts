@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { xxh64 } from "@node-rs/xxhash";
 import { InputError, TargetError } from "../core/errors.ts";
 import type { StreamHeaderInit } from "./format.ts";
-import { StreamReader, type StreamRecord } from "./reader.ts";
+import { openStreamFile, StreamReader, type StreamRecord } from "./reader.ts";
 import { chunkReleasingSink, defaultWorkers, RECORD_DATA_TARGET, StreamWriter } from "./writer.ts";
 import { pseudoRandom as random } from "../../tests/fixtures/bytes.ts";
 
@@ -338,5 +338,33 @@ Deno.test("lazy records: compressed data decompressed on first use, every byte s
     const reader = await StreamReader.open(chunkedSource(bad)).catch(() => null);
     if (!reader) continue;
     await assert.rejects(Array.fromAsync(reader.records({ lazy: true })), InputError, `byte ${at}`);
+  }
+});
+
+Deno.test("borrowed records from a file: one payload buffer reused, the same data as fresh ones", async () => {
+  for (const compression of ["none", "zstd:3"] as const) {
+    const { bytes } = await writeSample(compression, 0);
+    const eager = await readAll(chunkedSource(bytes));
+    const path = await Deno.makeTempFile();
+    try {
+      await Deno.writeFile(path, bytes);
+      const reader = await openStreamFile(path);
+      const disk = new Uint8Array(eager.header.virtualSize);
+      const buffers = new Set<ArrayBufferLike>();
+      let records = 0;
+      for await (const rec of reader.records({ lazy: true, borrowed: true })) {
+        if (rec.kind !== "data") continue;
+        records++;
+        buffers.add(rec.stored.buffer);
+        // Used before the next record is asked for, as the borrowing rule says.
+        disk.set(rec.data, rec.offset);
+      }
+      assert.deepEqual(disk, flatten(eager.recs, eager.header.virtualSize));
+      // The scratch buffer (grown once at most) and small payloads seen in the read chunk.
+      assert.ok(buffers.size < records, `${buffers.size} buffers for ${records} records`);
+      assert.deepEqual(reader.trailer, eager.trailer);
+    } finally {
+      await Deno.remove(path);
+    }
   }
 });

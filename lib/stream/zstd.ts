@@ -7,6 +7,7 @@
 import zlib from "node:zlib";
 import { InputError, wrapError } from "../core/errors.ts";
 import { SAMPLE_PIECE, SAMPLE_PIECES, worthCompressing } from "./compression_policy.ts";
+import { canDecompressInto, decompressInto } from "../../ffi/zstd.ts";
 
 /**
  * node:zlib's output chunk for compression. Its default 16 KiB makes it
@@ -64,13 +65,27 @@ export function zstdCompressIfSmaller(data: Uint8Array, level: number): Uint8Arr
 
 /**
  * Decompresses a record payload that must expand to exactly `length` bytes;
- * InputError (naming `where`) for anything else.
+ * InputError (naming `where`) for anything else. `into` (at least `length`
+ * bytes): where the data goes instead of a new buffer, through libzstd when it is
+ * there (ffi/zstd.ts), else copied there from node:zlib's output.
  */
 export function zstdDecompressExact(
   payload: Uint8Array,
   length: number,
   where: string,
+  into?: Uint8Array,
 ): Uint8Array {
+  if (into && canDecompressInto()) {
+    // A frame that expands further fails as too big for its room.
+    const n = decompressInto(payload, into.subarray(0, length));
+    if (n instanceof Error) {
+      throw new InputError(`${where}: zstd payload does not decompress (${n.message})`);
+    }
+    if (n !== length) {
+      throw new InputError(`${where}: zstd payload expands to ${n} bytes, not ${length}`);
+    }
+    return into.subarray(0, length);
+  }
   let out: Uint8Array;
   try {
     out = zlib.zstdDecompressSync(payload, {
@@ -89,5 +104,8 @@ export function zstdDecompressExact(
       `${where}: zstd payload expands to ${out.byteLength} bytes, not ${length}`,
     );
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  const data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  if (!into) return data;
+  into.set(data);
+  return into.subarray(0, length);
 }
