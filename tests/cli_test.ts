@@ -77,8 +77,9 @@ Deno.test("cli: help says what each command takes, in its own words", async () =
   assert.match(backup, /--qmp SOCKET +QMP .*\(not with --vm or\n +--domain/);
   assert.doesNotMatch(backup, /\(required\)/);
   const convert = await help("convert");
-  assert.match(convert, /--format vmdk: streamOptimized, /);
-  assert.doesNotMatch(convert, /vmdk:streamOptimized/);
+  // One line per writer of the registry, with its summary.
+  assert.match(convert, /\n {2}vmdk streamOptimized +VMDK streamOptimized v3/);
+  assert.match(convert, /\n {2}qcow2 +qcow2 v3/);
   const replicate = await help("replicate");
   assert.match(replicate, /--node {18}block node of the disk to replicate/);
   assert.doesNotMatch(replicate, /back up|hash databases/);

@@ -21,14 +21,15 @@ import { flatExtentName } from "../formats/vmdk.ts";
 import type { ImageWriteOptions, ImageWriteReport } from "../formats/writer.ts";
 import { ChainSource } from "../stream/chain_source.ts";
 
-/** One line per format with variants: `vmdk: streamOptimized, monolithicSparse, vmfs`. */
-function subformatHelp(): string {
-  const formats = [...new Set(imageWriters.map((w) => w.format))];
-  return formats.map((f) => imageWriters.filter((w) => w.format === f).map((w) => w.subformat))
-    .map((subs, i) => ({ format: formats[i], subs }))
-    .filter(({ subs }) => subs.length > 1)
-    .map(({ format, subs }) => `                         --format ${format}: ${subs.join(", ")}`)
-    .join("\n");
+/** One line per writer, from the registry: `  vmdk vmfs    VMDK vmfs flat ...`. */
+function formatHelp(): string {
+  const counts = new Map<string, number>();
+  for (const w of imageWriters) counts.set(w.format, (counts.get(w.format) ?? 0) + 1);
+  const names = imageWriters.map((w) =>
+    counts.get(w.format)! > 1 ? `${w.format} ${w.subformat}` : w.format
+  );
+  const width = Math.max(...names.map((n) => n.length)) + 2;
+  return imageWriters.map((w, i) => `  ${names[i].padEnd(width)}${w.summary}`).join("\n");
 }
 
 const HELP = `
@@ -41,8 +42,7 @@ output; no temporary file). Unallocated and zero ranges stay unallocated.
   --from SOURCE        nbd://, nbd+unix:// URI, or a local image of any qemu format
   --chain              the positionals are a backup chain (full, then incrementals)
   --format FMT         ${[...new Set(imageWriters.map((w) => w.format))].join(", ")} (vhd = vpc)
-  --subformat SUB      the format's variant, as this flag takes it (first: default):
-${subformatHelp()}
+  --subformat SUB      the format's variant (default: its first below)
   --out FILE|-         output file, - for stdout. vmdk vmfs: FILE is the descriptor,
                        the data goes to FILE-flat.vmdk (with -, give --descriptor)
   --descriptor FILE    vmdk vmfs with --out -: where to write the descriptor
@@ -53,6 +53,9 @@ ${subformatHelp()}
   --workers N          compression workers (default: CPU count)
   --connections N      NBD connections for reading (default 2)
   --json               print the report as JSON (stderr when --out is -)${PROGRESS_HELP}
+
+Formats and subformats (vhd = vpc):
+${formatHelp()}
 `;
 
 const FLAGS = {
