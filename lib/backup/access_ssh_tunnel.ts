@@ -55,7 +55,7 @@ export const sshTunnelMode: NbdAccessMode = {
  * Reads the point in time's exports (on unix sockets on the host) through
  * one OpenSSH tunnel per socket, each checked before the commit.
  */
-function tunnelDataPath(host: SshHost): DataPath {
+export function tunnelDataPath(host: SshHost): DataPath {
   const tunnels = new Map<string, Promise<SshTunnel>>();
   return {
     job: {
